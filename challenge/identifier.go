@@ -1,0 +1,211 @@
+package challenge
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
+)
+
+// IdentifierType is an ACME identifier type (RFC 8555 §9.7.7).
+type IdentifierType string
+
+// The identifier types TLS-ALPN-01 can validate: domain names (RFC 8737) and
+// IP addresses (RFC 8738).
+const (
+	DNS IdentifierType = "dns"
+	IP  IdentifierType = "ip"
+)
+
+// Identifier is an ACME identifier. Values made by ParseIdentifier are in the
+// canonical form CAs use and compare byte for byte: a lower-case A-label name
+// without trailing dot, or an IP address in its RFC 5952 textual form.
+type Identifier struct {
+	Type  IdentifierType
+	Value string
+}
+
+// ErrWildcard is returned by ParseIdentifier (and Build) for a wildcard name.
+// RFC 8737 §3 forbids TLS-ALPN-01 for wildcards: the CA cannot tell which
+// names a wildcard covers by connecting to one of them.
+var ErrWildcard = errors.New("challenge: TLS-ALPN-01 cannot validate wildcard names (RFC 8737 §3); use the DNS-01 challenge for them")
+
+// maxSNILen bounds the input NormalizeServerName is willing to run through
+// IDNA. A valid A-label name is at most 253 bytes; UTS #46 mapping may delete
+// ignorable code points, so allow generous slack, but never unbounded work.
+const maxSNILen = 1024
+
+// ParseIdentifier turns user input such as "Example.COM.", "bücher.de",
+// "192.0.2.1" or "2001:db8::1" into a canonical Identifier.
+//
+// IP addresses become IP identifiers in RFC 5952 form; an IPv4-mapped IPv6
+// address becomes the IPv4 address it maps (that is what ends up in a SAN
+// anyway), and zones are refused. Names are lower-cased, lose one trailing
+// dot, are converted to A-labels with the IDNA Lookup profile, and must then
+// be a valid host name: LDH labels of 1-63 bytes with no leading or trailing
+// hyphen, at most 253 bytes in all, and a last label that is not all digits.
+// A wildcard gives an error wrapping ErrWildcard.
+func ParseIdentifier(s string) (Identifier, error) {
+	in := s
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Identifier{}, errors.New("challenge: empty identifier")
+	}
+	if strings.HasPrefix(s, "*.") || s == "*" {
+		return Identifier{}, fmt.Errorf("%w: %q", ErrWildcard, in)
+	}
+	ipText := s
+	if len(ipText) > 2 && ipText[0] == '[' && ipText[len(ipText)-1] == ']' {
+		ipText = ipText[1 : len(ipText)-1]
+	}
+	if addr, err := netip.ParseAddr(ipText); err == nil {
+		if addr.Zone() != "" {
+			return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: IP address with a zone cannot be validated by a CA", in)
+		}
+		return Identifier{Type: IP, Value: addr.Unmap().String()}, nil
+	} else if ipText != s || strings.Contains(s, ":") {
+		return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: %w", in, err)
+	}
+
+	name := strings.TrimSuffix(s, ".")
+	if len(name) > maxSNILen {
+		return Identifier{}, fmt.Errorf("challenge: invalid identifier %.40q...: name longer than 253 bytes", in)
+	}
+	if !isCanonicalASCII(name) {
+		if !utf8.ValidString(name) {
+			return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: not valid UTF-8", in)
+		}
+		a, err := idna.Lookup.ToASCII(name)
+		if err != nil {
+			return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: %w", in, err)
+		}
+		name = a
+	}
+	if p := hostnameProblem(name); p != "" {
+		return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: %s", in, p)
+	}
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	if strings.Trim(last, "0123456789") == "" {
+		return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: not an IP address, and a name's last label cannot be all digits", in)
+	}
+	return Identifier{Type: DNS, Value: name}, nil
+}
+
+// NormalizeServerName returns sni as a responder should look it up: lower
+// case, without one trailing dot, in A-label form. It returns "" when sni is
+// not a valid host name (including over-long input, control bytes and bad
+// punycode), so callers can treat "" as "no such challenge".
+//
+// It runs on every handshake, so input that is already canonical (lower-case
+// LDH labels with no IDNA label) is returned without allocating.
+func NormalizeServerName(sni string) string {
+	if len(sni) > maxSNILen {
+		return ""
+	}
+	sni = strings.TrimSuffix(sni, ".")
+	if isCanonicalASCII(sni) {
+		return sni
+	}
+	// x/net/idna maps invalid UTF-8 to U+FFFD and encodes that; refuse it.
+	if !utf8.ValidString(sni) {
+		return ""
+	}
+	a, err := idna.Lookup.ToASCII(sni)
+	if err != nil || hostnameProblem(a) != "" {
+		return ""
+	}
+	return a
+}
+
+// isCanonicalASCII reports whether s is a valid host name that IDNA
+// processing would leave unchanged: only [a-z0-9-.], valid label lengths, no
+// hyphen at either end of a label, and no "--" in label positions 3-4 (such
+// labels, including "xn--" A-labels, need IDNA validation).
+func isCanonicalASCII(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) {
+			c := s[i]
+			if ('a' <= c && c <= 'z') || ('0' <= c && c <= '9') || c == '-' {
+				continue
+			}
+			if c != '.' {
+				return false
+			}
+		}
+		n := i - start
+		if n == 0 || n > 63 || s[start] == '-' || s[i-1] == '-' {
+			return false
+		}
+		if n >= 4 && s[start+2] == '-' && s[start+3] == '-' {
+			return false
+		}
+		start = i + 1
+	}
+	return true
+}
+
+// hostnameProblem returns why s, the output of IDNA ToASCII, is not a valid
+// host name, or "" if it is.
+func hostnameProblem(s string) string {
+	if s == "" {
+		return "empty name"
+	}
+	if len(s) > 253 {
+		return "name longer than 253 bytes"
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		switch {
+		case label == "":
+			return "empty label"
+		case len(label) > 63:
+			return fmt.Sprintf("label %.20q... longer than 63 bytes", label)
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return fmt.Sprintf("label %q starts or ends with a hyphen", label)
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(('a' <= c && c <= 'z') || ('0' <= c && c <= '9') || c == '-') {
+				return fmt.Sprintf("label %q has a byte other than a-z, 0-9 and hyphen", label)
+			}
+		}
+	}
+	return ""
+}
+
+// ServerName returns the SNI a CA sends when validating id: the name itself
+// for DNS identifiers, and for IP identifiers the reverse-mapping name of
+// RFC 8738 §6 ("1.2.0.192.in-addr.arpa", or the ip6.arpa nibble form),
+// without a trailing dot (Go's TLS stack strips the dot Boulder's
+// dns.ReverseAddr adds). It returns "" for an IP identifier that does not
+// parse or an unknown type.
+func ServerName(id Identifier) string {
+	switch id.Type {
+	case DNS:
+		return id.Value
+	case IP:
+		addr, err := netip.ParseAddr(id.Value)
+		if err != nil || addr.Zone() != "" {
+			return ""
+		}
+		addr = addr.Unmap()
+		if addr.Is4() {
+			b := addr.As4()
+			return fmt.Sprintf("%d.%d.%d.%d.in-addr.arpa", b[3], b[2], b[1], b[0])
+		}
+		const hex = "0123456789abcdef"
+		b := addr.As16()
+		out := make([]byte, 0, 64+len("ip6.arpa"))
+		for i := len(b) - 1; i >= 0; i-- {
+			out = append(out, hex[b[i]&0x0f], '.', hex[b[i]>>4], '.')
+		}
+		return string(append(out, "ip6.arpa"...))
+	}
+	return ""
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
+)
+
+// errHelp means --help was asked for and printed.
+var errHelp = errors.New("help shown")
+
+// flagSet wraps flag.FlagSet: errors become one-line usage errors and
+// --help prints the command's own text.
+type flagSet struct {
+	*flag.FlagSet
+	usage string // the text before the flag list
+	pos   []string
+	out   io.Writer
+}
+
+func newFlagSet(e *env, name, usage string) *flagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return &flagSet{FlagSet: fs, usage: usage, out: e.stdout}
+}
+
+// parse parses args; positional arguments are allowed only where the
+// command takes them (maxArgs; -1 for any number).
+func (f *flagSet) parse(args []string, maxArgs int) error {
+	// Let flags follow positional arguments ("revoke NAME --reason 4"),
+	// as users of lego and certbot expect.
+	var pos []string
+	rest := args
+	for {
+		if err := f.FlagSet.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				f.printHelp()
+				return errHelp
+			}
+			return usagef("%v (see tlsalpn %s --help)", err, f.Name())
+		}
+		rest = f.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if rest[0] == "--" {
+			pos = append(pos, rest[1:]...)
+			break
+		}
+		pos = append(pos, rest[0])
+		rest = rest[1:]
+	}
+	if maxArgs >= 0 && len(pos) > maxArgs {
+		return usagef("unexpected argument %q (see tlsalpn %s --help)", pos[maxArgs], f.Name())
+	}
+	f.pos = pos
+	return nil
+}
+
+func (f *flagSet) printHelp() {
+	fmt.Fprint(f.out, strings.TrimLeft(f.usage, "\n"))
+	fmt.Fprintln(f.out, "\nFlags:")
+	f.VisitAll(func(fl *flag.Flag) {
+		dash := "--"
+		if len(fl.Name) == 1 {
+			dash = "-"
+		}
+		name, usage := flag.UnquoteUsage(fl)
+		head := "  " + dash + fl.Name
+		if name != "" {
+			head += " " + name
+		}
+		def := ""
+		if fl.DefValue != "" && fl.DefValue != "false" && fl.DefValue != "[]" && fl.DefValue != "0s" {
+			def = " (default " + fl.DefValue + ")"
+		}
+		fmt.Fprintf(f.out, "%s\n      %s%s\n", head, usage, def)
+	})
+}
+
+// listFlag collects a repeated flag; each value may also hold several
+// comma-separated items.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// caFlags are the flags that choose a CA and an account.
+type caFlags struct {
+	ca, caRoot, email string
+	agreeTOS          bool
+	eabKID, eabHMAC   string
+	storage           string
+	verbose           bool
+	timeout           time.Duration
+}
+
+func (c *caFlags) register(f *flagSet, withAccount bool) {
+	f.StringVar(&c.storage, "storage", "", "`DIR` holding accounts, keys and certificates (default $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn)")
+	f.BoolVar(&c.verbose, "v", false, "show each step of the ACME flow, and info logs")
+	if !withAccount {
+		return
+	}
+	f.StringVar(&c.ca, "ca", "letsencrypt", "the CA: a directory `URL`, or one of "+strings.Join(issuer.CANames(), ", "))
+	f.StringVar(&c.caRoot, "ca-root", "", "PEM `FILE` of roots to trust for the CA's own HTTPS (a private CA such as step-ca or Pebble)")
+	f.StringVar(&c.email, "email", "", "contact `ADDRESS` for the ACME account (expiry and incident mail from the CA)")
+	f.BoolVar(&c.agreeTOS, "agree-tos", false, "agree to the CA's terms of service (required to create an account)")
+	f.StringVar(&c.eabKID, "eab-kid", "", "External Account Binding key `ID` (ZeroSSL, Google and other CAs that require EAB)")
+	f.StringVar(&c.eabHMAC, "eab-hmac-key", "", "External Account Binding HMAC `KEY`, base64url as the CA gives it")
+	f.DurationVar(&c.timeout, "timeout", 10*time.Minute, "give up on the whole operation after this `DURATION`")
+}
+
+func (c *caFlags) eab() (*acme.EAB, error) {
+	switch {
+	case c.eabKID == "" && c.eabHMAC == "":
+		return nil, nil
+	case c.eabKID == "" || c.eabHMAC == "":
+		return nil, usagef("--eab-kid and --eab-hmac-key go together: give both")
+	}
+	return &acme.EAB{KeyID: c.eabKID, MACKey: c.eabHMAC}, nil
+}
+
+func (c *caFlags) logger(e *env) *slog.Logger {
+	level := slog.LevelWarn
+	if c.verbose {
+		level = slog.LevelInfo
+	}
+	if e.getenv("TLSALPN_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func openStorage(dir string) (*fs.FS, error) {
+	if dir == "" {
+		d, err := fs.DefaultRoot()
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+	}
+	s, err := fs.New(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening storage: %w", err)
+	}
+	return s, nil
+}
+
+// httpClient trusts the system roots plus, when given, the PEM roots in
+// caRoot.
+func httpClient(caRoot string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caRoot != "" {
+		pemData, err := os.ReadFile(caRoot)
+		if err != nil {
+			return nil, usagef("reading --ca-root: %v", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pemData) {
+			return nil, usagef("--ca-root %s holds no PEM certificate", caRoot)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
+}
+
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func fsDefaultRoot() (string, error) { return fs.DefaultRoot() }

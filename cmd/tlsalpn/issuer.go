@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/manager"
+	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage"
+)
+
+// issuers builds and caches one issuer per CA, account and validation
+// listener, all answering through one responder, so that concurrent orders
+// (--separate, or renew) share the account and the listener.
+type issuers struct {
+	store    storage.Storage
+	logger   *slog.Logger
+	eab      *acme.EAB
+	agreeTOS bool
+	onStep   func(issuer.Step)
+	// listen overrides how validation listeners are opened (the demo and
+	// tests use it); nil means net.Listen.
+	listen    func(ctx context.Context, addr string) (net.Listener, error)
+	responder *responder.Responder
+
+	mu       sync.Mutex
+	byKey    map[string]*issuer.Issuer
+	ondemand map[string]*responder.OnDemand
+	clients  map[string]*http.Client
+}
+
+func newIssuers(store storage.Storage, logger *slog.Logger, r *responder.Responder) *issuers {
+	return &issuers{
+		store: store, logger: logger, responder: r,
+		byKey: map[string]*issuer.Issuer{}, ondemand: map[string]*responder.OnDemand{}, clients: map[string]*http.Client{},
+	}
+}
+
+func (is *issuers) httpClient(caRoot string) (*http.Client, error) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if c, ok := is.clients[caRoot]; ok {
+		return c, nil
+	}
+	c, err := httpClient(caRoot)
+	if err != nil {
+		return nil, err
+	}
+	is.clients[caRoot] = c
+	return c, nil
+}
+
+func (is *issuers) get(ctx context.Context, spec manager.Spec) (manager.Issuer, error) {
+	hc, err := is.httpClient(spec.CARoot)
+	if err != nil {
+		return nil, err
+	}
+	listen := spec.Listen
+	if listen == "" {
+		listen = ":443"
+	}
+	key := spec.CA + "\x00" + spec.Email + "\x00" + spec.CARoot + "\x00" + listen
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if iss, ok := is.byKey[key]; ok {
+		return iss, nil
+	}
+	od, ok := is.ondemand[listen]
+	if !ok {
+		od = responder.NewOnDemand(is.responder, listen, is.listen)
+		is.ondemand[listen] = od
+	}
+	iss, err := issuer.New(issuer.Config{
+		Directory:  spec.CA,
+		HTTPClient: hc,
+		Email:      spec.Email,
+		AgreeTOS:   is.agreeTOS,
+		EAB:        is.eab,
+		Storage:    is.store,
+		Publisher:  od,
+		Logger:     is.logger,
+		OnStep:     is.onStep,
+	})
+	if err != nil {
+		return nil, err
+	}
+	is.byKey[key] = iss
+	return iss, nil
+}
+
+// stepPrinter returns an OnStep callback that prints each step for people.
+func stepPrinter(e *env) func(issuer.Step) {
+	var mu sync.Mutex
+	return func(s issuer.Step) {
+		mu.Lock()
+		defer mu.Unlock()
+		if s.Identifier != "" {
+			e.stdout.Write([]byte("  [" + string(s.Kind) + "] " + s.Identifier + ": " + s.Detail + "\n"))
+		} else {
+			e.stdout.Write([]byte("  [" + string(s.Kind) + "] " + s.Detail + "\n"))
+		}
+	}
+}
+
+
+func (is *issuers) httpClientSet(caRoot string, c *http.Client) {
+	is.mu.Lock()
+	is.clients[caRoot] = c
+	is.mu.Unlock()
+}

@@ -1,0 +1,135 @@
+// Command tlsalpn obtains and renews TLS certificates through the ACME
+// TLS-ALPN-01 challenge (RFC 8737): domain control is proven inside the TLS
+// handshake on port 443, with no files, no DNS records and no port 80.
+//
+// Exit codes, for every command:
+//
+//	0  success
+//	1  the operation failed (the CA refused, validation failed, a hook failed)
+//	2  usage error: a bad flag, name or value; nothing was done
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// command is one subcommand. run returns an error; a *usageError exits 2.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, env *env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"issue", "obtain a certificate, proving control with TLS-ALPN-01", runIssue},
+		{"renew", "renew the stored certificates that are due (for cron or a timer)", runRenew},
+		{"revoke", "revoke a stored certificate", runRevoke},
+		{"list", "show the stored certificates and when they renew", runList},
+		{"demo", "run the whole flow on this machine against an embedded test CA", runDemo},
+	}
+}
+
+// env is the process's outside world, passed down so that commands are
+// testable in-process.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:]))
+}
+
+func run(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if len(args) > 1 && args[0] == "help" {
+			return run(ctx, e, []string{args[1], "--help"})
+		}
+		mainUsage(e.stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	if args[0] == "version" || args[0] == "--version" {
+		fmt.Fprintln(e.stdout, "tlsalpn", version())
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, e, args[1:])
+		switch {
+		case err == nil:
+			return exitOK
+		case errors.Is(err, errHelp):
+			return exitOK
+		}
+		fmt.Fprintf(e.stderr, "tlsalpn %s: %s\n", c.name, oneLine(err))
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	fmt.Fprintf(e.stderr, "tlsalpn: unknown command %q (run tlsalpn --help for the list)\n", args[0])
+	return exitUsage
+}
+
+// oneLine folds a possibly multi-line error (errors.Join) into one line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
+
+func mainUsage(w io.Writer) {
+	fmt.Fprint(w, `tlsalpn gets and keeps TLS certificates through the ACME TLS-ALPN-01 challenge:
+control of a name is proven inside the TLS handshake on port 443. No port 80,
+no DNS API, no files served.
+
+Usage:
+  tlsalpn <command> [flags]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Try it with nothing set up:
+  tlsalpn demo
+
+A first certificate (port 443 must be free while validating, about a second):
+  tlsalpn issue -d example.com --email you@example.com --agree-tos --out /etc/ssl/example.com \
+      --deploy-hook 'systemctl reload nginx'
+Then, from cron or a systemd timer, twice a day:
+  tlsalpn renew
+
+Run "tlsalpn <command> --help" for the flags of a command.
+Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing was done).
+`)
+}
+
+func version() string { return "0.1.0" }

@@ -1,0 +1,141 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/tlsalpn/tlsalpn/storage"
+)
+
+// accountRecord is what is stored of an account besides its key.
+type accountRecord struct {
+	Directory string   `json:"directory"`
+	Location  string   `json:"location"`
+	Contact   []string `json:"contact,omitempty"`
+	Status    string   `json:"status"`
+}
+
+func (iss *Issuer) accountPrefix() string {
+	email := iss.cfg.Email
+	if email == "" {
+		email = "default"
+	}
+	return path.Join("accounts", CAKey(iss.cfg.Directory), safeSegment(email))
+}
+
+// Account returns the ACME account for this CA and email, loading it from
+// storage or registering it (once, under a lock shared by every process on
+// the same storage).
+func (iss *Issuer) Account(ctx context.Context) (acme.Account, error) {
+	iss.accountMu.Lock()
+	defer iss.accountMu.Unlock()
+	if iss.account != nil {
+		return *iss.account, nil
+	}
+	acct, err := iss.loadAccount(ctx)
+	if err == nil {
+		iss.account = &acct
+		return acct, nil
+	}
+	if !errors.Is(err, storage.ErrNotExist) {
+		return acme.Account{}, err
+	}
+	unlock, err := iss.cfg.Storage.Lock(ctx, "account-"+CAKey(iss.cfg.Directory)+"-"+safeSegment(iss.cfg.Email))
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("locking account for %s: %w", iss.cfg.Directory, err)
+	}
+	defer unlock()
+	// Another process may have registered it while we waited.
+	if acct, err := iss.loadAccount(ctx); err == nil {
+		iss.account = &acct
+		return acct, nil
+	}
+	acct, err = iss.register(ctx)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	iss.account = &acct
+	return acct, nil
+}
+
+func (iss *Issuer) loadAccount(ctx context.Context) (acme.Account, error) {
+	prefix := iss.accountPrefix()
+	data, err := iss.cfg.Storage.Get(ctx, path.Join(prefix, "account.json"))
+	if err != nil {
+		return acme.Account{}, err
+	}
+	var rec accountRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return acme.Account{}, fmt.Errorf("reading account %s: %w", prefix, err)
+	}
+	keyPEM, err := iss.cfg.Storage.Get(ctx, path.Join(prefix, "key.pem"))
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("reading account key %s: %w", prefix, err)
+	}
+	key, err := ParseKeyPEM(keyPEM)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("reading account key %s: %w", prefix, err)
+	}
+	if rec.Location == "" {
+		return acme.Account{}, fmt.Errorf("account %s has no location: %w", prefix, storage.ErrNotExist)
+	}
+	return acme.Account{Status: acme.StatusValid, Contact: rec.Contact, Location: rec.Location, PrivateKey: key}, nil
+}
+
+func (iss *Issuer) register(ctx context.Context) (acme.Account, error) {
+	dir, err := iss.client.GetDirectory(ctx)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("reading the directory of %s: %w", iss.cfg.Directory, err)
+	}
+	var tos string
+	if dir.Meta != nil {
+		tos = dir.Meta.TermsOfService
+		if dir.Meta.ExternalAccountRequired && iss.cfg.EAB == nil {
+			return acme.Account{}, fmt.Errorf("%s requires External Account Binding: pass --eab-kid and --eab-hmac-key "+
+				"(ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)", iss.cfg.Directory)
+		}
+	}
+	if tos != "" && !iss.cfg.AgreeTOS {
+		return acme.Account{}, fmt.Errorf("%s requires agreeing to its terms of service (%s): read them, then pass --agree-tos", iss.cfg.Directory, tos)
+	}
+	// The account key is always P-256: it signs every request, and its size
+	// does not affect the certificates.
+	key, err := EC256.Generate()
+	if err != nil {
+		return acme.Account{}, err
+	}
+	acct := acme.Account{PrivateKey: key, TermsOfServiceAgreed: iss.cfg.AgreeTOS}
+	if iss.cfg.Email != "" {
+		acct.Contact = []string{"mailto:" + iss.cfg.Email}
+	}
+	if iss.cfg.EAB != nil {
+		if err := acct.SetExternalAccountBinding(ctx, iss.client, *iss.cfg.EAB); err != nil {
+			return acme.Account{}, fmt.Errorf("binding external account %q: %w", iss.cfg.EAB.KeyID, err)
+		}
+	}
+	iss.step(Step{Kind: StepAccount, Detail: "registering a new account with " + iss.cfg.Directory})
+	acct, err = iss.client.NewAccount(ctx, acct)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("registering account with %s: %w", iss.cfg.Directory, err)
+	}
+	keyPEM, err := EncodeKeyPEM(key)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	prefix := iss.accountPrefix()
+	// Key first: an account.json without its key would be unusable.
+	if err := iss.cfg.Storage.Put(ctx, path.Join(prefix, "key.pem"), keyPEM, 0o600); err != nil {
+		return acme.Account{}, fmt.Errorf("saving account key: %w", err)
+	}
+	rec, _ := json.MarshalIndent(accountRecord{Directory: iss.cfg.Directory, Location: acct.Location, Contact: acct.Contact, Status: acct.Status}, "", "  ")
+	if err := iss.cfg.Storage.Put(ctx, path.Join(prefix, "account.json"), rec, 0o600); err != nil {
+		return acme.Account{}, fmt.Errorf("saving account: %w", err)
+	}
+	iss.step(Step{Kind: StepAccount, Detail: "account registered: " + acct.Location})
+	return acct, nil
+}

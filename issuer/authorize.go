@@ -1,0 +1,254 @@
+package issuer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+)
+
+// Polling an authorization: the first poll comes right after the responder
+// has served the CA (seenDelay later, to let the CA record its result), or
+// after firstPoll when nothing is seen (another node answered, or the CA is
+// slow to connect); later polls back off from minBackoff to maxBackoff unless
+// the CA says Retry-After, which always wins.
+const (
+	seenDelay  = 10 * time.Millisecond
+	firstPoll  = 250 * time.Millisecond
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 3 * time.Second
+)
+
+// authorize solves every authorization of order, concurrently: one
+// certificate for ten names costs about as much as one for a single name.
+func (iss *Issuer) authorize(ctx context.Context, acct acme.Account, order acme.Order) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(order.Authorizations))
+	var wg sync.WaitGroup
+	for i, u := range order.Authorizations {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := iss.solve(ctx, acct, u); err != nil {
+				errs[i] = err
+				cancel() // one failed identifier fails the order: stop the rest
+			}
+		}()
+	}
+	wg.Wait()
+	// Report the real failures, not the cancellations they caused.
+	var real []error
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			real = append(real, err)
+		}
+	}
+	if len(real) == 0 {
+		for _, err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return errors.Join(real...)
+}
+
+func (iss *Issuer) solve(ctx context.Context, acct acme.Account, authzURL string) error {
+	authz, err := iss.client.GetAuthorization(ctx, acct, authzURL)
+	if err != nil {
+		return fmt.Errorf("fetching authorization %s: %w", authzURL, err)
+	}
+	name := authz.IdentifierValue()
+	switch authz.Status {
+	case acme.StatusValid:
+		iss.step(Step{Kind: StepValid, Identifier: name, Detail: "authorization already valid (reused by the CA; no validation needed)"})
+		return nil
+	case acme.StatusPending:
+	default:
+		return fmt.Errorf("authorization for %s is %s, cannot be solved", name, authz.Status)
+	}
+	var chal *acme.Challenge
+	offered := make([]string, 0, len(authz.Challenges))
+	for i := range authz.Challenges {
+		c := &authz.Challenges[i]
+		offered = append(offered, c.Type)
+		if c.Type == acme.ChallengeTypeTLSALPN01 && chal == nil {
+			chal = c
+		}
+	}
+	if chal == nil {
+		return fmt.Errorf("the CA does not offer tls-alpn-01 for %s (it offers %s): use a CA that does, or another tool for %s",
+			name, strings.Join(offered, ", "), strings.Join(offered, "/"))
+	}
+	if chal.Token == "" {
+		return fmt.Errorf("the CA's tls-alpn-01 challenge for %s has no token", name)
+	}
+	id := challenge.Identifier{Type: challenge.IdentifierType(authz.Identifier.Type), Value: authz.Identifier.Value}
+	keyAuth, err := challenge.KeyAuthorization(chal.Token, acct.PrivateKey.Public())
+	if err != nil {
+		return fmt.Errorf("key authorization for %s: %w", name, err)
+	}
+	cert, err := challenge.Build(id, keyAuth)
+	if err != nil {
+		return fmt.Errorf("building challenge certificate for %s: %w", name, err)
+	}
+	sum := sha256.Sum256([]byte(keyAuth))
+	sni := challenge.ServerName(id)
+	iss.step(Step{Kind: StepChallenge, Identifier: name, Detail: fmt.Sprintf(
+		"challenge certificate built for SNI %s; acmeIdentifier = SHA-256(key authorization) = %s", sni, hex.EncodeToString(sum[:]))})
+
+	seen, err := iss.cfg.Publisher.Publish(ctx, sni, cert)
+	if err != nil {
+		return fmt.Errorf("publishing challenge for %s: %w", name, err)
+	}
+	defer func() {
+		// Withdraw even when ctx is done: a stale validation certificate
+		// must not stay up.
+		if err := iss.cfg.Publisher.Unpublish(context.WithoutCancel(ctx), sni); err != nil {
+			iss.logger.Warn("withdrawing challenge", "identifier", name, "error", err)
+		}
+	}()
+	iss.step(Step{Kind: StepReady, Identifier: name, Detail: "responder ready; asking the CA to validate " + chal.URL})
+
+	if _, err := iss.client.InitiateChallenge(ctx, acct, *chal); err != nil {
+		return fmt.Errorf("asking the CA to validate %s: %w", name, err)
+	}
+	return iss.poll(ctx, acct, authzURL, name, seen)
+}
+
+func (iss *Issuer) poll(ctx context.Context, acct acme.Account, authzURL, name string, seen <-chan struct{}) error {
+	deadline := time.Now().Add(iss.cfg.PollTimeout)
+	wait, backoff := firstPoll, minBackoff
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	wake := seen // nil while a Retry-After from the CA is being honoured
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the CA to validate %s: %w", name, ctx.Err())
+		case <-wake:
+			// The CA has its answer; give it a moment to record it.
+			select {
+			case <-time.After(seenDelay):
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the CA to validate %s: %w", name, ctx.Err())
+			}
+		case <-timer.C:
+		}
+		authz, err := iss.client.GetAuthorization(ctx, acct, authzURL)
+		if err != nil {
+			return fmt.Errorf("polling authorization for %s: %w", name, err)
+		}
+		switch authz.Status {
+		case acme.StatusValid:
+			iss.step(Step{Kind: StepValid, Identifier: name, Detail: "authorization valid"})
+			return nil
+		case acme.StatusPending, acme.StatusProcessing:
+		default:
+			return authzFailure(name, authz)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the CA did not finish validating %s within %s", name, iss.cfg.PollTimeout)
+		}
+		if ra, ok := iss.hints.take(authzURL); ok {
+			wait, wake = ra, nil
+		} else {
+			wait, backoff, wake = backoff, min(2*backoff, maxBackoff), seen
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// authzFailure explains a failed authorization with the CA's own words.
+func authzFailure(name string, authz acme.Authorization) error {
+	for _, c := range authz.Challenges {
+		if c.Type == acme.ChallengeTypeTLSALPN01 && c.Error != nil {
+			return &ValidationError{Identifier: name, Problem: *c.Error}
+		}
+	}
+	return fmt.Errorf("authorization for %s became %s without a reason from the CA", name, authz.Status)
+}
+
+// ValidationError is the CA's verdict on a failed tls-alpn-01 validation.
+type ValidationError struct {
+	Identifier string
+	Problem    acme.Problem
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("the CA could not validate %s over tls-alpn-01: %s", e.Identifier, e.Problem.Detail)
+}
+
+func (e *ValidationError) Unwrap() error { return e.Problem }
+
+// retryAfterRecorder remembers the Retry-After each ACME response carried,
+// by URL, so that authorization polling can honour it: acmez exposes no
+// response headers for POST-as-GET on an authorization.
+type retryAfterRecorder struct {
+	next  http.RoundTripper
+	mu    sync.Mutex
+	after map[string]time.Duration
+}
+
+func (r *retryAfterRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.next.RoundTrip(req)
+	if err != nil || resp == nil {
+		return resp, err
+	}
+	if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		r.mu.Lock()
+		r.after[req.URL.String()] = d
+		r.mu.Unlock()
+	}
+	return resp, err
+}
+
+// take returns and forgets the last Retry-After seen for url.
+func (r *retryAfterRecorder) take(url string) (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.after[url]
+	delete(r.after, url)
+	return d, ok
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP-date (RFC 9110 §10.2.3),
+// capped at an hour so a broken header cannot stall an order forever.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+		if d < 0 {
+			d = 0
+		}
+	} else {
+		return 0, false
+	}
+	return min(d, time.Hour), true
+}

@@ -1,0 +1,97 @@
+package issuer
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/mholt/acmez/v3/acme"
+)
+
+// knownCAs maps the short names --ca accepts to ACME directory URLs. It is
+// never modified.
+var knownCAs = map[string]string{
+	"letsencrypt":         "https://acme-v02.api.letsencrypt.org/directory",
+	"letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+	"zerossl":             "https://acme.zerossl.com/v2/DV90",
+	"google":              "https://dv.acme-v02.api.pki.goog/directory",
+	"google-staging":      "https://dv.acme-v02.test-api.pki.goog/directory",
+}
+
+// CANames lists the short CA names, sorted.
+func CANames() []string {
+	names := make([]string, 0, len(knownCAs))
+	for n := range knownCAs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ResolveCA turns a --ca value into a directory URL: one of CANames, or an
+// https URL (http is refused: ACME requires TLS, RFC 8555 §6.1).
+func ResolveCA(s string) (string, error) {
+	if s == "" {
+		return knownCAs["letsencrypt"], nil
+	}
+	if u, ok := knownCAs[strings.ToLower(s)]; ok {
+		return u, nil
+	}
+	if !strings.Contains(s, "://") {
+		return "", fmt.Errorf("unknown CA %q: use a directory URL (https://…/directory) or one of %s", s, strings.Join(CANames(), ", "))
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("CA directory URL %q: %w", s, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return "", fmt.Errorf("CA directory URL %q: must be https://host/… (ACME runs over TLS)", s)
+	}
+	return u.String(), nil
+}
+
+// CAKey is the storage path segment for a CA directory URL, readable and
+// stable: "acme-v02.api.letsencrypt.org-directory".
+func CAKey(directory string) string {
+	u, err := url.Parse(directory)
+	if err != nil || u.Host == "" {
+		return safeSegment(directory)
+	}
+	return safeSegment(u.Host + u.Path)
+}
+
+// safeSegment keeps letters, digits, '.', '-', '_' and '@' and turns anything
+// else into '-', so a path segment can never escape its directory.
+func safeSegment(s string) string {
+	b := []byte(strings.Trim(s, "/"))
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '-', c == '_', c == '@':
+		default:
+			b[i] = '-'
+		}
+	}
+	out := strings.Trim(string(b), ".")
+	if out == "" {
+		return "-"
+	}
+	return out
+}
+
+// FetchDirectory reads a CA's directory without an account or storage, so a
+// command can find out that the CA is unreachable, or wants EAB, before it
+// writes anything.
+func FetchDirectory(ctx context.Context, directory string, hc *http.Client) (acme.Directory, error) {
+	c := &acme.Client{Directory: directory, HTTPClient: hc, UserAgent: "tlsalpn"}
+	d, err := c.GetDirectory(ctx)
+	if err != nil {
+		return d, fmt.Errorf("cannot reach the CA at %s (check --ca, --ca-root and the network): %w", directory, err)
+	}
+	return d, nil
+}
+
+// AccountSegment is the storage path segment for an account's email.
+func AccountSegment(email string) string { return safeSegment(email) }

@@ -1,0 +1,448 @@
+// Package issuer runs the ACME order flow for TLS-ALPN-01 on top of acmez's
+// protocol client: accounts (with EAB and terms of service), orders for one
+// or several identifiers, profiles, ARI "replaces", preferred chains,
+// renewal information and revocation.
+//
+// acmez (github.com/mholt/acmez/v3/acme) speaks the protocol: JWS, nonces and
+// badNonce retries, HTTP retries, Retry-After on finalisation. This package
+// drives the order itself rather than using acmez's high-level flow, for two
+// reasons that matter to this product. It solves only tls-alpn-01 and
+// ignores every other challenge type in whatever order the CA lists them.
+// And it polls an authorization as soon as the responder has served the CA
+// (RFC 8555 §7.5.1 recommends exactly that) instead of on a fixed timer,
+// which is most of the difference between a one-second and a quarter-second
+// issuance.
+//
+// The issuer never imports the responder: it publishes challenge
+// certificates through the small Publisher interface, which a single node
+// satisfies with its responder and a cluster with shared storage.
+package issuer
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mholt/acmez/v3"
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/storage"
+)
+
+// Publisher makes a challenge certificate reachable by the CA under the
+// server name it will send, and withdraws it afterwards.
+type Publisher interface {
+	// Publish serves cert for serverName. The returned channel, which may
+	// be nil, receives a value each time the CA has been served; the issuer
+	// then polls the authorization at once instead of waiting.
+	Publish(ctx context.Context, serverName string, cert *tls.Certificate) (seen <-chan struct{}, err error)
+	Unpublish(ctx context.Context, serverName string) error
+}
+
+// Config configures an Issuer. Directory, Storage and Publisher are required.
+type Config struct {
+	Directory  string       // ACME directory URL
+	HTTPClient *http.Client // nil: system roots, 30 s timeout
+	Email      string       // account contact; "" registers without one
+	AgreeTOS   bool         // agree to the CA's terms of service
+	EAB        *acme.EAB    // External Account Binding, when the CA requires it
+	Storage    storage.Storage
+	Publisher  Publisher
+	Logger     *slog.Logger // nil: discard
+	// OnStep, if set, is told of every step of the flow as it happens, for
+	// people watching (tlsalpn demo, --verbose). It must not block.
+	OnStep func(Step)
+	// PollTimeout bounds how long an authorization or order is polled; 0
+	// means 5 minutes.
+	PollTimeout time.Duration
+}
+
+// StepKind names a step of the flow.
+type StepKind string
+
+// The steps of an order, in the order they happen.
+const (
+	StepAccount     StepKind = "account"
+	StepOrder       StepKind = "order"
+	StepChallenge   StepKind = "challenge"
+	StepReady       StepKind = "ready"
+	StepValid       StepKind = "valid"
+	StepFinalize    StepKind = "finalize"
+	StepCertificate StepKind = "certificate"
+)
+
+// Step is one event of the flow.
+type Step struct {
+	Kind       StepKind
+	Identifier string // empty for order-wide steps
+	Detail     string
+}
+
+// Request is one certificate to obtain.
+type Request struct {
+	Identifiers []challenge.Identifier
+	KeyType     KeyType
+	// Key, when set, is used instead of generating a key of KeyType.
+	Key crypto.Signer
+	// Profile is the ACME profile to ask for. When empty and the CA offers
+	// profiles, one is chosen deterministically (see ChooseProfile) rather
+	// than leaving it to the CA, whose default may change or be random.
+	Profile string
+	// PreferredChain selects, among the chains the CA offers, the first
+	// whose topmost certificate is issued by a CA with this common name.
+	PreferredChain string
+	// Replaces is the certificate this one renews, sent as the ARI
+	// "replaces" field (RFC 9773 §5).
+	Replaces *x509.Certificate
+}
+
+// Result is an obtained certificate.
+type Result struct {
+	Leaf     *x509.Certificate
+	Chain    []*x509.Certificate // leaf first, as served
+	ChainPEM []byte              // leaf first
+	Key      crypto.Signer
+	KeyPEM   []byte
+	URL      string // certificate URL at the CA
+	Profile  string // the profile asked for ("" when the CA offers none)
+	Account  string // account URL
+}
+
+// Issuer obtains certificates from one CA with one account. It is safe for
+// concurrent use: several orders may run at once (tlsalpn issue --separate).
+type Issuer struct {
+	cfg    Config
+	client *acme.Client
+	hints  *retryAfterRecorder
+	logger *slog.Logger
+
+	accountMu sync.Mutex
+	account   *acme.Account
+}
+
+// New returns an Issuer for cfg.
+func New(cfg Config) (*Issuer, error) {
+	if cfg.Directory == "" {
+		return nil, errors.New("issuer: no CA directory URL")
+	}
+	if cfg.Storage == nil {
+		return nil, errors.New("issuer: no storage")
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	hints := &retryAfterRecorder{next: base, after: make(map[string]time.Duration)}
+	hcCopy := *hc
+	hcCopy.Transport = hints
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	timeout := cfg.PollTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	cfg.PollTimeout = timeout
+	return &Issuer{
+		cfg:    cfg,
+		hints:  hints,
+		logger: logger,
+		client: &acme.Client{
+			Directory:  cfg.Directory,
+			HTTPClient: &hcCopy,
+			UserAgent:  "tlsalpn",
+			// Used only where the CA sends no Retry-After: finalisation of
+			// a small order takes well under a second everywhere.
+			PollInterval: 100 * time.Millisecond,
+			PollTimeout:  timeout,
+			Logger:       logger,
+		},
+	}, nil
+}
+
+// Directory returns the CA's directory, fetched once.
+func (iss *Issuer) Directory(ctx context.Context) (acme.Directory, error) {
+	d, err := iss.client.GetDirectory(ctx)
+	if err != nil {
+		return d, fmt.Errorf("reading the directory of %s: %w", iss.cfg.Directory, err)
+	}
+	return d, nil
+}
+
+func (iss *Issuer) step(s Step) {
+	iss.logger.Debug("acme step", "kind", s.Kind, "identifier", s.Identifier, "detail", s.Detail)
+	if iss.cfg.OnStep != nil {
+		iss.cfg.OnStep(s)
+	}
+}
+
+// ChooseProfile picks the profile for an order: want when given (it must be
+// offered), otherwise "classic" or "default" when offered, otherwise the
+// first offered name in sorted order; "" when the CA offers no profiles.
+func ChooseProfile(offered map[string]string, want string) (string, error) {
+	if len(offered) == 0 {
+		if want != "" {
+			return "", fmt.Errorf("profile %q requested but the CA offers no profiles: drop --profile", want)
+		}
+		return "", nil
+	}
+	names := make([]string, 0, len(offered))
+	for n := range offered {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if want != "" {
+		if _, ok := offered[want]; ok {
+			return want, nil
+		}
+		return "", fmt.Errorf("the CA does not offer profile %q: use one of %s", want, strings.Join(names, ", "))
+	}
+	for _, p := range []string{"classic", "default"} {
+		if _, ok := offered[p]; ok {
+			return p, nil
+		}
+	}
+	return names[0], nil
+}
+
+// Obtain runs one order to completion and returns the certificate.
+func (iss *Issuer) Obtain(ctx context.Context, req Request) (*Result, error) {
+	if len(req.Identifiers) == 0 {
+		return nil, errors.New("obtaining certificate: no identifiers")
+	}
+	names := identifierValues(req.Identifiers)
+	label := strings.Join(names, ", ")
+	if iss.cfg.Publisher == nil {
+		return nil, fmt.Errorf("obtaining certificate for %s: no challenge publisher configured", label)
+	}
+	acct, err := iss.Account(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := iss.Directory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var offered map[string]string
+	if dir.Meta != nil {
+		offered = dir.Meta.Profiles
+	}
+	profile, err := ChooseProfile(offered, req.Profile)
+	if err != nil {
+		return nil, fmt.Errorf("obtaining certificate for %s: %w", label, err)
+	}
+
+	key := req.Key
+	if key == nil {
+		// Generated while the order is being created would save a few
+		// hundred µs for EC keys; RSA 4096 can take a second, so start it
+		// early and collect it at finalisation.
+		key, err = req.KeyType.Generate()
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	ids := make([]acme.Identifier, len(req.Identifiers))
+	for i, id := range req.Identifiers {
+		ids[i] = acme.Identifier{Type: string(id.Type), Value: id.Value}
+	}
+	order := acme.Order{Identifiers: ids, Profile: profile}
+	if req.Replaces != nil && dir.RenewalInfo != "" {
+		certID, err := acme.ARIUniqueIdentifier(req.Replaces)
+		if err == nil {
+			order.Replaces = certID
+		}
+	}
+	order, err = iss.client.NewOrder(ctx, acct, order)
+	var problem acme.Problem
+	if err != nil && errors.As(err, &problem) && problem.Type == acme.ProblemTypeAlreadyReplaced {
+		// Another client (or an earlier run that crashed after ordering)
+		// already renewed it: order afresh rather than fail.
+		iss.logger.Warn("certificate already replaced; ordering without replaces", "names", label)
+		order = acme.Order{Identifiers: ids, Profile: profile}
+		order, err = iss.client.NewOrder(ctx, acct, order)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating order for %s at %s: %w", label, iss.cfg.Directory, err)
+	}
+	detail := order.Location
+	if profile != "" {
+		detail += " (profile " + profile + ")"
+	}
+	if order.Replaces != "" {
+		detail += " replacing " + order.Replaces
+	}
+	iss.step(Step{Kind: StepOrder, Identifier: label, Detail: detail})
+
+	if err := iss.authorize(ctx, acct, order); err != nil {
+		return nil, err
+	}
+
+	csr, err := acmez.NewCSR(key, names)
+	if err != nil {
+		return nil, fmt.Errorf("making CSR for %s: %w", label, err)
+	}
+	order, err = iss.client.FinalizeOrder(ctx, acct, order, csr.Raw)
+	if err != nil {
+		return nil, fmt.Errorf("finalizing order %s for %s: %w", order.Location, label, err)
+	}
+	iss.step(Step{Kind: StepFinalize, Identifier: label, Detail: "order " + order.Status + ", certificate at " + order.Certificate})
+
+	chains, err := iss.client.GetCertificateChain(ctx, acct, order.Certificate)
+	if err != nil {
+		return nil, fmt.Errorf("downloading certificate for %s from %s: %w", label, order.Certificate, err)
+	}
+	chosen, chain, err := pickChain(chains, req.PreferredChain)
+	if err != nil {
+		return nil, fmt.Errorf("certificate for %s: %w", label, err)
+	}
+	if err := checkLeaf(chain[0], key, names); err != nil {
+		return nil, fmt.Errorf("certificate for %s from %s: %w", label, order.Certificate, err)
+	}
+	keyPEM, err := EncodeKeyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	iss.step(Step{Kind: StepCertificate, Identifier: label, Detail: fmt.Sprintf("serial %x, issued by %q, valid until %s",
+		chain[0].SerialNumber, chain[0].Issuer.CommonName, chain[0].NotAfter.UTC().Format(time.RFC3339))})
+	return &Result{
+		Leaf: chain[0], Chain: chain, ChainPEM: chosen.ChainPEM, Key: key, KeyPEM: keyPEM,
+		URL: chosen.URL, Profile: profile, Account: acct.Location,
+	}, nil
+}
+
+func identifierValues(ids []challenge.Identifier) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = id.Value
+	}
+	return out
+}
+
+// pickChain parses the offered chains and returns the preferred one: the
+// first whose topmost certificate's issuer common name is preferred, else
+// the CA's default (the first).
+func pickChain(chains []acme.Certificate, preferred string) (acme.Certificate, []*x509.Certificate, error) {
+	if len(chains) == 0 {
+		return acme.Certificate{}, nil, errors.New("the CA returned no certificate chain")
+	}
+	var (
+		first      []*x509.Certificate
+		firstChain acme.Certificate
+	)
+	for i, c := range chains {
+		certs, err := ParseChainPEM(c.ChainPEM)
+		if err != nil {
+			if i == 0 {
+				return acme.Certificate{}, nil, fmt.Errorf("parsing chain from %s: %w", c.URL, err)
+			}
+			continue
+		}
+		if i == 0 {
+			first, firstChain = certs, c
+		}
+		if preferred == "" {
+			break
+		}
+		top := certs[len(certs)-1]
+		if top.Issuer.CommonName == preferred || top.Subject.CommonName == preferred {
+			return c, certs, nil
+		}
+	}
+	return firstChain, first, nil
+}
+
+// ParseChainPEM parses every CERTIFICATE block in data, leaf first.
+func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no certificate in PEM data")
+	}
+	return certs, nil
+}
+
+// checkLeaf makes sure the CA issued what was asked for, before anything is
+// written where a server would load it.
+func checkLeaf(leaf *x509.Certificate, key crypto.Signer, names []string) error {
+	if !publicKeysEqual(leaf.PublicKey, key.Public()) {
+		return errors.New("issued certificate does not match our private key")
+	}
+	for _, n := range names {
+		if err := leaf.VerifyHostname(n); err != nil {
+			return fmt.Errorf("issued certificate does not cover %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	e, ok := a.(equaler)
+	return ok && e.Equal(b)
+}
+
+// RenewalInfo fetches the CA's ARI suggested window for leaf (RFC 9773). It
+// returns an error wrapping ErrNoARI when the CA does not offer ARI.
+func (iss *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (acme.RenewalInfo, error) {
+	dir, err := iss.Directory(ctx)
+	if err != nil {
+		return acme.RenewalInfo{}, err
+	}
+	if dir.RenewalInfo == "" {
+		return acme.RenewalInfo{}, fmt.Errorf("%s: %w", iss.cfg.Directory, ErrNoARI)
+	}
+	ri, err := iss.client.GetRenewalInfo(ctx, leaf)
+	if err != nil {
+		return ri, fmt.Errorf("fetching renewal info for %s from %s: %w", leaf.Subject.CommonName, iss.cfg.Directory, err)
+	}
+	return ri, nil
+}
+
+// ErrNoARI means the CA's directory has no renewalInfo endpoint.
+var ErrNoARI = errors.New("the CA does not offer ACME Renewal Information")
+
+// Revoke revokes leaf, signing with the account key. reason is an RFC 5280
+// CRLReason code (0 unspecified, 1 keyCompromise, 4 superseded, 5
+// cessationOfOperation).
+func (iss *Issuer) Revoke(ctx context.Context, leaf *x509.Certificate, reason int) error {
+	acct, err := iss.Account(ctx)
+	if err != nil {
+		return err
+	}
+	if err := iss.client.RevokeCertificate(ctx, acct, leaf, nil, reason); err != nil {
+		return fmt.Errorf("revoking certificate %x for %s: %w", leaf.SerialNumber, strings.Join(leaf.DNSNames, ", "), err)
+	}
+	return nil
+}

@@ -1,0 +1,417 @@
+// Package manager decides what to obtain and renew and when, keeps what was
+// obtained in storage, and deploys it.
+//
+// Renewal timing follows the CA first: when it offers ACME Renewal
+// Information (RFC 9773), a uniformly random moment inside its suggested
+// window, chosen once per window; otherwise when a third of the lifetime
+// remains (half for certificates under ten days). A renewal that fails
+// leaves the current certificate and its deployment untouched.
+package manager
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/deploy"
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
+)
+
+// Issuer is what the manager needs of an ACME issuer.
+type Issuer interface {
+	Obtain(ctx context.Context, req issuer.Request) (*issuer.Result, error)
+	RenewalInfo(ctx context.Context, leaf *x509.Certificate) (acme.RenewalInfo, error)
+	Revoke(ctx context.Context, leaf *x509.Certificate, reason int) error
+}
+
+// IssuerFunc returns the issuer for a certificate's spec: its CA, account
+// and validation listener.
+type IssuerFunc func(ctx context.Context, spec Spec) (Issuer, error)
+
+// Manager manages certificates in one storage.
+type Manager struct {
+	store     storage.Storage
+	issuerFor IssuerFunc
+	logger    *slog.Logger
+	now       func() time.Time
+}
+
+// New returns a Manager. logger may be nil.
+func New(store storage.Storage, issuerFor IssuerFunc, logger *slog.Logger) *Manager {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{store: store, issuerFor: issuerFor, logger: logger, now: time.Now}
+}
+
+func certPrefix(ca, name string) string {
+	return path.Join(storage.CertificatesPrefix, issuer.CAKey(ca), name)
+}
+
+// Obtain orders a certificate for spec, stores it and deploys it. replaces,
+// when not nil, is the certificate being renewed (sent as ARI "replaces").
+// Nothing is stored or deployed unless the whole order succeeded, and the
+// output directory is checked before the CA is asked for anything.
+func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certificate) (*Record, error) {
+	if len(spec.Names) == 0 {
+		return nil, errors.New("no names to obtain a certificate for")
+	}
+	ids := make([]challenge.Identifier, len(spec.Names))
+	for i, n := range spec.Names {
+		id, err := challenge.ParseIdentifier(n)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	if spec.Out != "" {
+		if err := deploy.CheckWritable(spec.Out); err != nil {
+			return nil, fmt.Errorf("not ordering a certificate for %s: %w", spec.Names[0], err)
+		}
+	}
+	lockName := "cert-" + issuer.CAKey(spec.CA) + "-" + spec.Names[0]
+	unlock, err := m.store.Lock(ctx, lockName)
+	if err != nil {
+		return nil, fmt.Errorf("locking %s: %w", spec.Names[0], err)
+	}
+	defer unlock()
+
+	iss, err := m.issuerFor(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	res, err := iss.Obtain(ctx, issuer.Request{
+		Identifiers:    ids,
+		KeyType:        spec.KeyType,
+		Profile:        spec.Profile,
+		PreferredChain: spec.PreferredChain,
+		Replaces:       replaces,
+	})
+	if err != nil {
+		return nil, err
+	}
+	spec.Profile = res.Profile // pin what was chosen, so renewals keep it
+	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: m.now().UTC()}
+	fillFromLeaf(rec, res.Leaf)
+	if replaces != nil {
+		rec.Replaced, _ = acme.ARIUniqueIdentifier(replaces)
+	}
+	if err := m.save(ctx, rec, res.ChainPEM, res.KeyPEM); err != nil {
+		return nil, err
+	}
+	if err := m.Deploy(ctx, rec); err != nil {
+		// The certificate is safely stored: a later "tlsalpn renew" or
+		// "deploy" retries the deployment without a new order.
+		return rec, err
+	}
+	return rec, nil
+}
+
+// save stores key, chain and record. The record goes last: a record is the
+// promise that the chain and key beside it are complete and match.
+func (m *Manager) save(ctx context.Context, rec *Record, chainPEM, keyPEM []byte) error {
+	prefix := certPrefix(rec.CA, rec.Name())
+	if err := m.store.Put(ctx, path.Join(prefix, "key.pem"), keyPEM, 0o600); err != nil {
+		return fmt.Errorf("storing key for %s: %w", rec.Name(), err)
+	}
+	if err := m.store.Put(ctx, path.Join(prefix, "cert.pem"), chainPEM, 0o644); err != nil {
+		return fmt.Errorf("storing certificate for %s: %w", rec.Name(), err)
+	}
+	return m.saveRecord(ctx, rec)
+}
+
+func (m *Manager) saveRecord(ctx context.Context, rec *Record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := m.store.Put(ctx, path.Join(certPrefix(rec.CA, rec.Name()), "meta.json"), data, 0o644); err != nil {
+		return fmt.Errorf("storing metadata for %s: %w", rec.Name(), err)
+	}
+	return nil
+}
+
+// Stored is a record with its certificate chain and key.
+type Stored struct {
+	Record
+	Chain    []*x509.Certificate
+	ChainPEM []byte
+	KeyPEM   []byte
+}
+
+// Load reads one stored certificate.
+func (m *Manager) Load(ctx context.Context, ca, name string) (*Stored, error) {
+	prefix := certPrefix(ca, name)
+	meta, err := m.store.Get(ctx, path.Join(prefix, "meta.json"))
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", name, err)
+	}
+	s := &Stored{}
+	if err := json.Unmarshal(meta, &s.Record); err != nil {
+		return nil, fmt.Errorf("loading %s: metadata is damaged: %w", name, err)
+	}
+	if s.ChainPEM, err = m.store.Get(ctx, path.Join(prefix, "cert.pem")); err != nil {
+		return nil, fmt.Errorf("loading %s: %w", name, err)
+	}
+	if s.KeyPEM, err = m.store.Get(ctx, path.Join(prefix, "key.pem")); err != nil {
+		return nil, fmt.Errorf("loading %s: %w", name, err)
+	}
+	if s.Chain, err = issuer.ParseChainPEM(s.ChainPEM); err != nil {
+		return nil, fmt.Errorf("loading %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// List returns every stored record, sorted by name then CA. Damaged entries
+// are reported through the logger and skipped, so one bad file cannot hide
+// the others.
+func (m *Manager) List(ctx context.Context) ([]*Stored, error) {
+	keys, err := m.store.List(ctx, storage.CertificatesPrefix, true)
+	if err != nil && !errors.Is(err, storage.ErrNotExist) {
+		return nil, fmt.Errorf("listing certificates: %w", err)
+	}
+	var out []*Stored
+	for _, k := range keys {
+		if path.Base(k) != "meta.json" {
+			continue
+		}
+		dir := path.Dir(k)
+		data, err := m.store.Get(ctx, k)
+		if err != nil {
+			m.logger.Warn("skipping unreadable certificate record", "key", k, "error", err)
+			continue
+		}
+		var rec Record
+		if err := json.Unmarshal(data, &rec); err != nil {
+			m.logger.Warn("skipping damaged certificate record", "key", k, "error", err)
+			continue
+		}
+		s, err := m.Load(ctx, rec.CA, rec.Name())
+		if err != nil || certPrefix(rec.CA, rec.Name()) != dir {
+			m.logger.Warn("skipping incomplete certificate", "key", dir, "error", err)
+			continue
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name() != out[j].Name() {
+			return out[i].Name() < out[j].Name()
+		}
+		return out[i].CA < out[j].CA
+	})
+	return out, nil
+}
+
+// Find returns the stored certificates whose names include name.
+func (m *Manager) Find(ctx context.Context, name string) ([]*Stored, error) {
+	all, err := m.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	var out []*Stored
+	for _, s := range all {
+		for _, n := range s.Names {
+			if n == name {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// Deploy writes rec's stored certificate to its output directory and runs
+// its hook. Without an output directory it does nothing.
+func (m *Manager) Deploy(ctx context.Context, rec *Record) error {
+	if rec.Out == "" {
+		return nil
+	}
+	s, err := m.Load(ctx, rec.CA, rec.Name())
+	if err != nil {
+		return err
+	}
+	files, err := filesFor(s)
+	if err != nil {
+		return err
+	}
+	paths, err := deploy.Write(rec.Out, files)
+	if err != nil {
+		return fmt.Errorf("deploying %s: %w", rec.Name(), err)
+	}
+	m.logger.Info("certificate deployed", "name", rec.Name(), "dir", paths.Dir)
+	if rec.DeployHook == "" {
+		return nil
+	}
+	res, err := deploy.Hook{Command: rec.DeployHook}.Run(ctx, deploy.Env(paths, rec.Names))
+	if err != nil {
+		return fmt.Errorf("deploying %s: %w", rec.Name(), err)
+	}
+	m.logger.Info("deploy hook ran", "name", rec.Name(), "hook", rec.DeployHook, "output", strings.TrimSpace(string(res.Output)))
+	return nil
+}
+
+func filesFor(s *Stored) (deploy.Files, error) {
+	var leaf, chain []byte
+	for i, c := range s.Chain {
+		b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		if i == 0 {
+			leaf = b
+		} else {
+			chain = append(chain, b...)
+		}
+	}
+	return deploy.Files{Cert: leaf, Chain: chain, FullChain: append(append([]byte{}, leaf...), chain...), Key: s.KeyPEM}, nil
+}
+
+// Decision says whether a certificate is due for renewal and why.
+type Decision struct {
+	Due    bool
+	At     time.Time // when it becomes due (past when Due)
+	Reason string
+}
+
+// Due decides whether s should be renewed now. It asks the CA for renewal
+// information when the stored window is missing, belongs to an older
+// certificate, or the CA's Retry-After has passed; the answer is stored.
+func (m *Manager) Due(ctx context.Context, iss Issuer, s *Stored) Decision {
+	now := m.now()
+	if !s.Revoked.IsZero() {
+		return Decision{Reason: "revoked; issue a new certificate with tlsalpn issue"}
+	}
+	if iss != nil {
+		m.refreshARI(ctx, iss, s, now)
+	}
+	if a := s.ARI; a != nil && !a.Unavailable && a.CertSerial == s.Serial && !a.Start.IsZero() {
+		if !now.Before(a.Selected) {
+			return Decision{Due: true, At: a.Selected, Reason: fmt.Sprintf("inside the CA's renewal window (%s – %s)",
+				a.Start.Format(time.RFC3339), a.End.Format(time.RFC3339))}
+		}
+		return Decision{At: a.Selected, Reason: "the CA's renewal window starts " + a.Start.Format(time.RFC3339)}
+	}
+	at := FallbackRenewAt(s.NotBefore, s.NotAfter)
+	if !now.Before(at) {
+		return Decision{Due: true, At: at, Reason: fmt.Sprintf("%s of validity left", s.Remaining(now).Round(time.Minute))}
+	}
+	return Decision{At: at, Reason: "due when a third of its lifetime remains"}
+}
+
+func (m *Manager) refreshARI(ctx context.Context, iss Issuer, s *Stored, now time.Time) {
+	a := s.ARI
+	if a != nil && a.CertSerial == s.Serial && (a.RetryAfter.IsZero() || now.Before(a.RetryAfter)) && !a.Unavailable {
+		return
+	}
+	if a != nil && a.Unavailable && a.CertSerial == s.Serial && now.Sub(a.CheckedAt) < 6*time.Hour {
+		return
+	}
+	ri, err := iss.RenewalInfo(ctx, s.Chain[0])
+	next := &ARIState{CheckedAt: now.UTC(), CertSerial: s.Serial}
+	switch {
+	case err != nil:
+		next.Unavailable = true
+		if !errors.Is(err, issuer.ErrNoARI) {
+			next.ErrorMessage = err.Error()
+			m.logger.Warn("renewal info unavailable; using the lifetime rule", "name", s.Name(), "error", err)
+		}
+	default:
+		next.Start, next.End = ri.SuggestedWindow.Start.UTC(), ri.SuggestedWindow.End.UTC()
+		next.Explanation = ri.ExplanationURL
+		if ri.RetryAfter != nil {
+			next.RetryAfter = ri.RetryAfter.UTC()
+		}
+		// Keep the time already chosen while the window is unchanged, so
+		// that polling does not reroll the dice (RFC 9773 §4.2).
+		if a != nil && a.CertSerial == s.Serial && a.Start.Equal(next.Start) && a.End.Equal(next.End) {
+			next.Selected = a.Selected
+		} else {
+			next.Selected = pickInWindow(next.Start, next.End, now)
+		}
+	}
+	s.ARI = next
+	if err := m.saveRecord(ctx, &s.Record); err != nil {
+		m.logger.Warn("saving renewal info", "name", s.Name(), "error", err)
+	}
+}
+
+// pickInWindow selects a uniformly random time in [start, end); a window
+// already in the past means "now" (the CA wants it replaced, e.g. after a
+// revocation).
+func pickInWindow(start, end, now time.Time) time.Time {
+	if !end.After(now) {
+		return now
+	}
+	if start.Before(now) {
+		start = now
+	}
+	span := end.Sub(start)
+	if span <= 0 {
+		return start
+	}
+	return start.Add(time.Duration(rand.Int64N(int64(span))))
+}
+
+// RenewResult is the outcome of renewing one certificate.
+type RenewResult struct {
+	Name     string
+	Decision Decision
+	Renewed  *Record // nil when not renewed
+	Err      error
+}
+
+// Renew renews every stored certificate that is due, or all of them with
+// force. Each certificate keeps its CA, profile, key type, output and hook,
+// and names the old certificate as the one it replaces.
+func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) {
+	all, err := m.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var results []RenewResult
+	for _, s := range all {
+		r := RenewResult{Name: s.Name()}
+		iss, err := m.issuerFor(ctx, s.Spec)
+		if err != nil {
+			r.Err = err
+			results = append(results, r)
+			continue
+		}
+		r.Decision = m.Due(ctx, iss, s)
+		if force && s.Revoked.IsZero() {
+			r.Decision.Due, r.Decision.Reason = true, "forced"
+		}
+		if !r.Decision.Due {
+			results = append(results, r)
+			continue
+		}
+		m.logger.Info("renewing", "name", s.Name(), "reason", r.Decision.Reason)
+		r.Renewed, r.Err = m.Obtain(ctx, s.Spec, s.Chain[0])
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// Revoke revokes the stored certificate and marks it so renew leaves it.
+func (m *Manager) Revoke(ctx context.Context, s *Stored, reason int) error {
+	iss, err := m.issuerFor(ctx, s.Spec)
+	if err != nil {
+		return err
+	}
+	if err := iss.Revoke(ctx, s.Chain[0], reason); err != nil {
+		return err
+	}
+	s.Revoked = m.now().UTC()
+	return m.saveRecord(ctx, &s.Record)
+}

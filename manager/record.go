@@ -1,0 +1,88 @@
+package manager
+
+import (
+	"crypto/x509"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+)
+
+// Spec is what the user asked for when a certificate was first issued. It is
+// stored with the certificate so that "tlsalpn renew" needs no flags: the
+// same CA, account, profile, key type, output directory and hook.
+type Spec struct {
+	Names          []string       `json:"names"`
+	CA             string         `json:"ca"`                // directory URL
+	CARoot         string         `json:"ca_root,omitempty"` // PEM file trusted for the CA's own HTTPS
+	Email          string         `json:"email,omitempty"`
+	KeyType        issuer.KeyType `json:"key_type"`
+	Profile        string         `json:"profile,omitempty"`
+	PreferredChain string         `json:"preferred_chain,omitempty"`
+	Out            string         `json:"out,omitempty"`
+	DeployHook     string         `json:"deploy_hook,omitempty"`
+	Listen         string         `json:"listen,omitempty"` // where to answer the CA on renewal
+}
+
+// Record is the stored state of one managed certificate.
+type Record struct {
+	Spec
+	Serial     string    `json:"serial"`
+	Issuer     string    `json:"issuer"`
+	NotBefore  time.Time `json:"not_before"`
+	NotAfter   time.Time `json:"not_after"`
+	URL        string    `json:"url,omitempty"`
+	Account    string    `json:"account,omitempty"`
+	ObtainedAt time.Time `json:"obtained_at"`
+	// Replaced is the ARI certificate ID of the certificate this one
+	// renewed, if any.
+	Replaced string    `json:"replaced,omitempty"`
+	ARI      *ARIState `json:"ari,omitempty"`
+	Revoked  time.Time `json:"revoked,omitzero"`
+}
+
+// ARIState is the last renewal information the CA gave (RFC 9773).
+type ARIState struct {
+	Start        time.Time `json:"window_start"`
+	End          time.Time `json:"window_end"`
+	Selected     time.Time `json:"selected"` // uniform random time in the window, chosen once
+	RetryAfter   time.Time `json:"retry_after,omitzero"`
+	Explanation  string    `json:"explanation_url,omitempty"`
+	CheckedAt    time.Time `json:"checked_at"`
+	CertSerial   string    `json:"cert_serial"` // the window belongs to this certificate
+	Unavailable  bool      `json:"unavailable,omitempty"`
+	ErrorMessage string    `json:"error,omitempty"`
+}
+
+// Name is the record's primary name: the first the user gave.
+func (r *Record) Name() string {
+	if len(r.Names) == 0 {
+		return ""
+	}
+	return r.Names[0]
+}
+
+// Lifetime is the validity period of the current certificate.
+func (r *Record) Lifetime() time.Duration { return r.NotAfter.Sub(r.NotBefore) }
+
+// Remaining is how long the current certificate is still valid at now.
+func (r *Record) Remaining(now time.Time) time.Duration { return r.NotAfter.Sub(now) }
+
+// FallbackRenewAt is when to renew without ARI: when a third of the
+// lifetime remains, or half for certificates valid under ten days (a six-day
+// certificate renewed with two days left leaves no room for an outage).
+func FallbackRenewAt(notBefore, notAfter time.Time) time.Time {
+	life := notAfter.Sub(notBefore)
+	if life < 10*24*time.Hour {
+		return notAfter.Add(-life / 2)
+	}
+	return notAfter.Add(-life / 3)
+}
+
+func fillFromLeaf(r *Record, leaf *x509.Certificate) {
+	r.Serial = serialHex(leaf)
+	r.Issuer = leaf.Issuer.CommonName
+	r.NotBefore = leaf.NotBefore.UTC()
+	r.NotAfter = leaf.NotAfter.UTC()
+}
+
+func serialHex(c *x509.Certificate) string { return c.SerialNumber.Text(16) }

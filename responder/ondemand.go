@@ -1,0 +1,109 @@
+package responder
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"sync"
+)
+
+// OnDemand publishes challenges on a Responder and keeps a standalone
+// listener bound only while at least one challenge is pending: "tlsalpn
+// issue" holds :443 for the second or so that validation takes, not for
+// its whole run, and not at all when the CA reuses an earlier
+// authorization.
+type OnDemand struct {
+	r    *Responder
+	addr string
+	// listen opens the listener; net.Listen by default. Tests and the demo
+	// pass their own to learn the port or to use a namespace.
+	listen func(ctx context.Context, addr string) (net.Listener, error)
+
+	mu     sync.Mutex
+	refs   int
+	ln     net.Listener
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewOnDemand returns a publisher that binds addr while challenges are
+// pending. listen may be nil.
+func NewOnDemand(r *Responder, addr string, listen func(ctx context.Context, addr string) (net.Listener, error)) *OnDemand {
+	if listen == nil {
+		listen = func(ctx context.Context, addr string) (net.Listener, error) {
+			var lc net.ListenConfig
+			return lc.Listen(ctx, "tcp", addr)
+		}
+	}
+	return &OnDemand{r: r, addr: addr, listen: listen}
+}
+
+// Publish binds the listener if this is the first pending challenge, then
+// publishes cert for serverName.
+func (o *OnDemand) Publish(ctx context.Context, serverName string, cert *tls.Certificate) (<-chan struct{}, error) {
+	o.mu.Lock()
+	if o.refs == 0 {
+		ln, err := o.listen(ctx, o.addr)
+		if err != nil {
+			o.mu.Unlock()
+			return nil, fmt.Errorf("binding %s to answer the CA: %w%s", o.addr, err, bindHint(err))
+		}
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		o.ln, o.cancel, o.done = ln, cancel, make(chan struct{})
+		go func(done chan struct{}) {
+			defer close(done)
+			o.r.Serve(sctx, ln)
+		}(o.done)
+	}
+	o.refs++
+	o.mu.Unlock()
+	seen, err := o.r.Publish(ctx, serverName, cert)
+	if err != nil {
+		o.release()
+		return nil, err
+	}
+	return seen, nil
+}
+
+// Unpublish withdraws serverName and closes the listener after the last
+// pending challenge.
+func (o *OnDemand) Unpublish(ctx context.Context, serverName string) error {
+	err := o.r.Unpublish(ctx, serverName)
+	o.release()
+	return err
+}
+
+func (o *OnDemand) release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.refs == 0 {
+		return
+	}
+	o.refs--
+	if o.refs == 0 {
+		o.cancel()
+		<-o.done
+		o.ln, o.cancel, o.done = nil, nil, nil
+	}
+}
+
+// Addr returns the bound address while a challenge is pending, else nil.
+func (o *OnDemand) Addr() net.Addr {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ln == nil {
+		return nil
+	}
+	return o.ln.Addr()
+}
+
+func bindHint(err error) string {
+	switch {
+	case isAddrInUse(err):
+		return " (another server owns this port: run `tlsalpn serve` in front of it in proxy mode, or stop it while issuing)"
+	case isPermission(err):
+		return " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(command -v tlsalpn)`)"
+	}
+	return ""
+}

@@ -1,0 +1,292 @@
+// Package responder answers ACME TLS-ALPN-01 validation handshakes (RFC 8737).
+//
+// A validation certificate is self-signed and names exactly one identifier, so a
+// normal client that received it would see a broken site, and a security scanner
+// would flag it. The responder therefore serves one only when the ClientHello
+// offers exactly the ALPN protocol "acme-tls/1" and its server name is a
+// challenge that is pending now; every other handshake is left to the server's
+// own configuration, or refused by the standalone listener.
+//
+// It can be used two ways: as a standalone listener (Serve), while a command
+// such as "tlsalpn issue" validates; or inside any Go TLS server through
+// TLSConfig or GetConfigForClient, so that the server keeps serving its real
+// certificates while it also answers the CA.
+package responder
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+)
+
+// HandshakeTimeout bounds one validation connection from accept to close; the
+// CA itself gives up after 10 s (Boulder) or 15 s (Pebble).
+const HandshakeTimeout = 10 * time.Second
+
+// maxConcurrent bounds the handshakes the standalone listener runs at once, so
+// that a flood of connections cannot exhaust memory while a challenge is up.
+const maxConcurrent = 256
+
+// Event describes one handshake that offered acme-tls/1. It lets a caller
+// show the CA's validation connections as they happen, and lets the issuer
+// poll the authorization as soon as the CA has been served instead of on a
+// blind timer (RFC 8555 §7.5.1).
+type Event struct {
+	RemoteAddr net.Addr
+	ServerName string   // as normalised (lower case, no trailing dot, A-label)
+	ALPN       []string // the protocols the client offered
+	// Served is true when a validation certificate was chosen for this
+	// handshake; Err says why not otherwise.
+	Served bool
+	Err    error
+}
+
+// ErrNoChallenge is the reason a validation handshake was refused when no
+// challenge is pending for its server name. RFC 8737 §5 forbids agreeing to
+// acme-tls/1 blindly.
+var ErrNoChallenge = errors.New("no pending tls-alpn-01 challenge for this server name")
+
+// ErrNotACME is the reason the standalone listener refuses a handshake that
+// does not offer exactly acme-tls/1: it has no real certificate to give.
+var ErrNotACME = errors.New("client did not offer exactly ALPN acme-tls/1; this listener only answers ACME validation")
+
+type entry struct {
+	cert *tls.Certificate
+	seen chan struct{} // capacity 1; a send means "the CA has been served"
+}
+
+// Responder holds the pending challenge certificates and answers for them.
+// Its zero value is not usable; call New.
+type Responder struct {
+	logger  *slog.Logger
+	observe func(Event)
+
+	mu      sync.RWMutex
+	pending map[string]*entry // keyed by the SNI the CA sends
+}
+
+// Option configures a Responder.
+type Option func(*Responder)
+
+// WithLogger sets the logger; by default nothing is logged.
+func WithLogger(l *slog.Logger) Option { return func(r *Responder) { r.logger = l } }
+
+// WithObserver calls fn for every handshake that offered acme-tls/1. fn runs
+// on the handshake's goroutine and must not block.
+func WithObserver(fn func(Event)) Option { return func(r *Responder) { r.observe = fn } }
+
+// New returns a Responder with no pending challenges.
+func New(opts ...Option) *Responder {
+	r := &Responder{pending: make(map[string]*entry)}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.logger == nil {
+		r.logger = slog.New(slog.DiscardHandler)
+	}
+	return r
+}
+
+// Publish makes cert the answer for handshakes whose SNI is serverName (the
+// value challenge.ServerName gives for the identifier). The returned channel
+// receives a value, without blocking the responder, each time a validation
+// handshake for serverName is served; the issuer uses it to time its polling.
+func (r *Responder) Publish(_ context.Context, serverName string, cert *tls.Certificate) (<-chan struct{}, error) {
+	name := challenge.NormalizeServerName(serverName)
+	if name == "" {
+		return nil, fmt.Errorf("publishing challenge for %q: not a valid server name", serverName)
+	}
+	if cert == nil || len(cert.Certificate) == 0 {
+		return nil, fmt.Errorf("publishing challenge for %q: no certificate", serverName)
+	}
+	e := &entry{cert: cert, seen: make(chan struct{}, 1)}
+	r.mu.Lock()
+	r.pending[name] = e
+	r.mu.Unlock()
+	return e.seen, nil
+}
+
+// Unpublish forgets the challenge for serverName; later handshakes for it
+// are refused. Unpublishing a name that is not pending is not an error.
+func (r *Responder) Unpublish(_ context.Context, serverName string) error {
+	name := challenge.NormalizeServerName(serverName)
+	r.mu.Lock()
+	delete(r.pending, name)
+	r.mu.Unlock()
+	return nil
+}
+
+// Pending reports how many challenges are published now.
+func (r *Responder) Pending() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.pending)
+}
+
+// IsValidationHello reports whether hello is a TLS-ALPN-01 validation
+// attempt: the client offers exactly one protocol, acme-tls/1, as the CA does.
+// A client offering acme-tls/1 among others (a browser never does) is treated
+// as a normal client, so it can never be handed a validation certificate.
+func IsValidationHello(alpn []string) bool {
+	return len(alpn) == 1 && alpn[0] == challenge.ALPNProto
+}
+
+// GetConfigForClient returns the TLS configuration for a validation
+// handshake, an error refusing it when no challenge is pending for its SNI,
+// and (nil, nil) for every other handshake, so that a server's own
+// configuration applies unchanged. It has the signature of
+// tls.Config.GetConfigForClient.
+func (r *Responder) GetConfigForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if !IsValidationHello(hello.SupportedProtos) {
+		return nil, nil
+	}
+	name := challenge.NormalizeServerName(hello.ServerName)
+	var remote net.Addr
+	if hello.Conn != nil {
+		remote = hello.Conn.RemoteAddr()
+	}
+	ev := Event{RemoteAddr: remote, ServerName: name, ALPN: hello.SupportedProtos}
+
+	r.mu.RLock()
+	e := r.pending[name]
+	r.mu.RUnlock()
+	if name == "" || e == nil {
+		ev.Err = ErrNoChallenge
+		r.emit(ev)
+		return nil, fmt.Errorf("tls-alpn-01 handshake for %q from %v: %w", hello.ServerName, remote, ErrNoChallenge)
+	}
+	ev.Served = true
+	r.emit(ev)
+	return &tls.Config{
+		Certificates: []tls.Certificate{*e.cert},
+		NextProtos:   []string{challenge.ALPNProto},
+		// The CA requires TLS 1.2 at least; nothing older is offered.
+		MinVersion: tls.VersionTLS12,
+		// VerifyConnection runs once the server has sent its certificate:
+		// the CA has what it came for, so the issuer may poll now.
+		VerifyConnection: func(tls.ConnectionState) error {
+			select {
+			case e.seen <- struct{}{}:
+			default:
+			}
+			return nil
+		},
+	}, nil
+}
+
+func (r *Responder) emit(ev Event) {
+	if ev.Served {
+		r.logger.Info("serving tls-alpn-01 challenge", "server_name", ev.ServerName, "remote", ev.RemoteAddr)
+	} else {
+		r.logger.Warn("refused tls-alpn-01 handshake", "server_name", ev.ServerName, "remote", ev.RemoteAddr, "reason", ev.Err)
+	}
+	if r.observe != nil {
+		r.observe(ev)
+	}
+}
+
+// TLSConfig returns a copy of base (which may be nil) that answers
+// validation handshakes before base's own GetConfigForClient, if any, is
+// consulted. Install it in any Go TLS server to solve TLS-ALPN-01 on the
+// port that server already owns.
+func (r *Responder) TLSConfig(base *tls.Config) *tls.Config {
+	var cfg *tls.Config
+	if base == nil {
+		cfg = &tls.Config{}
+	} else {
+		cfg = base.Clone()
+	}
+	next := cfg.GetConfigForClient
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c, err := r.GetConfigForClient(hello)
+		if c != nil || err != nil {
+			return c, err
+		}
+		if next != nil {
+			return next(hello)
+		}
+		return nil, nil
+	}
+	return cfg
+}
+
+// standaloneConfig refuses everything that is not a validation handshake.
+func (r *Responder) standaloneConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := r.GetConfigForClient(hello)
+			if c == nil && err == nil {
+				return nil, fmt.Errorf("handshake for %q offering %q: %w", hello.ServerName, hello.SupportedProtos, ErrNotACME)
+			}
+			return c, err
+		},
+	}
+}
+
+// Serve answers validation handshakes on ln until ctx ends, then closes ln
+// and waits for the handshakes in flight. Each connection gets one
+// handshake and is closed without application data (RFC 8737 §4). Serve
+// returns nil when ctx ended it, or the listener's error.
+func (r *Responder) Serve(ctx context.Context, ln net.Listener) error {
+	cfg := r.standaloneConfig()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxConcurrent)
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer wg.Wait()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Temporary resource exhaustion (EMFILE and the like):
+				// back off as net/http does instead of spinning.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accepting validation connections on %s: %w", ln.Addr(), err)
+		}
+		delay = 0
+		select {
+		case sem <- struct{}{}:
+		default:
+			// Over the limit: drop rather than queue; the CA retries
+			// from other vantage points.
+			conn.Close()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.handle(ctx, conn, cfg)
+		}()
+	}
+}
+
+func (r *Responder) handle(ctx context.Context, conn net.Conn, cfg *tls.Config) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(HandshakeTimeout))
+	tc := tls.Server(conn, cfg)
+	hctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		r.logger.Debug("validation handshake failed", "remote", conn.RemoteAddr(), "error", err)
+		return
+	}
+	// No application data: close_notify and done.
+	tc.Close()
+}

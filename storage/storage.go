@@ -1,0 +1,192 @@
+// Package storage defines where tlsalpn keeps its durable state: ACME accounts, private keys,
+// certificates and their metadata, and the locks that keep two processes (or two cluster nodes)
+// from ordering the same certificate at once.
+//
+// The interface is deliberately backend-neutral so that the same issuer and manager code runs on
+// local files (package storage/fs) and on etcd. Keys are slash-separated relative paths such as
+//
+//	certificates/acme-v02.api.letsencrypt.org-directory/example.com/cert.pem
+//
+// and every backend must accept exactly the keys that ValidateKey accepts, so that state can be
+// moved between backends without renaming anything.
+//
+// Prefixes, as taken by List and Watch, follow path semantics, not string semantics: the prefix
+// "certificates/ca/example.com" covers that key itself and the keys below
+// "certificates/ca/example.com/", but not "certificates/ca/example.com.au/...". The empty prefix
+// covers every key. A key should not also be used as a prefix of other keys (a file system
+// cannot hold both "a" and "a/b"); backends may reject such a Put.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// ErrNotExist is returned, possibly wrapped, by Get and Stat when a key does not exist.
+// Test for it with errors.Is.
+var ErrNotExist = errors.New("storage: key does not exist")
+
+// ErrWatchUnsupported is returned, possibly wrapped, by Watch on backends that cannot report
+// changes. Callers should fall back to re-reading on their own schedule.
+var ErrWatchUnsupported = errors.New("storage: watch not supported")
+
+// Top-level prefixes of the layout shared by all backends. Keys for Lock live in their own
+// namespace; backends that keep locks next to keys (storage/fs keeps them under LocksPrefix)
+// refuse keys under LocksPrefix so that the two cannot collide.
+const (
+	// AccountsPrefix holds ACME accounts: accounts/<ca>/<email>/{account.json,key.pem}.
+	AccountsPrefix = "accounts"
+	// CertificatesPrefix holds issued certificates:
+	// certificates/<ca>/<name>/{cert.pem,key.pem,meta.json}.
+	CertificatesPrefix = "certificates"
+	// LocksPrefix is reserved for locks and is never a valid key prefix.
+	LocksPrefix = "locks"
+)
+
+// Storage is the durable state of tlsalpn. Implementations must be safe for concurrent use by
+// multiple goroutines, and Put must be atomic: a reader sees either the old or the new value,
+// never a mixture, even across a crash.
+type Storage interface {
+	// Get returns the value stored under key, or an error wrapping ErrNotExist if there is none.
+	Get(ctx context.Context, key string) ([]byte, error)
+
+	// Put stores value under key, replacing any previous value atomically. mode is a hint for
+	// backends that have permissions: 0600 for private keys, 0644 for public material. Zero
+	// means 0600. Only permission bits are allowed.
+	Put(ctx context.Context, key string, value []byte, mode os.FileMode) error
+
+	// Delete removes key. Deleting a key that does not exist is not an error, and neither is
+	// deleting a prefix that is not itself a key (nothing is removed then).
+	Delete(ctx context.Context, key string) error
+
+	// List returns, in byte order, the keys covered by prefix (see the package doc; "" is
+	// everything). With recursive set it returns every key below prefix. Without it, it returns the
+	// immediate children of prefix: keys, and prefixes that have at least one key below them
+	// (without a trailing slash). A prefix with nothing below it yields an empty list, not an
+	// error.
+	List(ctx context.Context, prefix string, recursive bool) ([]string, error)
+
+	// Stat describes key, or returns an error wrapping ErrNotExist if it is not a key (a prefix
+	// that only has keys below it is not a key).
+	Stat(ctx context.Context, key string) (KeyInfo, error)
+
+	// Lock blocks until the lock called name is held or ctx ends; the returned func releases
+	// it. Locks exclude other processes and other nodes of the same backend, not only other
+	// goroutines, and are released automatically when the holding process dies. Lock names
+	// follow the rules of ValidateKey and live in a namespace of their own.
+	Lock(ctx context.Context, name string) (unlock func() error, err error)
+
+	// Watch reports changes to the keys covered by prefix until ctx ends, then closes the
+	// channel. Only changes after Watch returns are reported. Several changes to one key
+	// between two observations may be reported as one Event. Backends that cannot watch
+	// return an error wrapping ErrWatchUnsupported.
+	Watch(ctx context.Context, prefix string) (<-chan Event, error)
+}
+
+// KeyInfo describes a stored value.
+type KeyInfo struct {
+	Key      string
+	Size     int64
+	Modified time.Time
+}
+
+// Event is one observed change. Deleted is false for both creation and modification.
+type Event struct {
+	Key     string
+	Deleted bool
+}
+
+// ValidateKey reports whether key is a valid storage key. Keys are relative, slash-separated
+// paths that cannot escape a backend's root: ValidateKey rejects the empty key, absolute keys,
+// empty segments (so also a leading or trailing slash), segments that begin with a dot (which
+// covers "." and "..", and leaves dot names to backends for temporary files), backslashes, NUL
+// and other control characters, and keys under LocksPrefix.
+func ValidateKey(key string) error {
+	if err := validatePath(key); err != nil {
+		return err
+	}
+	if key == LocksPrefix || strings.HasPrefix(key, LocksPrefix+"/") {
+		return fmt.Errorf("storage: invalid key %q: %q is reserved for locks", key, LocksPrefix)
+	}
+	return nil
+}
+
+// ValidateLockName reports whether name is a valid name for Storage.Lock. The rules are those
+// of ValidateKey, except that lock names have their own namespace, so no prefix is reserved.
+func ValidateLockName(name string) error {
+	return validatePath(name)
+}
+
+// ValidatePrefix reports whether prefix is valid for List and Watch: either "" (everything) or a
+// valid key.
+func ValidatePrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	return ValidateKey(prefix)
+}
+
+func validatePath(key string) error {
+	if key == "" {
+		return errors.New("storage: invalid key: empty")
+	}
+	if key[0] == '/' {
+		return fmt.Errorf("storage: invalid key %q: absolute", key)
+	}
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; {
+		case c == '\\':
+			return fmt.Errorf("storage: invalid key %q: contains a backslash", key)
+		case c < 0x20 || c == 0x7f:
+			return fmt.Errorf("storage: invalid key %q: contains control character %#02x", key, c)
+		}
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		switch {
+		case seg == "":
+			return fmt.Errorf("storage: invalid key %q: empty path segment", key)
+		case seg == "." || seg == "..":
+			return fmt.Errorf("storage: invalid key %q: segment %q", key, seg)
+		case seg[0] == '.':
+			return fmt.Errorf("storage: invalid key %q: segment %q begins with a dot", key, seg)
+		}
+	}
+	return nil
+}
+
+// HasPrefix reports whether key is covered by prefix in the path sense used by List and Watch:
+// key equals prefix or lies below prefix + "/". Every key has the prefix "".
+func HasPrefix(key, prefix string) bool {
+	if prefix == "" {
+		return true
+	}
+	return key == prefix || strings.HasPrefix(key, prefix+"/")
+}
+
+// CAName turns an ACME directory URL into the <ca> segment of the layout, the same way for every
+// backend: host (with ':' replaced by '_') and path (with '/' replaced by '-'), for example
+// "https://acme-v02.api.letsencrypt.org/directory" becomes
+// "acme-v02.api.letsencrypt.org-directory" and "https://127.0.0.1:14000/dir" becomes
+// "127.0.0.1_14000-dir". Query and fragment are ignored.
+func CAName(directoryURL string) (string, error) {
+	u, err := url.Parse(directoryURL)
+	if err != nil {
+		return "", fmt.Errorf("storage: CA name of %q: %w", directoryURL, err)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("storage: CA name of %q: no host", directoryURL)
+	}
+	name := strings.ReplaceAll(strings.ToLower(u.Host), ":", "_")
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		name += "-" + strings.ReplaceAll(p, "/", "-")
+	}
+	if err := validatePath(name); err != nil || strings.Contains(name, "/") {
+		return "", fmt.Errorf("storage: CA name of %q: %q is not a valid key segment", directoryURL, name)
+	}
+	return name, nil
+}
