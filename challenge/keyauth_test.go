@@ -74,8 +74,8 @@ func TestKeyAuthorization(t *testing.T) {
 	if _, err := KeyAuthorization("", k.Public()); err == nil {
 		t.Error("KeyAuthorization with empty token: want an error")
 	}
-	// RFC 8737 §3 example is SHA-256 of the key authorization; check against
-	// a fixed vector: SHA-256("abc").
+	// The acmeIdentifier value is SHA-256 of the key authorization; check a
+	// fixed vector, SHA-256("abc").
 	h := KeyAuthorizationHash("abc")
 	const want = "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
 	if got := base64.RawURLEncoding.EncodeToString(h[:]); got != want {
