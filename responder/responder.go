@@ -67,6 +67,8 @@ type entry struct {
 type Responder struct {
 	logger  *slog.Logger
 	observe func(Event)
+	// handshakeTimeout is HandshakeTimeout; tests shorten it.
+	handshakeTimeout time.Duration
 
 	mu      sync.RWMutex
 	pending map[string]*entry // keyed by the SNI the CA sends
@@ -84,7 +86,7 @@ func WithObserver(fn func(Event)) Option { return func(r *Responder) { r.observe
 
 // New returns a Responder with no pending challenges.
 func New(opts ...Option) *Responder {
-	r := &Responder{pending: make(map[string]*entry)}
+	r := &Responder{pending: make(map[string]*entry), handshakeTimeout: HandshakeTimeout}
 	for _, o := range opts {
 		o(r)
 	}
@@ -279,9 +281,9 @@ func (r *Responder) Serve(ctx context.Context, ln net.Listener) error {
 
 func (r *Responder) handle(ctx context.Context, conn net.Conn, cfg *tls.Config) {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(HandshakeTimeout))
+	conn.SetDeadline(time.Now().Add(r.handshakeTimeout))
 	tc := tls.Server(conn, cfg)
-	hctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, r.handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		r.logger.Debug("validation handshake failed", "remote", conn.RemoteAddr(), "error", err)
