@@ -65,8 +65,8 @@ const (
 
 // Write deploys f into dir atomically (see the package comment) and returns
 // the paths. dir is created 0755 if missing: servers running as another
-// user must be able to reach cert.pem; key.pem itself is 0600 and its
-// version directory 0700.
+// user must be able to reach cert.pem (so version directories are 0755
+// too); key.pem itself is 0600.
 func Write(dir string, f Files) (Paths, error) {
 	p := PathsIn(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -280,6 +280,7 @@ func (h Hook) Run(ctx context.Context, env []string) (HookResult, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", h.Command)
 	cmd.Env = append(os.Environ(), env...)
+	killProcessGroup(cmd)
 	var out capped
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = 5 * time.Second

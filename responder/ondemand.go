@@ -53,7 +53,9 @@ func (o *OnDemand) Publish(ctx context.Context, serverName string, cert *tls.Cer
 		o.ln, o.cancel, o.done = ln, cancel, make(chan struct{})
 		go func(done chan struct{}) {
 			defer close(done)
-			o.r.Serve(sctx, ln)
+			if err := o.r.Serve(sctx, ln); err != nil {
+				o.r.logger.Error("tls-alpn-01 listener stopped; pending validations will fail", "addr", o.addr, "error", err)
+			}
 		}(o.done)
 	}
 	o.refs++

@@ -171,6 +171,11 @@ func (r *Responder) GetConfigForClient(hello *tls.ClientHelloInfo) (*tls.Config,
 		NextProtos:   []string{challenge.ALPNProto},
 		// The CA requires TLS 1.2 at least; nothing older is offered.
 		MinVersion: tls.VersionTLS12,
+		// No resumption either way: a ticket issued here would let a
+		// later normal handshake resume into this validation
+		// certificate, and a validation handshake resuming a normal
+		// session would show the CA the server's real certificate.
+		SessionTicketsDisabled: true,
 		// VerifyConnection runs once the server has sent its certificate:
 		// the CA has what it came for, so the issuer may poll now.
 		VerifyConnection: func(tls.ConnectionState) error {
@@ -236,11 +241,15 @@ func (r *Responder) standaloneConfig() *tls.Config {
 // Serve answers validation handshakes on ln until ctx ends, then closes ln
 // and waits for the handshakes in flight. Each connection gets one
 // handshake and is closed without application data (RFC 8737 §4). Serve
-// returns nil when ctx ended it, or the listener's error.
+// returns nil when ctx ended it, or the listener's error; ln is closed
+// either way.
 func (r *Responder) Serve(ctx context.Context, ln net.Listener) error {
 	cfg := r.standaloneConfig()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxConcurrent)
+	// Close ln however Serve ends: a listener left bound with nobody
+	// accepting would make the CA wait for its own timeout.
+	defer ln.Close()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer wg.Wait()
@@ -251,8 +260,7 @@ func (r *Responder) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if isTemporaryAccept(err) {
 				// Temporary resource exhaustion (EMFILE and the like):
 				// back off as net/http does instead of spinning.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
