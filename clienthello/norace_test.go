@@ -1,0 +1,5 @@
+//go:build !race
+
+package clienthello
+
+const raceEnabled = false
