@@ -90,7 +90,7 @@ func (iss *Issuer) loadAccount(ctx context.Context) (acme.Account, error) {
 func (iss *Issuer) register(ctx context.Context) (acme.Account, error) {
 	dir, err := iss.client.GetDirectory(ctx)
 	if err != nil {
-		return acme.Account{}, fmt.Errorf("reading the directory of %s: %w", iss.cfg.Directory, err)
+		return acme.Account{}, fmt.Errorf("reading the directory of the CA at %s: %w", iss.cfg.Directory, err)
 	}
 	var tos string
 	if dir.Meta != nil {

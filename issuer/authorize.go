@@ -122,6 +122,8 @@ func (iss *Issuer) solve(ctx context.Context, acct acme.Account, authzURL string
 	}()
 	iss.step(Step{Kind: StepReady, Identifier: name, Detail: "responder ready; asking the CA to validate " + chal.URL})
 
+	iss.hints.watch(authzURL)
+	defer iss.hints.forget(authzURL)
 	if _, err := iss.client.InitiateChallenge(ctx, acct, *chal); err != nil {
 		return fmt.Errorf("asking the CA to validate %s: %w", name, err)
 	}
@@ -163,7 +165,9 @@ func (iss *Issuer) poll(ctx context.Context, acct acme.Account, authzURL, name s
 			return fmt.Errorf("the CA did not finish validating %s within %s", name, iss.cfg.PollTimeout)
 		}
 		if ra, ok := iss.hints.take(authzURL); ok {
-			wait, wake = ra, nil
+			// Retry-After: 0, or a date already past, must not turn
+			// this loop into a busy one.
+			wait, wake = max(ra, minBackoff), nil
 		} else {
 			wait, backoff, wake = backoff, min(2*backoff, maxBackoff), seen
 		}
@@ -199,13 +203,21 @@ func (e *ValidationError) Error() string {
 
 func (e *ValidationError) Unwrap() error { return e.Problem }
 
-// retryAfterRecorder remembers the Retry-After each ACME response carried,
-// by URL, so that authorization polling can honour it: acmez exposes no
-// response headers for POST-as-GET on an authorization.
+// retryAfterRecorder remembers the Retry-After each response for a watched
+// URL carried, so that authorization polling can honour it: acmez exposes
+// no response headers for POST-as-GET on an authorization. Only watched
+// URLs are recorded, so that the hints on orders, finalisation and renewal
+// information, which nothing here takes, do not pile up in a long-running
+// process.
 type retryAfterRecorder struct {
-	next  http.RoundTripper
-	mu    sync.Mutex
-	after map[string]time.Duration
+	next    http.RoundTripper
+	mu      sync.Mutex
+	after   map[string]time.Duration
+	watched map[string]int // URL -> number of pollers
+	// lastError is the Retry-After of the latest error response (a rate
+	// limit, a 503): how long the CA asks to be left alone. Concurrent
+	// orders share it, which errs on the side of waiting.
+	lastError time.Duration
 }
 
 func (r *retryAfterRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -214,11 +226,33 @@ func (r *retryAfterRecorder) RoundTrip(req *http.Request) (*http.Response, error
 		return resp, err
 	}
 	if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		u := req.URL.String()
 		r.mu.Lock()
-		r.after[req.URL.String()] = d
+		if r.watched[u] > 0 {
+			r.after[u] = d
+		}
+		if resp.StatusCode >= 400 {
+			r.lastError = d
+		}
 		r.mu.Unlock()
 	}
 	return resp, err
+}
+
+// watch starts recording Retry-After for url; forget undoes one watch.
+func (r *retryAfterRecorder) watch(url string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watched[url]++
+}
+
+func (r *retryAfterRecorder) forget(url string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.watched[url]--; r.watched[url] <= 0 {
+		delete(r.watched, url)
+		delete(r.after, url)
+	}
 }
 
 // take returns and forgets the last Retry-After seen for url.
@@ -229,6 +263,28 @@ func (r *retryAfterRecorder) take(url string) (time.Duration, bool) {
 	delete(r.after, url)
 	return d, ok
 }
+
+// takeErrorHint returns and forgets the Retry-After of the latest error.
+func (r *retryAfterRecorder) takeErrorHint() (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.lastError
+	r.lastError = 0
+	return d, d > 0
+}
+
+// RetryError is an Obtain failure during which the CA said, with
+// Retry-After, when to try again; a scheduler must not retry sooner.
+type RetryError struct {
+	Err   error
+	After time.Duration
+}
+
+func (e *RetryError) Error() string {
+	return fmt.Sprintf("%v (the CA asks to retry after %s)", e.Err, e.After)
+}
+
+func (e *RetryError) Unwrap() error { return e.Err }
 
 // parseRetryAfter reads delay-seconds or an HTTP-date (RFC 9110 §10.2.3),
 // capped at an hour so a broken header cannot stall an order forever.

@@ -23,9 +23,20 @@ type testEnv struct {
 // Strict are set here). Both stop when t ends.
 func newTestEnv(t *testing.T, opts testca.Options) *testEnv {
 	t.Helper()
+	return newTestEnvListener(t, opts, nil)
+}
+
+// newTestEnvListener is newTestEnv with the responder's listener passed
+// through wrap, when not nil.
+func newTestEnvListener(t *testing.T, opts testca.Options, wrap func(net.Listener) net.Listener) *testEnv {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	opts.TLSPort = ln.Addr().(*net.TCPAddr).Port
+	if wrap != nil {
+		ln = wrap(ln)
 	}
 	r := responder.New()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -37,13 +48,18 @@ func newTestEnv(t *testing.T, opts testca.Options) *testEnv {
 			t.Errorf("responder: %v", err)
 		}
 	})
-	opts.TLSPort = ln.Addr().(*net.TCPAddr).Port
 	opts.NoSleep, opts.Strict = true, true
 	ca, err := testca.Start(testContext(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ca.Close() })
+	t.Cleanup(func() {
+		// An order cut short can leave a connection dialled for a
+		// cancelled request idle in the shared transport; the server
+		// counts it as new, not idle, and Close would wait 5 s for it.
+		ca.HTTPClient().CloseIdleConnections()
+		ca.Close()
+	})
 	st, err := fs.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -147,7 +148,7 @@ func New(cfg Config) (*Issuer, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	hints := &retryAfterRecorder{next: base, after: make(map[string]time.Duration)}
+	hints := &retryAfterRecorder{next: base, after: make(map[string]time.Duration), watched: make(map[string]int)}
 	hcCopy := *hc
 	hcCopy.Transport = hints
 	logger := cfg.Logger
@@ -180,7 +181,7 @@ func New(cfg Config) (*Issuer, error) {
 func (iss *Issuer) Directory(ctx context.Context) (acme.Directory, error) {
 	d, err := iss.client.GetDirectory(ctx)
 	if err != nil {
-		return d, fmt.Errorf("reading the directory of %s: %w", iss.cfg.Directory, err)
+		return d, fmt.Errorf("reading the directory of the CA at %s: %w", iss.cfg.Directory, err)
 	}
 	return d, nil
 }
@@ -221,8 +222,19 @@ func ChooseProfile(offered map[string]string, want string) (string, error) {
 	return names[0], nil
 }
 
-// Obtain runs one order to completion and returns the certificate.
+// Obtain runs one order to completion and returns the certificate. When the
+// CA sent Retry-After with an error, the error is a *RetryError.
 func (iss *Issuer) Obtain(ctx context.Context, req Request) (*Result, error) {
+	res, err := iss.obtain(ctx, req)
+	if err != nil {
+		if d, ok := iss.hints.takeErrorHint(); ok {
+			return nil, &RetryError{Err: err, After: d}
+		}
+	}
+	return res, err
+}
+
+func (iss *Issuer) obtain(ctx context.Context, req Request) (*Result, error) {
 	if len(req.Identifiers) == 0 {
 		return nil, errors.New("obtaining certificate: no identifiers")
 	}
@@ -425,7 +437,7 @@ func (iss *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (acm
 	}
 	ri, err := iss.client.GetRenewalInfo(ctx, leaf)
 	if err != nil {
-		return ri, fmt.Errorf("fetching renewal info for %s from %s: %w", leaf.Subject.CommonName, iss.cfg.Directory, err)
+		return ri, fmt.Errorf("fetching renewal info for %s from %s: %w", leafLabel(leaf), iss.cfg.Directory, err)
 	}
 	return ri, nil
 }
@@ -442,7 +454,20 @@ func (iss *Issuer) Revoke(ctx context.Context, leaf *x509.Certificate, reason in
 		return err
 	}
 	if err := iss.client.RevokeCertificate(ctx, acct, leaf, nil, reason); err != nil {
-		return fmt.Errorf("revoking certificate %x for %s: %w", leaf.SerialNumber, strings.Join(leaf.DNSNames, ", "), err)
+		return fmt.Errorf("revoking certificate %x for %s: %w", leaf.SerialNumber, leafLabel(leaf), err)
 	}
 	return nil
+}
+
+// leafLabel names a certificate in messages by its SANs: certificates from
+// ACME CAs often have no common name at all.
+func leafLabel(leaf *x509.Certificate) string {
+	names := slices.Clone(leaf.DNSNames)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 {
+		return fmt.Sprintf("serial %x", leaf.SerialNumber)
+	}
+	return strings.Join(names, ", ")
 }

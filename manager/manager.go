@@ -69,14 +69,18 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	if len(spec.Names) == 0 {
 		return nil, errors.New("no names to obtain a certificate for")
 	}
+	// Names are kept in canonical form: the first one names the storage
+	// directory, and Find and the CA compare them byte for byte.
 	ids := make([]challenge.Identifier, len(spec.Names))
+	names := make([]string, len(spec.Names))
 	for i, n := range spec.Names {
 		id, err := challenge.ParseIdentifier(n)
 		if err != nil {
 			return nil, err
 		}
-		ids[i] = id
+		ids[i], names[i] = id, id.Value
 	}
+	spec.Names = names
 	if spec.Out != "" {
 		if err := deploy.CheckWritable(spec.Out); err != nil {
 			return nil, fmt.Errorf("not ordering a certificate for %s: %w", spec.Names[0], err)
@@ -221,7 +225,11 @@ func (m *Manager) Find(ctx context.Context, name string) ([]*Stored, error) {
 	if err != nil {
 		return nil, err
 	}
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if id, err := challenge.ParseIdentifier(name); err == nil {
+		name = id.Value
+	} else {
+		name = strings.ToLower(strings.TrimSuffix(name, "."))
+	}
 	var out []*Stored
 	for _, s := range all {
 		for _, n := range s.Names {
@@ -309,13 +317,22 @@ func (m *Manager) Due(ctx context.Context, iss Issuer, s *Stored) Decision {
 	return Decision{At: at, Reason: "due when a third of its lifetime remains"}
 }
 
+// ariRecheck is how long renewal information is trusted when the CA gave
+// no Retry-After, and how long to wait after failing to get it: the CA may
+// move the window at any time (a mass revocation, say), so it must be
+// asked again.
+const ariRecheck = 6 * time.Hour
+
 func (m *Manager) refreshARI(ctx context.Context, iss Issuer, s *Stored, now time.Time) {
 	a := s.ARI
-	if a != nil && a.CertSerial == s.Serial && (a.RetryAfter.IsZero() || now.Before(a.RetryAfter)) && !a.Unavailable {
-		return
-	}
-	if a != nil && a.Unavailable && a.CertSerial == s.Serial && now.Sub(a.CheckedAt) < 6*time.Hour {
-		return
+	if a != nil && a.CertSerial == s.Serial {
+		next := a.RetryAfter
+		if next.IsZero() || a.Unavailable {
+			next = a.CheckedAt.Add(ariRecheck)
+		}
+		if now.Before(next) {
+			return
+		}
 	}
 	ri, err := iss.RenewalInfo(ctx, s.Chain[0])
 	next := &ARIState{CheckedAt: now.UTC(), CertSerial: s.Serial}

@@ -108,7 +108,6 @@ func stepPrinter(e *env) func(issuer.Step) {
 	}
 }
 
-
 func (is *issuers) httpClientSet(caRoot string, c *http.Client) {
 	is.mu.Lock()
 	is.clients[caRoot] = c

@@ -101,4 +101,3 @@ func runList(ctx context.Context, e *env, args []string) error {
 	}
 	return tw.Flush()
 }
-

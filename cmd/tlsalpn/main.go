@@ -39,6 +39,7 @@ func commands() []command {
 		{"renew", "renew the stored certificates that are due (for cron or a timer)", runRenew},
 		{"revoke", "revoke a stored certificate", runRevoke},
 		{"list", "show the stored certificates and when they renew", runList},
+		{"check", "validate a host from the outside exactly as the CA does", runCheck},
 		{"demo", "run the whole flow on this machine against an embedded test CA", runDemo},
 	}
 }

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/check"
+)
+
+const checkUsage = `
+Usage: tlsalpn check [flags] NAME[:PORT]...
+
+Validates each name from the outside exactly as Let's Encrypt's CA does
+for TLS-ALPN-01, before the CA does (it allows only 5 failures per name per
+hour): resolves A and AAAA, connects to every address with the CA's
+settings (TLS 1.2 or later, ALPN acme-tls/1 only, the name as SNI, 10 s for
+connect and handshake), and applies the CA's checks to the certificate. It
+prints, per address, each rule as PASS or FAIL with the CA's own words, one
+line on how to fix each failure, and what the CA would conclude: it tries
+the first IPv6 address, and the first IPv4 address only if IPv6 fails to
+connect.
+
+It also checks what the CA cannot see: that ordinary clients (ALPN h2,
+http/1.1 or none) never get the validation certificate, and the production
+certificate browsers get: names, issuer, chain, days left.
+
+Without --key-authorization (or --token and --thumbprint) the validation
+certificate's structure is checked but not the hash it carries.
+
+Examples:
+  tlsalpn check example.com www.example.com
+  tlsalpn check --expiring-within 30d example.com        (for monitoring)
+  tlsalpn check --address 192.0.2.10 --address 2001:db8::10 example.com
+  tlsalpn check --token TOKEN --thumbprint THUMBPRINT example.com
+  tlsalpn check 192.0.2.10:5001                         (an IP, another port)
+
+Exit codes, like openssl x509 -checkend:
+  0  every name passes
+  1  some production certificate expires within --expiring-within (none fail)
+  2  some name fails: the CA would fail, or an address, the leak check or the
+     production certificate does; also for a usage error (then nothing was
+     checked, and stderr says what was wrong)
+`
+
+type checkFlags struct {
+	addresses      listFlag
+	keyAuth        string
+	token          string
+	thumbprint     string
+	caRoot         string
+	expiringWithin string
+	timeout        time.Duration
+	json           bool
+	verbose        bool
+}
+
+func (f *checkFlags) register(fs *flagSet) {
+	fs.Var(&f.addresses, "address", "connect to this `IP` instead of resolving the names; repeat for more (IPv4 and IPv6)")
+	fs.StringVar(&f.keyAuth, "key-authorization", "", "the pending challenge's key authorization `TOKEN.THUMBPRINT`, to check the hash too (one name only)")
+	fs.StringVar(&f.token, "token", "", "the pending challenge's `TOKEN` (with --thumbprint, instead of --key-authorization)")
+	fs.StringVar(&f.thumbprint, "thumbprint", "", "the account key's JWK `THUMBPRINT` (with --token)")
+	fs.StringVar(&f.caRoot, "ca-root", "", "PEM `FILE` of extra roots to trust for the production certificate (a private CA)")
+	fs.StringVar(&f.expiringWithin, "expiring-within", "", "exit 1 when a production certificate expires within this `DURATION`, e.g. 30d or 720h")
+	fs.DurationVar(&f.timeout, "timeout", check.DialTimeout, "connect and handshake `DURATION` for each connection (the CA's is 10s)")
+	fs.BoolVar(&f.json, "json", false, "print JSON for scripts")
+	fs.BoolVar(&f.verbose, "v", false, "log each handshake")
+}
+
+func runCheck(ctx context.Context, e *env, args []string) error {
+	var f checkFlags
+	fs := newFlagSet(e, "check", checkUsage)
+	f.register(fs)
+	if err := fs.parse(args, -1); err != nil {
+		return err
+	}
+	targets, err := checkTargets(fs.pos)
+	if err != nil {
+		return err
+	}
+	keyAuth, err := f.keyAuthorization()
+	if err != nil {
+		return err
+	}
+	if keyAuth != "" {
+		if len(targets) != 1 {
+			return usagef("a key authorization belongs to one name's challenge: give exactly one name with --key-authorization or --token")
+		}
+		targets[0].KeyAuthorization = keyAuth
+	}
+	c := &check.Checker{Timeout: f.timeout}
+	if f.timeout <= 0 {
+		return usagef("--timeout %s: give a positive duration", f.timeout)
+	}
+	for _, a := range f.addresses {
+		addr, err := netip.ParseAddr(strings.Trim(a, "[]"))
+		if err != nil || addr.Zone() != "" {
+			return usagef("--address %q is not an IP address", a)
+		}
+		c.Addresses = append(c.Addresses, addr)
+	}
+	if f.expiringWithin != "" {
+		if c.ExpiringWithin, err = parseDays(f.expiringWithin); err != nil {
+			return usagef("--expiring-within: %v", err)
+		}
+	}
+	if f.caRoot != "" {
+		if c.Roots, err = rootPool(f.caRoot); err != nil {
+			return err
+		}
+	}
+	if f.verbose {
+		c.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+
+	reports := c.CheckAll(ctx, targets)
+	var failing, expiring int
+	for _, r := range reports {
+		switch r.Verdict {
+		case check.Fail:
+			failing++
+		case check.Expiring:
+			expiring++
+		}
+	}
+	overall := check.Pass
+	switch {
+	case failing > 0:
+		overall = check.Fail
+	case expiring > 0:
+		overall = check.Expiring
+	}
+	if f.json {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			Verdict check.Verdict   `json:"verdict"`
+			Reports []*check.Report `json:"reports"`
+		}{overall, reports}); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range reports {
+			printReport(e.stdout, r)
+		}
+		fmt.Fprintf(e.stdout, "verdict: %s (%d failing, %d expiring, %d fine, of %d)\n",
+			strings.ToUpper(string(overall)), failing, expiring, len(reports)-failing-expiring, len(reports))
+	}
+
+	switch overall {
+	case check.Fail:
+		// run() knows exit 2 only as a usage error; check's "failing" is
+		// exit 2 too, as with openssl x509 -checkend, so it borrows the type.
+		return &usageError{fmt.Sprintf("%d of %d names fail", failing, len(reports))}
+	case check.Expiring:
+		return fmt.Errorf("%d of %d names have a certificate expiring within %s", expiring, len(reports), f.expiringWithin)
+	}
+	return nil
+}
+
+// checkTargets parses and de-duplicates the NAME[:PORT] arguments.
+func checkTargets(args []string) ([]check.Target, error) {
+	if len(args) == 0 {
+		return nil, usagef("no names: give at least one NAME[:PORT] (see tlsalpn check --help)")
+	}
+	seen := map[string]bool{}
+	var out []check.Target
+	for _, a := range args {
+		t, err := check.ParseTarget(a)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		k := t.ID.Value + "|" + strconv.Itoa(t.Port)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// keyAuthorization is --key-authorization, or --token "." --thumbprint.
+func (f *checkFlags) keyAuthorization() (string, error) {
+	switch {
+	case f.keyAuth != "" && (f.token != "" || f.thumbprint != ""):
+		return "", usagef("give --key-authorization or --token with --thumbprint, not both")
+	case (f.token == "") != (f.thumbprint == ""):
+		return "", usagef("--token and --thumbprint go together: give both (or --key-authorization)")
+	case f.token != "":
+		return f.token + "." + f.thumbprint, nil
+	case f.keyAuth != "":
+		tok, tp, ok := strings.Cut(f.keyAuth, ".")
+		if !ok || tok == "" || tp == "" || strings.Contains(tp, ".") {
+			return "", usagef("--key-authorization %q is not TOKEN.THUMBPRINT", f.keyAuth)
+		}
+		return f.keyAuth, nil
+	}
+	return "", nil
+}
+
+// parseDays parses a Go duration, or a whole number of days such as "30d".
+func parseDays(s string) (time.Duration, error) {
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a number of days such as 30d", s)
+		}
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("%q is neither a number of days (30d) nor a duration (720h)", s)
+		}
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q is not positive", s)
+	}
+	return d, nil
+}
+
+// rootPool is the system roots plus the PEM roots in file.
+func rootPool(file string) (*x509.CertPool, error) {
+	pemData, err := os.ReadFile(file)
+	if err != nil {
+		return nil, usagef("reading --ca-root: %v", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, usagef("--ca-root %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// printReport prints one name: a table of every rule at every address, the
+// fix lines, what the CA would conclude, and the name's verdict.
+func printReport(w io.Writer, r *check.Report) {
+	fmt.Fprintf(w, "%s port %d (%s, SNI %s)\n", r.Name, r.Port, r.Type, r.ServerName)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ADDRESS\tRULE\tRESULT\tCA'S WORDS / SEEN")
+	type fix struct{ where, rule, fix string }
+	var fixes []fix
+	row := func(addr string, res check.Result) {
+		result := "PASS"
+		if !res.Pass {
+			result = "FAIL"
+		}
+		words := res.CAMessage
+		if words == "" {
+			words = res.Detail
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", addr, res.Rule, result, words)
+		if !res.Pass && res.Fix != "" {
+			fixes = append(fixes, fix{addr, string(res.Rule), res.Fix})
+		}
+	}
+	for _, res := range r.Results {
+		row("-", res)
+	}
+	for _, a := range r.Addresses {
+		for _, res := range a.Results {
+			row(a.Address, res)
+		}
+	}
+	tw.Flush()
+	for _, f := range fixes {
+		if f.where == "-" {
+			fmt.Fprintf(w, "  fix %s: %s\n", f.rule, f.fix)
+		} else {
+			fmt.Fprintf(w, "  fix %s %s: %s\n", f.where, f.rule, f.fix)
+		}
+	}
+	fmt.Fprintf(w, "  CA: %s\n", r.CA.Summary)
+	fmt.Fprintf(w, "  %s: %s: %s\n\n", r.Name, strings.ToUpper(string(r.Verdict)), r.Summary)
+}

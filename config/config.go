@@ -1,0 +1,296 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the whole file. Its fields are plain values; cmd/tlsalpn maps
+// them onto the proxy, manager and deploy types, so this package depends on
+// none of them.
+type Config struct {
+	// Listen is the front door's address. Default ":443".
+	Listen string
+	// Storage is the directory for accounts and certificates; "" lets the
+	// command pick its default.
+	Storage      string
+	ACME         ACME
+	Proxy        Proxy
+	Routes       []Route
+	Certificates []Certificate
+
+	// Set by Parse so that Validate can point at the line of a value.
+	file string
+	pos  map[string]pos
+}
+
+// ACME says which CA to use and as whom.
+type ACME struct {
+	// CA is a directory URL or a name the command knows (letsencrypt,
+	// letsencrypt-staging, ...). Default "letsencrypt".
+	CA       string
+	Email    string
+	AgreeTOS bool
+	// CARoot is a PEM file of roots to trust for the CA's own HTTPS (a
+	// private CA or a test CA such as Pebble).
+	CARoot string
+	// EAB is the external account binding some CAs require; nil if none.
+	EAB *EAB
+	// KeyType is the default for every certificate: ec256 (default),
+	// ec384, rsa2048, rsa3072 or rsa4096.
+	KeyType        string
+	Profile        string
+	PreferredChain string
+}
+
+// EAB is an external account binding (RFC 8555 §7.3.4), as the CA hands it
+// out: a key identifier and a base64url-encoded HMAC key.
+type EAB struct {
+	KID     string
+	HMACKey string
+}
+
+// Proxy tunes the front door. Zero values mean the defaults below, which
+// are the proxy package's own.
+type Proxy struct {
+	ClientHelloTimeout Duration // default 10s
+	IdleTimeout        Duration // default 10m
+	DialTimeout        Duration // default 5s
+	MaxConnections     int      // default 8000
+	DrainTimeout       Duration // default 30s: the SIGTERM grace period
+	// TrustedProxies are the networks allowed (and required) to send a
+	// PROXY protocol header; a bare address is a one-address prefix.
+	TrustedProxies []netip.Prefix
+}
+
+// The route modes.
+const (
+	ModePassthrough = "passthrough" // splice TLS bytes to the backend untouched
+	ModeHTTP        = "http"        // terminate TLS, reverse proxy HTTP
+	ModeTCP         = "tcp"         // terminate TLS, pipe the plaintext
+)
+
+// Route sends connections for some server names to a backend.
+type Route struct {
+	// Names are exact names, one-label wildcards ("*.example.com") or "*",
+	// the default route for every other name and for no SNI at all.
+	Names     []string
+	Backend   string // host:port
+	Mode      string // ModePassthrough (default), ModeHTTP or ModeTCP
+	SendProxy int    // PROXY protocol version sent to the backend: 0 (none), 1 or 2
+}
+
+// Certificate is one certificate to obtain at start and keep renewed.
+type Certificate struct {
+	Names []string
+	// Out is a directory to deploy the PEM files to; "" deploys none.
+	Out string
+	// DeployHook is run through sh -c after each deployment.
+	DeployHook  string
+	HookTimeout Duration // default 2m
+	// HAProxy, if set, receives the new certificate through its runtime
+	// API, with no reload.
+	HAProxy *HAProxy
+	// KeyType and Profile override acme's; after Parse (or SetDefaults)
+	// they hold the effective values.
+	KeyType string
+	Profile string
+}
+
+// HAProxy names a runtime API socket and the certificate to update on it.
+type HAProxy struct {
+	// Socket is a unix socket path or the host:port of a TCP stats socket.
+	Socket string
+	// Cert is the crt path HAProxy loaded, the name "set ssl cert" takes.
+	Cert string
+}
+
+// Defaults.
+const (
+	DefaultListen             = ":443"
+	DefaultCA                 = "letsencrypt"
+	DefaultKeyType            = "ec256"
+	DefaultClientHelloTimeout = Duration(10 * time.Second)
+	DefaultIdleTimeout        = Duration(10 * time.Minute)
+	DefaultDialTimeout        = Duration(5 * time.Second)
+	DefaultMaxConnections     = 8000
+	DefaultDrainTimeout       = Duration(30 * time.Second)
+	DefaultHookTimeout        = Duration(2 * time.Minute)
+)
+
+// maxFileSize bounds what Load reads; a real file is a few KiB.
+const maxFileSize = 1 << 20
+
+// Load reads and parses the file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("the file is larger than %d KiB; a configuration is a few KiB: is this the right file?", maxFileSize>>10)}
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes data (unknown keys are errors), fills in defaults and
+// validates the result. filename is used in error messages only. Errors are
+// an *Error or, when there are several, an ErrorList.
+func Parse(data []byte, filename string) (*Config, error) {
+	c, err := decode(data, filename)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// SetDefaults fills in every value left unset and puts names in canonical
+// form (lower case, no trailing dot), so that a Config built in code (from
+// command-line flags, say) ends up like a parsed one.
+func (c *Config) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	a := &c.ACME
+	if a.CA == "" {
+		a.CA = DefaultCA
+	}
+	a.KeyType = strings.ToLower(a.KeyType)
+	if a.KeyType == "" {
+		a.KeyType = DefaultKeyType
+	}
+	p := &c.Proxy
+	setDuration(&p.ClientHelloTimeout, DefaultClientHelloTimeout)
+	setDuration(&p.IdleTimeout, DefaultIdleTimeout)
+	setDuration(&p.DialTimeout, DefaultDialTimeout)
+	setDuration(&p.DrainTimeout, DefaultDrainTimeout)
+	if p.MaxConnections == 0 {
+		p.MaxConnections = DefaultMaxConnections
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		canonicalNames(r.Names)
+		r.Mode = strings.ToLower(r.Mode)
+		if r.Mode == "" {
+			r.Mode = ModePassthrough
+		}
+	}
+	for i := range c.Certificates {
+		ct := &c.Certificates[i]
+		canonicalNames(ct.Names)
+		ct.KeyType = strings.ToLower(ct.KeyType)
+		if ct.KeyType == "" {
+			ct.KeyType = a.KeyType
+		}
+		if ct.Profile == "" {
+			ct.Profile = a.Profile
+		}
+		setDuration(&ct.HookTimeout, DefaultHookTimeout)
+	}
+}
+
+func setDuration(d *Duration, def Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+func canonicalNames(names []string) {
+	for i, n := range names {
+		names[i] = canonicalName(n)
+	}
+}
+
+// canonicalName lower-cases a name and drops one trailing dot; names are
+// compared, and matched against SNI, in this form.
+func canonicalName(n string) string {
+	n = strings.ToLower(strings.TrimSpace(n))
+	if len(n) > 1 {
+		n = strings.TrimSuffix(n, ".")
+	}
+	return n
+}
+
+// Summary describes the configuration in one line for
+// "tlsalpn serve --check-config".
+func (c *Config) Summary() string {
+	var parts []string
+	parts = append(parts, "listening on "+c.Listen)
+	if len(c.Routes) > 0 {
+		modes := map[string]int{}
+		for _, r := range c.Routes {
+			m := r.Mode
+			if m == "" {
+				m = ModePassthrough
+			}
+			modes[m]++
+		}
+		var ms []string
+		for _, m := range []string{ModePassthrough, ModeHTTP, ModeTCP} {
+			if modes[m] > 0 {
+				ms = append(ms, fmt.Sprintf("%d %s", modes[m], m))
+			}
+		}
+		s := fmt.Sprintf("%s (%s)", plural(len(c.Routes), "route"), strings.Join(ms, ", "))
+		if r := c.defaultRoute(); r != nil {
+			s += "; default route to " + r.Backend
+		} else {
+			s += "; no default route: unknown names are refused"
+		}
+		parts = append(parts, s)
+	} else {
+		parts = append(parts, "no routes: only ACME challenges are answered")
+	}
+	if len(c.Certificates) > 0 {
+		names := 0
+		for _, ct := range c.Certificates {
+			names += len(ct.Names)
+		}
+		s := fmt.Sprintf("%s (%s) from %s", plural(len(c.Certificates), "certificate"), plural(names, "name"), c.ACME.CA)
+		if c.ACME.Email != "" {
+			s += " as " + c.ACME.Email
+		}
+		parts = append(parts, s)
+	} else {
+		parts = append(parts, "no certificates")
+	}
+	if n := len(c.Proxy.TrustedProxies); n > 0 {
+		parts = append(parts, fmt.Sprintf("PROXY protocol accepted from %s", plural(n, "network")))
+	}
+	parts = append(parts, fmt.Sprintf("at most %d connections", c.Proxy.MaxConnections))
+	if c.Storage != "" {
+		parts = append(parts, "storage in "+c.Storage)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (c *Config) defaultRoute() *Route {
+	for i := range c.Routes {
+		for _, n := range c.Routes[i].Names {
+			if n == "*" {
+				return &c.Routes[i]
+			}
+		}
+	}
+	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -1,0 +1,477 @@
+package config
+
+import (
+	"cmp"
+	"encoding/base64"
+	"fmt"
+	"math"
+	"net"
+	"net/mail"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+var (
+	keyTypes = []string{"ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"}
+	modes    = []string{ModePassthrough, ModeHTTP, ModeTCP}
+)
+
+// validator reports problems at the position Parse recorded for each path,
+// or without a position for a Config built in code.
+type validator struct {
+	errorSink
+	pos map[string]pos
+}
+
+// at returns the position of path, or of its nearest recorded ancestor
+// when the value itself was not in the file (a default, a missing key).
+func (v *validator) at(path string) pos {
+	for {
+		if p, ok := v.pos[path]; ok {
+			return p
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	if p, ok := v.pos[""]; ok {
+		return p
+	}
+	return pos{}
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	v.add(v.at(path), "%s: %s", path, fmt.Sprintf(format, args...))
+}
+
+// Validate checks the configuration as a whole: addresses, names, modes,
+// and the rules that tie routes, certificates and the account together. It
+// expects the defaults to have been applied (see SetDefaults). Errors are
+// an *Error or, when there are several, an ErrorList, in file order.
+func (c *Config) Validate() error {
+	v := &validator{errorSink: errorSink{file: c.file}, pos: c.pos}
+
+	if len(c.Routes) == 0 && len(c.Certificates) == 0 {
+		v.add(v.at(""), "nothing to do: add routes: to proxy connections, certificates: to obtain certificates, or both")
+	}
+	if msg := addrProblem(c.Listen, true, "443"); msg != "" {
+		v.errorf("listen", "%s", msg)
+	}
+	if c.Storage != "" && !filepath.IsAbs(c.Storage) {
+		v.errorf("storage", "%q is relative: write an absolute path such as /var/lib/tlsalpn (a daemon's working directory is not where this file is)", c.Storage)
+	}
+	c.validateACME(v)
+	c.validateProxy(v)
+	c.validateRoutes(v)
+	c.validateCertificates(v)
+	c.validateCoverage(v)
+
+	slices.SortStableFunc(v.errs, func(a, b *Error) int {
+		// Errors without a position keep their order, after the others.
+		la, lb := a.Line, b.Line
+		if la == 0 {
+			la = math.MaxInt
+		}
+		if lb == 0 {
+			lb = math.MaxInt
+		}
+		return cmp.Or(cmp.Compare(la, lb), cmp.Compare(a.Column, b.Column))
+	})
+	return v.err()
+}
+
+func (c *Config) validateACME(v *validator) {
+	a := &c.ACME
+	switch {
+	case a.CA == "":
+		v.errorf("acme.ca", "no CA: write ca: letsencrypt, or the CA's directory URL")
+	case strings.Contains(a.CA, "://"):
+		u, err := url.Parse(a.CA)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.errorf("acme.ca", "%q is not a directory URL: write one such as https://acme-v02.api.letsencrypt.org/directory", a.CA)
+		}
+	case strings.ContainsAny(a.CA, "./:"):
+		v.errorf("acme.ca", "%q is neither a CA name nor a URL: write the full directory URL, https://%s", a.CA, a.CA)
+	}
+	if a.Email != "" {
+		addr, err := mail.ParseAddress(a.Email)
+		if err != nil || addr.Address != a.Email {
+			v.errorf("acme.email", "%q is not an email address: write just the address, e.g. ops@example.com", a.Email)
+		}
+	}
+	if len(c.Certificates) > 0 && !a.AgreeTOS {
+		path := "acme.agree_tos"
+		if _, ok := v.pos[path]; !ok {
+			if _, ok := v.pos["acme"]; !ok {
+				path = "certificates"
+			}
+		}
+		v.add(v.at(path), "acme.agree_tos: certificates are listed but the CA's terms of service are not accepted: read the CA's terms, then set agree_tos: true under acme:")
+	}
+	if a.CARoot != "" && !filepath.IsAbs(a.CARoot) {
+		v.errorf("acme.ca_root", "%q is relative: write an absolute path", a.CARoot)
+	}
+	if e := a.EAB; e != nil {
+		switch {
+		case e.KID == "" && e.HMACKey == "":
+			v.errorf("acme.eab", "empty: an external account binding needs both kid and hmac_key from your CA; remove eab: if your CA needs none")
+		case e.KID == "":
+			v.errorf("acme.eab", "kid is missing: an external account binding needs both kid and hmac_key, as your CA shows them")
+		case e.HMACKey == "":
+			v.errorf("acme.eab", "hmac_key is missing: an external account binding needs both kid and hmac_key, as your CA shows them")
+		default:
+			if !isBase64(e.HMACKey) {
+				v.errorf("acme.eab.hmac_key", "not base64url: copy the HMAC key exactly as your CA shows it")
+			}
+		}
+	}
+	checkKeyType(v, "acme.key_type", a.KeyType)
+}
+
+func isBase64(s string) bool {
+	s = strings.TrimRight(s, "=")
+	if _, err := base64.RawURLEncoding.DecodeString(s); err == nil {
+		return true
+	}
+	_, err := base64.RawStdEncoding.DecodeString(s)
+	return err == nil
+}
+
+func checkKeyType(v *validator, path, kt string) {
+	if kt == "" || slices.Contains(keyTypes, strings.ToLower(kt)) {
+		return
+	}
+	msg := fmt.Sprintf("unknown key type %q: want %s", kt, orList(keyTypes))
+	if near := nearest(kt, keyTypes); near != "" {
+		msg += fmt.Sprintf("; did you mean %q?", near)
+	}
+	v.errorf(path, "%s", msg)
+}
+
+func (c *Config) validateProxy(v *validator) {
+	p := &c.Proxy
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{
+		{"client_hello_timeout", p.ClientHelloTimeout},
+		{"idle_timeout", p.IdleTimeout},
+		{"dial_timeout", p.DialTimeout},
+		{"drain_timeout", p.DrainTimeout},
+	} {
+		checkDuration(v, "proxy."+d.key, d.d)
+	}
+	if p.MaxConnections < 0 {
+		v.errorf("proxy.max_connections", "%d is negative: write a number of connections such as %d", p.MaxConnections, DefaultMaxConnections)
+	}
+	for i, pfx := range p.TrustedProxies {
+		path := index("proxy.trusted_proxies", i)
+		if !pfx.IsValid() {
+			v.errorf(path, "not a network: write a CIDR prefix such as 10.0.0.0/8, or one address")
+		} else if pfx != pfx.Masked() {
+			v.errorf(path, "%s has bits set past the /%d prefix: did you mean %s?", pfx, pfx.Bits(), pfx.Masked())
+		}
+	}
+}
+
+func checkDuration(v *validator, path string, d Duration) {
+	if d < 0 {
+		v.errorf(path, "%s is negative: write a positive duration such as \"30s\" (0 means the default)", d)
+	}
+}
+
+func (c *Config) validateRoutes(v *validator) {
+	routed := map[string]string{} // name -> path of the route that has it
+	defaultAt := ""
+	for i, r := range c.Routes {
+		path := index("routes", i)
+		if len(r.Names) == 0 {
+			v.errorf(path, "no names: add names: [example.com], or names: [\"*\"] for the default route")
+		}
+		seen := map[string]bool{}
+		for j, raw := range r.Names {
+			np := index(path+".names", j)
+			name := canonicalName(raw)
+			if msg := routeNameProblem(name); msg != "" {
+				v.errorf(np, "%s", msg)
+				continue
+			}
+			switch {
+			case seen[name]:
+				v.errorf(np, "%q is listed twice in this route: remove one", name)
+			case name == "*" && defaultAt != "":
+				v.errorf(np, "a second default route \"*\" (the first is %s): keep one", defaultAt)
+			case name != "*" && routed[name] != "":
+				v.errorf(np, "%q is already routed by %s: a name may appear in one route only", name, routed[name])
+			}
+			seen[name] = true
+			if name == "*" {
+				if defaultAt == "" {
+					defaultAt = path
+				}
+			} else if routed[name] == "" {
+				routed[name] = path
+			}
+		}
+		if r.Backend == "" {
+			v.add(v.at(path+".backend"), "%s.backend is missing: add backend: 127.0.0.1:8443, the host:port of the server these names go to", path)
+		} else if msg := addrProblem(r.Backend, false, "8443"); msg != "" {
+			v.errorf(path+".backend", "%s", msg)
+		}
+		mode := strings.ToLower(r.Mode)
+		if mode != "" && !slices.Contains(modes, mode) {
+			msg := fmt.Sprintf("unknown mode %q: want passthrough (TLS goes to the backend untouched), http (terminate TLS, proxy HTTP) or tcp (terminate TLS, pipe bytes)", r.Mode)
+			if near := nearest(mode, modes); near != "" {
+				msg += fmt.Sprintf("; did you mean %q?", near)
+			}
+			v.errorf(path+".mode", "%s", msg)
+		}
+		if r.SendProxy < 0 || r.SendProxy > 2 {
+			v.errorf(path+".send_proxy", "want 0, 1 or 2, got %d", r.SendProxy)
+		}
+	}
+}
+
+// routeNameProblem says what is wrong with a route's server name, or "".
+func routeNameProblem(name string) string {
+	switch {
+	case name == "*":
+		return ""
+	case name == "":
+		return "empty name: write a server name such as example.com, or \"*\" for the default route"
+	case strings.HasPrefix(name, "*."):
+		if strings.Contains(name[2:], "*") {
+			return fmt.Sprintf("%q: a wildcard must be the whole first label and only that, as in \"*.example.com\"", name)
+		}
+		if msg := hostProblem(name[2:]); msg != "" {
+			return fmt.Sprintf("%q: %s", name, msg)
+		}
+		return ""
+	case strings.Contains(name, "*"):
+		return fmt.Sprintf("%q: a wildcard must be the whole first label, as in \"*.example.com\", or \"*\" alone for the default route", name)
+	}
+	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+		return fmt.Sprintf("%q is an IP address, and clients send no server name when they connect to an address: such connections take the default route \"*\"", name)
+	}
+	if msg := hostProblem(name); msg != "" {
+		return fmt.Sprintf("%q: %s", name, msg)
+	}
+	return ""
+}
+
+// hostProblem says why name (lower case, no trailing dot) is not a host
+// name, or "". Labels that are not ASCII are left for the command to turn
+// into A-labels.
+func hostProblem(name string) string {
+	if len(name) > 253 {
+		return "longer than 253 bytes, the limit for a DNS name"
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if l == "" {
+			return "has an empty label (two dots in a row, or a leading dot)"
+		}
+		if len(l) > 63 {
+			return "has a label longer than 63 bytes, the DNS limit"
+		}
+		ascii := true
+		for i := 0; i < len(l); i++ {
+			b := l[i]
+			switch {
+			case b >= 0x80:
+				ascii = false
+			case b >= 'a' && b <= 'z', b >= '0' && b <= '9', b == '-':
+			case b == '_':
+				return "has an underscore, which CAs refuse in host names"
+			default:
+				return fmt.Sprintf("has %q, which is not allowed in a host name: use letters, digits, hyphens and dots", string(rune(b)))
+			}
+		}
+		if ascii && (l[0] == '-' || l[len(l)-1] == '-') {
+			return "has a label that starts or ends with a hyphen"
+		}
+	}
+	last := labels[len(labels)-1]
+	if strings.Trim(last, "0123456789") == "" {
+		return "ends in an all-digit label, so it is neither a host name nor an IP address"
+	}
+	return ""
+}
+
+// addrProblem says what is wrong with a host:port address, or "".
+func addrProblem(s string, emptyHostOK bool, examplePort string) string {
+	example := "127.0.0.1:" + examplePort
+	if emptyHostOK {
+		example = ":" + examplePort
+	}
+	if s == "" {
+		return fmt.Sprintf("empty: write host:port, e.g. %q", example)
+	}
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err == nil && u.Host != "" {
+			hp := u.Host
+			if u.Port() == "" {
+				hp = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+				if u.Scheme != "http" && u.Scheme != "https" {
+					hp = net.JoinHostPort(u.Hostname(), examplePort)
+				}
+			}
+			return fmt.Sprintf("%q is a URL: write a TCP address, host:port, such as %q", s, hp)
+		}
+		return fmt.Sprintf("%q is a URL: write a TCP address, host:port, such as %q", s, example)
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
+			return fmt.Sprintf("%q has no port: write host:port, with an IPv6 address in brackets, e.g. %q", s, net.JoinHostPort(s, examplePort))
+		}
+		if strings.Count(s, ":") > 1 {
+			return fmt.Sprintf("%q: put an IPv6 address in brackets, e.g. \"[2001:db8::1]:%s\"", s, examplePort)
+		}
+		if !strings.Contains(s, ":") {
+			return fmt.Sprintf("%q has no port: write host:port, e.g. %q", s, net.JoinHostPort(s, examplePort))
+		}
+		return fmt.Sprintf("%q is not host:port: write e.g. %q", s, example)
+	}
+	if host == "" && !emptyHostOK {
+		return fmt.Sprintf("%q has no host: write e.g. %q", s, "127.0.0.1:"+port)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Sprintf("%q: the port must be a number, e.g. %q", s, net.JoinHostPort(host, examplePort))
+	}
+	if n < 1 || n > 65535 {
+		return fmt.Sprintf("%q: port %d is out of range: ports are 1 to 65535", s, n)
+	}
+	return ""
+}
+
+func (c *Config) validateCertificates(v *validator) {
+	owner := map[string]string{} // key type + " " + name -> path of the certificate
+	for i, ct := range c.Certificates {
+		path := index("certificates", i)
+		if len(ct.Names) == 0 {
+			v.errorf(path, "no names: add names: [example.com, www.example.com], the names the certificate is for")
+		}
+		kt := strings.ToLower(cmp.Or(ct.KeyType, c.ACME.KeyType))
+		seen := map[string]bool{}
+		for j, raw := range ct.Names {
+			np := index(path+".names", j)
+			name := canonicalName(raw)
+			if msg := certNameProblem(name); msg != "" {
+				v.errorf(np, "%s", msg)
+				continue
+			}
+			if a, err := netip.ParseAddr(name); err == nil {
+				name = a.Unmap().String()
+			}
+			key := kt + " " + name
+			switch {
+			case seen[name]:
+				v.errorf(np, "%q is listed twice in this certificate: remove one", name)
+			case owner[key] != "":
+				v.errorf(np, "%q is already in %s with the same key type: a name belongs to one certificate (per key type)", name, owner[key])
+			default:
+				owner[key] = path
+			}
+			seen[name] = true
+		}
+		if ct.Out != "" && !filepath.IsAbs(ct.Out) {
+			v.errorf(path+".out", "%q is relative: write an absolute directory such as /etc/nginx/tls/example.com", ct.Out)
+		}
+		checkDuration(v, path+".hook_timeout", ct.HookTimeout)
+		if h := ct.HAProxy; h != nil {
+			hp := path + ".haproxy"
+			if msg := socketProblem(h.Socket); msg != "" {
+				v.errorf(hp+".socket", "%s", msg)
+			}
+			switch {
+			case h.Cert == "":
+				v.errorf(hp, "cert is missing: add cert: with the crt path HAProxy loaded, e.g. /etc/haproxy/certs/example.com.pem")
+			case !filepath.IsAbs(h.Cert):
+				v.errorf(hp+".cert", "%q is relative: write the crt path exactly as HAProxy loaded it, e.g. /etc/haproxy/certs/example.com.pem", h.Cert)
+			}
+		}
+		checkKeyType(v, path+".key_type", ct.KeyType)
+	}
+}
+
+// certNameProblem says why name cannot be on a certificate obtained through
+// TLS-ALPN-01, or "". IP addresses can (RFC 8738).
+func certNameProblem(name string) string {
+	switch {
+	case name == "":
+		return "empty name: write a host name such as example.com"
+	case name == "*":
+		return "\"*\" is the default route's name, not a certificate name: list the host names the certificate is for"
+	case strings.Contains(name, "*"):
+		return fmt.Sprintf("%q is a wildcard: TLS-ALPN-01 cannot validate wildcards (RFC 8737), a CA issues them only through DNS-01; list each name instead, e.g. %q", name, strings.Replace(name, "*", "www", 1))
+	}
+	if a, err := netip.ParseAddr(name); err == nil {
+		if a.Zone() != "" {
+			return fmt.Sprintf("%q has a zone: leave out the %%zone", name)
+		}
+		return ""
+	}
+	if msg := hostProblem(name); msg != "" {
+		return fmt.Sprintf("%q: %s", name, msg)
+	}
+	return ""
+}
+
+func socketProblem(s string) string {
+	const want = "write a unix socket path such as /run/haproxy/admin.sock, or host:port of a TCP stats socket such as 127.0.0.1:9999"
+	switch {
+	case s == "":
+		return "empty: " + want
+	case strings.HasPrefix(s, "unix@") || strings.HasPrefix(s, "ipv4@"):
+		return fmt.Sprintf("%q: leave out the %s prefix HAProxy's own configuration uses: %s", s, s[:5], want)
+	case strings.HasPrefix(s, "/"):
+		return ""
+	}
+	if msg := addrProblem(s, false, "9999"); msg != "" {
+		return msg + "; or " + want
+	}
+	return ""
+}
+
+// validateCoverage checks that every name a route terminates TLS for has a
+// certificate: without one the front door has nothing to present. (Names
+// on certificates need no route: the front door answers acme-tls/1 for
+// every name itself.)
+func (c *Config) validateCoverage(v *validator) {
+	covered := map[string]bool{}
+	for _, ct := range c.Certificates {
+		for _, n := range ct.Names {
+			covered[canonicalName(n)] = true
+		}
+	}
+	for i, r := range c.Routes {
+		mode := strings.ToLower(r.Mode)
+		if mode != ModeHTTP && mode != ModeTCP {
+			continue
+		}
+		path := index("routes", i)
+		for j, raw := range r.Names {
+			np := index(path+".names", j)
+			name := canonicalName(raw)
+			switch {
+			case routeNameProblem(name) != "":
+				// Reported already.
+			case name == "*":
+				v.errorf(np, "the default route \"*\" cannot use mode %s: terminating TLS needs a certificate for each name, and no certificate covers every name; use mode passthrough, or list the names", mode)
+			case strings.HasPrefix(name, "*."):
+				v.errorf(np, "mode %s needs a certificate for each name, and %q is a wildcard, which TLS-ALPN-01 cannot obtain (only DNS-01 can): list the exact names, or use mode passthrough", mode, name)
+			case !covered[name]:
+				v.errorf(np, "mode %s terminates TLS for %q with a managed certificate, but no certificate has that name: add it under certificates:, e.g. - names: [%s]", mode, name, name)
+			}
+		}
+	}
+}

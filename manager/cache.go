@@ -1,0 +1,70 @@
+package manager
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+)
+
+// Cache holds the certificates a TLS server presents, in memory, and
+// answers tls.Config.GetCertificate. Renewal swaps a certificate in with one
+// atomic store: handshakes in progress keep the certificate they started
+// with, the next ones get the new one, and nothing restarts.
+type Cache struct {
+	mu    sync.Mutex // serialises writers
+	table atomic.Pointer[map[string]*tls.Certificate]
+}
+
+// NewCache returns an empty cache.
+func NewCache() *Cache {
+	c := &Cache{}
+	m := map[string]*tls.Certificate{}
+	c.table.Store(&m)
+	return c
+}
+
+// Put makes cert the certificate for each of names (exact names, or
+// "*.example.com" wildcards).
+func (c *Cache) Put(names []string, cert *tls.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.table.Load()
+	next := make(map[string]*tls.Certificate, len(old)+len(names))
+	for k, v := range old {
+		next[k] = v
+	}
+	for _, n := range names {
+		next[strings.ToLower(n)] = cert
+	}
+	c.table.Store(&next)
+}
+
+// ErrNoCertificate is returned for a server name no certificate covers.
+var ErrNoCertificate = errors.New("no certificate for this server name")
+
+// GetCertificate returns the certificate for the handshake's server name:
+// an exact name first, then a wildcard one label up. It has the signature
+// of tls.Config.GetCertificate.
+func (c *Cache) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := challenge.NormalizeServerName(hello.ServerName)
+	t := *c.table.Load()
+	if cert := t[name]; cert != nil {
+		return cert, nil
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		if cert := t["*"+name[i:]]; cert != nil {
+			return cert, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %q", ErrNoCertificate, hello.ServerName)
+}
+
+// Get returns the certificate stored under exactly name.
+func (c *Cache) Get(name string) *tls.Certificate {
+	return (*c.table.Load())[strings.ToLower(name)]
+}

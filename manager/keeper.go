@@ -1,0 +1,162 @@
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+)
+
+// KeepOptions tune Keep. The zero value is sensible.
+type KeepOptions struct {
+	// Cache receives every certificate as it is loaded or renewed.
+	Cache *Cache
+	// OnRenewed, if set, is called after a certificate was obtained,
+	// stored and deployed (or deployment failed, then err says so).
+	OnRenewed func(rec *Record, err error)
+	// CheckEvery bounds how long the keeper sleeps between looks at a
+	// certificate, so that a changed ARI window or a clock jump is noticed.
+	CheckEvery time.Duration // default 6 h, the ARI polling interval
+	// MinBackoff and MaxBackoff bound the wait after a failed attempt; it
+	// doubles from one to the other, unless the CA's Retry-After says more.
+	MinBackoff, MaxBackoff time.Duration // default 1 min and 6 h
+}
+
+// Keep obtains every spec's certificate if it is missing (or its names
+// changed), then renews each on schedule until ctx ends: ARI first, else
+// the lifetime rule, with jitter; failures back off exponentially and
+// honour the CA's Retry-After; an emergency renewal ignores the schedule
+// when little lifetime is left. The certificate in service stays in the
+// cache whatever fails. Keep returns when ctx ends.
+func (m *Manager) Keep(ctx context.Context, specs []Spec, opts KeepOptions) {
+	if opts.CheckEvery <= 0 {
+		opts.CheckEvery = 6 * time.Hour
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = time.Minute
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 6 * time.Hour
+	}
+	var wg sync.WaitGroup
+	for _, spec := range specs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.keepOne(ctx, spec, opts)
+		}()
+	}
+	wg.Wait()
+}
+
+// LoadIntoCache puts the stored certificate for spec into cache, if there
+// is one whose names still match spec. It reports whether it did.
+func (m *Manager) LoadIntoCache(ctx context.Context, spec Spec, cache *Cache) (*Stored, bool) {
+	s, err := m.Load(ctx, spec.CA, spec.Names[0])
+	if err != nil || !slices.Equal(s.Names, spec.Names) {
+		return s, false
+	}
+	if cache != nil {
+		if cert, err := tls.X509KeyPair(s.ChainPEM, s.KeyPEM); err == nil {
+			cache.Put(s.Names, &cert)
+		} else {
+			m.logger.Error("stored certificate unusable", "name", spec.Names[0], "error", err)
+			return s, false
+		}
+	}
+	return s, true
+}
+
+func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
+	name := spec.Names[0]
+	backoff := opts.MinBackoff
+	for {
+		s, ok := m.LoadIntoCache(ctx, spec, opts.Cache)
+		var wait time.Duration
+		switch {
+		case !ok:
+			// Missing, or the names changed: obtain now.
+			wait = m.attempt(ctx, spec, nil, opts, &backoff)
+		default:
+			iss, err := m.issuerFor(ctx, s.Spec)
+			if err != nil {
+				m.logger.Error("cannot renew", "name", name, "error", err)
+				wait = opts.MaxBackoff
+				break
+			}
+			d := m.Due(ctx, iss, s)
+			if d.Due || emergency(s, m.now()) {
+				m.logger.Info("renewing", "name", name, "reason", d.Reason)
+				wait = m.attempt(ctx, spec, s.Chain[0], opts, &backoff)
+				break
+			}
+			wait = min(time.Until(d.At), opts.CheckEvery)
+			if s.ARI != nil && !s.ARI.RetryAfter.IsZero() {
+				wait = min(wait, max(time.Until(s.ARI.RetryAfter), time.Minute))
+			}
+			wait = max(wait, time.Second) + jitter(wait)
+			m.logger.Debug("next look at certificate", "name", name, "in", wait.Round(time.Second), "reason", d.Reason)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// attempt obtains once and returns how long to wait before looking again:
+// shortly after a success, the backoff after a failure.
+func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff *time.Duration) time.Duration {
+	rec, err := m.Obtain(ctx, spec, replaces)
+	if opts.OnRenewed != nil && (rec != nil || err != nil) {
+		opts.OnRenewed(rec, err)
+	}
+	if rec != nil {
+		// Stored (even if deployment failed): serve it.
+		m.LoadIntoCache(ctx, spec, opts.Cache)
+	}
+	if err == nil {
+		*backoff = opts.MinBackoff
+		return time.Second
+	}
+	if ctx.Err() != nil {
+		return 0
+	}
+	if rec != nil {
+		// Only the deployment failed; the next look retries it with
+		// the stored certificate, without a new order.
+		m.logger.Error("deployment failed", "name", spec.Names[0], "error", err)
+	}
+	wait := *backoff
+	var re *issuer.RetryError
+	if errors.As(err, &re) && re.After > wait {
+		wait = re.After
+	}
+	*backoff = min(2**backoff, opts.MaxBackoff)
+	m.logger.Error("obtaining certificate failed; will retry", "name", spec.Names[0], "in", wait.Round(time.Second), "error", err)
+	return wait + jitter(wait)
+}
+
+// emergency is true when so little lifetime is left (a twelfth, or one
+// day) that the CA's window must not be waited for.
+func emergency(s *Stored, now time.Time) bool {
+	left := s.Remaining(now)
+	return left < s.Lifetime()/12 || left < 24*time.Hour
+}
+
+// jitter spreads renewals of many certificates (and many nodes) by up to
+// a tenth of the wait, at most ten minutes.
+func jitter(d time.Duration) time.Duration {
+	j := min(d/10, 10*time.Minute)
+	if j <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(j)))
+}

@@ -1,0 +1,6 @@
+package proxy
+
+import "syscall"
+
+// errTooManyFiles is EMFILE: out of descriptors, worth a retry after a pause.
+const errTooManyFiles = syscall.EMFILE

@@ -1,0 +1,353 @@
+// Package proxy is tlsalpn's front door on :443. It peeks at each TLS
+// ClientHello without consuming it, answers ACME TLS-ALPN-01 validation
+// handshakes itself, and hands every other connection to a backend chosen by
+// SNI: untouched, byte for byte (passthrough, so nginx or HAProxy keep
+// terminating TLS as before), or after terminating TLS with a managed
+// certificate.
+//
+// The rule that makes it safe to put in front of production: a connection
+// gets a validation certificate only when its ClientHello offers exactly
+// acme-tls/1 for a name with a challenge pending now. Any other
+// acme-tls/1 hello goes to the backend like everything else, so a backend
+// that solves its own challenges keeps working.
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/clienthello"
+	"github.com/tlsalpn/tlsalpn/responder"
+)
+
+// Config is the part of the front door's configuration that can change on
+// a reload.
+type Config struct {
+	Routes []Route
+	// ClientHelloTimeout bounds the wait for a complete ClientHello (and
+	// PROXY header); slow or silent clients are dropped after it.
+	ClientHelloTimeout time.Duration // default 10 s
+	// IdleTimeout closes a proxied connection when neither side has sent
+	// anything for this long.
+	IdleTimeout time.Duration // default 10 min
+	// DialTimeout bounds connecting to a backend.
+	DialTimeout time.Duration // default 5 s
+	// MaxConns caps concurrent client connections; more are closed at
+	// once. The default leaves room under the usual 20,000-descriptor
+	// limit for both ends of every connection.
+	MaxConns int // default 8,000
+	// TrustedProxies are the networks (an L4 load balancer) allowed, and
+	// required, to prefix connections with a PROXY protocol v1 or v2
+	// header. Connections from anywhere else must start with TLS.
+	TrustedProxies []netip.Prefix
+}
+
+// Defaults.
+const (
+	DefaultClientHelloTimeout = 10 * time.Second
+	DefaultIdleTimeout        = 10 * time.Minute
+	DefaultDialTimeout        = 5 * time.Second
+	DefaultMaxConns           = 8000
+)
+
+// CertSource provides the certificates the front door terminates TLS with.
+type CertSource interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// state is one immutable generation of configuration.
+type state struct {
+	cfg        Config
+	routes     *routeTable
+	terminator *terminator
+}
+
+// Server is the front door. Create it with New, run it with Serve.
+type Server struct {
+	acme   *responder.Responder
+	certs  CertSource
+	logger *slog.Logger
+
+	cur    atomic.Pointer[state]
+	active atomic.Int64
+
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{}
+	listeners map[net.Listener]struct{}
+	shutdown  bool
+	wg        sync.WaitGroup
+}
+
+// New validates cfg and returns a Server. acme answers validation
+// handshakes; certs (may be nil when no route terminates TLS) provides
+// certificates for terminating routes.
+func New(cfg Config, acme *responder.Responder, certs CertSource, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{acme: acme, certs: certs, logger: logger, conns: map[net.Conn]struct{}{}, listeners: map[net.Listener]struct{}{}}
+	st, err := s.compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.cur.Store(st)
+	return s, nil
+}
+
+func (s *Server) compile(cfg Config) (*state, error) {
+	if cfg.ClientHelloTimeout <= 0 {
+		cfg.ClientHelloTimeout = DefaultClientHelloTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	routes := append([]Route(nil), cfg.Routes...)
+	rt, err := compileRoutes(routes)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Routes = routes
+	st := &state{cfg: cfg, routes: rt}
+	for i := range routes {
+		if routes[i].Mode != Passthrough {
+			if s.certs == nil {
+				return nil, fmt.Errorf("route to %s terminates TLS but no certificates are managed", routes[i].Backend)
+			}
+			st.terminator = newTerminator(s.certs, s.logger)
+			break
+		}
+	}
+	return st, nil
+}
+
+// Reload replaces the configuration. Established connections keep the
+// configuration they started with; new ones get the new one. An invalid
+// configuration is refused and the current one stays.
+func (s *Server) Reload(cfg Config) error {
+	st, err := s.compile(cfg)
+	if err != nil {
+		return fmt.Errorf("new configuration refused, the current one stays: %w", err)
+	}
+	old := s.cur.Swap(st)
+	if old.terminator != nil {
+		old.terminator.retire() // its connections finish on their own
+	}
+	return nil
+}
+
+// Active reports the number of client connections being handled.
+func (s *Server) Active() int64 { return s.active.Load() }
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Serve accepts connections on ln until Shutdown or ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.shutdown
+			s.mu.Unlock()
+			if closed || ctx.Err() != nil {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logger.Warn("accept failed; retrying", "error", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accepting on %s: %w", ln.Addr(), err)
+		}
+		delay = 0
+		st := s.cur.Load()
+		if s.active.Load() >= int64(st.cfg.MaxConns) {
+			conn.Close()
+			s.logger.Warn("connection limit reached; closing new connection", "max", st.cfg.MaxConns, "remote", conn.RemoteAddr())
+			continue
+		}
+		if !s.track(conn) {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go s.handle(conn, st)
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.active.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.active.Add(-1)
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, then waits for connections to finish until ctx
+// ends, and closes those still open. It is SIGTERM's graceful drain.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	n := len(s.conns)
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return fmt.Errorf("closed %d connections still open at the drain deadline: %w", n, ctx.Err())
+}
+
+// handle runs one client connection.
+func (s *Server) handle(conn net.Conn, st *state) {
+	defer s.untrack(conn)
+	defer conn.Close()
+	cfg := &st.cfg
+	conn.SetReadDeadline(time.Now().Add(cfg.ClientHelloTimeout))
+
+	client := conn.RemoteAddr()
+	var src io.Reader = conn
+	if len(cfg.TrustedProxies) > 0 && fromTrusted(conn.RemoteAddr(), cfg.TrustedProxies) {
+		hdr, rest, err := readProxyHeader(conn)
+		if err != nil {
+			s.logger.Debug("refused connection from trusted proxy", "remote", conn.RemoteAddr(), "error", err)
+			return
+		}
+		if hdr != nil {
+			client = hdr
+		}
+		src = rest
+	}
+
+	hello, err := clienthello.Read(src)
+	if err != nil {
+		s.logger.Debug("refused connection", "remote", client, "error", err)
+		return
+	}
+	// Bytes read past the ClientHello (a PROXY reader's buffer) are
+	// replayed after it.
+	prefix := hello.Raw
+	if br, ok := src.(*bufio.Reader); ok && br.Buffered() > 0 {
+		extra, _ := br.Peek(br.Buffered())
+		prefix = append(prefix[:len(prefix):len(prefix)], extra...)
+	}
+	conn.SetReadDeadline(time.Time{})
+	name := challenge.NormalizeServerName(hello.ServerName)
+
+	if responder.IsValidationHello(hello.ALPN) && s.acme != nil && s.acme.IsPending(name) {
+		s.acme.ServeConn(&replayConn{Conn: conn, prefix: prefix, remote: client})
+		return
+	}
+	route := st.routes.match(name)
+	if route == nil {
+		s.logger.Debug("no route for server name; closing", "server_name", hello.ServerName, "remote", client)
+		return
+	}
+	if route.Mode != Passthrough {
+		st.terminator.serve(&replayConn{Conn: conn, prefix: prefix, remote: client}, route, cfg)
+		return
+	}
+	s.passthrough(conn, prefix, client, route, cfg)
+}
+
+func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, route *Route, cfg *Config) {
+	d := net.Dialer{Timeout: cfg.DialTimeout}
+	backend, err := d.Dial("tcp", route.Backend)
+	if err != nil {
+		s.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "remote", client, "error", err)
+		return
+	}
+	defer backend.Close()
+	if route.SendProxy != 0 {
+		if err := writeProxyHeader(backend, route.SendProxy, client, conn.LocalAddr()); err != nil {
+			s.logger.Warn("writing PROXY header to backend", "backend", route.Backend, "error", err)
+			return
+		}
+	}
+	backend.SetWriteDeadline(time.Now().Add(cfg.IdleTimeout))
+	if _, err := backend.Write(prefix); err != nil {
+		s.logger.Debug("replaying ClientHello to backend", "backend", route.Backend, "error", err)
+		return
+	}
+	pipe(conn, backend, cfg.IdleTimeout)
+}
+
+// replayConn reads prefix before the rest of the connection, and may report
+// the client address a PROXY header gave.
+type replayConn struct {
+	net.Conn
+	prefix []byte
+	remote net.Addr
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *replayConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
+}

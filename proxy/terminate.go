@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+)
+
+// terminator terminates TLS with managed certificates for the routes whose
+// mode is http or tcp. One generation of configuration owns one; a reload
+// retires it and its HTTP servers stop taking connections, while those they
+// already have run to completion.
+type terminator struct {
+	certs  CertSource
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	fronts  map[string]*httpFront // by backend address
+	retired bool
+}
+
+func newTerminator(certs CertSource, logger *slog.Logger) *terminator {
+	return &terminator{certs: certs, logger: logger, fronts: map[string]*httpFront{}}
+}
+
+func (t *terminator) tlsConfig(protos []string) *tls.Config {
+	return &tls.Config{
+		GetCertificate: t.certs.GetCertificate,
+		NextProtos:     protos,
+		MinVersion:     tls.VersionTLS12,
+	}
+}
+
+// serve handles one client connection whose ClientHello is replayed by conn,
+// and returns when the connection is finished.
+func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) {
+	switch route.Mode {
+	case TerminateTCP:
+		tc := tls.Server(conn, t.tlsConfig(nil))
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ClientHelloTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			t.logger.Debug("TLS handshake failed", "remote", conn.RemoteAddr(), "error", err)
+			return
+		}
+		d := net.Dialer{Timeout: cfg.DialTimeout}
+		backend, err := d.Dial("tcp", route.Backend)
+		if err != nil {
+			t.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "error", err)
+			tc.Close()
+			return
+		}
+		if route.SendProxy != 0 {
+			if err := writeProxyHeader(backend, route.SendProxy, conn.RemoteAddr(), conn.LocalAddr()); err != nil {
+				backend.Close()
+				tc.Close()
+				return
+			}
+		}
+		pipe(tc, backend, cfg.IdleTimeout)
+	case TerminateHTTP:
+		front := t.front(route, cfg)
+		if front == nil {
+			return
+		}
+		nc := &notifyConn{Conn: conn, done: make(chan struct{})}
+		if !front.ln.push(tls.Server(nc, t.tlsConfig([]string{"h2", "http/1.1"}))) {
+			return
+		}
+		<-nc.done // the HTTP server closes it when the client is done
+	}
+}
+
+// front returns the HTTP server for route's backend, starting it on first use.
+func (t *terminator) front(route *Route, cfg *Config) *httpFront {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.retired {
+		return nil
+	}
+	if f := t.fronts[route.Backend]; f != nil {
+		return f
+	}
+	target := &url.URL{Scheme: "http", Host: route.Backend}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded() // X-Forwarded-For, -Host, -Proto (https)
+			pr.Out.Host = pr.In.Host
+		},
+		ErrorLog: slog.NewLogLogger(t.logger.Handler(), slog.LevelWarn),
+	}
+	f := &httpFront{ln: newChanListener()}
+	f.srv = &http.Server{
+		Handler:           rp,
+		ReadHeaderTimeout: cfg.ClientHelloTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(t.logger.Handler(), slog.LevelDebug),
+	}
+	go f.srv.Serve(f.ln)
+	t.fronts[route.Backend] = f
+	return f
+}
+
+// retire stops the HTTP servers taking new connections.
+func (t *terminator) retire() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.retired = true
+	for _, f := range t.fronts {
+		f.ln.Close()
+	}
+}
+
+type httpFront struct {
+	ln  *chanListener
+	srv *http.Server
+}
+
+// chanListener hands connections the front door accepted to an http.Server.
+type chanListener struct {
+	ch        chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
+
+// notifyConn tells, by closing done, when the HTTP server closed it.
+type notifyConn struct {
+	net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *notifyConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.done) })
+	return err
+}
