@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"time"
@@ -69,9 +70,13 @@ func (h HAProxy) Deploy(ctx context.Context, certPath string, pemBundle []byte) 
 // then "commit ssl cert <certPath>", each on a connection of its own: in
 // HAProxy's non-interactive mode the socket closes after one command. On
 // any failure after the transaction may exist it sends "abort ssl cert
-// <certPath>", so no half-done transaction blocks the next update. Errors
+// <certPath>", so no half-done transaction blocks the next update. It then
+// checks with "show ssl cert" that HAProxy serves the new serial. Errors
 // quote HAProxy's answer. SetCert does not write certPath; see Deploy.
-func (h HAProxy) SetCert(ctx context.Context, certPath string, pemBundle []byte) (err error) {
+//
+// When another client's update gets in the way (HAProxy has one
+// transaction slot), SetCert tries again a few times within ctx.
+func (h HAProxy) SetCert(ctx context.Context, certPath string, pemBundle []byte) error {
 	arg, err := cliArg(certPath)
 	if err != nil {
 		return fmt.Errorf("updating HAProxy certificate %q: %w", certPath, err)
@@ -80,18 +85,48 @@ func (h HAProxy) SetCert(ctx context.Context, certPath string, pemBundle []byte)
 	if err != nil {
 		return fmt.Errorf("updating HAProxy certificate %s: %w", certPath, err)
 	}
+	const attempts = 4
+	for attempt := 1; ; attempt++ {
+		err := h.setCert(ctx, certPath, arg, payload)
+		var busy busyError
+		if err == nil || !errors.As(err, &busy) {
+			return err
+		}
+		if attempt == attempts {
+			return fmt.Errorf("%w (%d attempts)", err, attempts)
+		}
+		// Back off with jitter, so that two clients retrying do not
+		// collide again in step.
+		wait := time.Duration(attempt)*50*time.Millisecond + rand.N(50*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
 
+// busyError marks a failure caused by another client's concurrent update,
+// worth trying again.
+type busyError struct{ error }
+
+func (e busyError) Unwrap() error { return e.error }
+
+func busy(format string, args ...any) error { return busyError{fmt.Errorf(format, args...)} }
+
+// setCert makes one attempt of SetCert.
+func (h HAProxy) setCert(ctx context.Context, certPath, arg string, payload []byte) (err error) {
 	// HAProxy 2.6 has one certificate transaction per process, and a "set
 	// ssl cert" for another path while one is open updates the open one
 	// (seen with 2.6.12): look first, and check the answer names our path.
-	list, err := h.command(ctx, "show ssl cert\n")
+	list, err := h.certCommand(ctx, "show ssl cert\n")
 	if err != nil {
 		return fmt.Errorf("updating HAProxy certificate %s: listing certificates: %w", certPath, err)
 	}
 	pending, loaded := parseCertList(list)
 	if pending != "" && pending != certPath {
-		return fmt.Errorf("updating HAProxy certificate %s: HAProxy has an uncommitted update of %s from another client; "+
-			"retry later, or if nothing is updating it run \"abort ssl cert %s\" on the socket", certPath, pending, pending)
+		return busy("updating HAProxy certificate %s: HAProxy has an uncommitted update of %s from another client; "+
+			"if nothing is updating it, run \"abort ssl cert %s\" on the socket", certPath, pending, pending)
 	}
 
 	// From here on a transaction may exist: abort it on any failure.
@@ -103,7 +138,7 @@ func (h HAProxy) SetCert(ctx context.Context, certPath string, pemBundle []byte)
 	}()
 
 	cmd := "set ssl cert " + arg + " <<\n" + string(payload) + "\n"
-	answer, err := h.command(ctx, cmd)
+	answer, err := h.certCommand(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("updating HAProxy certificate %s: set ssl cert: %w", certPath, err)
 	}
@@ -123,25 +158,31 @@ func (h HAProxy) SetCert(ctx context.Context, certPath string, pemBundle []byte)
 		// our set, and HAProxy put our certificate into it: abort it rather
 		// than let our certificate be committed for the wrong name.
 		ours = false
-		err := fmt.Errorf("updating HAProxy certificate %s: HAProxy put the certificate into the open update of %s", certPath, got)
+		err := busy("updating HAProxy certificate %s: HAProxy put the certificate into the open update of %s", certPath, got)
 		return h.abort(ctx, got, err)
 	}
 
-	answer, err = h.command(ctx, "commit ssl cert "+arg+"\n")
+	answer, err = h.certCommand(ctx, "commit ssl cert "+arg+"\n")
 	if err != nil {
 		return fmt.Errorf("updating HAProxy certificate %s: commit ssl cert: %w", certPath, err)
+	}
+	if strings.Contains(answer, "No ongoing transaction") {
+		// Another client aborted it, having found our certificate in its
+		// own update (the 2.6 behaviour above).
+		return busy("updating HAProxy certificate %s: commit ssl cert: HAProxy said %q", certPath, answer)
 	}
 	if !strings.Contains(answer, "Success!") {
 		return fmt.Errorf("updating HAProxy certificate %s: commit ssl cert: HAProxy said %q", certPath, answer)
 	}
 
-	// Confirm: HAProxy says what it now serves for certPath.
+	// Confirm: another client's certificate may have been put into our
+	// transaction before we committed it.
 	shown, err := h.ShowCert(ctx, certPath)
 	if err != nil {
 		return fmt.Errorf("updating HAProxy certificate %s: committed, but checking it failed: %w", certPath, err)
 	}
 	if want, got := leafSerial(payload), fieldOf(shown, "Serial"); !sameSerial(want, got) {
-		return fmt.Errorf("updating HAProxy certificate %s: committed, but HAProxy shows serial %s, not %s", certPath, got, want)
+		return busy("updating HAProxy certificate %s: committed, but HAProxy shows serial %s, not %s", certPath, got, want)
 	}
 	return nil
 }
@@ -156,7 +197,7 @@ func (h HAProxy) ShowCert(ctx context.Context, certPath string) (string, error) 
 	if err != nil {
 		return "", fmt.Errorf("showing HAProxy certificate %q: %w", certPath, err)
 	}
-	answer, err := h.command(ctx, "show ssl cert "+arg+"\n")
+	answer, err := h.certCommand(ctx, "show ssl cert "+arg+"\n")
 	if err != nil {
 		return "", fmt.Errorf("showing HAProxy certificate %s: %w", certPath, err)
 	}
@@ -176,12 +217,13 @@ func (h HAProxy) abort(ctx context.Context, path string, cause error) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.timeout())
 	defer cancel()
-	answer, err := h.command(ctx, "abort ssl cert "+arg+"\n")
+	answer, err := h.certCommand(ctx, "abort ssl cert "+arg+"\n")
 	switch {
 	case err != nil:
 		return errors.Join(cause, fmt.Errorf("aborting the HAProxy transaction for %s: %w", path, err))
-	case strings.Contains(answer, "aborted") || strings.Contains(answer, "No ongoing transaction"):
-		return cause
+	case strings.Contains(answer, "aborted") || strings.Contains(answer, "No ongoing transaction") ||
+		strings.Contains(answer, "The ongoing transaction is about"):
+		return cause // aborted, or there was none of ours
 	default:
 		return errors.Join(cause, fmt.Errorf("aborting the HAProxy transaction for %s: HAProxy said %q", path, answer))
 	}
@@ -192,6 +234,23 @@ func (h HAProxy) timeout() time.Duration {
 		return h.Timeout
 	}
 	return 10 * time.Second
+}
+
+// certCommand is command for the certificate commands, which HAProxy
+// refuses, doing nothing, while a commit holds its certificate lock
+// (milliseconds): it sends cmd again until the lock is free or ctx ends.
+func (h HAProxy) certCommand(ctx context.Context, cmd string) (string, error) {
+	for attempt := 1; ; attempt++ {
+		answer, err := h.command(ctx, cmd)
+		if err != nil || !strings.Contains(answer, "Operations on certificates are currently locked") || attempt == 50 {
+			return answer, err
+		}
+		select {
+		case <-ctx.Done():
+			return answer, nil
+		case <-time.After(time.Duration(min(attempt, 10)) * 5 * time.Millisecond):
+		}
+	}
 }
 
 // command sends one command (with its final newline) on a new connection

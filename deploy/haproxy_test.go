@@ -72,7 +72,7 @@ func TestHAProxySetCert(t *testing.T) {
 		{"blank lines, CRLF and preambles", h.CertPath, messy, ""},
 		{"key does not match", h.CertPath, func() ([]byte, *x509.Certificate) { return mismatched(), nil }, "inconsistencies between private key and certificate"},
 		{"path not in the configuration", filepath.Join(h.Dir, "other.pem"), func() ([]byte, *x509.Certificate) { return haproxyBundle(t, "site.test") },
-			"HAProxy has loaded: " + h.CertPath},
+			h.CertPath + "; the path must be written exactly"},
 		{"relative path", "site.pem", func() ([]byte, *x509.Certificate) { return haproxyBundle(t, "site.test") }, "not referenced by the configuration"},
 		{"too big for HAProxy's buffer", h.CertPath, func() ([]byte, *x509.Certificate) { return huge(), nil }, "tune.bufsize"},
 		{"no key", h.CertPath, func() ([]byte, *x509.Certificate) { c, _ := backend.SelfSigned(t); return c, nil }, "no PRIVATE KEY"},
@@ -181,7 +181,10 @@ func TestHAProxyConcurrentClients(t *testing.T) {
 		}
 		checkNoTransaction(t, h)
 	}
-	t.Logf("%d of 30 concurrent updates refused", failures)
+	t.Logf("%d of 30 concurrent updates failed", failures)
+	if failures > 5 {
+		t.Errorf("%d of 30 concurrent updates failed despite retries", failures)
+	}
 	for name, path := range paths {
 		b, c := haproxyBundle(t, name)
 		if err := api.SetCert(context.Background(), path, b); err != nil {
@@ -241,7 +244,7 @@ func TestHAProxyUnreachable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.api.SetCert(tt.ctx, "/etc/haproxy/site.pem", b)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
+			if err == nil || !strings.Contains(err.Error(), tt.want) && !(tt.ctx.Err() != nil && errors.Is(err, tt.ctx.Err())) {
 				t.Errorf("SetCert: %v, want %q", err, tt.want)
 			}
 			if _, err := tt.api.ShowCert(tt.ctx, "/etc/haproxy/site.pem"); err == nil {
@@ -362,10 +365,10 @@ func TestHAProxyAnswers(t *testing.T) {
 		t.Errorf("parseCertList: %q %q", pending, loaded)
 	}
 	for answer, want := range map[string]string{
-		"Transaction created for certificate /a b.pem!":                 "/a b.pem",
-		"Transaction updated for certificate /x.pem!":                   "/x.pem",
+		"Transaction created for certificate /a b.pem!":                  "/a b.pem",
+		"Transaction updated for certificate /x.pem!":                    "/x.pem",
 		"Can't replace a certificate which is not referenced by the ...": "",
-		"Transaction created for certificate /x.pem!\nmore":             "",
+		"Transaction created for certificate /x.pem!\nmore":              "",
 	} {
 		if got := transactionPath(answer); got != want {
 			t.Errorf("transactionPath(%q) = %q, want %q", answer, got, want)

@@ -242,10 +242,11 @@ func (m *Manager) Find(ctx context.Context, name string) ([]*Stored, error) {
 	return out, nil
 }
 
-// Deploy writes rec's stored certificate to its output directory and runs
-// its hook. Without an output directory it does nothing.
+// Deploy writes rec's stored certificate to its output directory, updates
+// HAProxy through its runtime API, and runs its hook, as configured; with
+// none of them it does nothing.
 func (m *Manager) Deploy(ctx context.Context, rec *Record) error {
-	if rec.Out == "" {
+	if rec.Out == "" && rec.HAProxyCert == "" && rec.DeployHook == "" {
 		return nil
 	}
 	s, err := m.Load(ctx, rec.CA, rec.Name())
@@ -256,15 +257,25 @@ func (m *Manager) Deploy(ctx context.Context, rec *Record) error {
 	if err != nil {
 		return err
 	}
-	paths, err := deploy.Write(rec.Out, files)
-	if err != nil {
-		return fmt.Errorf("deploying %s: %w", rec.Name(), err)
+	var paths deploy.Paths
+	if rec.Out != "" {
+		if paths, err = deploy.Write(rec.Out, files); err != nil {
+			return fmt.Errorf("deploying %s: %w", rec.Name(), err)
+		}
+		m.logger.Info("certificate deployed", "name", rec.Name(), "dir", paths.Dir)
 	}
-	m.logger.Info("certificate deployed", "name", rec.Name(), "dir", paths.Dir)
+	if rec.HAProxyCert != "" {
+		bundle := append(append([]byte{}, files.FullChain...), files.Key...)
+		h := deploy.HAProxy{Socket: rec.HAProxySocket}
+		if err := h.Deploy(ctx, rec.HAProxyCert, bundle); err != nil {
+			return fmt.Errorf("deploying %s to HAProxy: %w", rec.Name(), err)
+		}
+		m.logger.Info("certificate live in HAProxy without reload", "name", rec.Name(), "crt", rec.HAProxyCert)
+	}
 	if rec.DeployHook == "" {
 		return nil
 	}
-	res, err := deploy.Hook{Command: rec.DeployHook}.Run(ctx, deploy.Env(paths, rec.Names))
+	res, err := deploy.Hook{Command: rec.DeployHook, Timeout: rec.HookTimeout}.Run(ctx, deploy.Env(paths, rec.Names))
 	if err != nil {
 		return fmt.Errorf("deploying %s: %w", rec.Name(), err)
 	}

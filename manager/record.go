@@ -21,6 +21,14 @@ type Spec struct {
 	Out            string         `json:"out,omitempty"`
 	DeployHook     string         `json:"deploy_hook,omitempty"`
 	Listen         string         `json:"listen,omitempty"` // where to answer the CA on renewal
+	// HookTimeout bounds DeployHook; 0 means the deploy package's default.
+	HookTimeout time.Duration `json:"hook_timeout,omitempty"`
+	// HAProxySocket and HAProxyCert, when set, put each new certificate
+	// live in a running HAProxy through its runtime API, with no reload:
+	// the admin socket (unix path or host:port) and the crt path HAProxy
+	// loaded, which is rewritten too so a restart keeps the new one.
+	HAProxySocket string `json:"haproxy_socket,omitempty"`
+	HAProxyCert   string `json:"haproxy_cert,omitempty"`
 }
 
 // Record is the stored state of one managed certificate.

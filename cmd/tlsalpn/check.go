@@ -158,11 +158,9 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 
 	switch overall {
 	case check.Fail:
-		// run() knows exit 2 only as a usage error; check's "failing" is
-		// exit 2 too, as with openssl x509 -checkend, so it borrows the type.
-		return &usageError{fmt.Sprintf("%d of %d names fail", failing, len(reports))}
+		return &exitError{code: 2, err: fmt.Errorf("%d of %d names fail", failing, len(reports))}
 	case check.Expiring:
-		return fmt.Errorf("%d of %d names have a certificate expiring within %s", expiring, len(reports), f.expiringWithin)
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d names have a certificate expiring within %s", expiring, len(reports), f.expiringWithin)}
 	}
 	return nil
 }

@@ -28,6 +28,9 @@ type issuers struct {
 	// tests use it); nil means net.Listen.
 	listen    func(ctx context.Context, addr string) (net.Listener, error)
 	responder *responder.Responder
+	// publisher, when set, publishes every challenge instead of an
+	// on-demand listener: "tlsalpn serve" answers on the port it owns.
+	publisher issuer.Publisher
 
 	mu       sync.Mutex
 	byKey    map[string]*issuer.Issuer
@@ -71,10 +74,14 @@ func (is *issuers) get(ctx context.Context, spec manager.Spec) (manager.Issuer, 
 	if iss, ok := is.byKey[key]; ok {
 		return iss, nil
 	}
-	od, ok := is.ondemand[listen]
-	if !ok {
-		od = responder.NewOnDemand(is.responder, listen, is.listen)
-		is.ondemand[listen] = od
+	var pub issuer.Publisher = is.publisher
+	if pub == nil {
+		od, ok := is.ondemand[listen]
+		if !ok {
+			od = responder.NewOnDemand(is.responder, listen, is.listen)
+			is.ondemand[listen] = od
+		}
+		pub = od
 	}
 	iss, err := issuer.New(issuer.Config{
 		Directory:  spec.CA,
@@ -83,7 +90,7 @@ func (is *issuers) get(ctx context.Context, spec manager.Spec) (manager.Issuer, 
 		AgreeTOS:   is.agreeTOS,
 		EAB:        is.eab,
 		Storage:    is.store,
-		Publisher:  od,
+		Publisher:  pub,
 		Logger:     is.logger,
 		OnStep:     is.onStep,
 	})

@@ -37,6 +37,7 @@ func commands() []command {
 	return []command{
 		{"issue", "obtain a certificate, proving control with TLS-ALPN-01", runIssue},
 		{"renew", "renew the stored certificates that are due (for cron or a timer)", runRenew},
+		{"serve", "the front door on :443: answers the CA, passes everything else to your server, renews in the background", runServe},
 		{"revoke", "revoke a stored certificate", runRevoke},
 		{"list", "show the stored certificates and when they renew", runList},
 		{"check", "validate a host from the outside exactly as the CA does", runCheck},
@@ -50,6 +51,16 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 }
+
+// exitError carries a command's own exit code (check's 1 for expiring and
+// 2 for failing, like openssl x509 -checkend) with its one-line message.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 type usageError struct{ msg string }
 
@@ -90,6 +101,10 @@ func run(ctx context.Context, e *env, args []string) int {
 			return exitOK
 		}
 		fmt.Fprintf(e.stderr, "tlsalpn %s: %s\n", c.name, oneLine(err))
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
 		var ue *usageError
 		if errors.As(err, &ue) {
 			return exitUsage

@@ -264,6 +264,8 @@ func cliCommand(socket, cmd string) (string, error) {
 	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
 		return "", err
 	}
+	// The master CLI answers only once the client has finished sending.
+	conn.(*net.UnixConn).CloseWrite()
 	answer, err := io.ReadAll(conn)
 	if err != nil {
 		return "", err
