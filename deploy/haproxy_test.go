@@ -280,7 +280,7 @@ func TestHAProxySilentServer(t *testing.T) {
 	(<-accepted).Close()
 }
 
-func TestCLIArg(t *testing.T) {
+func TestHAProxyCLIArg(t *testing.T) {
 	tests := []struct{ in, want, err string }{
 		{"/etc/haproxy/site.pem", "/etc/haproxy/site.pem", ""},
 		{"/a b/c;d.pem", `/a\ b/c\;d.pem`, ""},
@@ -341,7 +341,7 @@ func TestHAProxyPayload(t *testing.T) {
 	}
 }
 
-func TestSocketAddr(t *testing.T) {
+func TestHAProxySocketAddr(t *testing.T) {
 	tests := []struct{ in, network, address string }{
 		{"/run/haproxy/admin.sock", "unix", "/run/haproxy/admin.sock"},
 		{"admin.sock", "unix", "admin.sock"},

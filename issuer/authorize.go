@@ -120,6 +120,17 @@ func (iss *Issuer) solve(ctx context.Context, acct acme.Account, authzURL string
 			iss.logger.Warn("withdrawing challenge", "identifier", name, "error", err)
 		}
 	}()
+	if iss.cfg.Preflight != nil {
+		if err := iss.cfg.Preflight.Preflight(ctx, id, keyAuth); err != nil {
+			return &PreflightError{Identifier: name, Err: err}
+		}
+		// The preflight's own handshake must not count as the CA's.
+		select {
+		case <-seen:
+		default:
+		}
+		iss.step(Step{Kind: StepReady, Identifier: name, Detail: "preflight passed: the challenge validates from outside as the CA will check it"})
+	}
 	iss.step(Step{Kind: StepReady, Identifier: name, Detail: "responder ready; asking the CA to validate " + chal.URL})
 
 	iss.hints.watch(authzURL)
@@ -190,6 +201,19 @@ func authzFailure(name string, authz acme.Authorization) error {
 	}
 	return fmt.Errorf("authorization for %s became %s without a reason from the CA", name, authz.Status)
 }
+
+// PreflightError means the preflight found that the CA would fail to
+// validate; the CA was not asked, so no failed authorization was counted.
+type PreflightError struct {
+	Identifier string
+	Err        error
+}
+
+func (e *PreflightError) Error() string {
+	return fmt.Sprintf("preflight for %s failed, so the CA was not asked to validate (no failed attempt counted against its limits; --no-preflight skips this check): %v", e.Identifier, e.Err)
+}
+
+func (e *PreflightError) Unwrap() error { return e.Err }
 
 // ValidationError is the CA's verdict on a failed tls-alpn-01 validation.
 type ValidationError struct {

@@ -67,6 +67,16 @@ type Config struct {
 	// PollTimeout bounds how long an authorization or order is polled; 0
 	// means 5 minutes.
 	PollTimeout time.Duration
+	// Preflight, if set, checks each published challenge from the outside
+	// before the CA is asked to validate it.
+	Preflight Preflighter
+}
+
+// Preflighter checks that a published challenge can be validated before
+// the CA is told it is ready. A CA counts failed validations (Let's Encrypt
+// allows five per name per hour); a preflight that fails costs nothing.
+type Preflighter interface {
+	Preflight(ctx context.Context, id challenge.Identifier, keyAuth string) error
 }
 
 // StepKind names a step of the flow.

@@ -115,7 +115,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	iss, err := issuer.New(issuer.Config{
 		Directory: ca.DirectoryURL(), HTTPClient: ca.HTTPClient(), Email: "demo@example.com", AgreeTOS: true,
-		Storage: store, Publisher: r, Logger: logger,
+		Storage: store, Publisher: r, Logger: logger, Preflight: demoPreflight(ln.Addr().String(), ca.DNSAddr()),
 		OnStep: func(s issuer.Step) {
 			if s.Identifier != "" {
 				say("%s: %s: %s", s.Kind, s.Identifier, s.Detail)
@@ -183,4 +183,14 @@ func identifierValues(ids []challenge.Identifier) []string {
 		out[i] = id.Value
 	}
 	return out
+}
+
+// demoPreflight resolves through the demo's DNS stub, as the demo CA does.
+func demoPreflight(listen, dnsAddr string) *preflight {
+	p := newPreflight(listen)
+	p.resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, dnsAddr)
+	}}
+	return p
 }

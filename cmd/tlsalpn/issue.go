@@ -54,6 +54,7 @@ type issueFlags struct {
 	out            string
 	hook           string
 	separate       bool
+	noPreflight    bool
 	keyType        string
 	profile        string
 	preferredChain string
@@ -65,6 +66,7 @@ func (f *issueFlags) register(fs *flagSet) {
 	fs.StringVar(&f.listen, "listen", ":443", "`ADDR` to answer the CA on while validating; the CA always connects to port 443, so anything else needs a port forward")
 	fs.StringVar(&f.out, "out", "", "`DIR` to write cert.pem, chain.pem, fullchain.pem and key.pem to (default STORAGE/live/NAME)")
 	fs.StringVar(&f.hook, "deploy-hook", "", "shell `COMMAND` to run after the files are written, e.g. 'systemctl reload nginx'")
+	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge from outside before telling the CA it is ready")
 	fs.BoolVar(&f.separate, "separate", false, "order one certificate per name, concurrently, each in --out/NAME")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "certificate key `TYPE`: ec256, ec384, rsa2048, rsa3072 or rsa4096")
 	fs.StringVar(&f.profile, "profile", "", "ACME `PROFILE` to request (e.g. classic, tlsserver, shortlived); default: classic or default when the CA offers it")
@@ -162,7 +164,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	logger := f.logger(e)
 	r := responder.New(responder.WithLogger(logger))
 	is := newIssuers(store, logger, r)
-	is.eab, is.agreeTOS = eab, f.agreeTOS
+	is.eab, is.agreeTOS, is.noPreflight = eab, f.agreeTOS, f.noPreflight
 	if f.verbose {
 		is.onStep = stepPrinter(e)
 	}

@@ -31,6 +31,8 @@ type issuers struct {
 	// publisher, when set, publishes every challenge instead of an
 	// on-demand listener: "tlsalpn serve" answers on the port it owns.
 	publisher issuer.Publisher
+	// noPreflight skips checking each challenge before the CA is told.
+	noPreflight bool
 
 	mu       sync.Mutex
 	byKey    map[string]*issuer.Issuer
@@ -93,6 +95,7 @@ func (is *issuers) get(ctx context.Context, spec manager.Spec) (manager.Issuer, 
 		Publisher:  pub,
 		Logger:     is.logger,
 		OnStep:     is.onStep,
+		Preflight:  is.preflightFor(listen),
 	})
 	if err != nil {
 		return nil, err
@@ -119,4 +122,11 @@ func (is *issuers) httpClientSet(caRoot string, c *http.Client) {
 	is.mu.Lock()
 	is.clients[caRoot] = c
 	is.mu.Unlock()
+}
+
+func (is *issuers) preflightFor(listen string) issuer.Preflighter {
+	if is.noPreflight {
+		return nil
+	}
+	return newPreflight(listen)
 }

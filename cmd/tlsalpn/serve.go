@@ -65,6 +65,7 @@ type serveFlags struct {
 	sendProxy   int
 	keyType     string
 	profile     string
+	noPreflight bool
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -81,6 +82,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&f.sendProxy, "send-proxy", 0, "without --config: send a PROXY protocol header of this `VERSION` (1 or 2) to the backend")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "without --config: certificate key `TYPE`")
 	fs.StringVar(&f.profile, "profile", "", "without --config: ACME `PROFILE`")
+	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge through the front door before telling the CA it is ready")
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
@@ -107,7 +109,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		// A daemon reports what it does: info by default.
 		logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	rt, err := newServeRuntime(cfg, logger)
+	rt, err := newServeRuntime(cfg, logger, f.noPreflight)
 	if err != nil {
 		return err
 	}
@@ -247,17 +249,19 @@ type serveRuntime struct {
 	cache  *manager.Cache
 	srv    *proxy.Server
 
+	noPreflight bool
+
 	mu         sync.Mutex
 	keepCancel context.CancelFunc
 	keepDone   chan struct{}
 }
 
-func newServeRuntime(cfg *config.Config, logger *slog.Logger) (*serveRuntime, error) {
+func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) (*serveRuntime, error) {
 	store, err := openStorage(cfg.Storage)
 	if err != nil {
 		return nil, err
 	}
-	rt := &serveRuntime{logger: logger, store: store, cache: manager.NewCache(),
+	rt := &serveRuntime{logger: logger, store: store, cache: manager.NewCache(), noPreflight: noPreflight,
 		r: responder.New(responder.WithLogger(logger))}
 	// Certificates already stored are served from the first connection.
 	m, specs, err := rt.manager(cfg)
@@ -283,6 +287,7 @@ func (rt *serveRuntime) manager(cfg *config.Config) (*manager.Manager, []manager
 	}
 	is := newIssuers(rt.store, rt.logger, rt.r)
 	is.publisher = rt.r
+	is.noPreflight = rt.noPreflight
 	is.agreeTOS = cfg.ACME.AgreeTOS
 	if cfg.ACME.EAB != nil {
 		is.eab = &acme.EAB{KeyID: cfg.ACME.EAB.KID, MACKey: cfg.ACME.EAB.HMACKey}

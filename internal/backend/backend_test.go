@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,39 @@ func TestNginxReload(t *testing.T) {
 	if got := n.Generation(t).Workers; len(got) != 2 {
 		t.Errorf("workers after reloads: %v, want 2", got)
 	}
+}
+
+// fatalTB records a Fatalf and ends the goroutine, as testing.T does.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func TestNginxReloadRefused(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, first := writeCert(t, dir, "first.test")
+	n := backend.StartNginx(t, certFile, keyFile, backend.NginxOptions{})
+	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Reload(f)
+	}()
+	<-done
+	if !strings.Contains(f.msg, "refused the reload") || !strings.Contains(f.msg, certFile) {
+		t.Errorf("Reload with a broken certificate: %q", f.msg)
+	}
+	checkServes(t, n.Addr, "", first) // nginx keeps the old configuration
 }
 
 func TestNginxProxyProtocol(t *testing.T) {

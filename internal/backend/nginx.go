@@ -202,7 +202,7 @@ func (n *Nginx) WaitReloaded(t testing.TB, since Generation) {
 	t.Helper()
 	err := n.proc.waitFor("reload", func() error {
 		if msg := n.newErrors(since.logBytes); msg != "" {
-			return fmt.Errorf("nginx refused the reload: %s", msg)
+			return failed{fmt.Errorf("nginx refused the reload: %s", msg)}
 		}
 		w, err := n.workerPids()
 		if err != nil {
