@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,11 +17,15 @@ import (
 // system calls per megabyte, small enough to keep latency fair.
 const copyChunk = 1 << 20
 
-// bufPool holds the buffers of the fallback copy path (used when an end
-// is not a plain TCP socket, e.g. a terminated TLS connection). Buffers are
-// taken only while data is moving, never while a connection waits, so an
-// idle connection costs its two goroutines and nothing else.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// bufSize is the size of a copy buffer. A message that fills it is likely
+// part of a bulk transfer, whose rest is then spliced.
+const bufSize = 16 << 10
+
+// bufPool holds copy buffers. A buffer is taken only when data is already
+// waiting on the socket and returned as soon as it is written, never held
+// while a connection waits, so an idle connection costs its two goroutines
+// and nothing else.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // activity is the last time either direction of a connection moved data;
 // the connection is idle only when both directions are.
@@ -85,86 +88,94 @@ func copyHalf(dst, src net.Conn, idle time.Duration, act *activity) (int64, erro
 	return n, err
 }
 
-// spliceHalf moves bytes between two TCP sockets with splice(2), without
-// copying them through user space. It waits for the source to become
-// readable before taking a pipe from the runtime's pool, and splices only
-// what is already queued (FIONREAD), so no pipe and no buffer is held
-// while the connection waits.
+// spliceHalf moves bytes between two TCP sockets. Small messages (the
+// requests and responses of keep-alive traffic) are read with one
+// non-blocking read into a pooled buffer and written: two system calls,
+// the fewest possible. When a read fills the buffer, what else is queued is
+// moved with splice(2), without copying it through user space.
 func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
-	var total int64
+	var (
+		total                     int64
+		readDeadline, writeDeadln time.Time
+	)
 	for {
-		queued, err := waitReadable(rc, src, idle, act)
-		if err != nil {
-			return total, err
+		// Deadlines are moved only when half the idle time is used up:
+		// resetting a timer per message would cost more than the copy.
+		if now := time.Now(); readDeadline.Sub(now) < idle/2 {
+			readDeadline = now.Add(idle)
+			src.SetReadDeadline(readDeadline)
 		}
-		if queued == 0 {
-			return total, nil // EOF
-		}
-		dst.SetWriteDeadline(time.Now().Add(idle))
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(min(queued, copyChunk))})
-		total += n
-		act.touch()
-		if err != nil {
-			return total, err
-		}
-		if n == 0 {
-			return total, nil
-		}
-	}
-}
-
-// waitReadable blocks until src has bytes queued (it returns how many) or
-// is at EOF (0), honouring the shared idle timeout: a deadline that passes
-// while the other direction was active is simply extended.
-//
-// It peeks before it waits: readiness the runtime saw earlier (a FIN that
-// arrived with the last data) may already have been consumed by a splice,
-// so "nothing queued" must be told apart from "end of stream" by asking
-// the socket, never by waiting for an edge that will not come again.
-func waitReadable(rc syscall.RawConn, src *net.TCPConn, idle time.Duration, act *activity) (int, error) {
-	for {
-		src.SetReadDeadline(time.Now().Add(idle))
 		var (
-			queued int
-			ioErr  error
+			bp   *[]byte
+			n    int
+			rerr error
 		)
 		err := rc.Read(func(fd uintptr) bool {
-			queued, ioErr = peekQueued(int(fd))
-			return !errors.Is(ioErr, unix.EAGAIN)
+			bp = bufPool.Get().(*[]byte)
+			for {
+				n, rerr = unix.Read(int(fd), *bp)
+				if rerr != unix.EINTR {
+					break
+				}
+			}
+			if rerr == unix.EAGAIN {
+				bufPool.Put(bp)
+				bp = nil
+				return false // wait for readability, holding nothing
+			}
+			return true
 		})
-		if err == nil {
-			return queued, ioErr
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if rest := idle - act.idleFor(time.Now()); rest > 0 {
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && idle-act.idleFor(time.Now()) > 0 {
+				readDeadline = time.Time{}
 				continue // the other direction is busy: not idle
 			}
+			return total, err
 		}
-		return 0, err
+		if rerr != nil || n <= 0 {
+			bufPool.Put(bp)
+			return total, rerr // nil at EOF
+		}
+		act.touch()
+		if now := time.Now(); writeDeadln.Sub(now) < idle/2 {
+			writeDeadln = now.Add(idle)
+			dst.SetWriteDeadline(writeDeadln)
+		}
+		_, werr := dst.Write((*bp)[:n])
+		full := n == len(*bp)
+		bufPool.Put(bp)
+		total += int64(n)
+		if werr != nil {
+			return total, werr
+		}
+		if full {
+			m, err := spliceQueued(dst, src, rc)
+			total += m
+			if err != nil {
+				return total, err
+			}
+		}
 	}
 }
 
-// peekQueued reports the bytes queued on a non-blocking socket: EAGAIN when
-// there are none yet, 0 at end of stream, or the socket's error (a reset).
-func peekQueued(fd int) (int, error) {
-	var b [1]byte
-	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
-			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		switch {
-		case errno == unix.EINTR:
-			continue
-		case errno != 0:
-			return 0, errno
-		case n == 0:
-			return 0, nil
-		}
-		return unix.IoctlGetInt(fd, unix.TIOCINQ) // FIONREAD
+// spliceQueued splices what is queued on src right now, without waiting
+// for more.
+func spliceQueued(dst, src *net.TCPConn, rc syscall.RawConn) (int64, error) {
+	var (
+		queued int
+		qerr   error
+	)
+	if err := rc.Control(func(fd uintptr) { queued, qerr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); err != nil {
+		return 0, err
 	}
+	if qerr != nil || queued == 0 {
+		return 0, qerr
+	}
+	return dst.ReadFrom(&io.LimitedReader{R: src, N: int64(min(queued, copyChunk))})
 }
 
 // bufferHalf is the portable copy for ends that are not TCP sockets.

@@ -262,9 +262,15 @@ func (s *Server) handle(conn net.Conn, st *state) {
 	conn.SetReadDeadline(time.Now().Add(cfg.ClientHelloTimeout))
 
 	client := conn.RemoteAddr()
-	var src io.Reader = conn
+	// One read usually brings the whole ClientHello; reading it record by
+	// record would cost a system call per header. What is read past it is
+	// replayed with it.
+	br := helloReaders.Get().(*bufio.Reader)
+	br.Reset(conn)
+	defer func() { br.Reset(nil); helloReaders.Put(br) }()
+	var src io.Reader = br
 	if len(cfg.TrustedProxies) > 0 && fromTrusted(conn.RemoteAddr(), cfg.TrustedProxies) {
-		hdr, rest, err := readProxyHeader(conn)
+		hdr, rest, err := readProxyHeader(br)
 		if err != nil {
 			s.logger.Debug("refused connection from trusted proxy", "remote", conn.RemoteAddr(), "error", err)
 			return
@@ -327,6 +333,9 @@ func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, rout
 	}
 	pipe(conn, backend, cfg.IdleTimeout)
 }
+
+// helloReaders are the buffered readers ClientHellos are read through.
+var helloReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 // replayConn reads prefix before the rest of the connection, and may report
 // the client address a PROXY header gave.

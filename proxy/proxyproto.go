@@ -35,11 +35,10 @@ func fromTrusted(addr net.Addr, trusted []netip.Prefix) bool {
 // buffer may hold the start of the ClientHello. A connection from a trusted
 // address without a header is refused: a trusted balancer always sends one,
 // so its absence means a misconfiguration that would log wrong addresses.
-func readProxyHeader(conn net.Conn) (net.Addr, io.Reader, error) {
-	br := bufio.NewReaderSize(conn, 512)
+func readProxyHeader(br *bufio.Reader) (net.Addr, io.Reader, error) {
 	hdr, err := proxyproto.Read(br)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading PROXY protocol header from trusted %s: %w", conn.RemoteAddr(), err)
+		return nil, nil, fmt.Errorf("reading PROXY protocol header from a trusted address: %w", err)
 	}
 	if hdr.Command.IsLocal() {
 		return nil, br, nil

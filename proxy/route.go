@@ -59,7 +59,7 @@ func compileRoutes(routes []Route) (*routeTable, error) {
 		default:
 			return nil, fmt.Errorf("route %d: unknown mode %q: use passthrough, http or tcp", i+1, r.Mode)
 		}
-		if _, _, err := net.SplitHostPort(r.Backend); err != nil {
+		if _, port, err := net.SplitHostPort(r.Backend); err != nil || port == "" {
 			return nil, fmt.Errorf("route %d: backend %q: want host:port, e.g. 127.0.0.1:8443", i+1, r.Backend)
 		}
 		if r.SendProxy != 0 && r.SendProxy != 1 && r.SendProxy != 2 {

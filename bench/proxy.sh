@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Front-door benchmarks, every figure a ratio measured in this one run on
+# this machine (the client, the servers and the proxies share its cores):
+#   1. keep-alive requests/s for a 1 KiB file (wrk -t2 -c64), straight to
+#      nginx and through tlsalpn serve (passthrough), ualpn and HAProxy
+#      (mode tcp);
+#   2. new TLS connections/s (full handshakes: nginx has no session cache and
+#      no tickets; wrk sends Connection: close), the same four ways;
+#   3. terminate mode: full handshakes/s of tlsalpn serve terminating TLS vs a
+#      minimal crypto/tls server with the same P-256 certificate;
+#   4. memory per idle proxied connection at 5,000 connections.
+# Usage: bench/proxy.sh [SECONDS]    (default 10 per measurement)
+# Needs nginx, haproxy, ualpn (Debian's uacme) and wrk: scripts/bench-deps.sh.
+# Everything listens on 127.0.0.1 only.
+set -euo pipefail
+secs=${1:-10}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+fail_log() { echo "--- $1"; cat "$1" 2>/dev/null; }
+for tool in nginx haproxy ualpn wrk; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/bench-deps.sh" >&2; exit 1; }
+done
+cd "$root"
+go build -o "$work/bin/" ./cmd/tlsalpn ./bench/handshake ./bench/idleconns
+
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# A real P-256 certificate chain from the embedded CA, with its storage.
+"$work/bin/tlsalpn" demo --dir "$work/demo" >/dev/null
+cert="$work/demo/live/fullchain.pem"; key="$work/demo/live/key.pem"
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 > "$work/1k"
+
+mkdir -p "$work/nginx/logs"
+cat > "$work/nginx/nginx.conf" <<NGX
+worker_processes 2;
+worker_rlimit_nofile 20000;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 12000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  server {
+    listen 127.0.0.1:18443 ssl;
+    ssl_certificate $cert; ssl_certificate_key $key;
+    ssl_session_cache off; ssl_session_tickets off;
+    location = /1k { alias $work/1k; default_type text/plain; }
+  }
+  server {
+    listen 127.0.0.1:18080;
+    location = /1k { alias $work/1k; default_type text/plain; }
+  }
+}
+NGX
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off; user root;' &
+pids+=($!)
+wait_port 18443
+
+"$work/bin/tlsalpn" serve --listen 127.0.0.1:19443 --backend 127.0.0.1:18443 --storage "$work/store" >"$work/serve.log" 2>&1 &
+serve_pid=$!; pids+=($serve_pid)
+ualpn -b 127.0.0.1@19444 -c 127.0.0.1@18443 -s "$work/ualpn.sock" -n 2 -P 0 >"$work/ualpn.log" 2>&1 &
+pids+=($!)
+cat > "$work/haproxy.cfg" <<HAP
+global
+  nbthread 2
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 10m
+  timeout server 10m
+listen front
+  bind 127.0.0.1:19445
+  server nginx 127.0.0.1:18443
+HAP
+haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+wait_port 19443; wait_port 19444; wait_port 19445
+
+rps() { # URL [extra wrk args]: prints requests/s
+  wrk -t2 -c64 -d"${secs}s" "$@" 2>&1 | awk '/Requests\/sec/ { print $2 }'
+}
+declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19444]="ualpn" [19445]="haproxy tcp")
+compare() { # TITLE [wrk args]
+  local title=$1; shift
+  local direct
+  echo "$title"
+  for port in 18443 19443 19444 19445; do
+    local r
+    r=$(rps "$@" "https://localhost:$port/1k")
+    [ "$port" = 18443 ] && direct=$r
+    awk -v n="${name[$port]}" -v r="$r" -v d="$direct" 'BEGIN { printf "  %-14s %10.0f req/s   %.2fx of direct\n", n, r, r/d }'
+  done
+}
+compare "1. keep-alive requests/s, 1 KiB file, wrk -t2 -c64 -d${secs}s"
+compare "2. new TLS connections/s (full handshake per request), wrk -t2 -c64 -d${secs}s -H 'Connection: close'" -H "Connection: close"
+
+# 3. Terminate mode against a minimal crypto/tls server, same certificate.
+ca=$(sed -n 's/.*"ca": "\(.*\)".*/\1/p' "$work/demo/storage/certificates/"*/demo.example.com/meta.json | head -1)
+cat > "$work/terminate.yaml" <<YML
+listen: "127.0.0.1:19446"
+storage: $work/demo/storage
+acme: {ca: "$ca", email: demo@example.com, agree_tos: true}
+routes:
+  - names: [demo.example.com]
+    backend: 127.0.0.1:18080
+    mode: http
+certificates:
+  - names: [demo.example.com, www.demo.example.com]
+YML
+"$work/bin/tlsalpn" serve --config "$work/terminate.yaml" --no-preflight >"$work/terminate.log" 2>&1 &
+pids+=($!)
+"$work/bin/handshake" -serve 127.0.0.1:19447 -cert "$cert" -key "$key" &
+pids+=($!)
+wait_port 19446; wait_port 19447
+echo "3. full TLS handshakes/s, terminate mode vs minimal crypto/tls server (P-256), -c 32 -d ${secs}s"
+go_hs=$("$work/bin/handshake" -addr 127.0.0.1:19447 -sni demo.example.com -c 32 -d "${secs}s" | awk '{print $2}')
+t_hs=$("$work/bin/handshake" -addr 127.0.0.1:19446 -sni demo.example.com -c 32 -d "${secs}s" | awk '{print $2}')
+awk -v g="$go_hs" -v t="$t_hs" 'BEGIN { printf "  %-22s %8.0f /s\n  %-22s %8.0f /s   %.2fx\n", "minimal crypto/tls", g, "tlsalpn terminate", t, t/g }'
+
+echo "4. memory per idle proxied connection (tlsalpn serve, passthrough to nginx)"
+"$work/bin/idleconns" -addr 127.0.0.1:19443 -pid "$serve_pid" -n 5000 | sed 's/^/  /'
