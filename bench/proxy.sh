@@ -60,7 +60,7 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off; user root;' &
 pids+=($!)
 wait_port 18443
 
-"$work/bin/tlsalpn" serve --listen 127.0.0.1:19443 --backend 127.0.0.1:18443 --storage "$work/store" >"$work/serve.log" 2>&1 &
+env ${SERVE_ENV:-} "$work/bin/tlsalpn" serve --listen 127.0.0.1:19443 --backend 127.0.0.1:18443 --storage "$work/store" >"$work/serve.log" 2>&1 &
 serve_pid=$!; pids+=($serve_pid)
 ualpn -b 127.0.0.1@19444 -c 127.0.0.1@18443 -s "$work/ualpn.sock" -n 2 -P 0 >"$work/ualpn.log" 2>&1 &
 pids+=($!)
