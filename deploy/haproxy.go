@@ -24,9 +24,14 @@ import (
 // when HAProxy restarts or reloads, which re-reads its "crt" files: callers
 // must write the file as well, which Deploy does.
 //
-// HAProxy keeps one certificate transaction at a time for the whole process,
-// so calls that update the same HAProxy must not run concurrently; SetCert
-// refuses to touch another client's uncommitted transaction.
+// HAProxy keeps one certificate transaction for the whole process, and 2.6
+// puts a "set ssl cert" for another path into the open one. SetCert
+// notices when another client's update gets in its way, tries again a few
+// times, and never reports success unless HAProxy then serves the new
+// serial; still, updates to one HAProxy are best made one at a time.
+//
+// Certificate paths are as "show ssl cert" lists them: the "crt" path of
+// the configuration, joined to any "crt-base".
 type HAProxy struct {
 	// Socket is the runtime API's address as in HAProxy's "stats socket"
 	// line: a unix socket path (/run/haproxy/admin.sock) or host:port
@@ -45,8 +50,7 @@ const maxAnswer = 1 << 20
 // Deploy writes pemBundle (certificate chain and private key, PEM) to
 // certPath atomically with mode 0600, so that HAProxy finds the new
 // certificate when it next starts or reloads, then makes it live at once
-// with SetCert. certPath must be the "crt" path exactly as HAProxy's
-// configuration names it; it is replaced by a regular file (a symlink there
+// with SetCert. certPath is replaced by a regular file (a symlink there
 // would be replaced, not followed). The bundle is checked before anything
 // is written, so a bad one never reaches the disk.
 func (h HAProxy) Deploy(ctx context.Context, certPath string, pemBundle []byte) error {
@@ -60,8 +64,9 @@ func (h HAProxy) Deploy(ctx context.Context, certPath string, pemBundle []byte) 
 }
 
 // SetCert replaces, in HAProxy's memory, the certificate it loaded from
-// certPath (the "crt" path exactly as its configuration names it) with
-// pemBundle: the certificate, its chain and its private key, PEM. It sends
+// certPath with pemBundle: the certificate, its chain and its private key,
+// PEM (blank lines and text between blocks are dropped, since an empty
+// line would end the payload). It sends
 //
 //	set ssl cert <certPath> <<
 //	<pemBundle>

@@ -237,6 +237,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	s.mu.Unlock()
+	if t := s.cur.Load().terminator; t != nil {
+		t.retire()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -267,7 +270,14 @@ func (s *Server) handle(conn net.Conn, st *state) {
 	// replayed with it.
 	br := helloReaders.Get().(*bufio.Reader)
 	br.Reset(conn)
-	defer func() { br.Reset(nil); helloReaders.Put(br) }()
+	release := func() {
+		if br != nil {
+			br.Reset(nil)
+			helloReaders.Put(br)
+			br = nil
+		}
+	}
+	defer release()
 	var src io.Reader = br
 	if len(cfg.TrustedProxies) > 0 && fromTrusted(conn.RemoteAddr(), cfg.TrustedProxies) {
 		hdr, rest, err := readProxyHeader(br)
@@ -289,10 +299,13 @@ func (s *Server) handle(conn net.Conn, st *state) {
 	// Bytes read past the ClientHello (a PROXY reader's buffer) are
 	// replayed after it.
 	prefix := hello.Raw
-	if br, ok := src.(*bufio.Reader); ok && br.Buffered() > 0 {
-		extra, _ := br.Peek(br.Buffered())
+	if r, ok := src.(*bufio.Reader); ok && r.Buffered() > 0 {
+		extra, _ := r.Peek(r.Buffered())
 		prefix = append(prefix[:len(prefix):len(prefix)], extra...)
 	}
+	// Everything read is in prefix now: give the buffer back, so that a
+	// connection that then sits idle for hours does not hold it.
+	release()
 	conn.SetReadDeadline(time.Time{})
 	name := challenge.NormalizeServerName(hello.ServerName)
 
@@ -300,16 +313,26 @@ func (s *Server) handle(conn net.Conn, st *state) {
 		s.acme.ServeConn(&replayConn{Conn: conn, prefix: prefix, remote: client})
 		return
 	}
-	route := st.routes.match(name)
-	if route == nil {
-		s.logger.Debug("no route for server name; closing", "server_name", hello.ServerName, "remote", client)
-		return
+	// Route by the configuration current now, not the one at accept: a
+	// reload while the client was still sending its hello applies to it,
+	// and the older generation's terminator may already be retired.
+	for {
+		st = s.cur.Load()
+		route := st.routes.match(name)
+		if route == nil {
+			s.logger.Debug("no route for server name; closing", "server_name", hello.ServerName, "remote", client)
+			return
+		}
+		if route.Mode == Passthrough {
+			s.passthrough(conn, prefix, client, route, &st.cfg)
+			return
+		}
+		if st.terminator.serve(&replayConn{Conn: conn, prefix: prefix, remote: client}, route, &st.cfg) || s.cur.Load() == st {
+			return
+		}
+		// A reload retired st's terminator before it took the
+		// connection, which is untouched: route it again.
 	}
-	if route.Mode != Passthrough {
-		st.terminator.serve(&replayConn{Conn: conn, prefix: prefix, remote: client}, route, cfg)
-		return
-	}
-	s.passthrough(conn, prefix, client, route, cfg)
 }
 
 func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, route *Route, cfg *Config) {

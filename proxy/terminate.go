@@ -37,8 +37,9 @@ func (t *terminator) tlsConfig(protos []string) *tls.Config {
 }
 
 // serve handles one client connection whose ClientHello is replayed by conn,
-// and returns when the connection is finished.
-func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) {
+// and returns when the connection is finished. It returns false, without
+// having read from conn, when t was retired before it could take conn.
+func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 	switch route.Mode {
 	case TerminateTCP:
 		tc := tls.Server(conn, t.tlsConfig(nil))
@@ -47,34 +48,35 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) {
 		cancel()
 		if err != nil {
 			t.logger.Debug("TLS handshake failed", "remote", conn.RemoteAddr(), "error", err)
-			return
+			return true
 		}
 		d := net.Dialer{Timeout: cfg.DialTimeout}
 		backend, err := d.Dial("tcp", route.Backend)
 		if err != nil {
 			t.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "error", err)
 			tc.Close()
-			return
+			return true
 		}
 		if route.SendProxy != 0 {
 			if err := writeProxyHeader(backend, route.SendProxy, conn.RemoteAddr(), conn.LocalAddr()); err != nil {
 				backend.Close()
 				tc.Close()
-				return
+				return true
 			}
 		}
 		pipe(tc, backend, cfg.IdleTimeout)
 	case TerminateHTTP:
 		front := t.front(route, cfg)
 		if front == nil {
-			return
+			return false
 		}
 		nc := &notifyConn{Conn: conn, done: make(chan struct{})}
 		if !front.ln.push(tls.Server(nc, t.tlsConfig([]string{"h2", "http/1.1"}))) {
-			return
+			return false
 		}
 		<-nc.done // the HTTP server closes it when the client is done
 	}
+	return true
 }
 
 // front returns the HTTP server for route's backend, starting it on first use.
@@ -108,13 +110,18 @@ func (t *terminator) front(route *Route, cfg *Config) *httpFront {
 	return f
 }
 
-// retire stops the HTTP servers taking new connections.
+// retire stops the HTTP servers taking new connections and shuts them
+// down gracefully: idle kept-alive connections close now (HTTP/2 ones after
+// a GOAWAY) and busy ones once their requests are done, so that clients
+// reconnect to the new generation and a drain need not wait for clients
+// that would keep an idle connection open until IdleTimeout.
 func (t *terminator) retire() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.retired = true
 	for _, f := range t.fronts {
 		f.ln.Close()
+		go f.srv.Shutdown(context.Background()) // returns once its connections have ended
 	}
 }
 

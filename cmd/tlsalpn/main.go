@@ -41,6 +41,7 @@ func commands() []command {
 		{"revoke", "revoke a stored certificate", runRevoke},
 		{"list", "show the stored certificates and when they renew", runList},
 		{"check", "validate a host from the outside exactly as the CA does", runCheck},
+		{"plan", "which challenge to use here, decided by probing", runPlan},
 		{"demo", "run the whole flow on this machine against an embedded test CA", runDemo},
 	}
 }

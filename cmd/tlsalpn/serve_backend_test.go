@@ -44,9 +44,10 @@ func startClientLoop(t *testing.T, addr, name string) *clientLoop {
 			case <-time.After(5 * time.Millisecond):
 			}
 			// Every kind of normal client, including one that offers
-			// acme-tls/1 among others: none may ever get a validation
+			// acme-tls/1 among others (nginx here speaks no h2, so each also offers
+			// http/1.1): none may ever get a validation
 			// certificate, even while a challenge is pending.
-			proto := [][]string{{"http/1.1"}, nil, {"h2", "http/1.1"}, {"h2", "acme-tls/1"}}[i%4]
+			proto := [][]string{{"http/1.1"}, nil, {"h2", "http/1.1"}, {"acme-tls/1", "http/1.1"}, {"h2", "http/1.1", "acme-tls/1"}}[i%5]
 			issuer, err := getThrough(addr, name, proto)
 			l.mu.Lock()
 			if err != nil {
