@@ -260,4 +260,3 @@ func request(t *testing.T, raw net.Conn, path string) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 }
-
