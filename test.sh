@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md shows it and CI runs it (.ci/run).
-# Everything the tests need comes from this repository's own files and the
-# Go module proxy (Pebble is pinned in go.mod as a tool); all traffic stays
-# on loopback.
+# Everything the tests need comes from this repository's own files: nginx
+# and HAProxy from Debian's packages (scripts/ci-deps.sh installs what is
+# missing), Pebble from the Go module proxy (pinned in go.mod as a tool).
+# All traffic stays on loopback.
 set -euo pipefail
 cd "$(dirname "$0")"
+if ! scripts/ci-deps.sh; then
+	# Off CI, the tests that need nginx or HAProxy skip themselves.
+	if [ -n "${CI:-}" ]; then exit 1; fi
+	echo "test.sh: could not install nginx/HAProxy; the tests that need them will be skipped" >&2
+fi
 go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi

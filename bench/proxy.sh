@@ -10,7 +10,7 @@
 #      minimal crypto/tls server with the same P-256 certificate;
 #   4. memory per idle proxied connection at 5,000 connections.
 # Usage: bench/proxy.sh [SECONDS]    (default 10 per measurement)
-# Needs nginx, haproxy, ualpn (Debian's uacme) and wrk: scripts/bench-deps.sh.
+# Needs nginx, haproxy, ualpn (Debian's uacme) and wrk: CI_DEPS_BENCH=1 scripts/ci-deps.sh
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
 secs=${1:-10}
@@ -21,7 +21,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 fail_log() { echo "--- $1"; cat "$1" 2>/dev/null; }
 for tool in nginx haproxy ualpn wrk; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/bench-deps.sh" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "missing $tool: run CI_DEPS_BENCH=1 scripts/ci-deps.sh" >&2; exit 1; }
 done
 cd "$root"
 go build -o "$work/bin/" ./cmd/tlsalpn ./bench/handshake ./bench/idleconns

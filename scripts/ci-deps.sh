@@ -55,9 +55,15 @@ have nginx || missing+=(nginx)
 have haproxy || missing+=(haproxy)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
+# The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):
+# CI_DEPS_BENCH=1 adds them.
+if [ -n "${CI_DEPS_BENCH:-}" ]; then
+	have wrk || missing+=(wrk)
+	have ualpn || missing+=(uacme)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "ci-deps: nothing to install: nginx and haproxy are present"
+	echo "ci-deps: nothing to install: everything needed is present"
 	exit 0
 fi
 
