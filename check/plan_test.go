@@ -1,0 +1,745 @@
+package check
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// --- a fake /proc -----------------------------------------------------------
+
+// procSocket is one line of a fake /proc/net/tcp{,6}.
+type procSocket struct {
+	addr  string // ip:port
+	state string // "0A" LISTEN, "01" ESTABLISHED
+	uid   int
+	inode uint64
+}
+
+// procHex writes ap as the kernel does: 32-bit words in host byte order,
+// each %08X, and the port in network order.
+func procHex(ap netip.AddrPort) string {
+	raw := ap.Addr().AsSlice()
+	var b strings.Builder
+	for i := 0; i < len(raw); i += 4 {
+		fmt.Fprintf(&b, "%08X", binary.NativeEndian.Uint32(raw[i:]))
+	}
+	return fmt.Sprintf("%s:%04X", b.String(), ap.Port())
+}
+
+// fakeProc builds procRoot/net/tcp, tcp6 and, per pid, comm and fd
+// symlinks to "socket:[inode]".
+type fakeProc struct {
+	tcp, tcp6 []procSocket
+	procs     map[int]fakeProcess
+	noTCP6    bool
+}
+
+type fakeProcess struct {
+	comm   string
+	inodes []uint64
+}
+
+func (fp fakeProc) write(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "net"), 0o755))
+	table := func(name string, socks []procSocket) {
+		var b strings.Builder
+		b.WriteString("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n")
+		for i, s := range socks {
+			ap := netip.MustParseAddrPort(s.addr)
+			remote := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+			if ap.Addr().Is6() {
+				remote = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+			}
+			fmt.Fprintf(&b, "%4d: %s %s %s 00000000:00000000 00:00000000 00000000 %5d        0 %d 1 0000000000000000 100 0 0 10 0\n",
+				i, procHex(ap), procHex(remote), s.state, s.uid, s.inode)
+		}
+		must(os.WriteFile(filepath.Join(root, "net", name), []byte(b.String()), 0o644))
+	}
+	table("tcp", fp.tcp)
+	if !fp.noTCP6 {
+		table("tcp6", fp.tcp6)
+	}
+	for pid, p := range fp.procs {
+		dir := filepath.Join(root, strconv.Itoa(pid))
+		must(os.MkdirAll(filepath.Join(dir, "fd"), 0o755))
+		must(os.WriteFile(filepath.Join(dir, "comm"), []byte(p.comm+"\n"), 0o644))
+		must(os.Symlink("/dev/null", filepath.Join(dir, "fd", "0")))
+		for i, ino := range p.inodes {
+			must(os.Symlink(fmt.Sprintf("socket:[%d]", ino), filepath.Join(dir, "fd", strconv.Itoa(i+3))))
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "self"), 0o755)) // not a pid: skipped
+	return root
+}
+
+func TestParseProcAddr(t *testing.T) {
+	for _, s := range []string{"0.0.0.0:443", "127.0.0.1:80", "192.0.2.10:8443", "[::]:443", "[::1]:443", "[2001:db8::7]:65535"} {
+		ap := netip.MustParseAddrPort(s)
+		got, err := parseProcAddr(procHex(ap))
+		if err != nil || got != ap {
+			t.Errorf("parseProcAddr(%s) = %v, %v; want %v", procHex(ap), got, err, ap)
+		}
+	}
+	for _, bad := range []string{"", "0100007F", "0100007F:XYZ", "01007F:01BB", "0100007G:01BB"} {
+		if _, err := parseProcAddr(bad); err == nil {
+			t.Errorf("parseProcAddr(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestPlanListenersFakeProc(t *testing.T) {
+	fp := fakeProc{
+		tcp: []procSocket{
+			{addr: "0.0.0.0:443", state: tcpListen, inode: 111},
+			{addr: "127.0.0.1:80", state: tcpListen, uid: 33, inode: 222},
+			{addr: "192.0.2.10:443", state: "01", inode: 444}, // established, not a listener
+			{addr: "127.0.0.1:8080", state: tcpListen, uid: 1000, inode: 555},
+		},
+		tcp6: []procSocket{{addr: "[::]:443", state: tcpListen, inode: 333}},
+		procs: map[int]fakeProcess{
+			812:  {comm: "nginx", inodes: []uint64{111, 333}},
+			900:  {comm: "sshd"},
+			1234: {comm: "haproxy", inodes: []uint64{555}},
+		},
+	}
+	root := fp.write(t)
+	tests := []struct {
+		port   int
+		want   []Listener
+		holder string
+	}{
+		{443, []Listener{
+			{Address: "0.0.0.0:443", Inode: 111, PID: 812, Process: "nginx"},
+			{Address: "[::]:443", Inode: 333, PID: 812, Process: "nginx"},
+		}, "nginx (pid 812)"},
+		{80, []Listener{{Address: "127.0.0.1:80", Inode: 222, UID: 33}}, "an unknown process (uid 33)"},
+		{8080, []Listener{{Address: "127.0.0.1:8080", Inode: 555, UID: 1000, PID: 1234, Process: "haproxy"}}, "haproxy (pid 1234)"},
+		{22, nil, ""},
+	}
+	for _, tc := range tests {
+		got, err := Listeners(root, tc.port)
+		if err != nil {
+			t.Fatalf("port %d: %v", tc.port, err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("port %d: got %+v\nwant %+v", tc.port, got, tc.want)
+		}
+		ps := PortState{Port: tc.port, Free: len(got) == 0, Listeners: got}
+		if ps.Holder() != tc.holder {
+			t.Errorf("port %d: holder %q, want %q", tc.port, ps.Holder(), tc.holder)
+		}
+	}
+
+	// Without IPv6 there is no tcp6: fine. Without either: an error.
+	v4only := fakeProc{tcp: fp.tcp, procs: fp.procs, noTCP6: true}.write(t)
+	if got, err := Listeners(v4only, 443); err != nil || len(got) != 1 {
+		t.Errorf("no tcp6: got %v, %v; want the IPv4 listener", got, err)
+	}
+	if _, err := Listeners(t.TempDir(), 443); err == nil {
+		t.Error("no /proc/net at all: no error")
+	}
+}
+
+// TestPlanListenersFindsItself: the real /proc shows this test process
+// holding a loopback listener, by name.
+func TestPlanListenersFindsItself(t *testing.T) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp: not Linux")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Listeners("", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Listener{Address: ln.Addr().String(), PID: os.Getpid(), Process: strings.TrimSpace(string(comm)), UID: os.Getuid()}
+	for _, l := range got {
+		l.Inode = 0
+		if l == want {
+			return
+		}
+	}
+	t.Fatalf("Listeners(%d) = %+v; want one like %+v", port, got, want)
+}
+
+// --- fakes for the planner ---------------------------------------------------
+
+// planResolver answers "ip4 NAME" and "ip6 NAME" from a map.
+type planResolver map[string][]string
+
+func (r planResolver) LookupNetIP(_ context.Context, network, host string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range r[network+" "+host] {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	if len(out) == 0 {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	return out, nil
+}
+
+func addrs(ss ...string) func() ([]netip.Addr, error) {
+	return func() ([]netip.Addr, error) {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out, nil
+	}
+}
+
+func loopbackOnly(a netip.Addr) bool { return a.IsLoopback() }
+
+// loopbackListen binds 127.0.0.1 where the planner asks for ":PORT".
+func loopbackListen(ctx context.Context, network, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	return lc.Listen(ctx, network, "127.0.0.1"+addr)
+}
+
+// TestPlanRecords: the records against this host's addresses, and the
+// recommendation they lead to, with nothing dialed (only documentation
+// addresses, which the planner is not allowed to dial here).
+func TestPlanRecords(t *testing.T) {
+	free := fakeProc{}.write(t)
+	tests := []struct {
+		name    string
+		names   []string
+		dns     planResolver
+		host    []string
+		method  Method
+		fixes   []string // substrings of RecordFixes, in order
+		front   Front
+		why     string // substring of a Why line
+		command string // substring of the first command
+		answer  string // of "names resolve to this host?"
+	}{
+		{
+			name: "resolves here", names: []string{"example.com"},
+			dns:    planResolver{"ip4 example.com": {"192.0.2.10"}, "ip6 example.com": {"2001:db8::7"}},
+			host:   []string{"127.0.0.1", "192.0.2.10", "2001:db8::7", "fe80::1"},
+			method: TLSALPN01, front: FrontDirect,
+			command: "tlsalpn issue -d example.com --email YOU@EXAMPLE.ORG --agree-tos",
+		},
+		{
+			name: "stale AAAA", names: []string{"example.com"},
+			dns:    planResolver{"ip4 example.com": {"192.0.2.10"}, "ip6 example.com": {"2001:db8::5"}},
+			host:   []string{"192.0.2.10", "2001:db8::7"},
+			method: TLSALPN01, front: FrontDirect,
+			fixes:   []string{"example.com AAAA 2001:db8::5 is not this host (this host has 2001:db8::7): fix or remove it — the CA tries IPv6 first"},
+			command: "tlsalpn issue", answer: "partly",
+		},
+		{
+			name: "AAAA without global IPv6 here", names: []string{"example.com"},
+			dns:    planResolver{"ip4 example.com": {"192.0.2.10"}, "ip6 example.com": {"2001:db8::5"}},
+			host:   []string{"127.0.0.1", "::1", "192.0.2.10", "fe80::1", "fd00::2"},
+			method: TLSALPN01, front: FrontDirect,
+			fixes: []string{"example.com AAAA 2001:db8::5: this host has no global IPv6 address, so the CA will fail — it tries IPv6 first"},
+		},
+		{
+			name: "A elsewhere", names: []string{"example.com"},
+			dns:    planResolver{"ip4 example.com": {"198.51.100.9"}},
+			host:   []string{"192.0.2.10"},
+			method: DNS01, front: FrontElsewhere,
+			fixes: []string{"example.com A 198.51.100.9 is not this host (this host has 192.0.2.10): fix it"},
+			why:   "example.com: the name resolves to 198.51.100.9, not this host",
+		},
+		{
+			name: "behind NAT", names: []string{"example.com"},
+			dns:    planResolver{"ip4 example.com": {"203.0.113.5"}},
+			host:   []string{"127.0.0.1", "10.0.0.5"},
+			method: DNS01, front: FrontElsewhere,
+			fixes: []string{"example.com A 203.0.113.5 is not this host (this host has 10.0.0.5): fix it, or, if this host is behind NAT at 203.0.113.5, forward TCP 443 there to this host"},
+		},
+		{
+			name: "no records", names: []string{"nowhere.example"},
+			dns: planResolver{}, host: []string{"192.0.2.10"},
+			method: DNS01, front: FrontNoRecords,
+			why: "nowhere.example: the name has no A or AAAA record; the CA has nowhere to connect",
+		},
+		{
+			name: "wildcard", names: []string{"*.example.com", "example.com"},
+			dns: planResolver{"ip4 example.com": {"192.0.2.10"}}, host: []string{"192.0.2.10"},
+			method: DNS01, front: FrontDirect,
+			why:     "*.example.com is a wildcard: RFC 8737 §3 forbids TLS-ALPN-01 for wildcards",
+			command: "-d '*.example.com' -d example.com",
+		},
+		{
+			name: "IP identifier", names: []string{"192.0.2.10"},
+			dns: planResolver{}, host: []string{"192.0.2.10"},
+			method: TLSALPN01, front: FrontDirect, command: "tlsalpn issue -d 192.0.2.10",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Planner{Resolver: tc.dns, InterfaceAddrs: addrs(tc.host...), ProcRoot: free, Dialable: loopbackOnly, Timeout: 2 * time.Second}
+			plan, err := p.Plan(context.Background(), tc.names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var f *NameFinding
+			for _, nf := range plan.Names {
+				if !nf.Wildcard {
+					f = nf
+					break
+				}
+			}
+			if f.Front != tc.front {
+				t.Errorf("front %q, want %q (%s)", f.Front, tc.front, f.FrontEvidence)
+			}
+			if len(f.RecordFixes) != len(tc.fixes) {
+				t.Fatalf("record fixes %q, want %d like %q", f.RecordFixes, len(tc.fixes), tc.fixes)
+			}
+			for i, want := range tc.fixes {
+				if !strings.HasPrefix(f.RecordFixes[i], want) {
+					t.Errorf("record fix %d:\n got %s\nwant %s…", i, f.RecordFixes[i], want)
+				}
+			}
+			rec := plan.Recommendation
+			if rec.Method != tc.method {
+				t.Errorf("method %s, want %s: %s", rec.Method, tc.method, rec.Summary)
+			}
+			if tc.why != "" && !slices.ContainsFunc(rec.Why, func(s string) bool { return strings.Contains(s, tc.why) }) {
+				t.Errorf("no why line containing %q in %q", tc.why, rec.Why)
+			}
+			if tc.command != "" && !strings.Contains(rec.Commands[0], tc.command) {
+				t.Errorf("command %q does not contain %q", rec.Commands[0], tc.command)
+			}
+			for _, fix := range f.RecordFixes {
+				if rec.Method != DNS01 && !slices.Contains(rec.Before, fix) {
+					t.Errorf("record fix %q not in the recommendation's fix-first list %q", fix, rec.Before)
+				}
+			}
+			if tc.answer != "" {
+				wantRow(t, plan, "names resolve to this host?", tc.answer)
+			}
+			if len(plan.Table) != 8 {
+				t.Errorf("table has %d rows, want 8", len(plan.Table))
+			}
+		})
+	}
+}
+
+func TestParsePlanName(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+		wild bool
+		bad  bool
+	}{
+		{in: "Example.COM.", want: "example.com"},
+		{in: "*.example.com", want: "example.com", wild: true},
+		{in: "192.0.2.1", want: "192.0.2.1"},
+		{in: "*.192.0.2.1", bad: true},
+		{in: "exa mple.com", bad: true},
+		{in: "*", bad: true},
+	}
+	for _, tc := range tests {
+		id, wild, err := ParsePlanName(tc.in)
+		if (err != nil) != tc.bad || (err == nil && (id.Value != tc.want || wild != tc.wild)) {
+			t.Errorf("ParsePlanName(%q) = %v, %v, %v", tc.in, id, wild, err)
+		}
+	}
+}
+
+// --- loopback servers ---------------------------------------------------------
+
+// planCert is an ordinary self-signed certificate for name.
+func planCert(t *testing.T, name string) *tls.Certificate {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		DNSNames: []string{name}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// webTLS is a web server's TLS on addr: cert, ALPN h2 and http/1.1 only,
+// so it refuses a client that offers only acme-tls/1.
+func webTLS(t *testing.T, addr string, cert *tls.Certificate) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"h2", "http/1.1"}}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				tls.Server(c, conf).Handshake()
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+}
+
+// tcpForward passes every connection on from to to, byte for byte: a NAT
+// port forward or a TCP pass-through load balancer.
+func tcpForward(t *testing.T, from, to string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				up, err := net.DialTimeout("tcp", to, 2*time.Second)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				up.SetDeadline(time.Now().Add(5 * time.Second))
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+}
+
+// httpForward is a CDN's port 80: plain HTTP passed on to origin.
+func httpForward(t *testing.T, from, origin string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: origin}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// freeLoopbackPort is a port free on 127.0.0.1 and, when other is set, on
+// that address too.
+func freeLoopbackPort(t *testing.T, other string) int {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ok := true
+		if other != "" {
+			l2, err := net.Listen("tcp", net.JoinHostPort(other, strconv.Itoa(port)))
+			if err == nil {
+				l2.Close()
+			} else {
+				ok = false
+			}
+		}
+		ln.Close()
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no free loopback port")
+	return 0
+}
+
+func have127002() bool {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+// TestPlanProbes runs the planner against loopback servers standing in for
+// this host's web server, a CDN and a port forward. "This host" is
+// 127.0.0.1; "elsewhere" is 127.0.0.2. Nothing leaves loopback.
+func TestPlanProbes(t *testing.T) {
+	if !have127002() {
+		t.Skip("cannot bind 127.0.0.2")
+	}
+	type env struct{ tlsPort, httpPort int }
+	tests := []struct {
+		name       string
+		resolveTo  string
+		listenTest bool
+		realProc   bool // the test process itself holds the TLS port
+		setup      func(t *testing.T, e env) fakeProc
+		check      func(t *testing.T, plan *Plan, e env)
+	}{
+		{
+			name: "port free, listen test passes", resolveTo: "127.0.0.1", listenTest: true,
+			setup: func(t *testing.T, e env) fakeProc { return fakeProc{} },
+			check: func(t *testing.T, plan *Plan, e env) {
+				f := plan.Names[0]
+				if !f.ListenTest.Ran || !f.ListenTest.Pass {
+					t.Errorf("listen test: %+v", f.ListenTest)
+				}
+				if !f.HTTPTest.Ran || !f.HTTPTest.Pass {
+					t.Errorf("HTTP test: %+v", f.HTTPTest)
+				}
+				wantMethod(t, plan, TLSALPN01, "tlsalpn issue -d example.com")
+				if len(plan.Recommendation.Config) != 2 || !strings.Contains(plan.Recommendation.Config[1].Text, "OnCalendar") {
+					t.Errorf("no renew timer in %+v", plan.Recommendation.Config)
+				}
+				wantRow(t, plan, "acme-tls/1 passes?", "yes")
+			},
+		},
+		{
+			name: "port free, no listen test", resolveTo: "127.0.0.1",
+			setup: func(t *testing.T, e env) fakeProc { return fakeProc{} },
+			check: func(t *testing.T, plan *Plan, e env) {
+				wantMethod(t, plan, TLSALPN01, "tlsalpn issue")
+				wantRow(t, plan, "acme-tls/1 passes?", "not tested")
+				wantRow(t, plan, fmt.Sprintf("port %d reachable?", e.tlsPort), "nothing listens yet")
+			},
+		},
+		{
+			name: "nginx holds the port", resolveTo: "127.0.0.1", listenTest: true,
+			setup: func(t *testing.T, e env) fakeProc {
+				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "example.com"))
+				return fakeProc{
+					tcp:   []procSocket{{addr: "127.0.0.1:" + strconv.Itoa(e.tlsPort), state: tcpListen, inode: 7001}},
+					procs: map[int]fakeProcess{812: {comm: "nginx", inodes: []uint64{7001}}},
+				}
+			},
+			check: func(t *testing.T, plan *Plan, e env) {
+				f := plan.Names[0]
+				if f.Front != FrontDirect || f.Outside == nil || f.Outside.ALPN != ALPNRefused {
+					t.Errorf("front %s, outside %+v", f.Front, f.Outside)
+				}
+				if f.ListenTest.Ran || !strings.Contains(f.ListenTest.Detail, "held by nginx (pid 812)") {
+					t.Errorf("listen test: %+v", f.ListenTest)
+				}
+				rec := plan.Recommendation
+				wantMethod(t, plan, TLSALPN01, "move nginx from :"+strconv.Itoa(e.tlsPort)+" to 127.0.0.1:8443")
+				want := fmt.Sprintf("tlsalpn serve --listen :%d --backend 127.0.0.1:8443 --send-proxy 2 -d example.com --email YOU@EXAMPLE.ORG --agree-tos --out /etc/nginx/tls/example.com --deploy-hook 'systemctl reload nginx'", e.tlsPort)
+				if len(rec.Commands) < 2 || rec.Commands[1] != want {
+					t.Errorf("commands %q\nwant %s", rec.Commands, want)
+				}
+				if len(rec.Config) != 1 || !strings.Contains(rec.Config[0].Text, "listen 127.0.0.1:8443 ssl proxy_protocol;") {
+					t.Errorf("config %+v", rec.Config)
+				}
+				wantRow(t, plan, fmt.Sprintf("port %d held here?", e.tlsPort), "held by nginx (pid 812)")
+				wantRow(t, plan, "acme-tls/1 passes?", "no")
+				wantRow(t, plan, "behind a proxy or CDN?", "no")
+			},
+		},
+		{
+			name: "this test process holds the port (real /proc)", resolveTo: "127.0.0.1", realProc: true,
+			setup: func(t *testing.T, e env) fakeProc {
+				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "example.com"))
+				return fakeProc{}
+			},
+			check: func(t *testing.T, plan *Plan, e env) {
+				comm, _ := os.ReadFile("/proc/self/comm")
+				self := strings.TrimSpace(string(comm))
+				if got := plan.Host.TLSPort.Process(); got != self {
+					t.Errorf("port %d held by %q, want this process %q", e.tlsPort, got, self)
+				}
+				wantMethod(t, plan, TLSALPN01, "move "+self+" from :")
+			},
+		},
+		{
+			name: "CDN in front swallows ALPN; port 80 forwarded", resolveTo: "127.0.0.2", listenTest: true,
+			setup: func(t *testing.T, e env) fakeProc {
+				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "example.com"))
+				webTLS(t, "127.0.0.2:"+strconv.Itoa(e.tlsPort), planCert(t, "sni.cdn.example"))
+				httpForward(t, "127.0.0.2:"+strconv.Itoa(e.httpPort), "127.0.0.1:"+strconv.Itoa(e.httpPort))
+				return fakeProc{
+					tcp:   []procSocket{{addr: "127.0.0.1:" + strconv.Itoa(e.tlsPort), state: tcpListen, inode: 7001}},
+					procs: map[int]fakeProcess{812: {comm: "nginx", inodes: []uint64{7001}}},
+				}
+			},
+			check: func(t *testing.T, plan *Plan, e env) {
+				f := plan.Names[0]
+				if f.Front != FrontCDN {
+					t.Errorf("front %s: %s", f.Front, f.FrontEvidence)
+				}
+				if !strings.Contains(f.ListenTest.Detail, "held by nginx") {
+					t.Errorf("listen test: %+v", f.ListenTest)
+				}
+				if !f.HTTPTest.Ran || !f.HTTPTest.Pass {
+					t.Errorf("HTTP test: %+v", f.HTTPTest)
+				}
+				wantMethod(t, plan, HTTP01, "certbot certonly --standalone -d example.com")
+				wantRow(t, plan, "behind a proxy or CDN?", "yes: a CDN")
+			},
+		},
+		{
+			name: "CDN in front, nothing here, no listen test", resolveTo: "127.0.0.2",
+			setup: func(t *testing.T, e env) fakeProc {
+				webTLS(t, "127.0.0.2:"+strconv.Itoa(e.tlsPort), planCert(t, "sni.cdn.example"))
+				return fakeProc{}
+			},
+			check: func(t *testing.T, plan *Plan, e env) {
+				wantMethod(t, plan, DNS01, "certbot certonly --dns-PROVIDER")
+				if !slices.ContainsFunc(plan.Recommendation.Why, func(s string) bool {
+					return strings.Contains(s, "refuses acme-tls/1: a CDN or TLS-terminating proxy")
+				}) {
+					t.Errorf("why: %q", plan.Recommendation.Why)
+				}
+			},
+		},
+		{
+			name: "port forward to the web server here", resolveTo: "127.0.0.2",
+			setup: func(t *testing.T, e env) fakeProc {
+				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "example.com"))
+				tcpForward(t, "127.0.0.2:"+strconv.Itoa(e.tlsPort), "127.0.0.1:"+strconv.Itoa(e.tlsPort))
+				return fakeProc{
+					tcp:   []procSocket{{addr: "0.0.0.0:" + strconv.Itoa(e.tlsPort), state: tcpListen, inode: 7002}},
+					procs: map[int]fakeProcess{99: {comm: "haproxy", inodes: []uint64{7002}}},
+				}
+			},
+			check: func(t *testing.T, plan *Plan, e env) {
+				if f := plan.Names[0]; f.Front != FrontForwarded {
+					t.Errorf("front %s: %s", f.Front, f.FrontEvidence)
+				}
+				wantMethod(t, plan, TLSALPN01, "move haproxy")
+				if !strings.Contains(plan.Recommendation.Commands[1], "systemctl reload haproxy") {
+					t.Errorf("commands %q", plan.Recommendation.Commands)
+				}
+			},
+		},
+		{
+			name: "port looks free but something answers (DNAT)", resolveTo: "127.0.0.1",
+			setup: func(t *testing.T, e env) fakeProc {
+				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "container.example"))
+				return fakeProc{}
+			},
+			check: func(t *testing.T, plan *Plan, e env) {
+				wantMethod(t, plan, TLSALPN01, "tlsalpn issue")
+				if !slices.ContainsFunc(plan.Recommendation.Before, func(s string) bool { return strings.Contains(s, "a DNAT rule") }) {
+					t.Errorf("fix first: %q", plan.Recommendation.Before)
+				}
+			},
+		},
+		{
+			name: "DNS elsewhere, nothing answers", resolveTo: "127.0.0.2", listenTest: true,
+			setup: func(t *testing.T, e env) fakeProc { return fakeProc{} },
+			check: func(t *testing.T, plan *Plan, e env) {
+				f := plan.Names[0]
+				if f.Front != FrontElsewhere || !strings.Contains(f.ListenTest.Detail, "does not resolve to this host") {
+					t.Errorf("front %s, listen test %+v", f.Front, f.ListenTest)
+				}
+				wantMethod(t, plan, DNS01, "--dns-PROVIDER")
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := env{tlsPort: freeLoopbackPort(t, "127.0.0.2")}
+			for e.httpPort == 0 || e.httpPort == e.tlsPort {
+				e.httpPort = freeLoopbackPort(t, "127.0.0.2")
+			}
+			fp := tc.setup(t, e)
+			p := &Planner{
+				Resolver:       planResolver{"ip4 example.com": {tc.resolveTo}},
+				InterfaceAddrs: addrs("127.0.0.1"),
+				ProcRoot:       fp.write(t),
+				TLSPort:        e.tlsPort,
+				HTTPPort:       e.httpPort,
+				ListenTest:     tc.listenTest,
+				Listen:         loopbackListen,
+				Dialable:       loopbackOnly,
+				Timeout:        2 * time.Second,
+			}
+			if tc.realProc {
+				p.ProcRoot = ""
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			plan, err := p.Plan(ctx, []string{"example.com"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, plan, e)
+			if t.Failed() {
+				for _, r := range plan.Table {
+					t.Logf("%s | %s | %s", r.Question, r.Answer, strings.Join(r.Evidence, " // "))
+				}
+				t.Logf("recommendation: %+v", plan.Recommendation)
+			}
+		})
+	}
+}
+
+func wantMethod(t *testing.T, plan *Plan, m Method, command string) {
+	t.Helper()
+	rec := plan.Recommendation
+	if rec.Method != m {
+		t.Errorf("method %s, want %s (%s)", rec.Method, m, rec.Summary)
+	}
+	if !strings.Contains(strings.Join(rec.Commands, "\n"), command) {
+		t.Errorf("commands %q do not contain %q", rec.Commands, command)
+	}
+}
+
+func wantRow(t *testing.T, plan *Plan, question, answer string) {
+	t.Helper()
+	for _, r := range plan.Table {
+		if r.Question == question {
+			if r.Answer != answer {
+				t.Errorf("%s: answer %q, want %q (%q)", question, r.Answer, answer, r.Evidence)
+			}
+			return
+		}
+	}
+	t.Errorf("no row %q", question)
+}
