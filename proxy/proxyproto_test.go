@@ -66,6 +66,7 @@ func TestSendProxy(t *testing.T) {
 		{"v2 in, separate writes", 2, trusted, v2Header(t, 2, "203.0.113.9:5555", "198.51.100.1:443"), true, "203.0.113.9:5555", ""},
 		{"v2 in IPv6", 2, trusted, v2Header(t, 2, "[2001:db8::9]:5555", "[2001:db8::1]:443"), false, "[2001:db8::9]:5555", ""},
 		{"v1 in IPv6, v1 out", 1, trusted, v2Header(t, 1, "[2001:db8::9]:5555", "[2001:db8::1]:443"), false, "[2001:db8::9]:5555", ""},
+		{"v2 in with 4000 bytes of TLVs", 2, trusted, v2WithTLVs(t, 4000), false, "203.0.113.9:5555", ""},
 		{"v2 LOCAL in (health check)", 2, trusted, func() []byte {
 			b, _ := (&proxyproto.Header{Version: 2, Command: proxyproto.LOCAL}).Format()
 			return b
@@ -146,6 +147,7 @@ func TestProxyProtocolRefused(t *testing.T) {
 		{"trusted without header", local, h, false},
 		{"trusted, garbage header", local, cat([]byte("PROXY NONSENSE\r\n"), h), false},
 		{"trusted, truncated v2 header", local, v2[:20], false},
+		{"trusted, v2 header over 4 KiB (go-proxyproto's bound)", local, cat(v2WithTLVs(t, 6000), h), false},
 		{"untrusted with v2 header", elsewhere, cat(v2, h), false},
 		{"untrusted with v1 header", elsewhere, cat(v1, h), false},
 		{"untrusted, no header", elsewhere, h, true},
@@ -155,7 +157,7 @@ func TestProxyProtocolRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			be := startBackend(t, idHandler("backend"))
-			p := startProxy(t, Config{TrustedProxies: tt.trusted, ClientHelloTimeout: 2 * time.Second,
+			p := startProxy(t, Config{TrustedProxies: tt.trusted, ClientHelloTimeout: 500 * time.Millisecond,
 				Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
 			c := dial(t, p.addr)
 			c.Write(tt.send)
@@ -212,4 +214,19 @@ func TestProxyProtocolIPv6Trust(t *testing.T) {
 	if n := be.accepted.Load(); n != 1 {
 		t.Fatalf("backend accepted %d connections, want 1", n)
 	}
+}
+
+// v2WithTLVs is a v2 header from 203.0.113.9:5555 carrying n bytes of
+// NOOP TLV.
+func v2WithTLVs(t testing.TB, n int) []byte {
+	t.Helper()
+	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort("203.0.113.9:5555")), net.TCPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.1:443")))
+	if err := h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_NOOP, Value: make([]byte, n)}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
