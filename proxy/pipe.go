@@ -32,7 +32,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 type activity struct{ last atomic.Int64 }
 
 func (a *activity) touch()                              { a.last.Store(time.Now().UnixNano()) }
-func (a *activity) idleFor(now time.Time) time.Duration { return now.Sub(time.Unix(0, a.last.Load())) }
+func (a *activity) idleFor(now time.Time) time.Duration { return now.Sub(a.lastTime()) }
+func (a *activity) lastTime() time.Time                 { return time.Unix(0, a.last.Load()) }
 
 // pipe copies client→backend and backend→client until both directions end,
 // either connection fails, or nothing moves for idle. A direction that sees
@@ -103,10 +104,13 @@ func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity) (int64
 		readDeadline, writeDeadln time.Time
 	)
 	for {
-		// Deadlines are moved only when half the idle time is used up:
-		// resetting a timer per message would cost more than the copy.
-		if now := time.Now(); readDeadline.Sub(now) < idle/2 {
-			readDeadline = now.Add(idle)
+		// The read deadline is moved only when it has fallen half the idle
+		// time behind the last activity: resetting a timer per message
+		// would cost more than the copy. When it then fires early, it is
+		// re-armed for exactly the rest, so a connection closes after
+		// idle, not up to twice that.
+		if want := act.lastTime().Add(idle); want.Sub(readDeadline) > idle/2 {
+			readDeadline = want
 			src.SetReadDeadline(readDeadline)
 		}
 		var (
@@ -130,9 +134,12 @@ func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity) (int64
 			return true
 		})
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && idle-act.idleFor(time.Now()) > 0 {
-				readDeadline = time.Time{}
-				continue // the other direction is busy: not idle
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if rest := idle - act.idleFor(time.Now()); rest > 0 {
+					readDeadline = time.Now().Add(rest)
+					src.SetReadDeadline(readDeadline)
+					continue // not idle yet: data moved since the deadline was set
+				}
 			}
 			return total, err
 		}

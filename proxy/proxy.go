@@ -82,6 +82,9 @@ type Server struct {
 	cur    atomic.Pointer[state]
 	active atomic.Int64
 
+	refused      atomic.Int64 // connections closed at the limit
+	lastLimitLog atomic.Int64 // unix nanoseconds
+
 	mu        sync.Mutex
 	conns     map[net.Conn]struct{}
 	listeners map[net.Listener]struct{}
@@ -197,7 +200,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		st := s.cur.Load()
 		if s.active.Load() >= int64(st.cfg.MaxConns) {
 			conn.Close()
-			s.logger.Warn("connection limit reached; closing new connection", "max", st.cfg.MaxConns, "remote", conn.RemoteAddr())
+			s.refused.Add(1)
+			// Once a second at most: under a flood the log must not
+			// become the next thing to fall over.
+			if now := time.Now().UnixNano(); now-s.lastLimitLog.Load() > int64(time.Second) {
+				s.lastLimitLog.Store(now)
+				s.logger.Warn("connection limit reached; closing new connections", "max", st.cfg.MaxConns, "refused_so_far", s.refused.Load())
+			}
 			continue
 		}
 		if !s.track(conn) {
