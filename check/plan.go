@@ -386,6 +386,11 @@ func (p *Planner) localAddrs() ([]netip.Addr, error) {
 	if p.InterfaceAddrs != nil {
 		return p.InterfaceAddrs()
 	}
+	return HostAddrs()
+}
+
+// HostAddrs returns the addresses of this host's interfaces, without zones.
+func HostAddrs() ([]netip.Addr, error) {
 	ifaddrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, err

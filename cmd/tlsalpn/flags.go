@@ -172,16 +172,9 @@ func openStorage(dir string) (*fs.FS, error) {
 func httpClient(caRoot string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if caRoot != "" {
-		pemData, err := os.ReadFile(caRoot)
+		pool, err := rootPool(caRoot)
 		if err != nil {
-			return nil, usagef("reading --ca-root: %v", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pemData) {
-			return nil, usagef("--ca-root %s holds no PEM certificate", caRoot)
+			return nil, err
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

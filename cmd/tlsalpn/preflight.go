@@ -93,17 +93,7 @@ func (p *preflight) local() ([]netip.Addr, error) {
 	if p.localAddrs != nil {
 		return p.localAddrs()
 	}
-	ifaddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, err
-	}
-	var out []netip.Addr
-	for _, ia := range ifaddrs {
-		if pfx, err := netip.ParsePrefix(ia.String()); err == nil {
-			out = append(out, pfx.Addr())
-		}
-	}
-	return out, nil
+	return check.HostAddrs()
 }
 
 // localTarget turns the listen address into one to connect to: an
