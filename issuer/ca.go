@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 // knownCAs maps the short names --ca accepts to ACME directory URLs. It is
@@ -54,13 +56,13 @@ func ResolveCA(s string) (string, error) {
 }
 
 // CAKey is the storage path segment for a CA directory URL, readable and
-// stable: "acme-v02.api.letsencrypt.org-directory".
+// stable: "acme-v02.api.letsencrypt.org-directory". It is storage.CAName,
+// the layout storage/fs documents, made safe for any input.
 func CAKey(directory string) string {
-	u, err := url.Parse(directory)
-	if err != nil || u.Host == "" {
-		return safeSegment(directory)
+	if name, err := storage.CAName(directory); err == nil {
+		return safeSegment(name)
 	}
-	return safeSegment(u.Host + u.Path)
+	return safeSegment(directory)
 }
 
 // safeSegment keeps letters, digits, '.', '-', '_' and '@' and turns anything
