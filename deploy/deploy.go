@@ -289,6 +289,11 @@ func (h Hook) Run(ctx context.Context, env []string) (HookResult, error) {
 	if ctx.Err() == context.DeadlineExceeded {
 		return res, fmt.Errorf("deploy hook %q timed out after %s: %s", h.Command, timeout, tail(res.Output))
 	}
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// The hook exited 0 but left a process holding its output open
+		// (a daemon it started): that is success.
+		err = nil
+	}
 	if err != nil {
 		return res, fmt.Errorf("deploy hook %q failed: %w: %s", h.Command, err, tail(res.Output))
 	}

@@ -272,9 +272,8 @@ func (iss *Issuer) obtain(ctx context.Context, req Request) (*Result, error) {
 
 	key := req.Key
 	if key == nil {
-		// Generated while the order is being created would save a few
-		// hundred µs for EC keys; RSA 4096 can take a second, so start it
-		// early and collect it at finalisation.
+		// Made before the order, so that a key that cannot be made
+		// (an unknown type) fails before the CA is asked for anything.
 		key, err = req.KeyType.Generate()
 		if err != nil {
 			return nil, err

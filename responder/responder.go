@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -222,6 +223,25 @@ func (r *Responder) TLSConfig(base *tls.Config) *tls.Config {
 		return nil, nil
 	}
 	return cfg
+}
+
+// ConfigureHTTPServer makes srv, a net/http server that serves TLS,
+// answer validation handshakes too: it installs TLSConfig on srv.TLSConfig
+// and tells srv to close acme-tls/1 connections after the handshake, which
+// net/http would otherwise serve as HTTP/1.1.
+func (r *Responder) ConfigureHTTPServer(srv *http.Server) {
+	srv.TLSConfig = r.TLSConfig(srv.TLSConfig)
+	if srv.TLSNextProto == nil {
+		// A non-nil TLSNextProto without "h2" is net/http's historic way
+		// to turn HTTP/2 off; keep what the nil map meant by saying so.
+		if srv.Protocols == nil {
+			srv.Protocols = new(http.Protocols)
+			srv.Protocols.SetHTTP1(true)
+			srv.Protocols.SetHTTP2(true)
+		}
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	srv.TLSNextProto[challenge.ALPNProto] = func(_ *http.Server, c *tls.Conn, _ http.Handler) { c.Close() }
 }
 
 // standaloneConfig refuses everything that is not a validation handshake.

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
@@ -692,5 +693,54 @@ func TestServeConn(t *testing.T) {
 		t.Run(fmt.Sprintf("%s %q", tc.sni, tc.alpn), func(t *testing.T) {
 			checkOutcome(t, handshake(t, addr, tc.sni, tc.alpn, nil), tc.want, id, nil)
 		})
+	}
+}
+
+// TestConfigureHTTPServer: a net/http server keeps HTTP/2 and its own
+// certificate for browsers, and answers the CA on the same port.
+func TestConfigureHTTPServer(t *testing.T) {
+	r := New()
+	id, _ := challenge.ParseIdentifier("example.com")
+	chal, _ := challenge.Build(id, "tok.thumb")
+	r.Publish(context.Background(), "example.com", chal)
+	realID, _ := challenge.ParseIdentifier("real.example")
+	real, _ := challenge.Build(realID, "real")
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { io.WriteString(w, req.Proto) }),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{*real}},
+	}
+	r.ConfigureHTTPServer(srv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, ServerName: "example.com", NextProtos: []string{"acme-tls/1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := challenge.Verify(c.ConnectionState().PeerCertificates[0], id, "tok.thumb"); err != nil {
+		t.Errorf("validation handshake: %v", err)
+	}
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("the validation connection carried data: %d, %v", n, err)
+	}
+	c.Close()
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "example.com"}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "HTTP/2.0" {
+		t.Errorf("a browser got %q, want HTTP/2.0", body)
+	}
+	if got := resp.TLS.PeerCertificates[0].DNSNames; len(got) != 1 || got[0] != "real.example" {
+		t.Errorf("a browser got certificate %v, want the server's own", got)
 	}
 }
