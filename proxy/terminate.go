@@ -18,6 +18,10 @@ import (
 type terminator struct {
 	certs  CertSource
 	logger *slog.Logger
+	// One TLS configuration per mode, made once: a tls.Config makes its
+	// session ticket keys on first use, so a configuration per connection
+	// would cost a key each time and no client could ever resume.
+	httpTLS, tcpTLS *tls.Config
 
 	mu      sync.Mutex
 	fronts  map[string]*httpFront // by backend address
@@ -25,15 +29,11 @@ type terminator struct {
 }
 
 func newTerminator(certs CertSource, logger *slog.Logger) *terminator {
-	return &terminator{certs: certs, logger: logger, fronts: map[string]*httpFront{}}
-}
-
-func (t *terminator) tlsConfig(protos []string) *tls.Config {
-	return &tls.Config{
-		GetCertificate: t.certs.GetCertificate,
-		NextProtos:     protos,
-		MinVersion:     tls.VersionTLS12,
+	cfg := func(protos []string) *tls.Config {
+		return &tls.Config{GetCertificate: certs.GetCertificate, NextProtos: protos, MinVersion: tls.VersionTLS12}
 	}
+	return &terminator{certs: certs, logger: logger, fronts: map[string]*httpFront{},
+		httpTLS: cfg([]string{"h2", "http/1.1"}), tcpTLS: cfg(nil)}
 }
 
 // serve handles one client connection whose ClientHello is replayed by conn,
@@ -42,7 +42,7 @@ func (t *terminator) tlsConfig(protos []string) *tls.Config {
 func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 	switch route.Mode {
 	case TerminateTCP:
-		tc := tls.Server(conn, t.tlsConfig(nil))
+		tc := tls.Server(conn, t.tcpTLS)
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ClientHelloTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
@@ -71,7 +71,7 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 			return false
 		}
 		nc := &notifyConn{Conn: conn, done: make(chan struct{})}
-		if !front.ln.push(tls.Server(nc, t.tlsConfig([]string{"h2", "http/1.1"}))) {
+		if !front.ln.push(tls.Server(nc, t.httpTLS)) {
 			return false
 		}
 		<-nc.done // the HTTP server closes it when the client is done

@@ -358,3 +358,31 @@ func TestTerminateShutdown(t *testing.T) {
 		t.Errorf("request in flight during Shutdown: %q", got)
 	}
 }
+
+// TestTerminateResumption: clients resume TLS sessions with the front
+// door, in both modes, as they would with any web server.
+func TestTerminateResumption(t *testing.T) {
+	cert := selfSigned(t, "app.example")
+	cache := manager.NewCache()
+	cache.Put([]string{"app.example"}, cert)
+	be := startBackend(t, echoHandler)
+	for _, mode := range []Mode{TerminateTCP, TerminateHTTP} {
+		t.Run(string(mode), func(t *testing.T) {
+			p := startProxy(t, Config{Routes: []Route{{Names: []string{"app.example"}, Backend: be.addr, Mode: mode}}}, nil, cache)
+			cfg := &tls.Config{RootCAs: poolOf(cert), ServerName: "app.example", ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+			for i, want := range []bool{false, true} {
+				c, err := tls.Dial("tcp", p.addr, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// TLS 1.3 tickets arrive after the handshake: read once.
+				c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				c.Read(make([]byte, 1))
+				if got := c.ConnectionState().DidResume; got != want {
+					t.Errorf("connection %d: DidResume = %v, want %v", i+1, got, want)
+				}
+				c.Close()
+			}
+		})
+	}
+}
