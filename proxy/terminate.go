@@ -50,7 +50,7 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 			t.logger.Debug("TLS handshake failed", "remote", conn.RemoteAddr(), "error", err)
 			return true
 		}
-		d := net.Dialer{Timeout: cfg.DialTimeout}
+		d := net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1} // see Listen on keep-alive
 		backend, err := d.Dial("tcp", route.Backend)
 		if err != nil {
 			t.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "error", err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -113,8 +112,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
+	ln, err := proxy.Listen(ctx, cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w%s", cfg.Listen, err, listenHint(err))
 	}
