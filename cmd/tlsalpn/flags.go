@@ -126,7 +126,6 @@ func (c *caFlags) register(f *flagSet, withAccount bool) {
 	f.BoolVar(&c.agreeTOS, "agree-tos", false, "agree to the CA's terms of service (required to create an account)")
 	f.StringVar(&c.eabKID, "eab-kid", "", "External Account Binding key `ID` (ZeroSSL, Google and other CAs that require EAB)")
 	f.StringVar(&c.eabHMAC, "eab-hmac-key", "", "External Account Binding HMAC `KEY`, base64url as the CA gives it")
-	f.DurationVar(&c.timeout, "timeout", 10*time.Minute, "give up on the whole operation after this `DURATION`")
 }
 
 func (c *caFlags) eab() (*acme.EAB, error) {

@@ -62,6 +62,7 @@ type issueFlags struct {
 
 func (f *issueFlags) register(fs *flagSet) {
 	f.caFlags.register(fs, true)
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up on the whole operation after this `DURATION`")
 	fs.Var(&f.names, "d", "a `NAME` (DNS name or IP address) to put in the certificate; repeat for more, or comma-separate")
 	fs.StringVar(&f.listen, "listen", ":443", "`ADDR` to answer the CA on while validating; the CA always connects to port 443, so anything else needs a port forward")
 	fs.StringVar(&f.out, "out", "", "`DIR` to write cert.pem, chain.pem, fullchain.pem and key.pem to (default STORAGE/live/NAME)")

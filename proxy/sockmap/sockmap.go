@@ -89,7 +89,15 @@ func New() (*Forwarder, error) {
 	// the socket the cookie maps to, or drop if there is none (which the
 	// ordering of map updates rules out).
 	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
+		// A FIN arrives as an skb without data. Redirected, it makes
+		// the worker send zero bytes, which it takes for a broken pipe
+		// (EPIPE on the peer, forwarding stopped). User space sees the
+		// end of stream anyway and passes it on itself.
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // skb->len
+		asm.JNE.Imm(asm.R2, 0, "data"),
+		asm.Mov.Imm(asm.R0, 0), // SK_DROP
+		asm.Return(),
+		asm.Mov.Reg(asm.R6, asm.R1).WithSymbol("data"),
 		asm.FnGetSocketCookie.Call(),
 		asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
 		asm.Mov.Reg(asm.R1, asm.R6),
