@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
@@ -70,10 +71,21 @@ func (p *preflight) resolvesHere(ctx context.Context, id challenge.Identifier) (
 		}
 		addrs = []netip.Addr{a}
 	} else {
-		for _, network := range []string{"ip6", "ip4"} {
-			got, _ := p.resolver.LookupNetIP(ctx, network, id.Value)
-			addrs = append(addrs, got...)
-		}
+		// The answer only picks where to check from: a slow or lossy
+		// resolver must not hold up the order, so both lookups run at
+		// once and for one second at most (a lost UDP packet would
+		// otherwise cost the resolver's five-second retry).
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		var (
+			wg     sync.WaitGroup
+			v6, v4 []netip.Addr
+		)
+		wg.Add(2)
+		go func() { defer wg.Done(); v6, _ = p.resolver.LookupNetIP(lctx, "ip6", id.Value) }()
+		go func() { defer wg.Done(); v4, _ = p.resolver.LookupNetIP(lctx, "ip4", id.Value) }()
+		wg.Wait()
+		addrs = append(v6, v4...)
 	}
 	local, err := p.local()
 	if err != nil {
