@@ -82,6 +82,8 @@ type Server struct {
 	cur    atomic.Pointer[state]
 	active atomic.Int64
 
+	relay relayer // the event loops passthrough connections run on
+
 	refused      atomic.Int64 // connections closed at the limit
 	lastLimitLog atomic.Int64 // unix nanoseconds
 
@@ -262,6 +264,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.Close()
 	}
 	s.mu.Unlock()
+	s.relay.closeAll() // the relayed ones, whose sockets the relay owns
 	<-done
 	return fmt.Errorf("closed %d connections still open at the drain deadline: %w", n, ctx.Err())
 }
@@ -363,7 +366,9 @@ func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, rout
 		s.logger.Debug("replaying ClientHello to backend", "backend", route.Backend, "error", err)
 		return
 	}
-	pipe(conn, backend, cfg.IdleTimeout)
+	if _, _, ok := s.relay.relay(conn, backend, cfg.IdleTimeout); !ok {
+		pipe(conn, backend, cfg.IdleTimeout)
+	}
 }
 
 // helloReaders are the buffered readers ClientHellos are read through.
