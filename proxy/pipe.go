@@ -35,6 +35,10 @@ func (a *activity) touch()                              { a.last.Store(time.Now(
 func (a *activity) idleFor(now time.Time) time.Duration { return now.Sub(a.lastTime()) }
 func (a *activity) lastTime() time.Time                 { return time.Unix(0, a.last.Load()) }
 
+// pipe copies client→backend and backend→client with two goroutines. On
+// Linux, passthrough connections use the event-loop relay instead
+// (relay_linux.go); pipe serves terminated connections and other systems.
+//
 // pipe copies client→backend and backend→client until both directions end,
 // either connection fails, or nothing moves for idle. A direction that sees
 // EOF half-closes its destination, so protocols that close one way first

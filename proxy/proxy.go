@@ -253,6 +253,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	defer s.relay.stop()
 	select {
 	case <-done:
 		return nil

@@ -60,6 +60,7 @@ type relayLoop struct {
 	mu      sync.Mutex
 	queue   []*relayConn
 	killAll bool // set by Shutdown at its deadline
+	stopped bool // set by stop: exit once no connection is left
 
 	ends   map[uint64]*relayEnd
 	conns  map[*relayConn]struct{}
@@ -136,6 +137,17 @@ func (rl *relayer) closeAll() {
 	}
 }
 
+// stop ends the loops once their connections are done; the relayer must
+// not be used afterwards. Shutdown calls it when the drain is over.
+func (rl *relayer) stop() {
+	for _, l := range rl.loops {
+		l.mu.Lock()
+		l.stopped = true
+		l.mu.Unlock()
+		l.wake()
+	}
+}
+
 func dupFD(c *net.TCPConn) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -205,7 +217,7 @@ func (l *relayLoop) run() {
 			l.handle(e, ev.Events, now)
 		}
 		l.mu.Lock()
-		queue, killAll := l.queue, l.killAll
+		queue, killAll, stopped := l.queue, l.killAll, l.stopped
 		l.queue, l.killAll = nil, false
 		l.mu.Unlock()
 		if killAll {
@@ -215,6 +227,11 @@ func (l *relayLoop) run() {
 		}
 		for _, r := range queue {
 			l.register(r, now)
+		}
+		if stopped && len(l.conns) == 0 {
+			unix.Close(l.epfd)
+			unix.Close(l.wakeFD)
+			return
 		}
 		if now.Sub(lastSweep) >= time.Second {
 			lastSweep = now
