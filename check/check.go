@@ -517,3 +517,21 @@ func verdict(r *Report) (Verdict, string) {
 	}
 	return Pass, r.CA.Summary
 }
+
+// FirstFix is the fix line of the first failing CA rule: what to change
+// first for the CA to pass.
+func (r *Report) FirstFix() string {
+	for _, res := range r.Results {
+		if !res.Pass && res.Fix != "" {
+			return res.Fix
+		}
+	}
+	for _, a := range r.Addresses {
+		for _, res := range a.Results {
+			if !res.Pass && res.Fix != "" && res.Rule.IsCARule() {
+				return res.Fix
+			}
+		}
+	}
+	return ""
+}

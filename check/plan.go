@@ -942,7 +942,7 @@ func (p *Planner) tlsListenTest(ctx context.Context, names []*NameFinding) {
 				f.ListenTest = ProbeResult{Ran: true, Pass: true, Detail: "a throwaway acme-tls/1 challenge was answered: " + rep.CA.Summary + fromHere}
 				return
 			}
-			f.ListenTest = ProbeResult{Ran: true, Detail: rep.CA.Problem + fromHere, Fix: firstCAFix(rep)}
+			f.ListenTest = ProbeResult{Ran: true, Detail: rep.CA.Problem + fromHere, Fix: rep.FirstFix()}
 		})
 	}
 	wg.Wait()
@@ -951,22 +951,6 @@ func (p *Planner) tlsListenTest(ctx context.Context, names []*NameFinding) {
 func bindFix(err error, port int) string {
 	if errors.Is(err, os.ErrPermission) {
 		return fmt.Sprintf("ports below 1024 need root or CAP_NET_BIND_SERVICE: run the plan as root to test port %d", port)
-	}
-	return ""
-}
-
-func firstCAFix(rep *Report) string {
-	for _, r := range rep.Results {
-		if !r.Pass && r.Fix != "" {
-			return r.Fix
-		}
-	}
-	for _, a := range rep.Addresses {
-		for _, r := range a.Results {
-			if !r.Pass && r.Fix != "" && r.Rule.IsCARule() {
-				return r.Fix
-			}
-		}
 	}
 	return ""
 }

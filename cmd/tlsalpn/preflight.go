@@ -55,7 +55,7 @@ func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyA
 		return nil
 	}
 	msg := rep.CA.Problem
-	if fix := firstFix(rep); fix != "" {
+	if fix := rep.FirstFix(); fix != "" {
 		msg += "; fix: " + fix
 	}
 	return fmt.Errorf("checked %s: %s", where, msg)
@@ -140,18 +140,3 @@ func (p *preflight) localTarget() (netip.Addr, int, error) {
 	return a, port, nil
 }
 
-func firstFix(rep *check.Report) string {
-	for _, r := range rep.Results {
-		if !r.Pass && r.Fix != "" {
-			return r.Fix
-		}
-	}
-	for _, a := range rep.Addresses {
-		for _, r := range a.Results {
-			if !r.Pass && r.Fix != "" && r.Rule.IsCARule() {
-				return r.Fix
-			}
-		}
-	}
-	return ""
-}
