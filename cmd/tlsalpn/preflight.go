@@ -139,4 +139,3 @@ func (p *preflight) localTarget() (netip.Addr, int, error) {
 	}
 	return a, port, nil
 }
-
