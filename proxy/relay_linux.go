@@ -61,6 +61,7 @@ type relayLoop struct {
 	queue   []*relayConn
 	killAll bool // set by Shutdown at its deadline
 	stopped bool // set by stop: exit once no connection is left
+	dead    bool // the loop has exited: take nothing more
 
 	ends   map[uint64]*relayEnd
 	conns  map[*relayConn]struct{}
@@ -182,6 +183,13 @@ func newRelayLoop() (*relayLoop, error) {
 
 func (l *relayLoop) enqueue(r *relayConn) {
 	l.mu.Lock()
+	if l.dead {
+		l.mu.Unlock()
+		unix.Close(r.a.fd)
+		unix.Close(r.b.fd)
+		close(r.done)
+		return
+	}
 	l.queue = append(l.queue, r)
 	l.mu.Unlock()
 	l.wake()
@@ -199,6 +207,19 @@ func (l *relayLoop) run() {
 	for {
 		n, err := unix.EpollWait(l.epfd, events, 1000)
 		if err != nil && err != unix.EINTR {
+			// Cannot happen with a valid epoll descriptor; if it does,
+			// end every connection rather than leave them hanging.
+			l.mu.Lock()
+			l.dead = true
+			queue := l.queue
+			l.queue = nil
+			l.mu.Unlock()
+			for _, r := range queue {
+				l.register(r, time.Now())
+			}
+			for r := range l.conns {
+				l.finish(r)
+			}
 			return
 		}
 		now := time.Now()
@@ -229,6 +250,9 @@ func (l *relayLoop) run() {
 			l.register(r, now)
 		}
 		if stopped && len(l.conns) == 0 {
+			l.mu.Lock()
+			l.dead = true
+			l.mu.Unlock()
 			unix.Close(l.epfd)
 			unix.Close(l.wakeFD)
 			return
