@@ -18,7 +18,8 @@ import (
 // of the proxy's cost (go tool pprof with TLSALPN_CPUPROFILE shows it).
 // Here one level-triggered epoll_wait serves every ready connection of a
 // loop, and each message costs one read and one write. An idle connection
-// costs two small structs: no goroutine, no buffer.
+// costs two small structs and the parked goroutine that accepted it; no
+// buffer.
 //
 // The loop owns the sockets it relays (duplicated descriptors: the Go
 // connections are closed so the runtime's poller lets go of them) and is
