@@ -7,11 +7,9 @@ package check
 // moment. The decision is advice: only a failure to probe is an error.
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,7 +19,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +26,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/procnet"
 	challengeresponder "github.com/tlsalpn/tlsalpn/responder"
 )
 
@@ -80,14 +78,8 @@ const (
 )
 
 // Listener is a TCP socket in LISTEN state on this host, with the process
-// that holds it when /proc tells (another user's process needs root).
-type Listener struct {
-	Address string `json:"address"` // ip:port it is bound to
-	Inode   uint64 `json:"inode"`
-	UID     int    `json:"uid"`
-	PID     int    `json:"pid,omitempty"`
-	Process string `json:"process,omitempty"` // /proc/PID/comm
-}
+// that holds it when /proc tells; see package procnet, which finds them.
+type Listener = procnet.Listener
 
 // PortState is who, if anyone, listens on a port here.
 type PortState struct {
@@ -409,159 +401,11 @@ func isGlobal6(a netip.Addr) bool {
 }
 
 func (p *Planner) portState(port int) (PortState, error) {
-	ls, err := Listeners(p.ProcRoot, port)
+	ls, err := procnet.Listeners(p.ProcRoot, port)
 	if err != nil {
 		return PortState{}, fmt.Errorf("check: plan: who listens on port %d: %w", port, err)
 	}
 	return PortState{Port: port, Free: len(ls) == 0, Listeners: ls}, nil
-}
-
-// Listeners returns the TCP sockets listening on port, from
-// procRoot/net/tcp and procRoot/net/tcp6 ("" means "/proc"), each with the
-// process holding it, found through the procRoot/PID/fd symlinks
-// "socket:[INODE]". Processes whose fd directory cannot be read (another
-// user's, without root) are left out: their sockets have no PID.
-func Listeners(procRoot string, port int) ([]Listener, error) {
-	if procRoot == "" {
-		procRoot = "/proc"
-	}
-	var out []Listener
-	found := false
-	for _, f := range []string{"tcp", "tcp6"} {
-		ls, err := parseProcNet(filepath.Join(procRoot, "net", f), port)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // no IPv6, or no IPv4
-		}
-		if err != nil {
-			return nil, err
-		}
-		found = true
-		out = append(out, ls...)
-	}
-	if !found {
-		return nil, fmt.Errorf("neither %s nor %s exists: is procfs mounted (Linux only)?",
-			filepath.Join(procRoot, "net", "tcp"), filepath.Join(procRoot, "net", "tcp6"))
-	}
-	if len(out) == 0 {
-		return nil, nil
-	}
-	owners := socketOwners(procRoot, out)
-	for i := range out {
-		if pid, ok := owners[out[i].Inode]; ok {
-			out[i].PID = pid
-			if b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "comm")); err == nil {
-				out[i].Process = strings.TrimSpace(string(b))
-			}
-		}
-	}
-	return out, nil
-}
-
-// tcpListen is the state TCP_LISTEN in /proc/net/tcp.
-const tcpListen = "0A"
-
-// parseProcNet reads the LISTEN sockets on port from one /proc/net/tcp{,6}
-// file, whose columns are: sl local_address rem_address st tx_queue:rx_queue
-// tr:tm->when retrnsmt uid timeout inode ...
-func parseProcNet(file string, port int) ([]Listener, error) {
-	fh, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	var out []Listener
-	sc := bufio.NewScanner(fh)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	first := true
-	for sc.Scan() {
-		if first { // the header
-			first = false
-			continue
-		}
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || fields[3] != tcpListen {
-			continue
-		}
-		ap, err := parseProcAddr(fields[1])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
-		}
-		if int(ap.Port()) != port {
-			continue
-		}
-		uid, _ := strconv.Atoi(fields[7])
-		inode, _ := strconv.ParseUint(fields[9], 10, 64)
-		out = append(out, Listener{Address: ap.String(), UID: uid, Inode: inode})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", file, err)
-	}
-	return out, nil
-}
-
-// parseProcAddr parses "0100007F:01BB" or the 32-digit IPv6 form. The
-// kernel prints the address as 32-bit words in host byte order, each with
-// %08X, and the port in network order.
-func parseProcAddr(s string) (netip.AddrPort, error) {
-	hexAddr, hexPort, ok := strings.Cut(s, ":")
-	if !ok || (len(hexAddr) != 8 && len(hexAddr) != 32) {
-		return netip.AddrPort{}, fmt.Errorf("bad socket address %q", s)
-	}
-	port, err := strconv.ParseUint(hexPort, 16, 16)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("bad port in %q", s)
-	}
-	raw := make([]byte, len(hexAddr)/2)
-	for i := 0; i < len(hexAddr); i += 8 {
-		w, err := strconv.ParseUint(hexAddr[i:i+8], 16, 32)
-		if err != nil {
-			return netip.AddrPort{}, fmt.Errorf("bad address in %q", s)
-		}
-		binary.NativeEndian.PutUint32(raw[i/2:], uint32(w))
-	}
-	a, _ := netip.AddrFromSlice(raw)
-	return netip.AddrPortFrom(a.Unmap(), uint16(port)), nil
-}
-
-// socketOwners maps the inodes of ls to the PIDs whose fd tables hold them.
-func socketOwners(procRoot string, ls []Listener) map[uint64]int {
-	want := map[string]uint64{}
-	for _, l := range ls {
-		if l.Inode != 0 {
-			want["socket:["+strconv.FormatUint(l.Inode, 10)+"]"] = l.Inode
-		}
-	}
-	owners := map[uint64]int{}
-	entries, err := os.ReadDir(procRoot)
-	if err != nil {
-		return owners
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 {
-			continue
-		}
-		fdDir := filepath.Join(procRoot, e.Name(), "fd")
-		fds, err := os.ReadDir(fdDir)
-		if err != nil {
-			continue // gone, or another user's
-		}
-		for _, fd := range fds {
-			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if err != nil {
-				continue
-			}
-			if inode, ok := want[target]; ok {
-				if _, dup := owners[inode]; !dup {
-					owners[inode] = pid
-				}
-			}
-		}
-		if len(owners) == len(want) {
-			break
-		}
-	}
-	return owners
 }
 
 // --- the names -------------------------------------------------------------

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math/big"
@@ -18,186 +17,56 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsalpn/tlsalpn/procnet/procnettest"
 )
 
-// --- a fake /proc -----------------------------------------------------------
-
-// procSocket is one line of a fake /proc/net/tcp{,6}.
-type procSocket struct {
-	addr  string // ip:port
-	state string // "0A" LISTEN, "01" ESTABLISHED
-	uid   int
-	inode uint64
-}
-
-// procHex writes ap as the kernel does: 32-bit words in host byte order,
-// each %08X, and the port in network order.
-func procHex(ap netip.AddrPort) string {
-	raw := ap.Addr().AsSlice()
-	var b strings.Builder
-	for i := 0; i < len(raw); i += 4 {
-		fmt.Fprintf(&b, "%08X", binary.NativeEndian.Uint32(raw[i:]))
-	}
-	return fmt.Sprintf("%s:%04X", b.String(), ap.Port())
-}
-
-// fakeProc builds procRoot/net/tcp, tcp6 and, per pid, comm and fd
-// symlinks to "socket:[inode]".
-type fakeProc struct {
-	tcp, tcp6 []procSocket
-	procs     map[int]fakeProcess
-	noTCP6    bool
-}
-
-type fakeProcess struct {
-	comm   string
-	inodes []uint64
-}
-
-func (fp fakeProc) write(t *testing.T) string {
-	t.Helper()
-	root := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.MkdirAll(filepath.Join(root, "net"), 0o755))
-	table := func(name string, socks []procSocket) {
-		var b strings.Builder
-		b.WriteString("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n")
-		for i, s := range socks {
-			ap := netip.MustParseAddrPort(s.addr)
-			remote := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
-			if ap.Addr().Is6() {
-				remote = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
-			}
-			fmt.Fprintf(&b, "%4d: %s %s %s 00000000:00000000 00:00000000 00000000 %5d        0 %d 1 0000000000000000 100 0 0 10 0\n",
-				i, procHex(ap), procHex(remote), s.state, s.uid, s.inode)
-		}
-		must(os.WriteFile(filepath.Join(root, "net", name), []byte(b.String()), 0o644))
-	}
-	table("tcp", fp.tcp)
-	if !fp.noTCP6 {
-		table("tcp6", fp.tcp6)
-	}
-	for pid, p := range fp.procs {
-		dir := filepath.Join(root, strconv.Itoa(pid))
-		must(os.MkdirAll(filepath.Join(dir, "fd"), 0o755))
-		must(os.WriteFile(filepath.Join(dir, "comm"), []byte(p.comm+"\n"), 0o644))
-		must(os.Symlink("/dev/null", filepath.Join(dir, "fd", "0")))
-		for i, ino := range p.inodes {
-			must(os.Symlink(fmt.Sprintf("socket:[%d]", ino), filepath.Join(dir, "fd", strconv.Itoa(i+3))))
-		}
-	}
-	must(os.MkdirAll(filepath.Join(root, "self"), 0o755)) // not a pid: skipped
-	return root
-}
-
-func TestParseProcAddr(t *testing.T) {
-	for _, s := range []string{"0.0.0.0:443", "127.0.0.1:80", "192.0.2.10:8443", "[::]:443", "[::1]:443", "[2001:db8::7]:65535"} {
-		ap := netip.MustParseAddrPort(s)
-		got, err := parseProcAddr(procHex(ap))
-		if err != nil || got != ap {
-			t.Errorf("parseProcAddr(%s) = %v, %v; want %v", procHex(ap), got, err, ap)
-		}
-	}
-	for _, bad := range []string{"", "0100007F", "0100007F:XYZ", "01007F:01BB", "0100007G:01BB"} {
-		if _, err := parseProcAddr(bad); err == nil {
-			t.Errorf("parseProcAddr(%q) succeeded", bad)
-		}
-	}
-}
-
-func TestPlanListenersFakeProc(t *testing.T) {
-	fp := fakeProc{
-		tcp: []procSocket{
-			{addr: "0.0.0.0:443", state: tcpListen, inode: 111},
-			{addr: "127.0.0.1:80", state: tcpListen, uid: 33, inode: 222},
-			{addr: "192.0.2.10:443", state: "01", inode: 444}, // established, not a listener
-			{addr: "127.0.0.1:8080", state: tcpListen, uid: 1000, inode: 555},
+// TestPlanPortStateHolder: who holds a port, as the plan words it, from
+// what procnet reports.
+func TestPlanPortStateHolder(t *testing.T) {
+	fp := procnettest.Proc{
+		TCP: []procnettest.Socket{
+			{Addr: "0.0.0.0:443", State: procnettest.Listen, Inode: 111},
+			{Addr: "127.0.0.1:80", State: procnettest.Listen, UID: 33, Inode: 222},
+			{Addr: "127.0.0.1:8080", State: procnettest.Listen, UID: 1000, Inode: 555},
 		},
-		tcp6: []procSocket{{addr: "[::]:443", state: tcpListen, inode: 333}},
-		procs: map[int]fakeProcess{
-			812:  {comm: "nginx", inodes: []uint64{111, 333}},
-			900:  {comm: "sshd"},
-			1234: {comm: "haproxy", inodes: []uint64{555}},
+		TCP6: []procnettest.Socket{{Addr: "[::]:443", State: procnettest.Listen, Inode: 333}},
+		Procs: map[int]procnettest.Process{
+			812:  {Comm: "nginx", FDs: map[int]uint64{3: 111, 4: 333}},
+			1234: {Comm: "haproxy", FDs: map[int]uint64{3: 555}},
 		},
 	}
-	root := fp.write(t)
+	p := &Planner{ProcRoot: fp.Write(t)}
 	tests := []struct {
-		port   int
-		want   []Listener
-		holder string
+		port            int
+		holder, process string
+		addresses       string
 	}{
-		{443, []Listener{
-			{Address: "0.0.0.0:443", Inode: 111, PID: 812, Process: "nginx"},
-			{Address: "[::]:443", Inode: 333, PID: 812, Process: "nginx"},
-		}, "nginx (pid 812)"},
-		{80, []Listener{{Address: "127.0.0.1:80", Inode: 222, UID: 33}}, "an unknown process (uid 33)"},
-		{8080, []Listener{{Address: "127.0.0.1:8080", Inode: 555, UID: 1000, PID: 1234, Process: "haproxy"}}, "haproxy (pid 1234)"},
-		{22, nil, ""},
+		{443, "nginx (pid 812)", "nginx", "0.0.0.0:443, [::]:443"},
+		{80, "an unknown process (uid 33)", "", "127.0.0.1:80"},
+		{8080, "haproxy (pid 1234)", "haproxy", "127.0.0.1:8080"},
+		{22, "", "", ""},
 	}
 	for _, tc := range tests {
-		got, err := Listeners(root, tc.port)
+		ps, err := p.portState(tc.port)
 		if err != nil {
 			t.Fatalf("port %d: %v", tc.port, err)
 		}
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("port %d: got %+v\nwant %+v", tc.port, got, tc.want)
-		}
-		ps := PortState{Port: tc.port, Free: len(got) == 0, Listeners: got}
-		if ps.Holder() != tc.holder {
-			t.Errorf("port %d: holder %q, want %q", tc.port, ps.Holder(), tc.holder)
+		if ps.Free != (tc.holder == "") || ps.Holder() != tc.holder || ps.Process() != tc.process || ps.addresses() != tc.addresses {
+			t.Errorf("port %d: free %v, holder %q, process %q, addresses %q; want holder %q, process %q, addresses %q",
+				tc.port, ps.Free, ps.Holder(), ps.Process(), ps.addresses(), tc.holder, tc.process, tc.addresses)
 		}
 	}
-
-	// Without IPv6 there is no tcp6: fine. Without either: an error.
-	v4only := fakeProc{tcp: fp.tcp, procs: fp.procs, noTCP6: true}.write(t)
-	if got, err := Listeners(v4only, 443); err != nil || len(got) != 1 {
-		t.Errorf("no tcp6: got %v, %v; want the IPv4 listener", got, err)
+	p.ProcRoot = t.TempDir()
+	if _, err := p.portState(443); err == nil || !strings.Contains(err.Error(), "who listens on port 443") {
+		t.Errorf("no /proc/net: error %v", err)
 	}
-	if _, err := Listeners(t.TempDir(), 443); err == nil {
-		t.Error("no /proc/net at all: no error")
-	}
-}
-
-// TestPlanListenersFindsItself: the real /proc shows this test process
-// holding a loopback listener, by name.
-func TestPlanListenersFindsItself(t *testing.T) {
-	if _, err := os.Stat("/proc/net/tcp"); err != nil {
-		t.Skip("no /proc/net/tcp: not Linux")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
-	comm, err := os.ReadFile("/proc/self/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := Listeners("", port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Listener{Address: ln.Addr().String(), PID: os.Getpid(), Process: strings.TrimSpace(string(comm)), UID: os.Getuid()}
-	for _, l := range got {
-		l.Inode = 0
-		if l == want {
-			return
-		}
-	}
-	t.Fatalf("Listeners(%d) = %+v; want one like %+v", port, got, want)
 }
 
 // --- fakes for the planner ---------------------------------------------------
@@ -238,7 +107,7 @@ func loopbackListen(ctx context.Context, network, addr string) (net.Listener, er
 // recommendation they lead to, with nothing dialed (only documentation
 // addresses, which the planner is not allowed to dial here).
 func TestPlanRecords(t *testing.T) {
-	free := fakeProc{}.write(t)
+	free := procnettest.Proc{}.Write(t)
 	tests := []struct {
 		name    string
 		names   []string
@@ -519,12 +388,12 @@ func TestPlanProbes(t *testing.T) {
 		resolveTo  string
 		listenTest bool
 		realProc   bool // the test process itself holds the TLS port
-		setup      func(t *testing.T, e env) fakeProc
+		setup      func(t *testing.T, e env) procnettest.Proc
 		check      func(t *testing.T, plan *Plan, e env)
 	}{
 		{
 			name: "port free, listen test passes", resolveTo: "127.0.0.1", listenTest: true,
-			setup: func(t *testing.T, e env) fakeProc { return fakeProc{} },
+			setup: func(t *testing.T, e env) procnettest.Proc { return procnettest.Proc{} },
 			check: func(t *testing.T, plan *Plan, e env) {
 				f := plan.Names[0]
 				if !f.ListenTest.Ran || !f.ListenTest.Pass {
@@ -542,7 +411,7 @@ func TestPlanProbes(t *testing.T) {
 		},
 		{
 			name: "port free, no listen test", resolveTo: "127.0.0.1",
-			setup: func(t *testing.T, e env) fakeProc { return fakeProc{} },
+			setup: func(t *testing.T, e env) procnettest.Proc { return procnettest.Proc{} },
 			check: func(t *testing.T, plan *Plan, e env) {
 				wantMethod(t, plan, TLSALPN01, "tlsalpn issue")
 				wantRow(t, plan, "acme-tls/1 passes?", "not tested")
@@ -551,11 +420,11 @@ func TestPlanProbes(t *testing.T) {
 		},
 		{
 			name: "nginx holds the port", resolveTo: "127.0.0.1", listenTest: true,
-			setup: func(t *testing.T, e env) fakeProc {
+			setup: func(t *testing.T, e env) procnettest.Proc {
 				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "example.com"))
-				return fakeProc{
-					tcp:   []procSocket{{addr: "127.0.0.1:" + strconv.Itoa(e.tlsPort), state: tcpListen, inode: 7001}},
-					procs: map[int]fakeProcess{812: {comm: "nginx", inodes: []uint64{7001}}},
+				return procnettest.Proc{
+					TCP:   []procnettest.Socket{{Addr: "127.0.0.1:" + strconv.Itoa(e.tlsPort), State: procnettest.Listen, Inode: 7001}},
+					Procs: map[int]procnettest.Process{812: {Comm: "nginx", FDs: map[int]uint64{3: 7001}}},
 				}
 			},
 			check: func(t *testing.T, plan *Plan, e env) {
@@ -582,9 +451,9 @@ func TestPlanProbes(t *testing.T) {
 		},
 		{
 			name: "this test process holds the port (real /proc)", resolveTo: "127.0.0.1", realProc: true,
-			setup: func(t *testing.T, e env) fakeProc {
+			setup: func(t *testing.T, e env) procnettest.Proc {
 				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "example.com"))
-				return fakeProc{}
+				return procnettest.Proc{}
 			},
 			check: func(t *testing.T, plan *Plan, e env) {
 				comm, _ := os.ReadFile("/proc/self/comm")
@@ -597,13 +466,13 @@ func TestPlanProbes(t *testing.T) {
 		},
 		{
 			name: "CDN in front swallows ALPN; port 80 forwarded", resolveTo: "127.0.0.2", listenTest: true,
-			setup: func(t *testing.T, e env) fakeProc {
+			setup: func(t *testing.T, e env) procnettest.Proc {
 				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "example.com"))
 				webTLS(t, "127.0.0.2:"+strconv.Itoa(e.tlsPort), planCert(t, "sni.cdn.example"))
 				httpForward(t, "127.0.0.2:"+strconv.Itoa(e.httpPort), "127.0.0.1:"+strconv.Itoa(e.httpPort))
-				return fakeProc{
-					tcp:   []procSocket{{addr: "127.0.0.1:" + strconv.Itoa(e.tlsPort), state: tcpListen, inode: 7001}},
-					procs: map[int]fakeProcess{812: {comm: "nginx", inodes: []uint64{7001}}},
+				return procnettest.Proc{
+					TCP:   []procnettest.Socket{{Addr: "127.0.0.1:" + strconv.Itoa(e.tlsPort), State: procnettest.Listen, Inode: 7001}},
+					Procs: map[int]procnettest.Process{812: {Comm: "nginx", FDs: map[int]uint64{3: 7001}}},
 				}
 			},
 			check: func(t *testing.T, plan *Plan, e env) {
@@ -623,9 +492,9 @@ func TestPlanProbes(t *testing.T) {
 		},
 		{
 			name: "CDN in front, nothing here, no listen test", resolveTo: "127.0.0.2",
-			setup: func(t *testing.T, e env) fakeProc {
+			setup: func(t *testing.T, e env) procnettest.Proc {
 				webTLS(t, "127.0.0.2:"+strconv.Itoa(e.tlsPort), planCert(t, "sni.cdn.example"))
-				return fakeProc{}
+				return procnettest.Proc{}
 			},
 			check: func(t *testing.T, plan *Plan, e env) {
 				wantMethod(t, plan, DNS01, "certbot certonly --dns-PROVIDER")
@@ -638,12 +507,12 @@ func TestPlanProbes(t *testing.T) {
 		},
 		{
 			name: "port forward to the web server here", resolveTo: "127.0.0.2",
-			setup: func(t *testing.T, e env) fakeProc {
+			setup: func(t *testing.T, e env) procnettest.Proc {
 				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "example.com"))
 				tcpForward(t, "127.0.0.2:"+strconv.Itoa(e.tlsPort), "127.0.0.1:"+strconv.Itoa(e.tlsPort))
-				return fakeProc{
-					tcp:   []procSocket{{addr: "0.0.0.0:" + strconv.Itoa(e.tlsPort), state: tcpListen, inode: 7002}},
-					procs: map[int]fakeProcess{99: {comm: "haproxy", inodes: []uint64{7002}}},
+				return procnettest.Proc{
+					TCP:   []procnettest.Socket{{Addr: "0.0.0.0:" + strconv.Itoa(e.tlsPort), State: procnettest.Listen, Inode: 7002}},
+					Procs: map[int]procnettest.Process{99: {Comm: "haproxy", FDs: map[int]uint64{3: 7002}}},
 				}
 			},
 			check: func(t *testing.T, plan *Plan, e env) {
@@ -658,9 +527,9 @@ func TestPlanProbes(t *testing.T) {
 		},
 		{
 			name: "port looks free but something answers (DNAT)", resolveTo: "127.0.0.1",
-			setup: func(t *testing.T, e env) fakeProc {
+			setup: func(t *testing.T, e env) procnettest.Proc {
 				webTLS(t, "127.0.0.1:"+strconv.Itoa(e.tlsPort), planCert(t, "container.example"))
-				return fakeProc{}
+				return procnettest.Proc{}
 			},
 			check: func(t *testing.T, plan *Plan, e env) {
 				wantMethod(t, plan, TLSALPN01, "tlsalpn issue")
@@ -671,7 +540,7 @@ func TestPlanProbes(t *testing.T) {
 		},
 		{
 			name: "DNS elsewhere, nothing answers", resolveTo: "127.0.0.2", listenTest: true,
-			setup: func(t *testing.T, e env) fakeProc { return fakeProc{} },
+			setup: func(t *testing.T, e env) procnettest.Proc { return procnettest.Proc{} },
 			check: func(t *testing.T, plan *Plan, e env) {
 				f := plan.Names[0]
 				if f.Front != FrontElsewhere || !strings.Contains(f.ListenTest.Detail, "does not resolve to this host") {
@@ -692,7 +561,7 @@ func TestPlanProbes(t *testing.T) {
 			p := &Planner{
 				Resolver:       planResolver{"ip4 example.com": {tc.resolveTo}},
 				InterfaceAddrs: addrs("127.0.0.1"),
-				ProcRoot:       fp.write(t),
+				ProcRoot:       fp.Write(t),
 				TLSPort:        e.tlsPort,
 				HTTPPort:       e.httpPort,
 				ListenTest:     tc.listenTest,

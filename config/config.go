@@ -65,7 +65,17 @@ type Proxy struct {
 	// TrustedProxies are the networks allowed (and required) to send a
 	// PROXY protocol header; a bare address is a one-address prefix.
 	TrustedProxies []netip.Prefix
+	// Steer is SteerAuto (default) or SteerOff: whether, while no
+	// challenge is pending, the kernel hands new connections straight to
+	// the backend's listening socket (package steer).
+	Steer string
 }
+
+// The proxy.steer values.
+const (
+	SteerAuto = "auto" // steer when the configuration and the host allow it
+	SteerOff  = "off"  // relay every connection through the front door
+)
 
 // The route modes.
 const (
@@ -179,6 +189,10 @@ func (c *Config) SetDefaults() {
 	setDuration(&p.DrainTimeout, DefaultDrainTimeout)
 	if p.MaxConnections == 0 {
 		p.MaxConnections = DefaultMaxConnections
+	}
+	p.Steer = strings.ToLower(strings.TrimSpace(p.Steer))
+	if p.Steer == "" {
+		p.Steer = SteerAuto
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]

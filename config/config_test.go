@@ -72,6 +72,7 @@ func TestDefaults(t *testing.T) {
 		DialTimeout:        DefaultDialTimeout,
 		MaxConnections:     DefaultMaxConnections,
 		DrainTimeout:       DefaultDrainTimeout,
+		Steer:              SteerAuto,
 	}
 	if !reflect.DeepEqual(c.Proxy, want) {
 		t.Errorf("proxy = %+v, want %+v", c.Proxy, want)
@@ -168,6 +169,7 @@ func TestErrors(t *testing.T) {
 		{"agree_tos yes", "acme:\n  agree_tos: yes\n" + route, 2, 14, `acme.agree_tos: want true or false, got "yes"`},
 		{"max_connections string", "proxy:\n  max_connections: 8k\n" + route, 2, 20, `want a number of connections such as 8000, got "8k"`},
 		{"max_connections huge", "proxy:\n  max_connections: 99999999999999\n" + route, 2, 20, "out of range"},
+		{"steer unknown", "proxy:\n  steer: on\n" + route, 2, 10, `proxy.steer: unknown value "on": write auto`},
 		{"duration without unit", "proxy:\n  dial_timeout: 30\n" + route, 2, 17, `write "30s" for seconds`},
 		{"duration garbage", "proxy:\n  dial_timeout: soon\n" + route, 2, 17, `"soon" is not a duration`},
 		{"duration fractional days", "proxy:\n  idle_timeout: 1.5d\n" + route, 2, 17, `write hours instead, e.g. "36h"`},

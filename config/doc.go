@@ -31,6 +31,7 @@
 //	  max_connections: 8000           # concurrent clients (default 8000)
 //	  drain_timeout: 30s              # grace for open connections on SIGTERM (default 30s)
 //	  trusted_proxies: [10.0.0.0/8, 192.0.2.7]   # may send a PROXY header (CIDRs or addresses)
+//	  steer: auto                     # auto (default) or off: see below
 //
 //	routes:                           # where connections go, by SNI
 //	  - names: [example.com, "*.example.com"]   # exact, one-label wildcard, or "*" (default route)
@@ -62,6 +63,16 @@
 //   - certificate names need no route: the front door answers the CA for
 //     every name itself;
 //   - certificates need acme.agree_tos: true.
+//
+// Steering (proxy.steer: auto, Linux): when the only route is one
+// passthrough "*" route to a backend listening on this host, with no PROXY
+// protocol either way, the front door steps out of the data path while no
+// challenge is pending: the kernel hands each new connection straight to
+// the backend's own listening socket, so it costs nothing and the backend
+// sees the client's real address. Just before a challenge is published,
+// new connections reach the front door again until the last one is
+// withdrawn. Where it cannot be done (not root, an old kernel, a backend
+// on another host) the front door relays as with steer: off, and says why.
 //
 // example-nginx.yaml and example-haproxy.yaml in this directory are
 // complete, commented configurations for the two usual setups.

@@ -170,6 +170,11 @@ func (c *Config) validateProxy(v *validator) {
 	if p.MaxConnections < 0 {
 		v.errorf("proxy.max_connections", "%d is negative: write a number of connections such as %d", p.MaxConnections, DefaultMaxConnections)
 	}
+	switch strings.ToLower(p.Steer) {
+	case "", SteerAuto, SteerOff:
+	default:
+		v.errorf("proxy.steer", "unknown value %q: write auto (hand connections straight to the backend's socket while no challenge is pending, where possible) or off (relay every connection)", p.Steer)
+	}
 	for i, pfx := range p.TrustedProxies {
 		path := index("proxy.trusted_proxies", i)
 		if !pfx.IsValid() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/proxy"
 	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/steer"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
@@ -65,6 +67,7 @@ type serveFlags struct {
 	keyType     string
 	profile     string
 	noPreflight bool
+	steer       string
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -81,6 +84,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&f.sendProxy, "send-proxy", 0, "without --config: send a PROXY protocol header of this `VERSION` (1 or 2) to the backend")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "without --config: certificate key `TYPE`")
 	fs.StringVar(&f.profile, "profile", "", "without --config: ACME `PROFILE`")
+	fs.StringVar(&f.steer, "steer", "auto", "without --config: `auto` hands new connections straight to the backend's listening socket while no challenge is pending (Linux, root, backend on this host); off relays every one")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge through the front door before telling the CA it is ready")
 	if err := fs.parse(args, 0); err != nil {
 		return err
@@ -117,6 +121,11 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("listening on %s: %w%s", cfg.Listen, err, listenHint(err))
 	}
 	fmt.Fprintf(e.stdout, "tlsalpn serve: listening on %s: %s\n", ln.Addr(), cfg.Summary())
+	rt.front = ln.Addr()
+	// Steering outlives the drain: connections that arrive while the old
+	// ones finish still reach the backend.
+	rt.applySteering(ctx, cfg, rt.front)
+	defer rt.closeSteering()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -187,6 +196,7 @@ func serveConfig(f *serveFlags) (*config.Config, error) {
 		Storage: f.storage,
 		ACME:    config.ACME{CA: f.ca, Email: f.email, AgreeTOS: f.agreeTOS, CARoot: f.caRoot, KeyType: f.keyType, Profile: f.profile},
 		Routes:  []config.Route{{Names: []string{"*"}, Backend: f.backend, SendProxy: f.sendProxy}},
+		Proxy:   config.Proxy{Steer: f.steer},
 	}
 	if f.eabKID != "" || f.eabHMAC != "" {
 		cfg.ACME.EAB = &config.EAB{KID: f.eabKID, HMACKey: f.eabHMAC}
@@ -246,6 +256,8 @@ type serveRuntime struct {
 	r      *responder.Responder
 	cache  *manager.Cache
 	srv    *proxy.Server
+	steer  steering
+	front  net.Addr // the listener's address, once bound
 
 	noPreflight bool
 
@@ -261,6 +273,7 @@ func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) 
 	}
 	rt := &serveRuntime{logger: logger, store: store, cache: manager.NewCache(), noPreflight: noPreflight,
 		r: responder.New(responder.WithLogger(logger))}
+	rt.steer.gate = steer.NewGate(nil, rt.r)
 	// Certificates already stored are served from the first connection.
 	m, specs, err := rt.manager(cfg)
 	if err != nil {
@@ -284,7 +297,7 @@ func (rt *serveRuntime) manager(cfg *config.Config) (*manager.Manager, []manager
 		return nil, nil, usagef("acme.ca: %v", err)
 	}
 	is := newIssuers(rt.store, rt.logger, rt.r)
-	is.publisher = rt.r
+	is.publisher = rt.steer.gate
 	is.noPreflight = rt.noPreflight
 	is.agreeTOS = cfg.ACME.AgreeTOS
 	if cfg.ACME.EAB != nil {
@@ -376,6 +389,7 @@ func (rt *serveRuntime) reload(ctx context.Context, cur, next *config.Config) er
 	if err := rt.srv.Reload(proxyConfig(next)); err != nil {
 		return err
 	}
+	rt.applySteering(ctx, next, rt.front)
 	rt.stopKeeping()
 	return rt.startKeeping(ctx, next)
 }

@@ -1,0 +1,22 @@
+//go:build !linux
+
+package steer
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+)
+
+// kernel has no implementation here: sk_lookup is Linux's.
+type kernel struct{}
+
+func loadKernel(netip.AddrPort) (*kernel, error) {
+	return nil, fmt.Errorf("steer: %w on %s (Linux only)", ErrUnsupported, runtime.GOOS)
+}
+
+func (*kernel) grab(string, netip.AddrPort) error { return ErrUnsupported }
+func (*kernel) present() bool                     { return false }
+func (*kernel) setSteering(bool) error            { return ErrUnsupported }
+func (*kernel) detach() error                     { return nil }
+func (*kernel) close() error                      { return nil }
