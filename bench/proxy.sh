@@ -2,13 +2,17 @@
 # Front-door benchmarks, every figure a ratio measured in this one run on
 # this machine (the client, the servers and the proxies share its cores):
 #   1. keep-alive requests/s for a 1 KiB file (wrk -t2 -c64), straight to
-#      nginx and through tlsalpn serve (passthrough), ualpn and HAProxy
+#      nginx and through tlsalpn serve as it runs by default (steering: the
+#      kernel hands connections to nginx's socket while no challenge is
+#      pending), tlsalpn serve --steer off (every connection relayed, as
+#      during a validation or with several routes), ualpn and HAProxy
 #      (mode tcp);
 #   2. new TLS connections/s (full handshakes: nginx has no session cache and
 #      no tickets; wrk sends Connection: close), the same four ways;
 #   3. terminate mode: full handshakes/s of tlsalpn serve terminating TLS vs a
 #      minimal crypto/tls server with the same P-256 certificate;
-#   4. memory per idle proxied connection at 5,000 connections.
+#   4. memory per idle relayed connection at 5,000 connections (--steer off:
+#      a steered connection costs tlsalpn nothing at all).
 # Usage: bench/proxy.sh [SECONDS]    (default 10 per measurement)
 # Needs nginx, haproxy, ualpn (Debian's uacme) and wrk: CI_DEPS_BENCH=1 scripts/ci-deps.sh
 # Everything listens on 127.0.0.1 only.
@@ -60,7 +64,9 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off; user root;' &
 pids+=($!)
 wait_port 18443
 
-env ${SERVE_ENV:-} "$work/bin/tlsalpn" serve --listen 127.0.0.1:19443 --backend 127.0.0.1:18443 --storage "$work/store" >"$work/serve.log" 2>&1 &
+"$work/bin/tlsalpn" serve --listen 127.0.0.1:19443 --backend 127.0.0.1:18443 --storage "$work/store" >"$work/serve.log" 2>&1 &
+pids+=($!)
+env ${SERVE_ENV:-} "$work/bin/tlsalpn" serve --steer off --listen 127.0.0.1:19448 --backend 127.0.0.1:18443 --storage "$work/store-relay" >"$work/relay.log" 2>&1 &
 serve_pid=$!; pids+=($serve_pid)
 ualpn -b 127.0.0.1@19444 -c 127.0.0.1@18443 -s "$work/ualpn.sock" -n 2 -P 0 >"$work/ualpn.log" 2>&1 &
 pids+=($!)
@@ -79,17 +85,23 @@ listen front
 HAP
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 pids+=($!)
-wait_port 19443; wait_port 19444; wait_port 19445
+wait_port 19443; wait_port 19444; wait_port 19445; wait_port 19448
+sleep 0.5
+if grep -q "steering: while" "$work/serve.log"; then
+  echo "tlsalpn serve (default): steering on"
+else
+  echo "tlsalpn serve (default): steering OFF here: $(grep -o 'why=.*' "$work/serve.log" | head -1)"
+fi
 
 rps() { # URL [extra wrk args]: prints requests/s
   wrk -t2 -c64 -d"${secs}s" "$@" 2>&1 | awk '/Requests\/sec/ { print $2 }'
 }
-declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19444]="ualpn" [19445]="haproxy tcp")
+declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19448]="tlsalpn relay" [19444]="ualpn" [19445]="haproxy tcp")
 compare() { # TITLE [wrk args]
   local title=$1; shift
   local direct
   echo "$title"
-  for port in 18443 19443 19444 19445; do
+  for port in 18443 19443 19448 19444 19445; do
     local r
     r=$(rps "$@" "https://localhost:$port/1k")
     [ "$port" = 18443 ] && direct=$r
@@ -122,5 +134,5 @@ go_hs=$("$work/bin/handshake" -addr 127.0.0.1:19447 -sni demo.example.com -c 32 
 t_hs=$("$work/bin/handshake" -addr 127.0.0.1:19446 -sni demo.example.com -c 32 -d "${secs}s" | awk '{print $2}')
 awk -v g="$go_hs" -v t="$t_hs" 'BEGIN { printf "  %-22s %8.0f /s\n  %-22s %8.0f /s   %.2fx\n", "minimal crypto/tls", g, "tlsalpn terminate", t, t/g }'
 
-echo "4. memory per idle proxied connection (tlsalpn serve, passthrough to nginx)"
-"$work/bin/idleconns" -addr 127.0.0.1:19443 -pid "$serve_pid" -n 5000 | sed 's/^/  /'
+echo "4. memory per idle relayed connection (tlsalpn serve --steer off, passthrough to nginx)"
+"$work/bin/idleconns" -addr 127.0.0.1:19448 -pid "$serve_pid" -n 5000 | sed 's/^/  /'

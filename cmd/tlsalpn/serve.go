@@ -121,15 +121,15 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("listening on %s: %w%s", cfg.Listen, err, listenHint(err))
 	}
 	fmt.Fprintf(e.stdout, "tlsalpn serve: listening on %s: %s\n", ln.Addr(), cfg.Summary())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	rt.front = ln.Addr()
 	// Steering outlives the drain: connections that arrive while the old
 	// ones finish still reach the backend.
 	rt.applySteering(ctx, cfg, rt.front)
 	defer rt.closeSteering()
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	served := make(chan error, 1)
 	go func() { served <- rt.srv.Serve(context.WithoutCancel(ctx), ln) }()

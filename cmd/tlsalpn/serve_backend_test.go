@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,30 +117,128 @@ func getThrough(addr, name string, alpn []string) (string, error) {
 // TestServeNginxZeroDowntime: nginx keeps serving TLS behind the front
 // door while tlsalpn obtains a certificate through it, deploys it to
 // nginx's files and reloads nginx with the hook; clients never fail and
-// then see the new certificate.
+// then see the new certificate. With steering (the default) the kernel
+// hands clients straight to nginx, which sees their real address, and the
+// CA's validation still reaches the front door; with --steer off every
+// connection is relayed.
 func TestServeNginxZeroDowntime(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	certPEM, keyPEM := backend.SelfSigned(t, "example.com")
-	if _, err := deploy.Write(out, deploy.Files{Cert: certPEM, FullChain: certPEM, Key: keyPEM}); err != nil {
+	for _, tc := range []struct {
+		steer string
+		// the address nginx logs for a client on 127.0.0.2: its own when
+		// steered, the front door's when relayed
+		wantRemote string
+		wantLog    string
+	}{
+		{"auto", "127.0.0.2", "steering: while no challenge is pending"},
+		{"off", "127.0.0.1", "steering off"},
+	} {
+		t.Run("steer="+tc.steer, func(t *testing.T) {
+			ca := startCLICA(t, testca.Options{})
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			certPEM, keyPEM := backend.SelfSigned(t, "example.com")
+			if _, err := deploy.Write(out, deploy.Files{Cert: certPEM, FullChain: certPEM, Key: keyPEM}); err != nil {
+				t.Fatal(err)
+			}
+			ngx := backend.StartNginx(t, filepath.Join(out, "fullchain.pem"), filepath.Join(out, "key.pem"), backend.NginxOptions{})
+
+			_, stderr, stop := startServe(t, "--listen", ca.listen, "--backend", ngx.Addr, "-d", "example.com",
+				"--ca", ca.DirectoryURL(), "--ca-root", ca.root, "--email", "ops@example.com", "--agree-tos",
+				"--storage", filepath.Join(dir, "store"), "--out", out, "--deploy-hook", ngx.ReloadCommand(), "--profile", "default",
+				"--steer", tc.steer)
+			waitForPort(t, ca.listen, 10*time.Second)
+			waitFor(t, "serve to log its steering", 10*time.Second, func() bool { return strings.Contains(stderr.String(), "steering") })
+			if tc.steer == "auto" && strings.Contains(stderr.String(), "kernel steering unavailable") {
+				t.Skipf("kernel steering unavailable here: %s", stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.wantLog) {
+				t.Fatalf("serve's log does not say %q:\n%s", tc.wantLog, stderr.String())
+			}
+			loop := startClientLoop(t, ca.listen, "example.com")
+			waitFor(t, "clients to see the CA's certificate through nginx", 30*time.Second, func() bool { return loop.sawIssuer("Pebble") })
+			time.Sleep(100 * time.Millisecond) // a few more requests after the switch
+			loop.halt()
+			if f := loop.failed.Load(); f != 0 {
+				t.Errorf("%d of %d client requests failed during issuance and reload; last: %v", f, f+loop.ok.Load(), loop.lastErr)
+			}
+			t.Logf("%d requests, issuers seen: %v", loop.ok.Load(), loop.issuers)
+			verifyChain(t, ca, filepath.Join(out, "fullchain.pem"), "example.com")
+			checkRemote(t, ngx, ca.listen, "/after-issuance", tc.wantRemote)
+			if code := stop(); code != exitOK {
+				t.Errorf("serve exited %d: %s", code, stderr.String())
+			}
+		})
+	}
+}
+
+// checkRemote requests path from 127.0.0.2 through the front door at addr
+// and checks the client address nginx logs for it.
+func checkRemote(t *testing.T, ngx *backend.Nginx, addr, path, want string) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
 		t.Fatal(err)
 	}
-	ngx := backend.StartNginx(t, filepath.Join(out, "fullchain.pem"), filepath.Join(out, "key.pem"), backend.NginxOptions{})
-
-	_, stderr, stop := startServe(t, "--listen", ca.listen, "--backend", ngx.Addr, "-d", "example.com",
-		"--ca", ca.DirectoryURL(), "--ca-root", ca.root, "--email", "ops@example.com", "--agree-tos",
-		"--storage", filepath.Join(dir, "store"), "--out", out, "--deploy-hook", ngx.ReloadCommand(), "--profile", "default")
-	waitForPort(t, ca.listen, 10*time.Second)
-	loop := startClientLoop(t, ca.listen, "example.com")
-	waitFor(t, "clients to see the CA's certificate through nginx", 30*time.Second, func() bool { return loop.sawIssuer("Pebble") })
-	time.Sleep(100 * time.Millisecond) // a few more requests after the switch
-	loop.halt()
-	if f := loop.failed.Load(); f != 0 {
-		t.Errorf("%d of %d client requests failed during issuance and reload; last: %v", f, f+loop.ok.Load(), loop.lastErr)
+	request(t, raw, path)
+	if line := ngx.WaitAccessLog(t, path); !strings.HasPrefix(line, want+" ") {
+		t.Errorf("nginx logged %q for a client on 127.0.0.2; want the address %s", line, want)
 	}
-	t.Logf("%d requests, issuers seen: %v", loop.ok.Load(), loop.issuers)
-	verifyChain(t, ca, filepath.Join(out, "fullchain.pem"), "example.com")
+}
+
+// TestServeSteeringReload: SIGHUP turns steering off and on again without
+// dropping the connection that is open.
+func TestServeSteeringReload(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := backend.SelfSigned(t, "example.com")
+	os.WriteFile(filepath.Join(dir, "c.pem"), certPEM, 0o644)
+	os.WriteFile(filepath.Join(dir, "k.pem"), keyPEM, 0o600)
+	ngx := backend.StartNginx(t, filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem"), backend.NginxOptions{})
+	listen := "127.0.0.1:" + itoa(freePort(t))
+	cfg := filepath.Join(dir, "serve.yaml")
+	write := func(steer string) {
+		os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %q\nstorage: %s\nproxy: {steer: %s}\nroutes:\n  - names: [\"*\"]\n    backend: %s\n",
+			listen, filepath.Join(dir, "store"), steer, ngx.Addr)), 0o644)
+	}
+	write("auto")
+	_, stderr, stop := startServe(t, "--config", cfg)
+	waitFor(t, "serve to log its steering", 10*time.Second, func() bool { return strings.Contains(stderr.String(), "steering") })
+	if strings.Contains(stderr.String(), "kernel steering unavailable") {
+		t.Skipf("kernel steering unavailable here: %s", stderr.String())
+	}
+	checkRemote(t, ngx, listen, "/steered", "127.0.0.2")
+
+	// A connection opened now, steered, outlives both reloads.
+	open, err := tls.Dial("tcp", listen, &tls.Config{InsecureSkipVerify: true, ServerName: "example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	br := bufio.NewReader(open)
+	keepAlive := func(path string) {
+		t.Helper()
+		open.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(open, "GET %s HTTP/1.1\r\nHost: example.com\r\n\r\n", path)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %s on the open connection: %v", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	keepAlive("/open-1")
+
+	for i, step := range []struct{ steer, log, remote string }{
+		{"off", "steering off", "127.0.0.1"},
+		{"auto", "steering: while no challenge is pending", "127.0.0.2"},
+	} {
+		write(step.steer)
+		before := strings.Count(stderr.String(), step.log)
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		waitFor(t, "the reload to log "+step.log, 10*time.Second, func() bool { return strings.Count(stderr.String(), step.log) > before })
+		checkRemote(t, ngx, listen, fmt.Sprintf("/reload-%d", i), step.remote)
+		keepAlive(fmt.Sprintf("/open-%d", i+2))
+	}
 	if code := stop(); code != exitOK {
 		t.Errorf("serve exited %d: %s", code, stderr.String())
 	}
