@@ -73,18 +73,30 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// TLSALPN_CPUPROFILE=FILE writes a CPU profile of the whole run, for
-	// "go tool pprof": how the front door's costs are measured.
+	os.Exit(profiled(func() int {
+		return run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+	}))
+}
+
+// profiled runs f, writing a CPU profile of the whole run to
+// $TLSALPN_CPUPROFILE and the allocations to $TLSALPN_MEMPROFILE when
+// set, for "go tool pprof": how the front door's costs are measured.
+func profiled(f func() int) int {
 	if path := os.Getenv("TLSALPN_CPUPROFILE"); path != "" {
-		if f, err := os.Create(path); err == nil {
-			pprof.StartCPUProfile(f)
-			code := run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
-			pprof.StopCPUProfile()
-			f.Close()
-			os.Exit(code)
+		if fh, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(fh)
+			defer func() { pprof.StopCPUProfile(); fh.Close() }()
 		}
 	}
-	os.Exit(run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:]))
+	if path := os.Getenv("TLSALPN_MEMPROFILE"); path != "" {
+		defer func() {
+			if fh, err := os.Create(path); err == nil {
+				pprof.Lookup("allocs").WriteTo(fh, 0)
+				fh.Close()
+			}
+		}()
+	}
+	return f()
 }
 
 func run(ctx context.Context, e *env, args []string) int {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -42,6 +43,16 @@ the lifetime remains, with jitter, backoff and the CA's Retry-After honoured.
 After each renewal the files are written atomically where the backend reads
 them, then the deploy hook runs (e.g. "systemctl reload nginx") or HAProxy is
 updated live through its runtime API. A failed renewal changes nothing.
+
+Steering (Linux, root; on unless proxy.steer: off or --steer off): with one
+passthrough route for every name to a backend on this host and no PROXY
+protocol, the front door steps out of the way while no challenge is pending.
+The kernel (a BPF sk_lookup program) hands each new connection straight to
+the backend's own listening socket: nothing is copied, the backend sees the
+client's real address, and if tlsalpn stops, the program goes with it. Just
+before a challenge is published, new connections come to the front door again
+until the last one is withdrawn. Where steering cannot be had, every
+connection is relayed, and the log says why.
 
 Signals: SIGHUP re-reads the config file (a bad one is refused and the old one
 keeps running; established connections are never dropped); SIGTERM or SIGINT
@@ -111,6 +122,13 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if !f.verbose && e.getenv("TLSALPN_DEBUG") == "" {
 		// A daemon reports what it does: info by default.
 		logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if e.getenv("GOGC") == "" {
+		// The front door's live heap is a megabyte or two while each TLS
+		// handshake allocates ~50 KB, so at the runtime's 4 MiB heap
+		// floor it collects dozens of times a second; a 200% target
+		// halves that for a few MiB more. GOGC, when set, decides.
+		debug.SetGCPercent(200)
 	}
 	rt, err := newServeRuntime(cfg, logger, f.noPreflight)
 	if err != nil {
