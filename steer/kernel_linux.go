@@ -170,13 +170,13 @@ func program(front netip.AddrPort, stateFD, socketsFD int) asm.Instructions {
 // from the process holding it, and puts it in the sockmap. The map does
 // not keep the socket open: the descriptor taken is closed here, and the
 // kernel removes the socket from the map when its owner closes it.
-func (k *kernel) grab(procRoot string, backend netip.AddrPort) error {
+func (k *kernel) grab(procRoot string, backend netip.AddrPort) (procnet.Listener, error) {
 	ls, err := procnet.ListenersOn(procRoot, backend)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrNoBackend, err)
+		return procnet.Listener{}, fmt.Errorf("%w: %w", ErrNoBackend, err)
 	}
 	if len(ls) == 0 {
-		return fmt.Errorf("%w: nothing listens on %v", ErrNoBackend, backend)
+		return procnet.Listener{}, fmt.Errorf("%w: nothing listens on %v", ErrNoBackend, backend)
 	}
 	var errs []error
 	for _, l := range ls {
@@ -184,9 +184,9 @@ func (k *kernel) grab(procRoot string, backend netip.AddrPort) error {
 			errs = append(errs, err)
 			continue
 		}
-		return nil
+		return l, nil
 	}
-	return fmt.Errorf("%w: %w", ErrNoBackend, errors.Join(errs...))
+	return procnet.Listener{}, fmt.Errorf("%w: %w", ErrNoBackend, errors.Join(errs...))
 }
 
 func (k *kernel) take(l procnet.Listener) error {

@@ -37,6 +37,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/tlsalpn/tlsalpn/procnet"
 )
 
 // ErrUnsupported is wrapped by New's error when this kernel or this
@@ -77,7 +79,8 @@ type Steerer struct {
 
 	mu       sync.Mutex
 	holds    int
-	attached bool // the backend's socket is in the map, as last seen
+	attached bool             // the backend's socket is in the map, as last seen
+	socket   procnet.Listener // the backend's socket last taken
 	closed   bool
 
 	cancel context.CancelFunc
@@ -110,10 +113,12 @@ func New(ctx context.Context, cfg Config) (*Steerer, error) {
 		return nil, err
 	}
 	s.k = k
-	if err := s.k.grab(cfg.ProcRoot, cfg.Backend); err != nil {
+	l, err := s.k.grab(cfg.ProcRoot, cfg.Backend)
+	if err != nil {
 		s.k.close()
 		return nil, fmt.Errorf("steer: taking the listening socket of %v: %w", cfg.Backend, err)
 	}
+	s.socket = l
 	if err := s.k.setSteering(true); err != nil {
 		s.k.close()
 		return nil, fmt.Errorf("steer: %w", err)
@@ -171,6 +176,37 @@ func (s *Steerer) Steering() bool {
 	return !s.closed && s.holds == 0 && s.k.present()
 }
 
+// Socket returns the backend's listening socket last taken: its address
+// and the process holding it.
+func (s *Steerer) Socket() procnet.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.socket
+}
+
+// Relayed says which new connections the kernel cannot give to the
+// backend's socket, and so reach the front door even while steering:
+// "IPv6" when the front door takes both families and the socket is IPv4
+// only; "" when none.
+func (s *Steerer) Relayed() string {
+	l := s.Socket()
+	if a := s.cfg.Front.Addr(); a.Is6() && a.IsUnspecified() && l.Local.Addr().Is4() {
+		return "IPv6"
+	}
+	return ""
+}
+
+// Describe names a socket for people: "127.0.0.1:8443 (nginx, pid 812)".
+func Describe(l procnet.Listener) string {
+	switch {
+	case l.Process != "":
+		return fmt.Sprintf("%s (%s, pid %d)", l.Address, l.Process, l.PID)
+	case l.PID != 0:
+		return fmt.Sprintf("%s (pid %d)", l.Address, l.PID)
+	}
+	return l.Address
+}
+
 // Close detaches the program: every new connection reaches the front door.
 // Connections already steered belong to the backend and are not touched.
 func (s *Steerer) Close() error {
@@ -212,13 +248,14 @@ func (s *Steerer) watch(ctx context.Context) {
 		if was {
 			s.logger.Info("backend's listening socket is gone; the front door relays new connections until it is back", "backend", s.cfg.Backend)
 		}
-		if err := s.k.grab(s.cfg.ProcRoot, s.cfg.Backend); err != nil {
+		l, err := s.k.grab(s.cfg.ProcRoot, s.cfg.Backend)
+		if err != nil {
 			s.logger.Debug("backend's listening socket not back yet", "backend", s.cfg.Backend, "error", err)
 			continue
 		}
 		s.mu.Lock()
-		s.attached = true
+		s.attached, s.socket = true, l
 		s.mu.Unlock()
-		s.logger.Info("steering new connections to the backend's listening socket again", "backend", s.cfg.Backend)
+		s.logger.Info("steering new connections to the backend's listening socket again", "backend", s.cfg.Backend, "socket", Describe(l))
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlsalpn/tlsalpn/procnet"
 )
 
 // A test binary started with STEER_TEST_CHILD=ADDR is a backend in
@@ -50,10 +52,15 @@ func serveTag(ln net.Listener, tag string) {
 // listenTCP listens with plain TCP: since Go 1.24 net.Listen uses
 // Multipath TCP, which a sockmap does not take (nginx and HAProxy listen
 // with TCP).
+// "0.0.0.0" listens on IPv4 only (Go's "tcp" would make it dual-stack).
 func listenTCP(addr string) (net.Listener, error) {
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
-	return lc.Listen(context.Background(), "tcp", addr)
+	network := "tcp"
+	if strings.HasPrefix(addr, "0.0.0.0:") {
+		network = "tcp4"
+	}
+	return lc.Listen(context.Background(), network, addr)
 }
 
 func listenTag(t *testing.T, addr, tag string) net.Listener {
@@ -172,6 +179,17 @@ func TestSteersToBackend(t *testing.T) {
 				if tag, _ := who(t, net.JoinHostPort(h, port)); tag != "front" {
 					t.Errorf("%s reached %q; want the front door", h, tag)
 				}
+			}
+			// The socket taken is the backend's own, in this process.
+			if l := s.Socket(); l.PID != os.Getpid() || l.Local.Port() != addrPort(t, back.Addr()).Port() {
+				t.Errorf("Socket() = %+v; want pid %d port %d", l, os.Getpid(), addrPort(t, back.Addr()).Port())
+			}
+			wantRelayed := ""
+			if len(tc.relayed) > 0 {
+				wantRelayed = "IPv6"
+			}
+			if got := s.Relayed(); got != wantRelayed {
+				t.Errorf("Relayed() = %q; want %q", got, wantRelayed)
 			}
 			// The backend's own port is not touched.
 			if tag, _ := who(t, back.Addr().String()); tag != "backend" {
@@ -514,5 +532,20 @@ func TestGateSwap(t *testing.T) {
 	}
 	if old, err := g.Swap(nil); err != nil || old != s1 {
 		t.Fatalf("Swap(nil) = %v, %v", old, err)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	for _, tc := range []struct {
+		l    procnet.Listener
+		want string
+	}{
+		{procnet.Listener{Address: "127.0.0.1:8443", PID: 812, Process: "nginx"}, "127.0.0.1:8443 (nginx, pid 812)"},
+		{procnet.Listener{Address: "[::1]:8443", PID: 9}, "[::1]:8443 (pid 9)"},
+		{procnet.Listener{Address: "127.0.0.1:8443"}, "127.0.0.1:8443"},
+	} {
+		if got := Describe(tc.l); got != tc.want {
+			t.Errorf("Describe(%+v) = %q; want %q", tc.l, got, tc.want)
+		}
 	}
 }

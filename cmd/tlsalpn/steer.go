@@ -76,7 +76,10 @@ func (rt *serveRuntime) applySteering(ctx context.Context, cfg *config.Config, f
 	rt.steer.key = key
 	if s != nil {
 		rt.logger.Info("steering: while no challenge is pending, new connections go straight to the backend's listening socket; the front door takes them again during validation",
-			"front", front.String(), "backend", backend)
+			"front", front.String(), "backend", backend, "socket", steer.Describe(s.Socket()))
+		if fam := s.Relayed(); fam != "" {
+			rt.logger.Info("steering: "+fam+" connections are relayed: the backend's socket does not take them", "socket", steer.Describe(s.Socket()))
+		}
 		return
 	}
 	rt.logger.Info("steering off: every connection is relayed through the front door", "why", why)
