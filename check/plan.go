@@ -1266,8 +1266,14 @@ func (p *Planner) dns01(names []*NameFinding, why []string) Recommendation {
 // webServer is how to move one kind of web server off the TLS port.
 type webServer struct {
 	out, hook string
-	config    ConfigSnippet
-	note      string
+	// config moves the server to 127.0.0.1:8443 as it is: no PROXY
+	// protocol, so that tlsalpn serve can steer (hand new connections
+	// straight to the server's socket) between validations.
+	config ConfigSnippet
+	// proxy says where to enable the PROXY protocol in the server, for
+	// those who want every client's address even during validations.
+	proxy string
+	note  string
 }
 
 func serverFor(proc, first string, tlsPort int) webServer {
@@ -1277,27 +1283,30 @@ func serverFor(proc, first string, tlsPort int) webServer {
 		return webServer{
 			out:    "/etc/nginx/tls/" + first,
 			hook:   "systemctl reload nginx",
-			config: ConfigSnippet{Path: "/etc/nginx/sites-enabled/" + first, Text: "server {\n    listen 127.0.0.1:8443 ssl proxy_protocol;   # was: listen " + port + " ssl; (and listen [::]:" + port + " ssl;)\n    set_real_ip_from 127.0.0.1;\n    real_ip_header proxy_protocol;\n    ssl_certificate     /etc/nginx/tls/" + first + "/fullchain.pem;\n    ssl_certificate_key /etc/nginx/tls/" + first + "/key.pem;\n    ...\n}\n"},
+			config: ConfigSnippet{Path: "/etc/nginx/sites-enabled/" + first, Text: "server {\n    listen 127.0.0.1:8443 ssl;   # was: listen " + port + " ssl; (and listen [::]:" + port + " ssl;)\n    ssl_certificate     /etc/nginx/tls/" + first + "/fullchain.pem;\n    ssl_certificate_key /etc/nginx/tls/" + first + "/key.pem;\n    ...\n}\n"},
+			proxy:  `in nginx: "listen 127.0.0.1:8443 ssl proxy_protocol;" with "set_real_ip_from 127.0.0.1;" and "real_ip_header proxy_protocol;"`,
 		}
 	case "haproxy":
 		return webServer{
 			out:    "/etc/haproxy/tls/" + first,
 			hook:   "cat \"$TLSALPN_FULLCHAIN\" \"$TLSALPN_KEY\" > /etc/haproxy/certs/" + first + ".pem && systemctl reload haproxy",
-			config: ConfigSnippet{Path: "/etc/haproxy/haproxy.cfg", Text: "frontend https\n    bind 127.0.0.1:8443 ssl crt /etc/haproxy/certs/" + first + ".pem accept-proxy   # was: bind :" + port + " ssl crt ...\n"},
+			config: ConfigSnippet{Path: "/etc/haproxy/haproxy.cfg", Text: "frontend https\n    bind 127.0.0.1:8443 ssl crt /etc/haproxy/certs/" + first + ".pem   # was: bind :" + port + " ssl crt ...\n"},
+			proxy:  `in HAProxy: accept-proxy at the end of that bind line`,
 			note:   "to update HAProxy without a reload, use tlsalpn serve --config with its runtime API (see config/example-haproxy.yaml)",
 		}
 	case "apache2", "httpd":
 		return webServer{
 			out:    "/etc/" + proc + "/tls/" + first,
 			hook:   "systemctl reload " + proc,
-			config: ConfigSnippet{Path: "/etc/" + proc + "/sites-enabled/" + first + ".conf", Text: "Listen 127.0.0.1:8443 https   # was: Listen " + port + "\n<VirtualHost 127.0.0.1:8443>\n    ServerName " + first + "\n    RemoteIPProxyProtocol On\n    SSLEngine on\n    SSLCertificateFile    /etc/" + proc + "/tls/" + first + "/fullchain.pem\n    SSLCertificateKeyFile /etc/" + proc + "/tls/" + first + "/key.pem\n</VirtualHost>\n"},
-			note:   "RemoteIPProxyProtocol needs mod_remoteip (a2enmod remoteip)",
+			config: ConfigSnippet{Path: "/etc/" + proc + "/sites-enabled/" + first + ".conf", Text: "Listen 127.0.0.1:8443 https   # was: Listen " + port + "\n<VirtualHost 127.0.0.1:8443>\n    ServerName " + first + "\n    SSLEngine on\n    SSLCertificateFile    /etc/" + proc + "/tls/" + first + "/fullchain.pem\n    SSLCertificateKeyFile /etc/" + proc + "/tls/" + first + "/key.pem\n</VirtualHost>\n"},
+			proxy:  `in Apache: "RemoteIPProxyProtocol On" in the VirtualHost (needs mod_remoteip: a2enmod remoteip)`,
 		}
 	case "caddy":
 		return webServer{
 			out:    "/etc/caddy/tls/" + first,
 			hook:   "systemctl reload caddy",
-			config: ConfigSnippet{Path: "/etc/caddy/Caddyfile", Text: "{\n    https_port 8443\n    default_bind 127.0.0.1\n    servers {\n        listener_wrappers {\n            proxy_protocol { allow 127.0.0.1/32 }\n            tls\n        }\n    }\n}\n" + first + " {\n    tls /etc/caddy/tls/" + first + "/fullchain.pem /etc/caddy/tls/" + first + "/key.pem\n    ...\n}\n"},
+			config: ConfigSnippet{Path: "/etc/caddy/Caddyfile", Text: "{\n    https_port 8443\n    default_bind 127.0.0.1\n}\n" + first + " {\n    tls /etc/caddy/tls/" + first + "/fullchain.pem /etc/caddy/tls/" + first + "/key.pem\n    ...\n}\n"},
+			proxy:  `in Caddy's global options: "servers { listener_wrappers { proxy_protocol { allow 127.0.0.1/32 } tls } }"`,
 			note:   "Caddy can answer TLS-ALPN-01 itself: if it holds the port and manages its own certificates, you may not need tlsalpn at all",
 		}
 	}
@@ -1309,7 +1318,7 @@ func serverFor(proc, first string, tlsPort int) webServer {
 		out:    "/etc/ssl/tlsalpn/" + first,
 		hook:   "systemctl reload SERVICE",
 		config: ConfigSnippet{Path: "(" + name + "'s configuration)", Text: "listen on 127.0.0.1:8443 with TLS instead of :" + port + "\ncertificate: /etc/ssl/tlsalpn/" + first + "/fullchain.pem\nkey:         /etc/ssl/tlsalpn/" + first + "/key.pem\n"},
-		note:   "drop --send-proxy 2 if " + name + " cannot read the PROXY protocol (it then sees every client as 127.0.0.1)",
+		proxy:  "in " + name + " for 127.0.0.1:8443 (version 2; if it cannot read it, keep the command as it is)",
 	}
 }
 
@@ -1347,14 +1356,35 @@ func (p *Planner) serveAdvice(ps PortState, names []*NameFinding, before []strin
 		Before:  before,
 		Commands: []string{
 			fmt.Sprintf("move %s from :%d to 127.0.0.1:8443 (config below) and reload it", label, ps.Port),
-			fmt.Sprintf("tlsalpn serve --listen :%d --backend 127.0.0.1:8443 --send-proxy 2 %s --email %s --agree-tos --out %s --deploy-hook %s",
+			fmt.Sprintf("tlsalpn serve --listen :%d --backend 127.0.0.1:8443 %s --email %s --agree-tos --out %s --deploy-hook %s",
 				ps.Port, dFlags(names), p.email(), srv.out, shellQuote(srv.hook)),
 		},
 		Config: []ConfigSnippet{srv.config},
-		Notes:  []string{"run tlsalpn serve under systemd (Restart=always) so the port is never left unattended; tlsalpn serve --help shows the config-file form"},
+		Notes: []string{
+			"run tlsalpn serve under systemd (Restart=always) so the port is never left unattended; tlsalpn serve --help shows the config-file form",
+			steeringNote(proc, names),
+			"for every client's exact address, even during validations: add --send-proxy 2 to the tlsalpn serve command and enable the PROXY protocol " + srv.proxy + "; this turns steering off, so every connection is then relayed",
+		},
 	}
 	if srv.note != "" {
 		rec.Notes = append(rec.Notes, srv.note)
 	}
 	return rec
+}
+
+// steeringNote says what the recommended tlsalpn serve does with clients'
+// addresses: with one backend on this host and no PROXY protocol it steers,
+// so the server sees them except during validations.
+func steeringNote(proc string, names []*NameFinding) string {
+	server := proc
+	if server == "" {
+		server = "the server"
+	}
+	note := fmt.Sprintf("between validations tlsalpn serve hands each new connection straight to %s's own socket on 127.0.0.1:8443 (steering: Linux 5.9 or later, tlsalpn serve run as root), so %s sees clients' real addresses and nothing is relayed; during a validation's few seconds at each renewal, new connections are relayed and appear to come from 127.0.0.1", server, server)
+	if slices.ContainsFunc(names, func(f *NameFinding) bool {
+		return slices.ContainsFunc(f.Here, func(a netip.Addr) bool { return a.Is6() && !a.Is4In6() })
+	}) {
+		note += "; IPv6 clients are always relayed, since the socket on 127.0.0.1 takes IPv4 only"
+	}
+	return note + "; without steering (not root, a kernel before 5.9) every connection is relayed and appears to come from 127.0.0.1"
 }

@@ -437,13 +437,14 @@ func TestPlanProbes(t *testing.T) {
 				}
 				rec := plan.Recommendation
 				wantMethod(t, plan, TLSALPN01, "move nginx from :"+strconv.Itoa(e.tlsPort)+" to 127.0.0.1:8443")
-				want := fmt.Sprintf("tlsalpn serve --listen :%d --backend 127.0.0.1:8443 --send-proxy 2 -d example.com --email YOU@EXAMPLE.ORG --agree-tos --out /etc/nginx/tls/example.com --deploy-hook 'systemctl reload nginx'", e.tlsPort)
+				want := fmt.Sprintf("tlsalpn serve --listen :%d --backend 127.0.0.1:8443 -d example.com --email YOU@EXAMPLE.ORG --agree-tos --out /etc/nginx/tls/example.com --deploy-hook 'systemctl reload nginx'", e.tlsPort)
 				if len(rec.Commands) < 2 || rec.Commands[1] != want {
 					t.Errorf("commands %q\nwant %s", rec.Commands, want)
 				}
-				if len(rec.Config) != 1 || !strings.Contains(rec.Config[0].Text, "listen 127.0.0.1:8443 ssl proxy_protocol;") {
+				if len(rec.Config) != 1 || !strings.Contains(rec.Config[0].Text, "    listen 127.0.0.1:8443 ssl;") {
 					t.Errorf("config %+v", rec.Config)
 				}
+				wantSteered(t, rec, "nginx", `"listen 127.0.0.1:8443 ssl proxy_protocol;"`)
 				wantRow(t, plan, fmt.Sprintf("port %d held here?", e.tlsPort), "held by nginx (pid 812)")
 				wantRow(t, plan, "acme-tls/1 passes?", "no")
 				wantRow(t, plan, "behind a proxy or CDN?", "no")
@@ -586,6 +587,92 @@ func TestPlanProbes(t *testing.T) {
 				t.Logf("recommendation: %+v", plan.Recommendation)
 			}
 		})
+	}
+}
+
+// TestPlanServeAdvice: for every kind of server, tlsalpn serve in front of
+// it is recommended in the steered form (no PROXY protocol anywhere in the
+// commands or the config), and a note says how to get the PROXY protocol
+// instead, in that server's own words.
+func TestPlanServeAdvice(t *testing.T) {
+	tests := []struct {
+		proc      string
+		config    string // in the config snippet
+		proxy     string // in the PROXY protocol note
+		ipv6Here  bool
+		wantNotes int
+	}{
+		{"nginx", "listen 127.0.0.1:8443 ssl;", `"listen 127.0.0.1:8443 ssl proxy_protocol;" with "set_real_ip_from 127.0.0.1;" and "real_ip_header proxy_protocol;"`, false, 3},
+		{"haproxy", "bind 127.0.0.1:8443 ssl crt /etc/haproxy/certs/example.com.pem ", "in HAProxy: accept-proxy at the end of that bind line", false, 4},
+		{"apache2", "<VirtualHost 127.0.0.1:8443>", `"RemoteIPProxyProtocol On" in the VirtualHost (needs mod_remoteip: a2enmod remoteip)`, false, 3},
+		{"httpd", "Listen 127.0.0.1:8443 https", `"RemoteIPProxyProtocol On"`, true, 3},
+		{"caddy", "https_port 8443", `proxy_protocol { allow 127.0.0.1/32 }`, false, 4},
+		{"lighttpd", "listen on 127.0.0.1:8443 with TLS", "in lighttpd for 127.0.0.1:8443 (version 2; if it cannot read it, keep the command as it is)", false, 3},
+		{"", "listen on 127.0.0.1:8443 with TLS", "in the server for 127.0.0.1:8443", false, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.proc, func(t *testing.T) {
+			ps := PortState{Port: 443, Listeners: []Listener{{Address: "0.0.0.0:443", Process: tc.proc, PID: 812}}}
+			f := &NameFinding{Name: "example.com", Here: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
+			if tc.ipv6Here {
+				f.Here = append(f.Here, netip.MustParseAddr("2001:db8::1"))
+			}
+			rec := (&Planner{}).serveAdvice(ps, []*NameFinding{f}, nil)
+			if rec.Method != TLSALPN01 || len(rec.Commands) != 2 || len(rec.Config) != 1 {
+				t.Fatalf("recommendation %+v", rec)
+			}
+			if !strings.HasPrefix(rec.Commands[1], "tlsalpn serve --listen :443 --backend 127.0.0.1:8443 -d example.com ") {
+				t.Errorf("command %q", rec.Commands[1])
+			}
+			if !strings.Contains(rec.Config[0].Text, tc.config) {
+				t.Errorf("config lacks %q:\n%s", tc.config, rec.Config[0].Text)
+			}
+			server := tc.proc
+			if server == "" {
+				server = "the server"
+			}
+			wantSteered(t, rec, server, tc.proxy)
+			if got := slices.ContainsFunc(rec.Notes, func(n string) bool { return strings.Contains(n, "IPv6 clients are always relayed") }); got != tc.ipv6Here {
+				t.Errorf("IPv6 note %v, want %v: %q", got, tc.ipv6Here, rec.Notes)
+			}
+			if len(rec.Notes) != tc.wantNotes {
+				t.Errorf("%d notes, want %d: %q", len(rec.Notes), tc.wantNotes, rec.Notes)
+			}
+		})
+	}
+}
+
+// wantSteered checks that rec is tlsalpn serve in its steered form: no
+// PROXY protocol in the commands or the config, a note on steering, and a
+// note on getting the PROXY protocol instead that contains proxy.
+func wantSteered(t *testing.T, rec Recommendation, server, proxy string) {
+	t.Helper()
+	for _, c := range rec.Commands {
+		if strings.Contains(c, "--send-proxy") || strings.Contains(c, "proxy_protocol") {
+			t.Errorf("command %q uses the PROXY protocol, which turns steering off", c)
+		}
+	}
+	for _, c := range rec.Config {
+		for _, bad := range []string{"proxy_protocol", "set_real_ip_from", "real_ip_header", "RemoteIPProxyProtocol", "accept-proxy", "listener_wrappers"} {
+			if strings.Contains(c.Text, bad) {
+				t.Errorf("config %s has %q, which turns steering off:\n%s", c.Path, bad, c.Text)
+			}
+		}
+	}
+	steering := "between validations tlsalpn serve hands each new connection straight to " + server + "'s own socket on 127.0.0.1:8443 (steering: Linux 5.9 or later, tlsalpn serve run as root), so " + server + " sees clients' real addresses"
+	if !slices.ContainsFunc(rec.Notes, func(n string) bool {
+		return strings.HasPrefix(n, steering) && strings.Contains(n, "during a validation's few seconds at each renewal, new connections are relayed and appear to come from 127.0.0.1")
+	}) {
+		t.Errorf("no note on steering (%q) in %q", steering, rec.Notes)
+	}
+	if !slices.ContainsFunc(rec.Notes, func(n string) bool {
+		return strings.Contains(n, "add --send-proxy 2 to the tlsalpn serve command and enable the PROXY protocol ") &&
+			strings.Contains(n, proxy) && strings.Contains(n, "this turns steering off")
+	}) {
+		t.Errorf("no note on the PROXY protocol with %q in %q", proxy, rec.Notes)
+	}
+	if slices.ContainsFunc(rec.Notes, func(n string) bool { return strings.Contains(n, "drop --send-proxy") }) {
+		t.Errorf("old note on dropping --send-proxy in %q", rec.Notes)
 	}
 }
 

@@ -102,11 +102,31 @@ func TestPlanCommandServeAdvice(t *testing.T) {
 		"port " + itoa(port) + " held here?",
 		"held by " + self + " (pid " + itoa(os.Getpid()) + ")",
 		"\nRecommendation: TLS-ALPN-01 with tlsalpn serve in front of " + self,
-		"tlsalpn serve --listen :" + itoa(port) + " --backend 127.0.0.1:8443 --send-proxy 2 -d example.com --email ops@example.com --agree-tos",
+		"  run:\n",
+		"\n    tlsalpn serve --listen :" + itoa(port) + " --backend 127.0.0.1:8443 -d example.com --email ops@example.com --agree-tos",
+		"  config (" + self + "'s configuration):\n    listen on 127.0.0.1:8443 with TLS instead of :" + itoa(port) + "\n",
+		"\n    - between validations tlsalpn serve hands each new connection straight to " + self + "'s own socket on 127.0.0.1:8443 (steering: Linux 5.9 or later, tlsalpn serve run as root), so " + self + " sees clients' real addresses",
+		"\n    - for every client's exact address, even during validations: add --send-proxy 2 to the tlsalpn serve command and enable the PROXY protocol in " + self + " ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
+	}
+	// The command and config are the steered setup: the PROXY protocol
+	// appears only in the note that offers it instead.
+	_, rec, _ := strings.Cut(out, "\nRecommendation:")
+	_, run, _ := strings.Cut(rec, "  run:\n")
+	run, _, _ = strings.Cut(run, "  notes:\n")
+	if run == "" {
+		t.Errorf("no commands in the recommendation:\n%s", out)
+	}
+	for _, bad := range []string{"--send-proxy", "proxy_protocol", "PROXY"} {
+		if strings.Contains(run, bad) {
+			t.Errorf("commands and config mention %q:\n%s", bad, run)
+		}
+	}
+	if strings.Contains(out, "drop --send-proxy") {
+		t.Errorf("output has the old note on dropping --send-proxy:\n%s", out)
 	}
 
 	out, err = runPlanWith(t, base, "-d", "example.com", "--json", "--timeout", "2s")
