@@ -13,7 +13,7 @@
 #      minimal crypto/tls server with the same P-256 certificate;
 #   4. memory per idle relayed connection at 5,000 connections (--steer off:
 #      a steered connection costs tlsalpn nothing at all).
-# Usage: bench/proxy.sh [SECONDS]    (default 10 per measurement)
+# Usage: bench/proxy.sh [SECONDS]    (default 10 per measurement; BENCH_ROUNDS=3 rounds)
 # Needs nginx, haproxy, ualpn (Debian's uacme) and wrk: CI_DEPS_BENCH=1 scripts/ci-deps.sh
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -97,19 +97,29 @@ rps() { # URL [extra wrk args]: prints requests/s
   wrk -t2 -c64 -d"${secs}s" "$@" 2>&1 | awk '/Requests\/sec/ { print $2 }'
 }
 declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19448]="tlsalpn relay" [19444]="ualpn" [19445]="haproxy tcp")
+# Throughput here drifts by ±10% from one minute to the next, so each
+# figure is the sum of $rounds runs taken in turn (direct, then each proxy,
+# then again), and ratios are of those sums.
+rounds=${BENCH_ROUNDS:-3}
+ports=(18443 19443 19448 19444 19445)
 compare() { # TITLE [wrk args]
   local title=$1; shift
-  local direct
+  local -A sum=()
   echo "$title"
-  for port in 18443 19443 19448 19444 19445; do
-    local r
-    r=$(rps "$@" "https://localhost:$port/1k")
-    [ "$port" = 18443 ] && direct=$r
-    awk -v n="${name[$port]}" -v r="$r" -v d="$direct" 'BEGIN { printf "  %-14s %10.0f req/s   %.2fx of direct\n", n, r, r/d }'
+  for r in $(seq 1 "$rounds"); do
+    for port in "${ports[@]}"; do
+      local v
+      v=$(rps "$@" "https://localhost:$port/1k")
+      sum[$port]=$(awk -v a="${sum[$port]:-0}" -v b="$v" 'BEGIN { printf "%.0f", a + b }')
+    done
+  done
+  for port in "${ports[@]}"; do
+    awk -v n="${name[$port]}" -v r="${sum[$port]}" -v d="${sum[18443]}" -v k="$rounds" \
+      'BEGIN { printf "  %-14s %10.0f req/s   %.2fx of direct\n", n, r/k, r/d }'
   done
 }
-compare "1. keep-alive requests/s, 1 KiB file, wrk -t2 -c64 -d${secs}s"
-compare "2. new TLS connections/s (full handshake per request), wrk -t2 -c64 -d${secs}s -H 'Connection: close'" -H "Connection: close"
+compare "1. keep-alive requests/s, 1 KiB file, wrk -t2 -c64, $rounds rounds of ${secs}s"
+compare "2. new TLS connections/s (full handshake per request), wrk -t2 -c64 -H 'Connection: close', $rounds rounds of ${secs}s" -H "Connection: close"
 
 # 3. Terminate mode against a minimal crypto/tls server, same certificate.
 ca=$(sed -n 's/.*"ca": "\(.*\)".*/\1/p' "$work/demo/storage/certificates/"*/demo.example.com/meta.json | head -1)
@@ -126,19 +136,24 @@ certificates:
 YML
 "$work/bin/tlsalpn" serve --config "$work/terminate.yaml" --no-preflight >"$work/terminate.log" 2>&1 &
 pids+=($!)
+# The same with the Go runtime's default GC target (serve sets 200%
+# unless GOGC is set), to show what that setting is worth.
+sed 's/19446/19450/' "$work/terminate.yaml" > "$work/terminate-gogc.yaml"
+GOGC=100 "$work/bin/tlsalpn" serve --config "$work/terminate-gogc.yaml" --no-preflight >"$work/terminate-gogc.log" 2>&1 &
+pids+=($!)
 "$work/bin/handshake" -serve 127.0.0.1:19447 -cert "$cert" -key "$key" &
 pids+=($!)
-wait_port 19446; wait_port 19447
-rounds=${HS_ROUNDS:-3}
+wait_port 19446; wait_port 19447; wait_port 19450
 echo "3. full TLS handshakes/s, terminate mode vs minimal crypto/tls server (P-256), -c 32, $rounds alternating rounds of ${secs}s each"
-go_sum=0; t_sum=0
+go_sum=0; t_sum=0; d_sum=0
+hs() { "$work/bin/handshake" -addr "127.0.0.1:$1" -sni demo.example.com -c 32 -d "${secs}s" | awk '{print $2}'; }
 for r in $(seq 1 "$rounds"); do
-  g=$("$work/bin/handshake" -addr 127.0.0.1:19447 -sni demo.example.com -c 32 -d "${secs}s" | awk '{print $2}')
-  t=$("$work/bin/handshake" -addr 127.0.0.1:19446 -sni demo.example.com -c 32 -d "${secs}s" | awk '{print $2}')
-  awk -v r="$r" -v g="$g" -v t="$t" 'BEGIN { printf "  round %d: minimal %6.0f /s, tlsalpn terminate %6.0f /s  (%.2fx)\n", r, g, t, t/g }'
-  go_sum=$((go_sum + g)); t_sum=$((t_sum + t))
+  g=$(hs 19447); t=$(hs 19446); d=$(hs 19450)
+  awk -v r="$r" -v g="$g" -v t="$t" -v d="$d" 'BEGIN { printf "  round %d: minimal %6.0f /s, tlsalpn terminate %6.0f /s (%.2fx), with GOGC=100 %6.0f /s (%.2fx)\n", r, g, t, t/g, d, d/g }'
+  go_sum=$((go_sum + g)); t_sum=$((t_sum + t)); d_sum=$((d_sum + d))
 done
-awk -v g="$go_sum" -v t="$t_sum" -v n="$rounds" 'BEGIN { printf "  %-22s %8.0f /s\n  %-22s %8.0f /s   %.2fx\n", "minimal crypto/tls", g/n, "tlsalpn terminate", t/n, t/g }'
+awk -v g="$go_sum" -v t="$t_sum" -v d="$d_sum" -v n="$rounds" 'BEGIN {
+  printf "  %-30s %8.0f /s\n  %-30s %8.0f /s   %.2fx\n  %-30s %8.0f /s   %.2fx\n", "minimal crypto/tls", g/n, "tlsalpn terminate", t/n, t/g, "tlsalpn terminate, GOGC=100", d/n, d/g }'
 
 echo "4. memory per idle relayed connection (tlsalpn serve --steer off, passthrough to nginx)"
 "$work/bin/idleconns" -addr 127.0.0.1:19448 -pid "$serve_pid" -n 5000 | sed 's/^/  /'
