@@ -180,7 +180,7 @@ func spliceQueued(dst, src *net.TCPConn, rc syscall.RawConn) (int64, error) {
 		queued int
 		qerr   error
 	)
-	if err := rc.Control(func(fd uintptr) { queued, qerr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { queued, qerr = unix.IoctlGetInt(int(fd), queuedIoctl) }); err != nil {
 		return 0, err
 	}
 	if qerr != nil || queued == 0 {

@@ -278,6 +278,15 @@ func (s *Server) handle(conn net.Conn, st *state) {
 	conn.SetReadDeadline(time.Now().Add(cfg.ClientHelloTimeout))
 
 	client := conn.RemoteAddr()
+	trusted := len(cfg.TrustedProxies) > 0 && fromTrusted(conn.RemoteAddr(), cfg.TrustedProxies)
+	if !trusted {
+		// A PROXY header would come first; a balancer is trusted not
+		// to dribble.
+		if err := awaitFirstRecord(conn); err != nil {
+			s.logger.Debug("refused connection", "remote", client, "error", fmt.Errorf("waiting for the ClientHello: %w", err))
+			return
+		}
+	}
 	// One read usually brings the whole ClientHello; reading it record by
 	// record would cost a system call per header. What is read past it is
 	// replayed with it.
@@ -292,7 +301,7 @@ func (s *Server) handle(conn net.Conn, st *state) {
 	}
 	defer release()
 	var src io.Reader = br
-	if len(cfg.TrustedProxies) > 0 && fromTrusted(conn.RemoteAddr(), cfg.TrustedProxies) {
+	if trusted {
 		hdr, rest, err := readProxyHeader(br)
 		if err != nil {
 			s.logger.Debug("refused connection from trusted proxy", "remote", conn.RemoteAddr(), "error", err)

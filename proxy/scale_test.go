@@ -257,3 +257,71 @@ func BenchmarkIdleProxiedMemory(b *testing.B) {
 	b.ReportMetric(rssPer/1024, "RSS-KiB/conn")
 	b.ReportMetric(goPer/1024, "Go-KiB/conn")
 }
+
+// TestSlowSendersHoldNoBuffer: clients that have sent only part of their
+// first record (a slowloris dribbling its ClientHello) cost the front door
+// no ClientHello buffer while they wait: the heap grows by the connection
+// bookkeeping alone, far less than the 4 KiB reader a hello is read with.
+func TestSlowSendersHoldNoBuffer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the wait without a buffer is Linux's (MSG_PEEK and SIOCINQ)")
+	}
+	n := 2000
+	if testing.Short() {
+		n = 300
+	}
+	be := startBackend(t, idHandler("backend"))
+	p := startProxy(t, Config{ClientHelloTimeout: time.Minute, MaxConns: n + 100, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
+	h := hello("slow.example", "h2")
+	for _, tc := range []struct {
+		name string
+		sent []byte
+	}{
+		{"part of the header", h[:3]},
+		{"header and part of the record", h[:len(h)/2]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := readMem(t)
+			conns := make([]net.Conn, 0, n)
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+				p.waitActive(t, 0)
+			}()
+			for range n {
+				c, err := net.DialTimeout("tcp", p.addr, prompt)
+				if err == nil {
+					_, err = c.Write(tc.sent)
+				}
+				if err != nil {
+					t.Fatalf("client %d: %v", len(conns)+1, err)
+				}
+				conns = append(conns, c)
+			}
+			p.waitActive(t, int64(n))
+			time.Sleep(200 * time.Millisecond) // every handler has reached its wait
+			after := readMem(t)
+			perConn := (float64(after.heap) - float64(before.heap)) / float64(n)
+			t.Logf("%d slow senders: heap %.0f bytes per connection (client and proxy sides both)", n, perConn)
+			if perConn > 2048 {
+				t.Errorf("heap grew %.0f bytes per slow sender; want well under the 4 KiB ClientHello reader", perConn)
+			}
+			// A normal client is served meanwhile, and the slow ones
+			// finishing their hellos are relayed.
+			if got, err := whichBackend(p.addr, "normal.example"); err != nil || got != "backend" {
+				t.Fatalf("normal client among slow senders: %q, %v", got, err)
+			}
+			for i, c := range conns[:10] {
+				if _, err := c.Write(h[len(tc.sent):]); err != nil {
+					t.Fatalf("finishing hello %d: %v", i, err)
+				}
+				c.SetReadDeadline(time.Now().Add(prompt))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil || line != "backend\n" {
+					t.Fatalf("slow sender %d, hello finished: got %q, %v; want the backend", i, line, err)
+				}
+			}
+		})
+	}
+}
