@@ -77,6 +77,7 @@ type state struct {
 type Server struct {
 	acme   *responder.Responder
 	certs  CertSource
+	tls    *terminateTLS // nil without certs
 	logger *slog.Logger
 
 	cur    atomic.Pointer[state]
@@ -102,6 +103,9 @@ func New(cfg Config, acme *responder.Responder, certs CertSource, logger *slog.L
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{acme: acme, certs: certs, logger: logger, conns: map[net.Conn]struct{}{}, listeners: map[net.Listener]struct{}{}}
+	if certs != nil {
+		s.tls = newTerminateTLS(certs)
+	}
 	st, err := s.compile(cfg)
 	if err != nil {
 		return nil, err
@@ -135,7 +139,7 @@ func (s *Server) compile(cfg Config) (*state, error) {
 			if s.certs == nil {
 				return nil, fmt.Errorf("route to %s terminates TLS but no certificates are managed", routes[i].Backend)
 			}
-			st.terminator = newTerminator(s.certs, s.logger)
+			st.terminator = newTerminator(s.certs, s.tls, s.logger)
 			break
 		}
 	}

@@ -18,22 +18,31 @@ import (
 type terminator struct {
 	certs  CertSource
 	logger *slog.Logger
-	// One TLS configuration per mode, made once: a tls.Config makes its
-	// session ticket keys on first use, so a configuration per connection
-	// would cost a key each time and no client could ever resume.
-	httpTLS, tcpTLS *tls.Config
+	tls    *terminateTLS
 
 	mu      sync.Mutex
 	fronts  map[string]*httpFront // by backend address
 	retired bool
 }
 
-func newTerminator(certs CertSource, logger *slog.Logger) *terminator {
+// terminateTLS is one TLS configuration per mode, made once per Server: a
+// tls.Config makes its session ticket keys on first use (and rotates them
+// itself), so a configuration per connection would cost a key each time and
+// no client could resume, and one per configuration generation would end
+// every client's resumption at each reload.
+type terminateTLS struct {
+	http, tcp *tls.Config
+}
+
+func newTerminateTLS(certs CertSource) *terminateTLS {
 	cfg := func(protos []string) *tls.Config {
 		return &tls.Config{GetCertificate: certs.GetCertificate, NextProtos: protos, MinVersion: tls.VersionTLS12}
 	}
-	return &terminator{certs: certs, logger: logger, fronts: map[string]*httpFront{},
-		httpTLS: cfg([]string{"h2", "http/1.1"}), tcpTLS: cfg(nil)}
+	return &terminateTLS{http: cfg([]string{"h2", "http/1.1"}), tcp: cfg(nil)}
+}
+
+func newTerminator(certs CertSource, tc *terminateTLS, logger *slog.Logger) *terminator {
+	return &terminator{certs: certs, logger: logger, fronts: map[string]*httpFront{}, tls: tc}
 }
 
 // serve handles one client connection whose ClientHello is replayed by conn,
@@ -42,7 +51,7 @@ func newTerminator(certs CertSource, logger *slog.Logger) *terminator {
 func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 	switch route.Mode {
 	case TerminateTCP:
-		tc := tls.Server(conn, t.tcpTLS)
+		tc := tls.Server(conn, t.tls.tcp)
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ClientHelloTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
@@ -71,7 +80,7 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 			return false
 		}
 		nc := &notifyConn{Conn: conn, done: make(chan struct{})}
-		if !front.ln.push(tls.Server(nc, t.httpTLS)) {
+		if !front.ln.push(tls.Server(nc, t.tls.http)) {
 			return false
 		}
 		<-nc.done // the HTTP server closes it when the client is done

@@ -360,7 +360,7 @@ func TestTerminateShutdown(t *testing.T) {
 }
 
 // TestTerminateResumption: clients resume TLS sessions with the front
-// door, in both modes, as they would with any web server.
+// door, in both modes, as they would with any web server, across reloads.
 func TestTerminateResumption(t *testing.T) {
 	cert := selfSigned(t, "app.example")
 	cache := manager.NewCache()
@@ -370,7 +370,13 @@ func TestTerminateResumption(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			p := startProxy(t, Config{Routes: []Route{{Names: []string{"app.example"}, Backend: be.addr, Mode: mode}}}, nil, cache)
 			cfg := &tls.Config{RootCAs: poolOf(cert), ServerName: "app.example", ClientSessionCache: tls.NewLRUClientSessionCache(4)}
-			for i, want := range []bool{false, true} {
+			for i, want := range []bool{false, true, true} {
+				if i == 2 {
+					// A reload (SIGHUP) does not end resumption.
+					if err := p.Reload(Config{Routes: []Route{{Names: []string{"app.example"}, Backend: be.addr, Mode: mode}}, IdleTimeout: time.Minute}); err != nil {
+						t.Fatal(err)
+					}
+				}
 				c, err := tls.Dial("tcp", p.addr, cfg)
 				if err != nil {
 					t.Fatal(err)
