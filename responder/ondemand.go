@@ -40,7 +40,9 @@ func NewOnDemand(r *Responder, addr string, listen func(ctx context.Context, add
 }
 
 // Publish binds the listener if this is the first pending challenge, then
-// publishes cert for serverName.
+// publishes cert for serverName, waiting as Responder.Publish does while
+// another challenge for serverName is pending. The listener stays bound
+// while it waits; if Publish fails it is released as if unpublished.
 func (o *OnDemand) Publish(ctx context.Context, serverName string, cert *tls.Certificate) (<-chan struct{}, error) {
 	o.mu.Lock()
 	if o.refs == 0 {

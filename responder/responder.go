@@ -61,10 +61,20 @@ var ErrNotACME = errors.New("client did not offer exactly ALPN acme-tls/1; this 
 type entry struct {
 	cert *tls.Certificate
 	seen chan struct{} // capacity 1; a send means "the CA has been served"
+	done chan struct{} // closed by the Unpublish that removes this entry
 }
 
 // Responder holds the pending challenge certificates and answers for them.
 // Its zero value is not usable; call New.
+//
+// At most one challenge is pending per server name. Two orders may need the
+// same name validated at once (two certificates that share a name renewing
+// together), but a validation handshake cannot say which of them it is for:
+// the CA sends only the SNI and the ALPN protocol acme-tls/1, and the token
+// that would tell two challenges apart is not in the handshake (RFC 8737 §3).
+// Whichever certificate were served, the other challenge would fail. So
+// challenges for one name take turns: Publish for a name that is already
+// pending waits until that challenge is unpublished.
 type Responder struct {
 	logger  *slog.Logger
 	observe func(Event)
@@ -101,7 +111,19 @@ func New(opts ...Option) *Responder {
 // value challenge.ServerName gives for the identifier). The returned channel
 // receives a value, without blocking the responder, each time a validation
 // handshake for serverName is served; the issuer uses it to time its polling.
-func (r *Responder) Publish(_ context.Context, serverName string, cert *tls.Certificate) (<-chan struct{}, error) {
+//
+// If a challenge is already pending for serverName, Publish waits until it
+// is unpublished, because a handshake cannot tell two challenges for one
+// name apart (see Responder); several waiters for one name are published
+// one at a time, in no particular order. If ctx ends first, Publish returns
+// an error wrapping ctx.Err() and publishes nothing, leaving the pending
+// challenge as it was.
+//
+// Every successful Publish must be followed by exactly one Unpublish for the
+// same name, and a failed one by none: Unpublish withdraws whatever is
+// pending for the name, which, as the name's challenges take turns, is the
+// caller's own only if the calls are paired.
+func (r *Responder) Publish(ctx context.Context, serverName string, cert *tls.Certificate) (<-chan struct{}, error) {
 	name := challenge.NormalizeServerName(serverName)
 	if name == "" {
 		return nil, fmt.Errorf("publishing challenge for %q: not a valid server name", serverName)
@@ -109,19 +131,38 @@ func (r *Responder) Publish(_ context.Context, serverName string, cert *tls.Cert
 	if cert == nil || len(cert.Certificate) == 0 {
 		return nil, fmt.Errorf("publishing challenge for %q: no certificate", serverName)
 	}
-	e := &entry{cert: cert, seen: make(chan struct{}, 1)}
-	r.mu.Lock()
-	r.pending[name] = e
-	r.mu.Unlock()
-	return e.seen, nil
+	e := &entry{cert: cert, seen: make(chan struct{}, 1), done: make(chan struct{})}
+	for {
+		r.mu.Lock()
+		cur := r.pending[name]
+		if cur == nil {
+			r.pending[name] = e
+			r.mu.Unlock()
+			return e.seen, nil
+		}
+		r.mu.Unlock()
+		// Another waiter may take the turn first when cur is
+		// withdrawn; then wait for that one.
+		select {
+		case <-cur.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("publishing challenge for %q: waited for another pending challenge for that name to be withdrawn: %w", serverName, ctx.Err())
+		}
+	}
 }
 
-// Unpublish forgets the challenge for serverName; later handshakes for it
-// are refused. Unpublishing a name that is not pending is not an error.
+// Unpublish withdraws the challenge pending for serverName, so that later
+// handshakes for it are refused, and lets the next Publish waiting for
+// serverName, if any, go ahead. Unpublishing a name that is not pending is
+// not an error and does nothing. Pair it with one successful Publish: see
+// there.
 func (r *Responder) Unpublish(_ context.Context, serverName string) error {
 	name := challenge.NormalizeServerName(serverName)
 	r.mu.Lock()
-	delete(r.pending, name)
+	if e := r.pending[name]; e != nil {
+		delete(r.pending, name)
+		close(e.done)
+	}
 	r.mu.Unlock()
 	return nil
 }

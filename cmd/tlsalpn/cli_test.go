@@ -40,6 +40,10 @@ func TestUsageErrors(t *testing.T) {
 		{"stray argument", []string{"issue", "-d", "example.com", "extra"}, `unexpected argument "extra"`},
 		{"revoke without name", []string{"revoke"}, "give the NAME"},
 		{"revoke bad reason", []string{"revoke", "example.com", "--reason", "7"}, "--reason 7"},
+		{"serve half haproxy", []string{"serve", "--backend", "127.0.0.1:8443", "-d", "example.com", "--haproxy-socket", "/run/haproxy/admin.sock"}, "--haproxy-socket and --haproxy-cert go together"},
+		{"serve haproxy without -d", []string{"serve", "--backend", "127.0.0.1:8443", "--haproxy-socket", "/s", "--haproxy-cert", "/c.pem"}, "name it with -d"},
+		{"serve out without -d", []string{"serve", "--backend", "127.0.0.1:8443", "--out", "/tmp/x"}, "name it with -d"},
+		{"serve bad steer", []string{"serve", "--backend", "127.0.0.1:8443", "--steer", "on"}, `--steer "on": want auto`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -79,6 +79,8 @@ type serveFlags struct {
 	profile     string
 	noPreflight bool
 	steer       string
+	hapSocket   string
+	hapCert     string
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -92,6 +94,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.Var(&f.names, "d", "without --config: a `NAME` to obtain and renew a certificate for; repeat for more")
 	fs.StringVar(&f.out, "out", "", "without --config: `DIR` the certificate files are written to")
 	fs.StringVar(&f.hook, "deploy-hook", "", "without --config: shell `COMMAND` run after each renewal")
+	fs.StringVar(&f.hapSocket, "haproxy-socket", "", "without --config: HAProxy's runtime API `SOCKET` (unix path or host:port); each renewal goes live there with set/commit ssl cert, no reload")
+	fs.StringVar(&f.hapCert, "haproxy-cert", "", "without --config: the crt `PATH` HAProxy loaded, as \"show ssl cert\" lists it (with --haproxy-socket)")
 	fs.IntVar(&f.sendProxy, "send-proxy", 0, "without --config: send a PROXY protocol header of this `VERSION` (1 or 2) to the backend")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "without --config: certificate key `TYPE`")
 	fs.StringVar(&f.profile, "profile", "", "without --config: ACME `PROFILE`")
@@ -206,6 +210,9 @@ func serveConfig(f *serveFlags) (*config.Config, error) {
 		}
 		return cfg, nil
 	}
+	if f.steer != config.SteerAuto && f.steer != config.SteerOff {
+		return nil, usagef("--steer %q: want auto (steer where it fits) or off (relay every connection)", f.steer)
+	}
 	if f.backend == "" {
 		return nil, usagef("give --config FILE, or --backend HOST:PORT for the server that now sits behind tlsalpn (see tlsalpn serve --help)")
 	}
@@ -236,6 +243,14 @@ func serveConfig(f *serveFlags) (*config.Config, error) {
 			cfg.ACME.CARoot = abs
 		}
 		cfg.Certificates = []config.Certificate{{Names: f.names, Out: out, DeployHook: f.hook}}
+		if f.hapSocket != "" || f.hapCert != "" {
+			if f.hapSocket == "" || f.hapCert == "" {
+				return nil, usagef("--haproxy-socket and --haproxy-cert go together: the socket to talk to and the crt path HAProxy loaded")
+			}
+			cfg.Certificates[0].HAProxy = &config.HAProxy{Socket: f.hapSocket, Cert: f.hapCert}
+		}
+	} else if f.hapSocket != "" || f.hapCert != "" || f.out != "" || f.hook != "" {
+		return nil, usagef("--out, --deploy-hook and --haproxy-* say where a certificate goes: name it with -d")
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {

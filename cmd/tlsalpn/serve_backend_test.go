@@ -245,15 +245,21 @@ func TestServeSteeringReload(t *testing.T) {
 }
 
 // TestServeHAProxyRuntimeAPI: the new certificate goes live in HAProxy
-// through its runtime API, with no reload.
+// through its runtime API, with no reload, configured by file or by flags.
 func TestServeHAProxyRuntimeAPI(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
-	dir := t.TempDir()
-	certPEM, keyPEM := backend.SelfSigned(t, "example.com")
-	hap := backend.StartHAProxy(t, append(certPEM, keyPEM...), backend.HAProxyOptions{Mode: "http"})
-	before := hap.Worker(t)
-	cfg := filepath.Join(dir, "serve.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %q
+	for _, byFlags := range []bool{false, true} {
+		t.Run(map[bool]string{false: "config", true: "flags"}[byFlags], func(t *testing.T) {
+			ca := startCLICA(t, testca.Options{})
+			dir := t.TempDir()
+			certPEM, keyPEM := backend.SelfSigned(t, "example.com")
+			hap := backend.StartHAProxy(t, append(certPEM, keyPEM...), backend.HAProxyOptions{Mode: "http"})
+			before := hap.Worker(t)
+			args := []string{"--listen", ca.listen, "--backend", hap.Addr, "-d", "example.com", "--storage", filepath.Join(dir, "store"),
+				"--ca", ca.DirectoryURL(), "--ca-root", ca.root, "--email", "ops@example.com", "--agree-tos", "--profile", "default",
+				"--haproxy-socket", hap.AdminSocket, "--haproxy-cert", hap.CertPath}
+			if !byFlags {
+				cfg := filepath.Join(dir, "serve.yaml")
+				os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %q
 storage: %s
 acme: {ca: %q, ca_root: %s, email: ops@example.com, agree_tos: true, profile: default}
 routes:
@@ -263,21 +269,25 @@ certificates:
   - names: [example.com]
     haproxy: {socket: %s, cert: %s}
 `, ca.listen, filepath.Join(dir, "store"), ca.DirectoryURL(), ca.root, hap.Addr, hap.AdminSocket, hap.CertPath)), 0o644)
-	_, stderr, stop := startServe(t, "--config", cfg)
-	waitForPort(t, ca.listen, 10*time.Second)
-	loop := startClientLoop(t, ca.listen, "example.com")
-	waitFor(t, "HAProxy to serve the CA's certificate", 30*time.Second, func() bool { return loop.sawIssuer("Pebble") })
-	loop.halt()
-	if f := loop.failed.Load(); f != 0 {
-		t.Errorf("%d client requests failed; last: %v", f, loop.lastErr)
-	}
-	show := hap.Command(t, "show ssl cert "+hap.CertPath)
-	if !strings.Contains(show, "Pebble") {
-		t.Errorf("show ssl cert does not show the new certificate:\n%s", show)
-	}
-	hap.CheckNotReloaded(t, before)
-	if code := stop(); code != exitOK {
-		t.Errorf("serve exited %d: %s", code, stderr.String())
+				args = []string{"--config", cfg}
+			}
+			_, stderr, stop := startServe(t, args...)
+			waitForPort(t, ca.listen, 10*time.Second)
+			loop := startClientLoop(t, ca.listen, "example.com")
+			waitFor(t, "HAProxy to serve the CA's certificate", 30*time.Second, func() bool { return loop.sawIssuer("Pebble") })
+			loop.halt()
+			if f := loop.failed.Load(); f != 0 {
+				t.Errorf("%d client requests failed; last: %v", f, loop.lastErr)
+			}
+			show := hap.Command(t, "show ssl cert "+hap.CertPath)
+			if !strings.Contains(show, "Pebble") {
+				t.Errorf("show ssl cert does not show the new certificate:\n%s", show)
+			}
+			hap.CheckNotReloaded(t, before)
+			if code := stop(); code != exitOK {
+				t.Errorf("serve exited %d: %s", code, stderr.String())
+			}
+		})
 	}
 }
 
