@@ -147,7 +147,9 @@ func (s *Steerer) Hold() error {
 			return fmt.Errorf("steer: holding: %w; detaching: %w", err, derr)
 		}
 		s.logger.Warn("steering stopped for good: it could not be held for a challenge", "error", err)
+		return nil
 	}
+	s.logger.Debug("steering held: new connections come to the front door while a challenge is pending", "front", s.cfg.Front)
 	return nil
 }
 
@@ -165,7 +167,9 @@ func (s *Steerer) Release() {
 	}
 	if err := s.k.setSteering(true); err != nil {
 		s.logger.Warn("steering not resumed; the front door relays new connections", "error", err)
+		return
 	}
+	s.logger.Debug("steering resumed: no challenge is pending", "front", s.cfg.Front)
 }
 
 // Steering reports whether new connections for Front bypass the front

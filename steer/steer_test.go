@@ -23,6 +23,17 @@ import (
 // another process: it listens on ADDR, prints the address, and answers
 // every connection with "child".
 func TestMain(m *testing.M) {
+	if spec := os.Getenv("STEER_TEST_STEERER"); spec != "" {
+		// A steering process of its own: "FRONT BACKEND".
+		front, backend, _ := strings.Cut(spec, " ")
+		_, err := New(context.Background(), Config{Front: netip.MustParseAddrPort(front), Backend: netip.MustParseAddrPort(backend)})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("steering")
+		select {} // until killed
+	}
 	if addr := os.Getenv("STEER_TEST_CHILD"); addr != "" {
 		ln, err := listenTCP(addr)
 		if err != nil {
@@ -547,5 +558,37 @@ func TestDescribe(t *testing.T) {
 		if got := Describe(tc.l); got != tc.want {
 			t.Errorf("Describe(%+v) = %q; want %q", tc.l, got, tc.want)
 		}
+	}
+}
+
+// A steering process that dies, even by SIGKILL, takes its steering with
+// it: nothing is left attached to the namespace.
+func TestSteeringDiesWithItsProcess(t *testing.T) {
+	back := listenTag(t, "127.0.0.1:0", "backend")
+	front2 := listenTag(t, "127.0.0.1:0", "front2")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "STEER_TEST_STEERER="+front2.Addr().String()+" "+back.Addr().String())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if strings.Contains(line, ErrUnsupported.Error()) {
+		t.Skipf("kernel steering unsupported here: %s", line)
+	}
+	if err != nil || line != "steering\n" {
+		t.Fatalf("child: %q, %v", line, err)
+	}
+	if tag, _ := who(t, front2.Addr().String()); tag != "backend" {
+		t.Fatalf("while the child steers, reached %q", tag)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if tag, _ := who(t, front2.Addr().String()); tag != "front2" {
+		t.Fatalf("after the child was killed, reached %q; want the front door's own listener", tag)
 	}
 }
