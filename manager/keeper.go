@@ -18,7 +18,8 @@ type KeepOptions struct {
 	// Cache receives every certificate as it is loaded or renewed.
 	Cache *Cache
 	// OnRenewed, if set, is called after a certificate was obtained,
-	// stored and deployed (or deployment failed, then err says so).
+	// stored and deployed (or deployment failed, then err says so), or
+	// found renewed by another process when about to renew it.
 	OnRenewed func(rec *Record, err error)
 	// CheckEvery bounds how long the keeper sleeps between looks at a
 	// certificate, so that a changed ARI window or a clock jump is noticed.

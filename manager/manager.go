@@ -61,10 +61,22 @@ func certPrefix(ca, name string) string {
 	return path.Join(storage.CertificatesPrefix, issuer.CAKey(ca), name)
 }
 
+// certLockName is the storage lock held by whoever writes a certificate's
+// files: renewals, and the renewal information stored in its record.
+func certLockName(ca, name string) string {
+	return "cert-" + issuer.CAKey(ca) + "-" + name
+}
+
 // Obtain orders a certificate for spec, stores it and deploys it. replaces,
 // when not nil, is the certificate being renewed (sent as ARI "replaces").
 // Nothing is stored or deployed unless the whole order succeeded, and the
 // output directory is checked before the CA is asked for anything.
+//
+// A renewal is decided before the certificate's lock is taken, so another
+// process (a cron "tlsalpn renew" beside "tlsalpn serve") may have renewed
+// it meanwhile. Then nothing is ordered: Obtain returns the stored, newer
+// record, deployed to spec's outputs if they differ from the ones the other
+// process deployed to.
 func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certificate) (*Record, error) {
 	if len(spec.Names) == 0 {
 		return nil, errors.New("no names to obtain a certificate for")
@@ -86,12 +98,19 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 			return nil, fmt.Errorf("not ordering a certificate for %s: %w", spec.Names[0], err)
 		}
 	}
-	lockName := "cert-" + issuer.CAKey(spec.CA) + "-" + spec.Names[0]
-	unlock, err := m.store.Lock(ctx, lockName)
+	unlock, err := m.store.Lock(ctx, certLockName(spec.CA, spec.Names[0]))
 	if err != nil {
 		return nil, fmt.Errorf("locking %s: %w", spec.Names[0], err)
 	}
 	defer unlock()
+	if replaces != nil {
+		// A missing or damaged record is replaced by the new order.
+		if cur, err := m.loadRecord(ctx, spec.CA, spec.Names[0]); err == nil && cur.Serial != serialHex(replaces) {
+			m.logger.Info("not renewing: another process renewed the certificate meanwhile",
+				"name", spec.Names[0], "replaced_serial", serialHex(replaces), "serial", cur.Serial)
+			return cur, m.deployRenewedElsewhere(ctx, spec, cur)
+		}
+	}
 
 	iss, err := m.issuerFor(ctx, spec)
 	if err != nil {
@@ -122,6 +141,21 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		return rec, err
 	}
 	return rec, nil
+}
+
+// deployRenewedElsewhere deploys cur, renewed by another process, to
+// spec's outputs. That process deployed it to cur's outputs before it let go
+// of the certificate's lock; doing so again would only run the hook twice.
+// Outputs that differ (the keeper's configuration changed, say) get it too.
+func (m *Manager) deployRenewedElsewhere(ctx context.Context, spec Spec, cur *Record) error {
+	if spec.Out == cur.Out && spec.DeployHook == cur.DeployHook && spec.HookTimeout == cur.HookTimeout &&
+		spec.HAProxySocket == cur.HAProxySocket && spec.HAProxyCert == cur.HAProxyCert {
+		return nil
+	}
+	rec := *cur
+	rec.Out, rec.DeployHook, rec.HookTimeout = spec.Out, spec.DeployHook, spec.HookTimeout
+	rec.HAProxySocket, rec.HAProxyCert = spec.HAProxySocket, spec.HAProxyCert
+	return m.Deploy(ctx, &rec)
 }
 
 // save stores key, chain and record. The record goes last: a record is the
@@ -159,14 +193,11 @@ type Stored struct {
 // Load reads one stored certificate.
 func (m *Manager) Load(ctx context.Context, ca, name string) (*Stored, error) {
 	prefix := certPrefix(ca, name)
-	meta, err := m.store.Get(ctx, path.Join(prefix, "meta.json"))
+	rec, err := m.loadRecord(ctx, ca, name)
 	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", name, err)
+		return nil, err
 	}
-	s := &Stored{}
-	if err := json.Unmarshal(meta, &s.Record); err != nil {
-		return nil, fmt.Errorf("loading %s: metadata is damaged: %w", name, err)
-	}
+	s := &Stored{Record: *rec}
 	if s.ChainPEM, err = m.store.Get(ctx, path.Join(prefix, "cert.pem")); err != nil {
 		return nil, fmt.Errorf("loading %s: %w", name, err)
 	}
@@ -177,6 +208,19 @@ func (m *Manager) Load(ctx context.Context, ca, name string) (*Stored, error) {
 		return nil, fmt.Errorf("loading %s: %w", name, err)
 	}
 	return s, nil
+}
+
+// loadRecord reads one certificate's record, without its chain and key.
+func (m *Manager) loadRecord(ctx context.Context, ca, name string) (*Record, error) {
+	meta, err := m.store.Get(ctx, path.Join(certPrefix(ca, name), "meta.json"))
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", name, err)
+	}
+	rec := &Record{}
+	if err := json.Unmarshal(meta, rec); err != nil {
+		return nil, fmt.Errorf("loading %s: metadata is damaged: %w", name, err)
+	}
+	return rec, nil
 }
 
 // List returns every stored record, sorted by name then CA. Damaged entries
@@ -305,7 +349,8 @@ type Decision struct {
 
 // Due decides whether s should be renewed now. It asks the CA for renewal
 // information when the stored window is missing, belongs to an older
-// certificate, or the CA's Retry-After has passed; the answer is stored.
+// certificate, or the CA's Retry-After has passed; the answer is stored,
+// unless the stored certificate was renewed meanwhile.
 func (m *Manager) Due(ctx context.Context, iss Issuer, s *Stored) Decision {
 	now := m.now()
 	if !s.Revoked.IsZero() {
@@ -334,6 +379,9 @@ func (m *Manager) Due(ctx context.Context, iss Issuer, s *Stored) Decision {
 // asked again.
 const ariRecheck = 6 * time.Hour
 
+// refreshARI asks the CA for s's renewal information when it is due to be
+// asked, and stores the answer in s's record. s.ARI is set to the answer
+// even when it is not stored.
 func (m *Manager) refreshARI(ctx context.Context, iss Issuer, s *Stored, now time.Time) {
 	a := s.ARI
 	if a != nil && a.CertSerial == s.Serial {
@@ -345,6 +393,8 @@ func (m *Manager) refreshARI(ctx context.Context, iss Issuer, s *Stored, now tim
 			return
 		}
 	}
+	// The CA is asked without the certificate's lock: the answer may take
+	// seconds, and a renewal must not wait for it.
 	ri, err := iss.RenewalInfo(ctx, s.Chain[0])
 	next := &ARIState{CheckedAt: now.UTC(), CertSerial: s.Serial}
 	switch {
@@ -360,18 +410,64 @@ func (m *Manager) refreshARI(ctx context.Context, iss Issuer, s *Stored, now tim
 		if ri.RetryAfter != nil {
 			next.RetryAfter = ri.RetryAfter.UTC()
 		}
-		// Keep the time already chosen while the window is unchanged, so
-		// that polling does not reroll the dice (RFC 9773 §4.2).
-		if a != nil && a.CertSerial == s.Serial && a.Start.Equal(next.Start) && a.End.Equal(next.End) {
-			next.Selected = a.Selected
-		} else {
-			next.Selected = pickInWindow(next.Start, next.End, now)
-		}
 	}
-	s.ARI = next
-	if err := m.saveRecord(ctx, &s.Record); err != nil {
-		m.logger.Warn("saving renewal info", "name", s.Name(), "error", err)
+	stored, err := m.storeARI(ctx, s, next, now)
+	if err != nil {
+		m.logger.Warn("renewal info not stored", "name", s.Name(), "error", err)
 	}
+	if stored == nil {
+		// Not stored, but still the truth about s's certificate.
+		keepSelected(next, a, now)
+		stored = next
+	}
+	s.ARI = stored
+}
+
+// storeARI writes next, the renewal information just fetched for s's
+// certificate, into the stored record under the certificate's lock, and
+// returns what it wrote. The record is read again under the lock: another
+// process may have renewed the certificate while the CA was being asked,
+// and writing s's older record back would lose the new certificate's. The
+// answer is then for a certificate no longer stored, so it is dropped (nil,
+// nil): the next refresh asks about the new one.
+func (m *Manager) storeARI(ctx context.Context, s *Stored, next *ARIState, now time.Time) (*ARIState, error) {
+	unlock, err := m.store.Lock(ctx, certLockName(s.CA, s.Name()))
+	if err != nil {
+		return nil, fmt.Errorf("locking %s to store its renewal info: %w", s.Name(), err)
+	}
+	defer unlock()
+	rec, err := m.loadRecord(ctx, s.CA, s.Name())
+	if err != nil {
+		return nil, fmt.Errorf("re-reading %s to store its renewal info: %w", s.Name(), err)
+	}
+	if rec.Serial != next.CertSerial {
+		m.logger.Debug("renewal info dropped: the certificate was replaced while the CA was asked",
+			"name", s.Name(), "serial", next.CertSerial, "stored_serial", rec.Serial)
+		return nil, nil
+	}
+	// Another process may have stored an answer meanwhile; its selected
+	// time is the one to keep.
+	ari := *next
+	keepSelected(&ari, rec.ARI, now)
+	rec.ARI = &ari
+	if err := m.saveRecord(ctx, rec); err != nil {
+		return nil, err
+	}
+	return &ari, nil
+}
+
+// keepSelected sets next.Selected: the time already chosen in prev while the
+// window is unchanged for the same certificate, so that polling does not
+// reroll the dice (RFC 9773 §4.2), else a new one in the window.
+func keepSelected(next, prev *ARIState, now time.Time) {
+	if next.Unavailable {
+		return
+	}
+	if prev != nil && !prev.Unavailable && prev.CertSerial == next.CertSerial && prev.Start.Equal(next.Start) && prev.End.Equal(next.End) {
+		next.Selected = prev.Selected
+		return
+	}
+	next.Selected = pickInWindow(next.Start, next.End, now)
 }
 
 // pickInWindow selects a uniformly random time in [start, end); a window
@@ -432,6 +528,12 @@ func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) 
 }
 
 // Revoke revokes the stored certificate and marks it so renew leaves it.
+//
+// The CA is asked without the certificate's lock; the mark is written under
+// it, into the record read again: a renewal may have replaced the
+// certificate meanwhile. Then the revoked certificate is already out of
+// storage, and the newer record is left as it is (a warning says so); s is
+// marked either way.
 func (m *Manager) Revoke(ctx context.Context, s *Stored, reason int) error {
 	iss, err := m.issuerFor(ctx, s.Spec)
 	if err != nil {
@@ -441,5 +543,23 @@ func (m *Manager) Revoke(ctx context.Context, s *Stored, reason int) error {
 		return err
 	}
 	s.Revoked = m.now().UTC()
-	return m.saveRecord(ctx, &s.Record)
+	unlock, err := m.store.Lock(ctx, certLockName(s.CA, s.Name()))
+	if err != nil {
+		return fmt.Errorf("%s (serial %s) was revoked but not marked so in storage: locking it: %w", s.Name(), s.Serial, err)
+	}
+	defer unlock()
+	rec, err := m.loadRecord(ctx, s.CA, s.Name())
+	if err != nil {
+		return fmt.Errorf("%s (serial %s) was revoked but not marked so in storage: re-reading it: %w", s.Name(), s.Serial, err)
+	}
+	if rec.Serial != s.Serial {
+		m.logger.Warn("certificate revoked after a renewal replaced it; the stored certificate is the newer one and is not revoked",
+			"name", s.Name(), "revoked_serial", s.Serial, "stored_serial", rec.Serial)
+		return nil
+	}
+	rec.Revoked = s.Revoked
+	if err := m.saveRecord(ctx, rec); err != nil {
+		return fmt.Errorf("%s (serial %s) was revoked but not marked so: %w", s.Name(), s.Serial, err)
+	}
+	return nil
 }

@@ -99,7 +99,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&f.sendProxy, "send-proxy", 0, "without --config: send a PROXY protocol header of this `VERSION` (1 or 2) to the backend")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "without --config: certificate key `TYPE`")
 	fs.StringVar(&f.profile, "profile", "", "without --config: ACME `PROFILE`")
-	fs.StringVar(&f.steer, "steer", "auto", "without --config: `auto` hands new connections straight to the backend's listening socket while no challenge is pending (Linux, root, backend on this host); off relays every one")
+	fs.StringVar(&f.steer, "steer", "auto", "without --config: steering `MODE`: auto hands new connections straight to the backend's listening socket while no challenge is pending (Linux, root, backend on this host), off relays every one")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge through the front door before telling the CA it is ready")
 	if err := fs.parse(args, 0); err != nil {
 		return err
