@@ -343,10 +343,12 @@ func TestBackendRestart(t *testing.T) {
 	}
 }
 
-// The backend's socket belongs to another process, as nginx's does.
-func TestBackendInAnotherProcess(t *testing.T) {
+// startChild runs this test binary again with env set (see TestMain) and
+// returns the first line it prints; the child is killed at the test's end.
+func startChild(t *testing.T, env string) (*exec.Cmd, string, error) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "STEER_TEST_CHILD=127.0.0.1:0")
+	cmd.Env = append(os.Environ(), env)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -356,6 +358,12 @@ func TestBackendInAnotherProcess(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
+	return cmd, line, err
+}
+
+// The backend's socket belongs to another process, as nginx's does.
+func TestBackendInAnotherProcess(t *testing.T) {
+	cmd, line, err := startChild(t, "STEER_TEST_CHILD=127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("child: %v", err)
 	}
@@ -566,17 +574,7 @@ func TestDescribe(t *testing.T) {
 func TestSteeringDiesWithItsProcess(t *testing.T) {
 	back := listenTag(t, "127.0.0.1:0", "backend")
 	front2 := listenTag(t, "127.0.0.1:0", "front2")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "STEER_TEST_STEERER="+front2.Addr().String()+" "+back.Addr().String())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
+	cmd, line, err := startChild(t, "STEER_TEST_STEERER="+front2.Addr().String()+" "+back.Addr().String())
 	if strings.Contains(line, ErrUnsupported.Error()) {
 		t.Skipf("kernel steering unsupported here: %s", line)
 	}
