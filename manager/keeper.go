@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,7 @@ type KeepOptions struct {
 	CheckEvery time.Duration // default 6 h, the ARI polling interval
 	// MinBackoff and MaxBackoff bound the wait after a failed attempt; it
 	// doubles from one to the other, unless the CA's Retry-After says more.
+	// Failed deployments back off the same way, on their own.
 	MinBackoff, MaxBackoff time.Duration // default 1 min and 6 h
 }
 
@@ -34,7 +37,12 @@ type KeepOptions struct {
 // the lifetime rule, with jitter; failures back off exponentially and
 // honour the CA's Retry-After; an emergency renewal ignores the schedule
 // when little lifetime is left. The certificate in service stays in the
-// cache whatever fails. Keep returns when ctx ends.
+// cache whatever fails.
+//
+// A stored certificate that its record says is not deployed to the spec's
+// outputs (its deployment failed, or none was recorded, or the outputs
+// changed) is deployed again, with its own backoff, and no new order. Keep
+// returns when ctx ends.
 func (m *Manager) Keep(ctx context.Context, specs []Spec, opts KeepOptions) {
 	if opts.CheckEvery <= 0 {
 		opts.CheckEvery = 6 * time.Hour
@@ -77,31 +85,32 @@ func (m *Manager) LoadIntoCache(ctx context.Context, spec Spec, cache *Cache) (*
 func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 	name := spec.Names[0]
 	backoff := opts.MinBackoff
+	deployBackoff := opts.MinBackoff
 	for {
 		s, ok := m.LoadIntoCache(ctx, spec, opts.Cache)
 		var wait time.Duration
 		switch {
 		case !ok:
 			// Missing, or the names changed: obtain now.
-			wait = m.attempt(ctx, spec, nil, opts, &backoff)
+			wait = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
 		default:
 			iss, err := m.issuerFor(ctx, s.Spec)
 			if err != nil {
 				m.logger.Error("cannot renew", "name", name, "error", err)
-				wait = opts.MaxBackoff
+				wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, opts.MaxBackoff)
 				break
 			}
 			d := m.Due(ctx, iss, s)
 			if d.Due || emergency(s, m.now()) {
 				m.logger.Info("renewing", "name", name, "reason", d.Reason)
-				wait = m.attempt(ctx, spec, s.Chain[0], opts, &backoff)
+				wait = m.attempt(ctx, spec, s.Chain[0], opts, &backoff, &deployBackoff)
 				break
 			}
 			wait = min(time.Until(d.At), opts.CheckEvery)
 			if s.ARI != nil && !s.ARI.RetryAfter.IsZero() {
 				wait = min(wait, max(time.Until(s.ARI.RetryAfter), time.Minute))
 			}
-			wait = max(wait, time.Second) + jitter(wait)
+			wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, max(wait, time.Second)+jitter(wait))
 			m.logger.Debug("next look at certificate", "name", name, "in", wait.Round(time.Second), "reason", d.Reason)
 		}
 		select {
@@ -113,8 +122,9 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 }
 
 // attempt obtains once and returns how long to wait before looking again:
-// shortly after a success, the backoff after a failure.
-func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff *time.Duration) time.Duration {
+// shortly after a success, the backoff after a failure, the deployment
+// backoff when only the deployment failed.
+func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff, deployBackoff *time.Duration) time.Duration {
 	rec, err := m.Obtain(ctx, spec, replaces)
 	if opts.OnRenewed != nil && (rec != nil || err != nil) {
 		opts.OnRenewed(rec, err)
@@ -124,16 +134,17 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 		m.LoadIntoCache(ctx, spec, opts.Cache)
 	}
 	if err == nil {
-		*backoff = opts.MinBackoff
+		*backoff, *deployBackoff = opts.MinBackoff, opts.MinBackoff
 		return time.Second
 	}
 	if ctx.Err() != nil {
 		return 0
 	}
 	if rec != nil {
-		// Only the deployment failed; the next look retries it with
-		// the stored certificate, without a new order.
-		m.logger.Error("deployment failed", "name", spec.Names[0], "error", err)
+		// Stored; only the deployment failed, and the record says so:
+		// a later look deploys it again, without a new order.
+		*backoff = opts.MinBackoff
+		return m.deployFailed(rec, err, opts, deployBackoff)
 	}
 	wait := *backoff
 	var re *issuer.RetryError
@@ -143,6 +154,52 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 	*backoff = min(2**backoff, opts.MaxBackoff)
 	m.logger.Error("obtaining certificate failed; will retry", "name", spec.Names[0], "in", wait.Round(time.Second), "error", err)
 	return wait + jitter(wait)
+}
+
+// deployIfPending deploys s, the stored certificate, to spec's outputs if
+// its record says they do not have it (its deployment failed, none was
+// recorded, or the outputs changed), without ordering anything. It returns
+// how long to wait before looking again: wait, or less when the deployment
+// failed and is to be retried sooner.
+func (m *Manager) deployIfPending(ctx context.Context, spec Spec, s *Stored, opts KeepOptions, backoff *time.Duration, wait time.Duration) time.Duration {
+	if !s.Revoked.IsZero() || s.deployedTo(spec) {
+		return wait
+	}
+	tried, before, err := m.deployPending(ctx, spec)
+	switch {
+	case err == nil:
+		*backoff = opts.MinBackoff
+		if tried {
+			m.logger.Info("stored certificate deployed", "names", spec.Names, "serial", before.Serial)
+		}
+		return wait
+	case ctx.Err() != nil:
+		return 0
+	case before == nil:
+		// Not even tried: the record could not be locked or read.
+		before = &s.Record
+	}
+	return min(wait, m.deployFailed(before, err, opts, backoff))
+}
+
+// deployFailed reports that deploying rec's certificate failed, and
+// returns how long to wait before trying again, from backoff, which it
+// doubles up to opts.MaxBackoff.
+func (m *Manager) deployFailed(rec *Record, err error, opts KeepOptions, backoff *time.Duration) time.Duration {
+	wait := *backoff
+	*backoff = min(2*wait, opts.MaxBackoff)
+	wait += jitter(wait)
+	shown := wait.Round(time.Second)
+	if wait < time.Second {
+		shown = wait.Round(time.Millisecond)
+	}
+	serial := rec.Serial
+	if serial == "" {
+		serial = "(unknown)"
+	}
+	m.logger.Warn(fmt.Sprintf("deploying %s serial %s failed; the server still has the previous certificate; retrying in %s: %v",
+		strings.Join(rec.Names, ", "), serial, shown, err), "name", rec.Name(), "serial", rec.Serial)
+	return wait
 }
 
 // emergency is true when so little lifetime is left (a twelfth, or one

@@ -6,6 +6,12 @@
 // window, chosen once per window; otherwise when a third of the lifetime
 // remains (half for certificates under ten days). A renewal that fails
 // leaves the current certificate and its deployment untouched.
+//
+// Each certificate's record says what was last deployed to its outputs. A
+// deployment that failed (files not written, a hook that failed, HAProxy
+// refusing) is tried again with the stored certificate by the keeper's next
+// looks and by "tlsalpn renew", without a new order, so the server does not
+// keep the previous certificate until it expires.
 package manager
 
 import (
@@ -21,6 +27,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mholt/acmez/v3/acme"
 
@@ -75,8 +82,12 @@ func certLockName(ca, name string) string {
 // A renewal is decided before the certificate's lock is taken, so another
 // process (a cron "tlsalpn renew" beside "tlsalpn serve") may have renewed
 // it meanwhile. Then nothing is ordered: Obtain returns the stored, newer
-// record, deployed to spec's outputs if they differ from the ones the other
-// process deployed to.
+// record, deployed to spec's outputs unless the other process's deployment
+// there succeeded.
+//
+// When the certificate is stored but its deployment fails, Obtain returns
+// the record with the error. The failure is recorded: the keeper's next
+// looks, and the next "tlsalpn renew", deploy it again without a new order.
 func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certificate) (*Record, error) {
 	if len(spec.Names) == 0 {
 		return nil, errors.New("no names to obtain a certificate for")
@@ -108,7 +119,10 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		if cur, err := m.loadRecord(ctx, spec.CA, spec.Names[0]); err == nil && cur.Serial != serialHex(replaces) {
 			m.logger.Info("not renewing: another process renewed the certificate meanwhile",
 				"name", spec.Names[0], "replaced_serial", serialHex(replaces), "serial", cur.Serial)
-			return cur, m.deployRenewedElsewhere(ctx, spec, cur)
+			if cur.deployedTo(spec) {
+				return cur, nil
+			}
+			return m.deployLocked(ctx, cur, spec)
 		}
 	}
 
@@ -135,27 +149,10 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	if err := m.save(ctx, rec, res.ChainPEM, res.KeyPEM); err != nil {
 		return nil, err
 	}
-	if err := m.Deploy(ctx, rec); err != nil {
-		// The certificate is safely stored: a later "tlsalpn renew" or
-		// "deploy" retries the deployment without a new order.
-		return rec, err
-	}
-	return rec, nil
-}
-
-// deployRenewedElsewhere deploys cur, renewed by another process, to
-// spec's outputs. That process deployed it to cur's outputs before it let go
-// of the certificate's lock; doing so again would only run the hook twice.
-// Outputs that differ (the keeper's configuration changed, say) get it too.
-func (m *Manager) deployRenewedElsewhere(ctx context.Context, spec Spec, cur *Record) error {
-	if spec.Out == cur.Out && spec.DeployHook == cur.DeployHook && spec.HookTimeout == cur.HookTimeout &&
-		spec.HAProxySocket == cur.HAProxySocket && spec.HAProxyCert == cur.HAProxyCert {
-		return nil
-	}
-	rec := *cur
-	rec.Out, rec.DeployHook, rec.HookTimeout = spec.Out, spec.DeployHook, spec.HookTimeout
-	rec.HAProxySocket, rec.HAProxyCert = spec.HAProxySocket, spec.HAProxyCert
-	return m.Deploy(ctx, &rec)
+	// A failed deployment is recorded: the certificate is safely stored,
+	// and the keeper or "tlsalpn renew" deploys it again without a new
+	// order.
+	return m.deployLocked(ctx, rec, spec)
 }
 
 // save stores key, chain and record. The record goes last: a record is the
@@ -286,11 +283,127 @@ func (m *Manager) Find(ctx context.Context, name string) ([]*Stored, error) {
 	return out, nil
 }
 
-// Deploy writes rec's stored certificate to its output directory, updates
-// HAProxy through its runtime API, and runs its hook, as configured; with
-// none of them it does nothing.
+// Deploy deploys the stored certificate for rec's CA and name to rec's
+// outputs, whether or not they have it already, and records the outcome in
+// the stored record, under the certificate's lock. See deployLocked.
 func (m *Manager) Deploy(ctx context.Context, rec *Record) error {
-	if rec.Out == "" && rec.HAProxyCert == "" && rec.DeployHook == "" {
+	if !rec.hasOutputs() {
+		return nil
+	}
+	unlock, err := m.store.Lock(ctx, certLockName(rec.CA, rec.Name()))
+	if err != nil {
+		return fmt.Errorf("locking %s to deploy it: %w", rec.Name(), err)
+	}
+	defer unlock()
+	cur, err := m.loadRecord(ctx, rec.CA, rec.Name())
+	if err != nil {
+		return err
+	}
+	_, err = m.deployLocked(ctx, cur, rec.Spec)
+	return err
+}
+
+// deployPending deploys the stored certificate to spec's outputs unless
+// its record, read again under the certificate's lock, says they have it
+// already (another process may have deployed it meanwhile) or that it was
+// revoked. It reports whether it tried, and returns the record as it was
+// before and the deployment's error.
+func (m *Manager) deployPending(ctx context.Context, spec Spec) (tried bool, before *Record, err error) {
+	unlock, err := m.store.Lock(ctx, certLockName(spec.CA, spec.Names[0]))
+	if err != nil {
+		return false, nil, fmt.Errorf("locking %s to deploy it: %w", spec.Names[0], err)
+	}
+	defer unlock()
+	cur, err := m.loadRecord(ctx, spec.CA, spec.Names[0])
+	if err != nil {
+		return false, nil, err
+	}
+	if !cur.Revoked.IsZero() || cur.deployedTo(spec) {
+		return false, cur, nil
+	}
+	_, err = m.deployLocked(ctx, cur, spec)
+	return true, cur, err
+}
+
+// deployLocked deploys the stored certificate, whose record cur is, to
+// spec's outputs, and records the outcome in the stored record: on success
+// the serial and the outputs, which become the record's own (renewals
+// deploy there from then on); on failure the error. The certificate itself
+// is never touched. The caller holds the certificate's lock. It returns the
+// record as stored after, or cur if the outcome could not be recorded (a
+// warning says so: a success is then repeated, a failure retried, later).
+func (m *Manager) deployLocked(ctx context.Context, cur *Record, spec Spec) (*Record, error) {
+	if !spec.hasOutputs() {
+		return cur, nil
+	}
+	target := *cur
+	target.setOutputs(spec)
+	derr := m.deployFiles(ctx, &target)
+	rec, err := m.recordDeploy(ctx, cur, spec, derr)
+	if err != nil {
+		m.logger.Warn("deployment outcome not recorded", "name", cur.Name(), "serial", cur.Serial,
+			"deploy_error", derr, "error", err)
+		return cur, derr
+	}
+	return rec, derr
+}
+
+// maxDeployError bounds the error stored in a record: enough to tell what
+// failed, not a hook's whole output.
+const maxDeployError = 512
+
+// recordDeploy stores derr, the outcome of deploying cur's certificate to
+// spec's outputs, in the stored record, read again: it is changed only if
+// it still holds the certificate that was deployed. The caller holds the
+// certificate's lock.
+func (m *Manager) recordDeploy(ctx context.Context, cur *Record, spec Spec, derr error) (*Record, error) {
+	rec, err := m.loadRecord(ctx, cur.CA, cur.Name())
+	if err != nil {
+		return nil, fmt.Errorf("re-reading %s to record its deployment: %w", cur.Name(), err)
+	}
+	if rec.Serial != cur.Serial {
+		m.logger.Debug("deployment not recorded: the certificate was replaced meanwhile",
+			"name", cur.Name(), "serial", cur.Serial, "stored_serial", rec.Serial)
+		return rec, nil
+	}
+	now := m.now().UTC()
+	var d DeployState
+	if rec.Deployed != nil {
+		d = *rec.Deployed
+	}
+	if derr != nil {
+		d.Error, d.ErrorAt = shorten(derr.Error(), maxDeployError), now
+	} else {
+		d = DeployState{Serial: rec.Serial, At: now, Out: spec.Out, DeployHook: spec.DeployHook,
+			HAProxySocket: spec.HAProxySocket, HAProxyCert: spec.HAProxyCert}
+		rec.setOutputs(spec)
+	}
+	rec.Deployed = &d
+	if err := m.saveRecord(ctx, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// shorten cuts s to at most n bytes, on a character boundary, marking the
+// cut.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const more = "…"
+	i := max(n-len(more), 0)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + more
+}
+
+// deployFiles writes rec's stored certificate to its output directory,
+// updates HAProxy through its runtime API, and runs its hook, as
+// configured; with none of them it does nothing.
+func (m *Manager) deployFiles(ctx context.Context, rec *Record) error {
+	if !rec.hasOutputs() {
 		return nil
 	}
 	s, err := m.Load(ctx, rec.CA, rec.Name())
@@ -306,7 +419,7 @@ func (m *Manager) Deploy(ctx context.Context, rec *Record) error {
 		if paths, err = deploy.Write(rec.Out, files); err != nil {
 			return fmt.Errorf("deploying %s: %w", rec.Name(), err)
 		}
-		m.logger.Info("certificate deployed", "name", rec.Name(), "dir", paths.Dir)
+		m.logger.Info("certificate files written", "name", rec.Name(), "dir", paths.Dir)
 	}
 	if rec.HAProxyCert != "" {
 		bundle := append(append([]byte{}, files.FullChain...), files.Key...)
@@ -492,12 +605,19 @@ type RenewResult struct {
 	Name     string
 	Decision Decision
 	Renewed  *Record // nil when not renewed
-	Err      error
+	// Redeployed is set when the certificate was not due but was deployed
+	// again, because its last deployment failed (LastDeployError says
+	// how) or none was recorded. Err says whether this one failed.
+	Redeployed      bool
+	LastDeployError string
+	Err             error
 }
 
 // Renew renews every stored certificate that is due, or all of them with
 // force. Each certificate keeps its CA, profile, key type, output and hook,
-// and names the old certificate as the one it replaces.
+// and names the old certificate as the one it replaces. A certificate not
+// due whose last deployment failed, or was never recorded, is deployed
+// again instead.
 func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) {
 	all, err := m.List(ctx)
 	if err != nil {
@@ -517,6 +637,17 @@ func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) 
 			r.Decision.Due, r.Decision.Reason = true, "forced"
 		}
 		if !r.Decision.Due {
+			if s.Revoked.IsZero() && !s.deployedTo(s.Spec) {
+				var before *Record
+				r.Redeployed, before, r.Err = m.deployPending(ctx, s.Spec)
+				if before != nil && before.Deployed != nil {
+					r.LastDeployError = before.Deployed.Error
+				}
+				if r.Redeployed && r.Err == nil {
+					m.logger.Info("stored certificate deployed", "names", s.Names, "serial", s.Serial,
+						"reason", "not due, but its last deployment failed or was never recorded", "previous_error", r.LastDeployError)
+				}
+			}
 			results = append(results, r)
 			continue
 		}

@@ -46,6 +46,55 @@ type Record struct {
 	Replaced string    `json:"replaced,omitempty"`
 	ARI      *ARIState `json:"ari,omitempty"`
 	Revoked  time.Time `json:"revoked,omitzero"`
+	// Deployed is what became of deploying this certificate. Records
+	// written before it existed have none; see deployedTo.
+	Deployed *DeployState `json:"deployed,omitempty"`
+}
+
+// DeployState is what was last deployed to a certificate's outputs, so
+// that a deployment that failed is tried again with the stored
+// certificate, not left until the next renewal weeks later.
+type DeployState struct {
+	// Serial is the certificate last deployed successfully, At when, and
+	// the other fields where: the outputs it went to.
+	Serial        string    `json:"serial,omitempty"`
+	At            time.Time `json:"at,omitzero"`
+	Out           string    `json:"out,omitempty"`
+	DeployHook    string    `json:"deploy_hook,omitempty"`
+	HAProxySocket string    `json:"haproxy_socket,omitempty"`
+	HAProxyCert   string    `json:"haproxy_cert,omitempty"`
+	// Error says why the last attempt to deploy the record's certificate
+	// failed, at ErrorAt; a successful deployment clears it.
+	Error   string    `json:"error,omitempty"`
+	ErrorAt time.Time `json:"error_at,omitzero"`
+}
+
+// hasOutputs reports whether s deploys its certificate anywhere.
+func (s *Spec) hasOutputs() bool {
+	return s.Out != "" || s.DeployHook != "" || s.HAProxyCert != ""
+}
+
+// setOutputs makes to deploy where from does.
+func (s *Spec) setOutputs(from Spec) {
+	s.Out, s.DeployHook, s.HookTimeout = from.Out, from.DeployHook, from.HookTimeout
+	s.HAProxySocket, s.HAProxyCert = from.HAProxySocket, from.HAProxyCert
+}
+
+// deployedTo reports whether r's certificate is deployed to spec's
+// outputs: spec has none, or the last successful deployment was of this
+// certificate to them (the hook's timeout aside).
+//
+// A record written before deployments were recorded says nothing: its
+// certificate is deployed once more, since a failure then went unnoticed.
+// Writing the same files again is harmless; the hook reloads the server
+// once for nothing.
+func (r *Record) deployedTo(spec Spec) bool {
+	if !spec.hasOutputs() {
+		return true
+	}
+	d := r.Deployed
+	return d != nil && d.Serial != "" && d.Serial == r.Serial && d.Out == spec.Out && d.DeployHook == spec.DeployHook &&
+		d.HAProxySocket == spec.HAProxySocket && d.HAProxyCert == spec.HAProxyCert
 }
 
 // ARIState is the last renewal information the CA gave (RFC 9773).

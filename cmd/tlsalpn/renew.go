@@ -24,8 +24,11 @@ order ("replaces"), which Let's Encrypt exempts from rate limits.
 Run it from cron or a systemd timer; twice a day is plenty:
   17 3,15 * * *  root  tlsalpn renew --storage /var/lib/tlsalpn
 
-A failed renewal leaves the current certificate and files untouched.
-Exit codes: 0 nothing failed (renewed, or nothing due), 1 a renewal failed.
+A failed renewal leaves the current certificate and files untouched. A
+certificate whose deployment failed (files, hook or HAProxy) is deployed
+again by the next run, without a new order, even when it is not due.
+Exit codes: 0 nothing failed (renewed, or nothing due), 1 a renewal or a
+deployment failed.
 `
 
 func runRenew(ctx context.Context, e *env, args []string) error {
@@ -68,6 +71,12 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		case r.Renewed != nil:
 			fmt.Fprintf(e.stdout, "%-30s renewed (%s): serial %s, valid until %s\n", r.Name, r.Decision.Reason,
 				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
+		case r.Redeployed:
+			why := "previous attempt had failed"
+			if r.LastDeployError == "" {
+				why = "no earlier deployment recorded"
+			}
+			fmt.Fprintf(e.stdout, "%-30s deployed (%s); not due: renews around %s\n", r.Name, why, r.Decision.At.Local().Format("2006-01-02 15:04"))
 		default:
 			fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", r.Name, r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
 		}
