@@ -36,6 +36,10 @@ type listEntry struct {
 	ARIEnd    *time.Time `json:"ari_window_end,omitempty"`
 	Out       string     `json:"out,omitempty"`
 	Revoked   bool       `json:"revoked"`
+	// DeployError says why the last deployment of this certificate
+	// failed; the server may still have the previous one until a renewal
+	// run (tlsalpn renew, or serve's keeper) deploys it again.
+	DeployError string `json:"deploy_error,omitempty"`
 }
 
 func runList(ctx context.Context, e *env, args []string) error {
@@ -63,6 +67,9 @@ func runList(ctx context.Context, e *env, args []string) error {
 			Names: s.Names, CA: s.CA, Issuer: s.Issuer, Serial: s.Serial, NotBefore: s.NotBefore, NotAfter: s.NotAfter,
 			DaysLeft: float64(int(s.Remaining(now).Hours()/24*10)) / 10, Profile: s.Profile, KeyType: string(s.KeyType),
 			RenewAt: manager.FallbackRenewAt(s.NotBefore, s.NotAfter), Out: s.Out, Revoked: !s.Revoked.IsZero(),
+		}
+		if d := s.Deployed; d != nil && d.Error != "" {
+			le.DeployError = d.Error
 		}
 		if a := s.ARI; a != nil && !a.Unavailable && a.CertSerial == s.Serial && !a.Start.IsZero() {
 			start, end := a.Start, a.End
@@ -99,5 +106,14 @@ func runList(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(le.Names, ","), le.Issuer,
 			le.NotAfter.Local().Format("2006-01-02 15:04"), days, window, profile)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, le := range entries {
+		if le.DeployError != "" {
+			fmt.Fprintf(e.stdout, "%s: serial %s is stored but its deployment failed (tlsalpn renew retries it): %s\n",
+				strings.Join(le.Names, ","), le.Serial, le.DeployError)
+		}
+	}
+	return nil
 }

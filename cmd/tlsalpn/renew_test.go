@@ -27,6 +27,15 @@ func TestRenewRedeploysFailedDeployment(t *testing.T) {
 	if code != exitFailure || !strings.Contains(stderr, "reload refused") {
 		t.Fatalf("issue with a failing hook: exit %d: %s", code, stderr)
 	}
+	// list says the deployment failed, for people and for scripts.
+	code, stdout, _ := runCLI(t, ctx, "list", "--storage", storage)
+	if code != exitOK || !strings.Contains(stdout, "its deployment failed (tlsalpn renew retries it): ") || !strings.Contains(stdout, "reload refused") {
+		t.Errorf("list after a failed deployment: exit %d:\n%s", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, ctx, "list", "--json", "--storage", storage)
+	if code != exitOK || !strings.Contains(stdout, `"deploy_error": "`) {
+		t.Errorf("list --json after a failed deployment: exit %d:\n%s", code, stdout)
+	}
 	os.Remove(flag)
 
 	tests := []struct {
@@ -46,4 +55,7 @@ func TestRenewRedeploysFailedDeployment(t *testing.T) {
 		}
 	}
 	verifyChain(t, ca, filepath.Join(out, "fullchain.pem"), "example.com")
+	if _, stdout, _ := runCLI(t, ctx, "list", "--storage", storage); strings.Contains(stdout, "deployment failed") {
+		t.Errorf("list still reports a failed deployment after it was redeployed:\n%s", stdout)
+	}
 }
