@@ -93,6 +93,14 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 		case !ok:
 			// Missing, or the names changed: obtain now.
 			wait = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
+		case !s.Revoked.IsZero():
+			// Serving a revoked certificate fails every client that
+			// checks; the configuration asks for these names to be
+			// served, so a new certificate (new key, no "replaces")
+			// is obtained now. tlsalpn renew, which has no such
+			// instruction, leaves a revoked certificate alone.
+			m.logger.Warn("certificate was revoked; obtaining a new one for the configured names", "name", name, "serial", s.Serial)
+			wait = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
 		default:
 			iss, err := m.issuerFor(ctx, s.Spec)
 			if err != nil {
