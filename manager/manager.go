@@ -610,7 +610,11 @@ type RenewResult struct {
 	// how) or none was recorded. Err says whether this one failed.
 	Redeployed      bool
 	LastDeployError string
-	Err             error
+	// ByOther is set with Renewed when another process (serve's keeper,
+	// another cron run) had renewed the certificate already: nothing was
+	// ordered here.
+	ByOther bool
+	Err     error
 }
 
 // Renew renews every stored certificate that is due, or all of them with
@@ -652,7 +656,11 @@ func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) 
 			continue
 		}
 		m.logger.Info("renewing", "name", s.Name(), "reason", r.Decision.Reason)
+		// An order placed here is stored after this moment; a record
+		// stored before it was another process's renewal.
+		before := m.now()
 		r.Renewed, r.Err = m.Obtain(ctx, s.Spec, s.Chain[0])
+		r.ByOther = r.Renewed != nil && r.Renewed.Serial != s.Serial && r.Renewed.ObtainedAt.Before(before)
 		results = append(results, r)
 	}
 	return results, nil

@@ -316,8 +316,8 @@ func testDueAndRenew(t *testing.T, e *testEnv, retryAfter bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != 1 || results[0].Err != nil || results[0].Renewed == nil {
-		t.Fatalf("Renew = %+v; want one renewal", results)
+	if len(results) != 1 || results[0].Err != nil || results[0].Renewed == nil || results[0].ByOther {
+		t.Fatalf("Renew = %+v; want one renewal, ordered here", results)
 	}
 	r := results[0].Renewed
 	certID, _ := acme.ARIUniqueIdentifier(s.Chain[0])

@@ -293,6 +293,9 @@ func TestRenewAfterRenewal(t *testing.T) {
 						t.Errorf("Renew = %+v; want a result for %s", results, name)
 					case !r.Decision.Due:
 						t.Errorf("Renew decided %+v; want due", r.Decision)
+					case !r.ByOther:
+						t.Errorf("Renew = %+v; want ByOther: the other process renewed it", r)
+						err = r.Err
 					default:
 						err = r.Err
 					}

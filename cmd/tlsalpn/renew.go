@@ -68,6 +68,9 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		case r.Err != nil:
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", r.Name, oneLine(r.Err))
 			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
+		case r.Renewed != nil && r.ByOther:
+			fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", r.Name,
+				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
 		case r.Renewed != nil:
 			fmt.Fprintf(e.stdout, "%-30s renewed (%s): serial %s, valid until %s\n", r.Name, r.Decision.Reason,
 				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
