@@ -96,11 +96,7 @@ func (p PortState) Holder() string {
 	}
 	var out []string
 	for _, l := range p.Listeners {
-		s := fmt.Sprintf("an unknown process (uid %d)", l.UID)
-		if l.Process != "" {
-			s = fmt.Sprintf("%s (pid %d)", l.Process, l.PID)
-		}
-		if !slices.Contains(out, s) {
+		if s := l.Owner(); !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}

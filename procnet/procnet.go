@@ -38,6 +38,18 @@ type Listener struct {
 	FD int `json:"-"`
 }
 
+// Owner names the process holding the socket for people: "nginx (pid
+// 812)", or "an unknown process (uid 33)" when /proc does not say.
+func (l Listener) Owner() string {
+	if l.Process != "" {
+		return fmt.Sprintf("%s (pid %d)", l.Process, l.PID)
+	}
+	return fmt.Sprintf("an unknown process (uid %d)", l.UID)
+}
+
+// String is the socket and its owner: "127.0.0.1:8443 held by nginx (pid 812)".
+func (l Listener) String() string { return l.Address + " held by " + l.Owner() }
+
 // Listeners returns the TCP sockets listening on port, from
 // procRoot/net/tcp and procRoot/net/tcp6 ("" means "/proc"), each with the
 // process holding it, found through the procRoot/PID/fd symlinks

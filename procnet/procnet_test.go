@@ -260,3 +260,20 @@ func TestListenersOnFindsItself(t *testing.T) {
 		})
 	}
 }
+
+func TestListenerString(t *testing.T) {
+	for _, tc := range []struct {
+		l          Listener
+		owner, str string
+	}{
+		{Listener{Address: "127.0.0.1:8443", PID: 812, Process: "nginx"}, "nginx (pid 812)", "127.0.0.1:8443 held by nginx (pid 812)"},
+		{Listener{Address: "[::1]:8443", UID: 33}, "an unknown process (uid 33)", "[::1]:8443 held by an unknown process (uid 33)"},
+	} {
+		if got := tc.l.Owner(); got != tc.owner {
+			t.Errorf("Owner(%+v) = %q; want %q", tc.l, got, tc.owner)
+		}
+		if got := tc.l.String(); got != tc.str {
+			t.Errorf("String(%+v) = %q; want %q", tc.l, got, tc.str)
+		}
+	}
+}

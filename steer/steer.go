@@ -200,17 +200,6 @@ func (s *Steerer) Relayed() string {
 	return ""
 }
 
-// Describe names a socket for people: "127.0.0.1:8443 (nginx, pid 812)".
-func Describe(l procnet.Listener) string {
-	switch {
-	case l.Process != "":
-		return fmt.Sprintf("%s (%s, pid %d)", l.Address, l.Process, l.PID)
-	case l.PID != 0:
-		return fmt.Sprintf("%s (pid %d)", l.Address, l.PID)
-	}
-	return l.Address
-}
-
 // Close detaches the program: every new connection reaches the front door.
 // Connections already steered belong to the backend and are not touched.
 func (s *Steerer) Close() error {
@@ -260,6 +249,6 @@ func (s *Steerer) watch(ctx context.Context) {
 		s.mu.Lock()
 		s.attached, s.socket = true, l
 		s.mu.Unlock()
-		s.logger.Info("steering new connections to the backend's listening socket again", "backend", s.cfg.Backend, "socket", Describe(l))
+		s.logger.Info("steering new connections to the backend's listening socket again", "backend", s.cfg.Backend, "socket", l.String())
 	}
 }

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tlsalpn/tlsalpn/procnet"
 )
 
 // A test binary started with STEER_TEST_CHILD=ADDR is a backend in
@@ -551,21 +549,6 @@ func TestGateSwap(t *testing.T) {
 	}
 	if old, err := g.Swap(nil); err != nil || old != s1 {
 		t.Fatalf("Swap(nil) = %v, %v", old, err)
-	}
-}
-
-func TestDescribe(t *testing.T) {
-	for _, tc := range []struct {
-		l    procnet.Listener
-		want string
-	}{
-		{procnet.Listener{Address: "127.0.0.1:8443", PID: 812, Process: "nginx"}, "127.0.0.1:8443 (nginx, pid 812)"},
-		{procnet.Listener{Address: "[::1]:8443", PID: 9}, "[::1]:8443 (pid 9)"},
-		{procnet.Listener{Address: "127.0.0.1:8443"}, "127.0.0.1:8443"},
-	} {
-		if got := Describe(tc.l); got != tc.want {
-			t.Errorf("Describe(%+v) = %q; want %q", tc.l, got, tc.want)
-		}
 	}
 }
 

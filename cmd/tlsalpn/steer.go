@@ -76,9 +76,9 @@ func (rt *serveRuntime) applySteering(ctx context.Context, cfg *config.Config, f
 	rt.steer.key = key
 	if s != nil {
 		rt.logger.Info("steering: while no challenge is pending, new connections go straight to the backend's listening socket; the front door takes them again during validation",
-			"front", front.String(), "backend", backend, "socket", steer.Describe(s.Socket()))
+			"front", front.String(), "backend", backend, "socket", s.Socket().String())
 		if fam := s.Relayed(); fam != "" {
-			rt.logger.Info("steering: "+fam+" connections are relayed: the backend's socket does not take them", "socket", steer.Describe(s.Socket()))
+			rt.logger.Info("steering: "+fam+" connections are relayed: the backend's socket does not take them", "socket", s.Socket().String())
 		}
 		return
 	}
