@@ -63,6 +63,26 @@ const (
 	keepVersions = 3 // the current one and two before it
 )
 
+// Remove removes what Write put in dir: the four names and the versions
+// behind them, leaving dir itself and anything else in it. It returns the
+// names it removed.
+func Remove(dir string) ([]string, error) {
+	p := PathsIn(dir)
+	var removed []string
+	for _, f := range []string{p.Cert, p.Chain, p.FullChain, p.Key} {
+		switch err := os.Remove(f); {
+		case err == nil:
+			removed = append(removed, f)
+		case !errors.Is(err, fs.ErrNotExist):
+			return removed, fmt.Errorf("removing %s: %w", f, err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(dir, stateDir)); err != nil {
+		return removed, fmt.Errorf("removing %s: %w", filepath.Join(dir, stateDir), err)
+	}
+	return removed, nil
+}
+
 // Write deploys f into dir atomically (see the package comment) and returns
 // the paths. dir is created 0755 if missing: servers running as another
 // user must be able to reach cert.pem (so version directories are 0755

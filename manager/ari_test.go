@@ -43,7 +43,7 @@ func TestARIRefreshDuringRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The keeper's view, taken before the renewal.
-	s, err := e.m.Load(ctx, spec.CA, "race.example.test")
+	s, err := e.m.Load(ctx, "race.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestARIRefreshDuringRenewal(t *testing.T) {
 	close(held.release)
 	<-done
 
-	got, err := e.m.Load(ctx, spec.CA, "race.example.test")
+	got, err := e.m.Load(ctx, "race.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestARIRefreshDuringRenewal(t *testing.T) {
 	if a := got.ARI; a == nil || a.CertSerial != renewed.Serial {
 		t.Fatalf("renewal info after the next refresh = %+v; want serial %s", a, renewed.Serial)
 	}
-	again, err := e.m.Load(ctx, spec.CA, "race.example.test")
+	again, err := e.m.Load(ctx, "race.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,14 +126,14 @@ func TestARIRefreshWaitsForLock(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := e.m.Load(ctx, spec.CA, "locked.example.test")
+			s, err := e.m.Load(ctx, "locked.example.test")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if s.ARI != nil {
 				t.Fatalf("renewal info already stored: %+v", s.ARI)
 			}
-			unlock, err := e.store.Lock(ctx, certLockName(spec.CA, "locked.example.test"))
+			unlock, err := e.store.Lock(ctx, certLockName("locked.example.test"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestARIRefreshWaitsForLock(t *testing.T) {
 				t.Fatal("the refresh finished while the certificate's lock was held")
 			default:
 			}
-			if cur, err := e.m.loadRecord(ctx, spec.CA, "locked.example.test"); err != nil || cur.ARI != nil {
+			if cur, err := e.m.loadRecord(ctx, "locked.example.test"); err != nil || cur.ARI != nil {
 				t.Fatalf("stored while the lock was held: %+v (%v)", cur, err)
 			}
 			if tt.cancel {
@@ -176,7 +176,7 @@ func TestARIRefreshWaitsForLock(t *testing.T) {
 			if s.ARI == nil || s.ARI.CertSerial != first.Serial || s.ARI.Selected.IsZero() {
 				t.Errorf("renewal info given to the caller = %+v; want the CA's answer for serial %s", s.ARI, first.Serial)
 			}
-			cur, err := e.m.loadRecord(ctx, spec.CA, "locked.example.test")
+			cur, err := e.m.loadRecord(ctx, "locked.example.test")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -126,7 +125,7 @@ func TestKeepRetriesFailedDeploy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := e.m.Load(ctx, spec.CA, name)
+			s, err := e.m.Load(ctx, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +154,7 @@ func TestKeepRetriesFailedDeploy(t *testing.T) {
 			failed := "failed; the server still has the previous certificate; retrying in"
 			var rec *Record
 			for range 200 {
-				if rec, err = e.m.loadRecord(ctx, spec.CA, name); err == nil && rec.Serial != first.Serial &&
+				if rec, err = e.m.loadRecord(ctx, name); err == nil && rec.Serial != first.Serial &&
 					strings.Count(logs.String(), failed) >= 3 {
 					break
 				}
@@ -182,7 +181,7 @@ func TestKeepRetriesFailedDeploy(t *testing.T) {
 
 			repair()
 			for range 200 {
-				if rec, err = e.m.loadRecord(ctx, spec.CA, name); err == nil && rec.deployedTo(spec) {
+				if rec, err = e.m.loadRecord(ctx, name); err == nil && rec.deployedTo(spec) {
 					break
 				}
 				time.Sleep(20 * time.Millisecond)
@@ -272,7 +271,7 @@ func TestRenewRedeploys(t *testing.T) {
 			if string(runs) != tt.runs {
 				t.Errorf("hook succeeded %q times; want %q", runs, tt.runs)
 			}
-			got, err := e.m.loadRecord(ctx, spec.CA, name)
+			got, err := e.m.loadRecord(ctx, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,7 +317,7 @@ func TestRecordWithoutDeployed(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Rewrite meta.json as an older version wrote it.
-			key := path.Join(certPrefix(spec.CA, name), "meta.json")
+			key := metaKey(name)
 			data, err := e.store.Get(ctx, key)
 			if err != nil {
 				t.Fatal(err)
@@ -335,7 +334,7 @@ func TestRecordWithoutDeployed(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			s, err := e.m.Load(ctx, spec.CA, name)
+			s, err := e.m.Load(ctx, name)
 			if err != nil {
 				t.Fatalf("Load of an old record: %v", err)
 			}
@@ -365,7 +364,7 @@ func TestRecordWithoutDeployed(t *testing.T) {
 			if runs, err := os.ReadFile(marker); err != nil || string(runs) != "xx" {
 				t.Errorf("hook ran %q times (%v); want twice: the first issue and once more after the upgrade", runs, err)
 			}
-			got, err := e.m.loadRecord(ctx, spec.CA, name)
+			got, err := e.m.loadRecord(ctx, name)
 			if err != nil || got.Deployed == nil || got.Deployed.Serial != rec.Serial || !got.deployedTo(spec) {
 				t.Errorf("record after Renew: %+v (%v); want serial %s deployed", got, err, rec.Serial)
 			}

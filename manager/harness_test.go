@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path"
 	"testing"
 	"time"
 
@@ -91,4 +92,16 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// storedKeys returns the storage keys of name's record, and of the
+// certificate and key of its current version.
+func (e *testEnv) storedKeys(t *testing.T, name string) (meta, cert, key string) {
+	t.Helper()
+	rec, err := e.m.loadRecord(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := path.Join(lineagePrefix(name), rec.Version)
+	return metaKey(name), path.Join(v, "cert.pem"), path.Join(v, "key.pem")
 }

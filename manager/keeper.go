@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -65,10 +64,18 @@ func (m *Manager) Keep(ctx context.Context, specs []Spec, opts KeepOptions) {
 }
 
 // LoadIntoCache puts the stored certificate for spec into cache, if there
-// is one whose names still match spec. It reports whether it did.
+// is one whose names and CA still match spec and that was not retired. It
+// reports whether it did.
 func (m *Manager) LoadIntoCache(ctx context.Context, spec Spec, cache *Cache) (*Stored, bool) {
-	s, err := m.Load(ctx, spec.CA, spec.Names[0])
-	if err != nil || !slices.Equal(s.Names, spec.Names) {
+	s, err := m.Load(ctx, spec.ID())
+	if err != nil {
+		var de *DamagedError
+		if errors.As(err, &de) {
+			m.logger.Error("stored certificate is damaged; obtaining a new one", "name", spec.ID(), "error", err)
+		}
+		return nil, false
+	}
+	if !sameNames(s.Names, spec.Names) || s.CA != spec.CA || s.Retired != nil {
 		return s, false
 	}
 	if cache != nil {

@@ -16,6 +16,7 @@ package manager
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -26,6 +27,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -54,6 +56,11 @@ type Manager struct {
 	issuerFor IssuerFunc
 	logger    *slog.Logger
 	now       func() time.Time
+
+	// migrateMu guards migrated: the layout of older versions is moved
+	// once per Manager, on first use.
+	migrateMu sync.Mutex
+	migrated  bool
 }
 
 // New returns a Manager. logger may be nil.
@@ -64,14 +71,20 @@ func New(store storage.Storage, issuerFor IssuerFunc, logger *slog.Logger) *Mana
 	return &Manager{store: store, issuerFor: issuerFor, logger: logger, now: time.Now}
 }
 
-func certPrefix(ca, name string) string {
-	return path.Join(storage.CertificatesPrefix, issuer.CAKey(ca), name)
+// lineagePrefix is where one certificate's record and versions live:
+// lineages/<id>/meta.json, the record, and lineages/<id>/<version>/ with
+// cert.pem and key.pem.
+func lineagePrefix(id string) string {
+	return path.Join(storage.LineagesPrefix, id)
 }
 
+func metaKey(id string) string { return path.Join(lineagePrefix(id), "meta.json") }
+
 // certLockName is the storage lock held by whoever writes a certificate's
-// files: renewals, and the renewal information stored in its record.
-func certLockName(ca, name string) string {
-	return "cert-" + issuer.CAKey(ca) + "-" + name
+// record or files: renewals, deployments, the renewal information stored
+// in its record, reconfiguration and deletion.
+func certLockName(id string) string {
+	return "cert-" + id
 }
 
 // Obtain orders a certificate for spec, stores it and deploys it. replaces,
@@ -104,21 +117,30 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		ids[i], names[i] = id, id.Value
 	}
 	spec.Names = names
-	if spec.Out != "" {
-		if err := deploy.CheckWritable(spec.Out); err != nil {
-			return nil, fmt.Errorf("not ordering a certificate for %s: %w", spec.Names[0], err)
+	if spec.CertName != "" {
+		if err := ValidateCertName(spec.CertName); err != nil {
+			return nil, err
 		}
 	}
-	unlock, err := m.store.Lock(ctx, certLockName(spec.CA, spec.Names[0]))
+	if err := m.migrate(ctx); err != nil {
+		return nil, err
+	}
+	id := spec.ID()
+	if spec.Out != "" {
+		if err := deploy.CheckWritable(spec.Out); err != nil {
+			return nil, fmt.Errorf("not ordering a certificate for %s: %w", id, err)
+		}
+	}
+	unlock, err := m.store.Lock(ctx, certLockName(id))
 	if err != nil {
-		return nil, fmt.Errorf("locking %s: %w", spec.Names[0], err)
+		return nil, fmt.Errorf("locking %s: %w", id, err)
 	}
 	defer unlock()
 	if replaces != nil {
 		// A missing or damaged record is replaced by the new order.
-		if cur, err := m.loadRecord(ctx, spec.CA, spec.Names[0]); err == nil && cur.Serial != serialHex(replaces) {
+		if cur, err := m.loadRecord(ctx, id); err == nil && cur.Serial != serialHex(replaces) {
 			m.logger.Info("not renewing: another process renewed the certificate meanwhile",
-				"name", spec.Names[0], "replaced_serial", serialHex(replaces), "serial", cur.Serial)
+				"name", id, "replaced_serial", serialHex(replaces), "serial", cur.Serial)
 			if cur.deployedTo(spec) {
 				return cur, nil
 			}
@@ -146,6 +168,11 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	if replaces != nil {
 		rec.Replaced, _ = acme.ARIUniqueIdentifier(replaces)
 	}
+	if prev, err := m.loadRecord(ctx, id); err == nil {
+		// The deployment history belongs to the certificate name, not
+		// to one certificate: deployedTo compares serials.
+		rec.Deployed = prev.Deployed
+	}
 	if err := m.save(ctx, rec, res.ChainPEM, res.KeyPEM); err != nil {
 		return nil, err
 	}
@@ -155,17 +182,88 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	return m.deployLocked(ctx, rec, spec)
 }
 
-// save stores key, chain and record. The record goes last: a record is the
-// promise that the chain and key beside it are complete and match.
+// keepVersions is how many certificate versions a record keeps: the
+// current one and the one before it, so that a bad renewal can still be
+// looked at or put back by hand.
+const keepVersions = 2
+
+// save stores a new version of rec's certificate: key and chain go into a
+// version directory of their own, and only then is the record, the
+// switch, pointed at it. Whatever fails before the switch leaves the
+// previous record, and the pair it names, as they were. The caller holds
+// the certificate's lock.
 func (m *Manager) save(ctx context.Context, rec *Record, chainPEM, keyPEM []byte) error {
-	prefix := certPrefix(rec.CA, rec.Name())
-	if err := m.store.Put(ctx, path.Join(prefix, "key.pem"), keyPEM, 0o600); err != nil {
-		return fmt.Errorf("storing key for %s: %w", rec.Name(), err)
+	if err := checkPair(chainPEM, keyPEM, rec.Serial); err != nil {
+		return fmt.Errorf("not storing the certificate for %s: %w", rec.Name(), err)
 	}
-	if err := m.store.Put(ctx, path.Join(prefix, "cert.pem"), chainPEM, 0o644); err != nil {
-		return fmt.Errorf("storing certificate for %s: %w", rec.Name(), err)
+	rec.Version = rec.Serial
+	vdir := path.Join(lineagePrefix(rec.Name()), rec.Version)
+	if err := m.store.Put(ctx, path.Join(vdir, "key.pem"), keyPEM, 0o600); err != nil {
+		return fmt.Errorf("storing the key for %s: %w", rec.Name(), err)
 	}
-	return m.saveRecord(ctx, rec)
+	if err := m.store.Put(ctx, path.Join(vdir, "cert.pem"), chainPEM, 0o644); err != nil {
+		return fmt.Errorf("storing the certificate for %s: %w", rec.Name(), err)
+	}
+	if err := m.saveRecord(ctx, rec); err != nil {
+		return err
+	}
+	m.pruneVersions(ctx, rec)
+	return nil
+}
+
+// pruneVersions removes the versions of rec's certificate that are
+// neither current nor among the keepVersions newest, and any version left
+// half-written by a crash before its switch. Failing to prune loses
+// nothing, so it is only logged.
+func (m *Manager) pruneVersions(ctx context.Context, rec *Record) {
+	keys, err := m.store.List(ctx, lineagePrefix(rec.Name()), false)
+	if err != nil {
+		m.logger.Debug("old certificate versions not pruned", "name", rec.Name(), "error", err)
+		return
+	}
+	type version struct {
+		dir string
+		mod time.Time
+	}
+	var old []version
+	for _, k := range keys {
+		if path.Base(k) == "meta.json" || path.Base(k) == rec.Version {
+			continue
+		}
+		info, err := m.store.Stat(ctx, path.Join(k, "cert.pem"))
+		if err != nil {
+			// No certificate: half-written, never switched to.
+			info.Modified = time.Time{}
+		}
+		old = append(old, version{k, info.Modified})
+	}
+	sort.Slice(old, func(i, j int) bool { return old[i].mod.After(old[j].mod) })
+	for i, v := range old {
+		if i < keepVersions-1 && !v.mod.IsZero() {
+			continue
+		}
+		for _, f := range []string{"cert.pem", "key.pem"} {
+			if err := m.store.Delete(ctx, path.Join(v.dir, f)); err != nil {
+				m.logger.Debug("old certificate version not pruned", "name", rec.Name(), "version", v.dir, "error", err)
+			}
+		}
+	}
+}
+
+// checkPair reports whether key belongs to the first certificate of
+// chain, and that certificate has serial (in hex) when serial is not
+// empty: a record whose pair does not match must never be deployed.
+func checkPair(chainPEM, keyPEM []byte, serial string) error {
+	pair, err := tls.X509KeyPair(chainPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("key and certificate do not belong together: %w", err)
+	}
+	if serial != "" {
+		if got := pair.Leaf.SerialNumber.Text(16); got != serial {
+			return fmt.Errorf("the stored certificate has serial %s, the record says %s", got, serial)
+		}
+	}
+	return nil
 }
 
 func (m *Manager) saveRecord(ctx context.Context, rec *Record) error {
@@ -173,8 +271,8 @@ func (m *Manager) saveRecord(ctx context.Context, rec *Record) error {
 	if err != nil {
 		return err
 	}
-	if err := m.store.Put(ctx, path.Join(certPrefix(rec.CA, rec.Name()), "meta.json"), data, 0o644); err != nil {
-		return fmt.Errorf("storing metadata for %s: %w", rec.Name(), err)
+	if err := m.store.Put(ctx, metaKey(rec.Name()), data, 0o644); err != nil {
+		return fmt.Errorf("storing the record of %s: %w", rec.Name(), err)
 	}
 	return nil
 }
@@ -187,82 +285,125 @@ type Stored struct {
 	KeyPEM   []byte
 }
 
-// Load reads one stored certificate.
-func (m *Manager) Load(ctx context.Context, ca, name string) (*Stored, error) {
-	prefix := certPrefix(ca, name)
-	rec, err := m.loadRecord(ctx, ca, name)
+// Load reads one stored certificate by its certificate name, and checks
+// that its key and certificate belong together and are the ones its
+// record names.
+func (m *Manager) Load(ctx context.Context, id string) (*Stored, error) {
+	if err := m.migrate(ctx); err != nil {
+		return nil, err
+	}
+	rec, err := m.loadRecord(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	s := &Stored{Record: *rec}
-	if s.ChainPEM, err = m.store.Get(ctx, path.Join(prefix, "cert.pem")); err != nil {
-		return nil, fmt.Errorf("loading %s: %w", name, err)
+	return m.loadVersion(ctx, rec)
+}
+
+func (m *Manager) loadVersion(ctx context.Context, rec *Record) (*Stored, error) {
+	id := rec.Name()
+	if rec.Version == "" {
+		return nil, &DamagedError{Name: id, Key: metaKey(id), Err: errors.New("the record names no certificate version")}
 	}
-	if s.KeyPEM, err = m.store.Get(ctx, path.Join(prefix, "key.pem")); err != nil {
-		return nil, fmt.Errorf("loading %s: %w", name, err)
+	vdir := path.Join(lineagePrefix(id), rec.Version)
+	s := &Stored{Record: *rec}
+	var err error
+	if s.ChainPEM, err = m.store.Get(ctx, path.Join(vdir, "cert.pem")); err != nil {
+		return nil, damaged(id, path.Join(vdir, "cert.pem"), err)
+	}
+	if s.KeyPEM, err = m.store.Get(ctx, path.Join(vdir, "key.pem")); err != nil {
+		return nil, damaged(id, path.Join(vdir, "key.pem"), err)
 	}
 	if s.Chain, err = issuer.ParseChainPEM(s.ChainPEM); err != nil {
-		return nil, fmt.Errorf("loading %s: %w", name, err)
+		return nil, damaged(id, path.Join(vdir, "cert.pem"), err)
+	}
+	if err := checkPair(s.ChainPEM, s.KeyPEM, rec.Serial); err != nil {
+		return nil, damaged(id, vdir, err)
 	}
 	return s, nil
 }
 
 // loadRecord reads one certificate's record, without its chain and key.
-func (m *Manager) loadRecord(ctx context.Context, ca, name string) (*Record, error) {
-	meta, err := m.store.Get(ctx, path.Join(certPrefix(ca, name), "meta.json"))
+// A missing record is an error wrapping storage.ErrNotExist; an
+// unreadable one a *DamagedError.
+func (m *Manager) loadRecord(ctx context.Context, id string) (*Record, error) {
+	key := metaKey(id)
+	meta, err := m.store.Get(ctx, key)
+	if errors.Is(err, storage.ErrNotExist) {
+		return nil, fmt.Errorf("no certificate named %s: %w", id, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", name, err)
+		return nil, damaged(id, key, err)
 	}
 	rec := &Record{}
 	if err := json.Unmarshal(meta, rec); err != nil {
-		return nil, fmt.Errorf("loading %s: metadata is damaged: %w", name, err)
+		return nil, damaged(id, key, err)
+	}
+	if rec.Name() != id {
+		return nil, damaged(id, key, fmt.Errorf("the record is for %q", rec.Name()))
 	}
 	return rec, nil
 }
 
-// List returns every stored record, sorted by name then CA. Damaged entries
-// are reported through the logger and skipped, so one bad file cannot hide
-// the others.
-func (m *Manager) List(ctx context.Context) ([]*Stored, error) {
-	keys, err := m.store.List(ctx, storage.CertificatesPrefix, true)
+// DamagedError is a stored certificate that cannot be used: its record
+// is unreadable, or its key or certificate is missing, unreadable or does
+// not match. It is never skipped in silence: list shows it, renew fails
+// on it, and it is never deployed.
+type DamagedError struct {
+	Name string // certificate name
+	Key  string // the storage key found damaged
+	Err  error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("stored certificate %s is damaged (%s): %v", e.Name, e.Key, e.Err)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Err }
+
+func damaged(id, key string, err error) error {
+	return &DamagedError{Name: id, Key: key, Err: err}
+}
+
+// List returns every stored certificate, sorted by name, and every
+// damaged one: one bad file hides neither the others nor itself.
+func (m *Manager) List(ctx context.Context) ([]*Stored, []*DamagedError, error) {
+	if err := m.migrate(ctx); err != nil {
+		return nil, nil, err
+	}
+	ids, err := m.store.List(ctx, storage.LineagesPrefix, false)
 	if err != nil && !errors.Is(err, storage.ErrNotExist) {
-		return nil, fmt.Errorf("listing certificates: %w", err)
+		return nil, nil, fmt.Errorf("listing certificates: %w", err)
 	}
 	var out []*Stored
-	for _, k := range keys {
-		if path.Base(k) != "meta.json" {
-			continue
+	var bad []*DamagedError
+	for _, k := range ids {
+		id := path.Base(k)
+		s, err := m.Load(ctx, id)
+		var de *DamagedError
+		switch {
+		case errors.As(err, &de):
+			bad = append(bad, de)
+		case errors.Is(err, storage.ErrNotExist):
+			// Versions without a record: a first order that crashed
+			// before its switch. Nothing was ever deployed from it.
+			m.logger.Debug("certificate versions without a record", "name", id)
+		case err != nil:
+			return nil, nil, err
+		default:
+			out = append(out, s)
 		}
-		dir := path.Dir(k)
-		data, err := m.store.Get(ctx, k)
-		if err != nil {
-			m.logger.Warn("skipping unreadable certificate record", "key", k, "error", err)
-			continue
-		}
-		var rec Record
-		if err := json.Unmarshal(data, &rec); err != nil {
-			m.logger.Warn("skipping damaged certificate record", "key", k, "error", err)
-			continue
-		}
-		s, err := m.Load(ctx, rec.CA, rec.Name())
-		if err != nil || certPrefix(rec.CA, rec.Name()) != dir {
-			m.logger.Warn("skipping incomplete certificate", "key", dir, "error", err)
-			continue
-		}
-		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Name() != out[j].Name() {
-			return out[i].Name() < out[j].Name()
-		}
-		return out[i].CA < out[j].CA
-	})
-	return out, nil
+	bad = append(bad, m.legacyLeft(ctx)...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out, bad, nil
 }
 
 // Find returns the stored certificates whose names include name.
+//
+// Find returns the stored certificates whose names include name; damaged
+// ones are not among them.
 func (m *Manager) Find(ctx context.Context, name string) ([]*Stored, error) {
-	all, err := m.List(ctx)
+	all, _, err := m.List(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -290,12 +431,12 @@ func (m *Manager) Deploy(ctx context.Context, rec *Record) error {
 	if !rec.hasOutputs() {
 		return nil
 	}
-	unlock, err := m.store.Lock(ctx, certLockName(rec.CA, rec.Name()))
+	unlock, err := m.store.Lock(ctx, certLockName(rec.Name()))
 	if err != nil {
 		return fmt.Errorf("locking %s to deploy it: %w", rec.Name(), err)
 	}
 	defer unlock()
-	cur, err := m.loadRecord(ctx, rec.CA, rec.Name())
+	cur, err := m.loadRecord(ctx, rec.Name())
 	if err != nil {
 		return err
 	}
@@ -309,16 +450,16 @@ func (m *Manager) Deploy(ctx context.Context, rec *Record) error {
 // revoked. It reports whether it tried, and returns the record as it was
 // before and the deployment's error.
 func (m *Manager) deployPending(ctx context.Context, spec Spec) (tried bool, before *Record, err error) {
-	unlock, err := m.store.Lock(ctx, certLockName(spec.CA, spec.Names[0]))
+	unlock, err := m.store.Lock(ctx, certLockName(spec.ID()))
 	if err != nil {
-		return false, nil, fmt.Errorf("locking %s to deploy it: %w", spec.Names[0], err)
+		return false, nil, fmt.Errorf("locking %s to deploy it: %w", spec.ID(), err)
 	}
 	defer unlock()
-	cur, err := m.loadRecord(ctx, spec.CA, spec.Names[0])
+	cur, err := m.loadRecord(ctx, spec.ID())
 	if err != nil {
 		return false, nil, err
 	}
-	if !cur.Revoked.IsZero() || cur.deployedTo(spec) {
+	if !cur.Revoked.IsZero() || cur.Retired != nil || cur.deployedTo(spec) {
 		return false, cur, nil
 	}
 	_, err = m.deployLocked(ctx, cur, spec)
@@ -357,7 +498,7 @@ const maxDeployError = 512
 // it still holds the certificate that was deployed. The caller holds the
 // certificate's lock.
 func (m *Manager) recordDeploy(ctx context.Context, cur *Record, spec Spec, derr error) (*Record, error) {
-	rec, err := m.loadRecord(ctx, cur.CA, cur.Name())
+	rec, err := m.loadRecord(ctx, cur.Name())
 	if err != nil {
 		return nil, fmt.Errorf("re-reading %s to record its deployment: %w", cur.Name(), err)
 	}
@@ -406,7 +547,7 @@ func (m *Manager) deployFiles(ctx context.Context, rec *Record) error {
 	if !rec.hasOutputs() {
 		return nil
 	}
-	s, err := m.Load(ctx, rec.CA, rec.Name())
+	s, err := m.loadVersion(ctx, rec)
 	if err != nil {
 		return err
 	}
@@ -466,6 +607,9 @@ type Decision struct {
 // unless the stored certificate was renewed meanwhile.
 func (m *Manager) Due(ctx context.Context, iss Issuer, s *Stored) Decision {
 	now := m.now()
+	if r := s.Retired; r != nil {
+		return Decision{Reason: fmt.Sprintf("retired: %s took over %s", r.By, r.Out)}
+	}
 	if !s.Revoked.IsZero() {
 		return Decision{Reason: "revoked; issue a new certificate with tlsalpn issue"}
 	}
@@ -544,12 +688,12 @@ func (m *Manager) refreshARI(ctx context.Context, iss Issuer, s *Stored, now tim
 // answer is then for a certificate no longer stored, so it is dropped (nil,
 // nil): the next refresh asks about the new one.
 func (m *Manager) storeARI(ctx context.Context, s *Stored, next *ARIState, now time.Time) (*ARIState, error) {
-	unlock, err := m.store.Lock(ctx, certLockName(s.CA, s.Name()))
+	unlock, err := m.store.Lock(ctx, certLockName(s.Name()))
 	if err != nil {
 		return nil, fmt.Errorf("locking %s to store its renewal info: %w", s.Name(), err)
 	}
 	defer unlock()
-	rec, err := m.loadRecord(ctx, s.CA, s.Name())
+	rec, err := m.loadRecord(ctx, s.Name())
 	if err != nil {
 		return nil, fmt.Errorf("re-reading %s to store its renewal info: %w", s.Name(), err)
 	}
@@ -602,7 +746,8 @@ func pickInWindow(start, end, now time.Time) time.Time {
 
 // RenewResult is the outcome of renewing one certificate.
 type RenewResult struct {
-	Name     string
+	Name     string   // certificate name
+	Names    []string // the names it covers
 	Decision Decision
 	Renewed  *Record // nil when not renewed
 	// Redeployed is set when the certificate was not due but was deployed
@@ -622,14 +767,26 @@ type RenewResult struct {
 // and names the old certificate as the one it replaces. A certificate not
 // due whose last deployment failed, or was never recorded, is deployed
 // again instead.
+//
+// A damaged certificate is a failed result (its Err a *DamagedError): it
+// cannot be renewed until it is repaired or deleted, and saying nothing
+// would let it expire. A retired certificate is left alone.
 func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) {
-	all, err := m.List(ctx)
+	all, bad, err := m.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var results []RenewResult
+	for _, d := range bad {
+		results = append(results, RenewResult{Name: d.Name, Err: d})
+	}
 	for _, s := range all {
-		r := RenewResult{Name: s.Name()}
+		r := RenewResult{Name: s.Name(), Names: s.Names}
+		if s.Retired != nil {
+			r.Decision = m.Due(ctx, nil, s)
+			results = append(results, r)
+			continue
+		}
 		iss, err := m.issuerFor(ctx, s.Spec)
 		if err != nil {
 			r.Err = err
@@ -682,12 +839,12 @@ func (m *Manager) Revoke(ctx context.Context, s *Stored, reason int) error {
 		return err
 	}
 	s.Revoked = m.now().UTC()
-	unlock, err := m.store.Lock(ctx, certLockName(s.CA, s.Name()))
+	unlock, err := m.store.Lock(ctx, certLockName(s.Name()))
 	if err != nil {
 		return fmt.Errorf("%s (serial %s) was revoked but not marked so in storage: locking it: %w", s.Name(), s.Serial, err)
 	}
 	defer unlock()
-	rec, err := m.loadRecord(ctx, s.CA, s.Name())
+	rec, err := m.loadRecord(ctx, s.Name())
 	if err != nil {
 		return fmt.Errorf("%s (serial %s) was revoked but not marked so in storage: re-reading it: %w", s.Name(), s.Serial, err)
 	}

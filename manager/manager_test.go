@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -122,9 +121,9 @@ func TestObtainStoreDeployList(t *testing.T) {
 	}
 
 	// Stored: key 0600, the rest 0644.
-	prefix := certPrefix(e.ca.DirectoryURL(), name)
-	for file, mode := range map[string]os.FileMode{"key.pem": 0o600, "cert.pem": 0o644, "meta.json": 0o644} {
-		fi, err := os.Stat(e.store.Path(path.Join(prefix, file)))
+	metaK, certK, keyK := e.storedKeys(t, name)
+	for file, mode := range map[string]os.FileMode{keyK: 0o600, certK: 0o644, metaK: 0o644} {
+		fi, err := os.Stat(e.store.Path(file))
 		if err != nil {
 			t.Errorf("stored %s: %v", file, err)
 			continue
@@ -135,7 +134,7 @@ func TestObtainStoreDeployList(t *testing.T) {
 	}
 
 	// Deployed, and the hook ran with the primary name.
-	s, err := e.m.Load(ctx, e.ca.DirectoryURL(), name)
+	s, err := e.m.Load(ctx, name)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -167,14 +166,14 @@ func TestObtainStoreDeployList(t *testing.T) {
 	if _, err := e.m.Obtain(ctx, e.spec("shortlived", "api.example.test", "127.0.0.1"), nil); err != nil {
 		t.Fatalf("Obtain without Out: %v", err)
 	}
-	broken := path.Join(certPrefix(e.ca.DirectoryURL(), "broken.example.test"), "meta.json")
+	broken := metaKey("broken.example.test")
 	if err := e.store.Put(ctx, broken, []byte(`{"names": [`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.m.Load(ctx, e.ca.DirectoryURL(), "broken.example.test"); err == nil || !strings.Contains(err.Error(), "damaged") {
+	if _, err := e.m.Load(ctx, "broken.example.test"); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("Load of a damaged record: %v; want an error saying so", err)
 	}
-	all, err := e.m.List(ctx)
+	all, bad, err := e.m.List(ctx)
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -183,7 +182,10 @@ func TestObtainStoreDeployList(t *testing.T) {
 		got = append(got, s.Name())
 	}
 	if strings.Join(got, " ") != "api.example.test www.example.test" {
-		t.Errorf("List = %q, want [api.example.test www.example.test] (sorted, damaged one skipped)", got)
+		t.Errorf("List = %q, want [api.example.test www.example.test] (sorted, damaged one apart)", got)
+	}
+	if len(bad) != 1 || bad[0].Name != "broken.example.test" {
+		t.Errorf("List's damaged = %v, want broken.example.test", bad)
 	}
 
 	tests := []struct {
@@ -271,7 +273,7 @@ func testDueAndRenew(t *testing.T, e *testEnv, retryAfter bool) {
 	}
 	load := func() *Stored {
 		t.Helper()
-		s, err := e.m.Load(ctx, e.ca.DirectoryURL(), "due.example.test")
+		s, err := e.m.Load(ctx, "due.example.test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -393,9 +395,9 @@ func TestRenewFailureKeepsCertificate(t *testing.T) {
 	if _, err := e.m.Obtain(ctx, spec, nil); err != nil {
 		t.Fatal(err)
 	}
-	prefix := certPrefix(e.ca.DirectoryURL(), "keep.example.test")
+	_, certK, keyK := e.storedKeys(t, "keep.example.test")
 	files := []string{
-		e.store.Path(path.Join(prefix, "cert.pem")), e.store.Path(path.Join(prefix, "key.pem")),
+		e.store.Path(certK), e.store.Path(keyK),
 		filepath.Join(out, "cert.pem"), filepath.Join(out, "chain.pem"),
 		filepath.Join(out, "fullchain.pem"), filepath.Join(out, "key.pem"),
 	}
@@ -464,7 +466,7 @@ func TestRevoke(t *testing.T) {
 	if _, err := e.m.Obtain(ctx, spec, nil); err != nil {
 		t.Fatal(err)
 	}
-	s, err := e.m.Load(ctx, e.ca.DirectoryURL(), "revoke.example.test")
+	s, err := e.m.Load(ctx, "revoke.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +474,7 @@ func TestRevoke(t *testing.T) {
 	if err := e.m.Revoke(ctx, s, 4); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
-	s, err = e.m.Load(ctx, e.ca.DirectoryURL(), "revoke.example.test")
+	s, err = e.m.Load(ctx, "revoke.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,7 @@ func TestRevokeDuringRenewal(t *testing.T) {
 			if _, err := e.m.Obtain(ctx, spec, nil); err != nil {
 				t.Fatal(err)
 			}
-			s, err := e.m.Load(ctx, spec.CA, name)
+			s, err := e.m.Load(ctx, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,7 +76,7 @@ func TestRevokeDuringRenewal(t *testing.T) {
 			}
 			unlock := func() error { return nil }
 			if !tt.renew {
-				if unlock, err = e.store.Lock(ctx, certLockName(spec.CA, name)); err != nil {
+				if unlock, err = e.store.Lock(ctx, certLockName(name)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -113,7 +113,7 @@ func TestRevokeDuringRenewal(t *testing.T) {
 					t.Fatalf("Revoke returned %v while the certificate's lock was held", err)
 				default:
 				}
-				cur, err := e.m.loadRecord(ctx, spec.CA, name)
+				cur, err := e.m.loadRecord(ctx, name)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -137,7 +137,7 @@ func TestRevokeDuringRenewal(t *testing.T) {
 				t.Fatal("Revoke did not return")
 			}
 
-			got, err := e.m.Load(ctx, spec.CA, name)
+			got, err := e.m.Load(ctx, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -245,7 +245,7 @@ func TestRenewAfterRenewal(t *testing.T) {
 			}
 			// The late caller's view, taken before the other renewal;
 			// the CA wants the certificate replaced.
-			s, err := e.m.Load(ctx, spec.CA, name)
+			s, err := e.m.Load(ctx, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -366,7 +366,7 @@ func TestRenewAfterRenewal(t *testing.T) {
 			if n := orders.Load() - before; n != 1 {
 				t.Errorf("%d orders; want 1", n)
 			}
-			stored, err := e.m.Load(ctx, spec.CA, name)
+			stored, err := e.m.Load(ctx, name)
 			if err != nil {
 				t.Fatal(err)
 			}

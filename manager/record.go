@@ -2,6 +2,7 @@ package manager
 
 import (
 	"crypto/x509"
+	"slices"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/issuer"
@@ -11,6 +12,11 @@ import (
 // stored with the certificate so that "tlsalpn renew" needs no flags: the
 // same CA, account, profile, key type, output directory and hook.
 type Spec struct {
+	// CertName is the certificate's identity (its lineage): the name
+	// the user manages it by, which stays the same across renewals, a
+	// change of CA or of names. Empty means the first name, as in records
+	// written before it existed.
+	CertName       string         `json:"cert_name,omitempty"`
 	Names          []string       `json:"names"`
 	CA             string         `json:"ca"`                // directory URL
 	CARoot         string         `json:"ca_root,omitempty"` // PEM file trusted for the CA's own HTTPS
@@ -34,6 +40,12 @@ type Spec struct {
 // Record is the stored state of one managed certificate.
 type Record struct {
 	Spec
+	// Version names the storage directory that holds this record's
+	// certificate and key. The record is the switch: a new version is
+	// written in full beside the old one, and only then does the record
+	// point at it, so a crash or a failed write never pairs a new key
+	// with an old certificate.
+	Version    string    `json:"version,omitempty"`
 	Serial     string    `json:"serial"`
 	Issuer     string    `json:"issuer"`
 	NotBefore  time.Time `json:"not_before"`
@@ -49,6 +61,18 @@ type Record struct {
 	// Deployed is what became of deploying this certificate. Records
 	// written before it existed have none; see deployedTo.
 	Deployed *DeployState `json:"deployed,omitempty"`
+	// Retired is set when another certificate took over this one's
+	// output directory: it is kept (nothing is lost) but no longer
+	// renewed or deployed.
+	Retired *Retirement `json:"retired,omitempty"`
+}
+
+// Retirement says when and why a certificate stopped being renewed.
+type Retirement struct {
+	At time.Time `json:"at"`
+	// By is the certificate name that took over Out.
+	By  string `json:"by"`
+	Out string `json:"out,omitempty"`
 }
 
 // DeployState is what was last deployed to a certificate's outputs, so
@@ -110,13 +134,31 @@ type ARIState struct {
 	ErrorMessage string    `json:"error,omitempty"`
 }
 
-// Name is the record's primary name: the first the user gave.
-func (r *Record) Name() string {
-	if len(r.Names) == 0 {
+// ID is the certificate's name (its identity in storage): CertName, or
+// the first name when none was given.
+func (s *Spec) ID() string {
+	if s.CertName != "" {
+		return s.CertName
+	}
+	if len(s.Names) == 0 {
 		return ""
 	}
-	return r.Names[0]
+	return s.Names[0]
 }
+
+// sameNames reports whether a and b hold the same names, in any order.
+func sameNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}
+
+// Name is the record's identity: its certificate name (see Spec.ID).
+func (r *Record) Name() string { return r.ID() }
 
 // Lifetime is the validity period of the current certificate.
 func (r *Record) Lifetime() time.Duration { return r.NotAfter.Sub(r.NotBefore) }

@@ -24,7 +24,7 @@ func TestKeepReplacesRevoked(t *testing.T) {
 	if _, err := e.m.Obtain(ctx, spec, nil); err != nil {
 		t.Fatal(err)
 	}
-	s, err := e.m.Load(ctx, spec.CA, name)
+	s, err := e.m.Load(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestKeepReplacesRevoked(t *testing.T) {
 	}()
 	var rec *Record
 	for range 250 {
-		if rec, err = e.m.loadRecord(ctx, spec.CA, name); err == nil && rec.Serial != revoked {
+		if rec, err = e.m.loadRecord(ctx, name); err == nil && rec.Serial != revoked {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -41,8 +41,12 @@ var ErrWatchUnsupported = errors.New("storage: watch not supported")
 const (
 	// AccountsPrefix holds ACME accounts: accounts/<ca>/<email>/{account.json,key.pem}.
 	AccountsPrefix = "accounts"
-	// CertificatesPrefix holds issued certificates:
-	// certificates/<ca>/<name>/{cert.pem,key.pem,meta.json}.
+	// LineagesPrefix holds managed certificates, one directory per certificate name:
+	// lineages/<name>/meta.json (the record, written last: the switch) and
+	// lineages/<name>/<version>/{cert.pem,key.pem}.
+	LineagesPrefix = "lineages"
+	// CertificatesPrefix held certificates before LineagesPrefix, keyed by CA and first name:
+	// certificates/<ca>/<name>/{cert.pem,key.pem,meta.json}. It is migrated on first use.
 	CertificatesPrefix = "certificates"
 	// LocksPrefix is reserved for locks and is never a valid key prefix.
 	LocksPrefix = "locks"

@@ -239,7 +239,7 @@ func TestIssueRenewListRevoke(t *testing.T) {
 	if hook, _ := os.ReadFile(marker); strings.Count(string(hook), "\n") != 2 {
 		t.Errorf("hook ran %d times, want 2", strings.Count(string(hook), "\n"))
 	}
-	meta, err := os.ReadFile(filepath.Join(storage, "certificates", issuer.CAKey(ca.DirectoryURL()), "example.com", "meta.json"))
+	meta, err := os.ReadFile(filepath.Join(storage, "lineages", "example.com", "meta.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestCAFailureKeepsOldCertificate(t *testing.T) {
 
 	ca.fail500.Store(true)
 	start := time.Now()
-	code, _, stderr := runCLI(t, ctx, ca.issueArgs(storage, out, "example.com")...)
+	code, _, stderr := runCLI(t, ctx, append(ca.issueArgs(storage, out, "example.com"), "--force")...)
 	if code != exitFailure {
 		t.Fatalf("exit %d, want 1: %s", code, stderr)
 	}
@@ -354,7 +354,7 @@ func TestOutNotWritable(t *testing.T) {
 	if code != exitFailure || !strings.Contains(stderr, "not a directory") || !strings.Contains(stderr, "not ordering") {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if files := treeFiles(t, filepath.Join(dir, "store", "certificates")); len(files) != 0 {
+	if files := treeFiles(t, filepath.Join(dir, "store", "lineages")); len(files) != 0 {
 		t.Errorf("certificate stored: %v", files)
 	}
 }

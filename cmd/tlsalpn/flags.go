@@ -69,6 +69,13 @@ func (f *flagSet) parse(args []string, maxArgs int) error {
 	return nil
 }
 
+// setFlags returns the names of the flags given on the command line.
+func (f *flagSet) setFlags() map[string]bool {
+	set := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	return set
+}
+
 func (f *flagSet) printHelp() {
 	fmt.Fprint(f.out, strings.TrimLeft(f.usage, "\n"))
 	fmt.Fprintln(f.out, "\nFlags:")

@@ -58,6 +58,8 @@ type issueFlags struct {
 	keyType        string
 	profile        string
 	preferredChain string
+	certName       string
+	force          bool
 }
 
 func (f *issueFlags) register(fs *flagSet) {
@@ -71,6 +73,8 @@ func (f *issueFlags) register(fs *flagSet) {
 	fs.BoolVar(&f.separate, "separate", false, "order one certificate per name, concurrently, each in --out/NAME")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "certificate key `TYPE`: ec256, ec384, rsa2048, rsa3072 or rsa4096")
 	fs.StringVar(&f.profile, "profile", "", "ACME `PROFILE` to request (e.g. classic, tlsserver, shortlived); default: classic or default when the CA offers it")
+	fs.StringVar(&f.certName, "cert-name", "", "the `NAME` this certificate is managed by (list, renew, revoke, delete, reconfigure); default: the first -d name")
+	fs.BoolVar(&f.force, "force", false, "order a new certificate even when a valid one for these names is stored")
 	fs.StringVar(&f.preferredChain, "preferred-chain", "", "pick the chain whose root is issued by this `CN` when the CA offers several")
 }
 
@@ -152,15 +156,12 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	out := f.out
-	if out == "" {
-		out = filepath.Join(store.Root(), "live")
-		if !f.separate {
-			out = filepath.Join(out, ids[0].Value)
+	if out != "" {
+		if out, err = filepath.Abs(out); err != nil {
+			return usagef("--out: %v", err)
 		}
 	}
-	if out, err = filepath.Abs(out); err != nil {
-		return usagef("--out: %v", err)
-	}
+	liveDir := filepath.Join(store.Root(), "live")
 
 	logger := f.logger(e)
 	r := responder.New(responder.WithLogger(logger))
@@ -172,55 +173,125 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	is.httpClientSet(f.caRoot, hc)
 	m := manager.New(store, is.get, logger)
 
+	// Settings not given on the command line keep what a certificate
+	// already stored under this name has (see manager.Issue).
+	set := fs.setFlags()
 	specFor := func(names []string, out string) manager.Spec {
-		return manager.Spec{
-			Names: names, CA: caURL, CARoot: f.caRoot, Email: f.email, KeyType: kt, Profile: f.profile,
-			PreferredChain: f.preferredChain, Out: out, DeployHook: f.hook, Listen: f.listen,
+		spec := manager.Spec{
+			CertName: f.certName, Names: names, CA: caURL, CARoot: f.caRoot, Email: f.email, Profile: f.profile,
+			PreferredChain: f.preferredChain, Out: out, DeployHook: f.hook,
 		}
+		if set["key-type"] {
+			spec.KeyType = kt
+		}
+		if set["listen"] {
+			spec.Listen = f.listen
+		}
+		return spec
 	}
 	var specs []manager.Spec
 	if f.separate {
 		for _, id := range ids {
-			specs = append(specs, specFor([]string{id.Value}, filepath.Join(out, id.Value)))
+			o := out
+			if o != "" {
+				o = filepath.Join(out, id.Value)
+			}
+			specs = append(specs, specFor([]string{id.Value}, o))
 		}
 	} else {
-		names := make([]string, len(ids))
-		for i, id := range ids {
-			names[i] = id.Value
-		}
-		specs = append(specs, specFor(names, out))
+		specs = append(specs, specFor(identifierValues(ids), out))
+	}
+	opts := manager.IssueOptions{
+		Force:      f.force,
+		Defaults:   manager.Spec{KeyType: kt, Listen: f.listen},
+		DefaultOut: func(name string) string { return filepath.Join(liveDir, name) },
 	}
 
 	start := time.Now()
 	errs := make([]error, len(specs))
-	recs := make([]*manager.Record, len(specs))
+	results := make([]*manager.IssueResult, len(specs))
 	var wg sync.WaitGroup
 	for i, spec := range specs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			recs[i], errs[i] = m.Obtain(ctx, spec, nil)
+			results[i], errs[i] = m.Issue(ctx, spec, opts)
 		}()
 	}
 	wg.Wait()
 	var failed []error
-	for i, rec := range recs {
-		if rec != nil {
-			printIssued(e, rec, time.Since(start))
+	for i, res := range results {
+		if res != nil {
+			printIssueResult(e, res, time.Since(start))
 		}
 		if errs[i] != nil {
+			var clash *manager.IdentityClashError
+			if errors.As(errs[i], &clash) {
+				errs[i] = usagef("%v: to keep both, give the new one its own --cert-name; to replace it, issue with --out %s",
+					clash, orDash(clash.Existing.Out))
+			}
 			failed = append(failed, errs[i])
 		}
 	}
 	return errors.Join(failed...)
 }
 
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// printIssueResult says what issue did for one certificate, in the words
+// a person needs the day it stops renewing: what is stored, where it is
+// deployed, and what stopped.
+func printIssueResult(e *env, res *manager.IssueResult, took time.Duration) {
+	rec := res.Record
+	if rec == nil {
+		return
+	}
+	switch res.Action {
+	case manager.Ordered:
+		printIssued(e, rec, took)
+		if p := res.Previous; p != nil {
+			fmt.Fprintf(e.stdout, "  replaces certificate %s (%s from %s), which is no longer renewed as it was\n",
+				p.Name(), strings.Join(p.Names, ", "), p.CA)
+		}
+	case manager.Unchanged, manager.Reconfigured:
+		fmt.Fprintf(e.stdout, "certificate %s (%s) is already valid until %s, renews around %s: nothing ordered (--force orders anyway)\n",
+			rec.Name(), strings.Join(rec.Names, ", "), rec.NotAfter.Local().Format("2006-01-02 15:04"),
+			renewsAround(rec).Local().Format("2006-01-02"))
+		if len(res.Changed) > 0 {
+			fmt.Fprintf(e.stdout, "  updated: %s\n", strings.Join(res.Changed, ", "))
+		}
+		if rec.Out != "" {
+			p := deploy.PathsIn(rec.Out)
+			fmt.Fprintf(e.stdout, "  %s\n  %s\n", p.FullChain, p.Key)
+		}
+	}
+	for _, r := range res.Retired {
+		fmt.Fprintf(e.stdout, "  certificate %s (%s from %s) fed %s and is no longer renewed (tlsalpn delete %s removes it)\n",
+			r.Name(), strings.Join(r.Names, ", "), r.CA, r.Out, r.Name())
+	}
+}
+
+// renewsAround is when rec is expected to renew, from its record alone.
+func renewsAround(rec *manager.Record) time.Time {
+	return (&manager.Stored{Record: *rec}).RenewsAround()
+}
+
 func printIssued(e *env, rec *manager.Record, took time.Duration) {
-	p := deploy.PathsIn(rec.Out)
 	fmt.Fprintf(e.stdout, "issued %s: serial %s, issuer %q, valid until %s (%d days)%s, in %s\n",
 		strings.Join(rec.Names, ", "), rec.Serial, rec.Issuer, rec.NotAfter.Format("2006-01-02 15:04 MST"),
 		int(time.Until(rec.NotAfter).Hours()/24), profileNote(rec.Profile), took.Round(time.Millisecond))
-	fmt.Fprintf(e.stdout, "  %s\n  %s\n", p.FullChain, p.Key)
+	if rec.CertName != "" {
+		fmt.Fprintf(e.stdout, "  certificate name %s\n", rec.CertName)
+	}
+	if rec.Out != "" {
+		p := deploy.PathsIn(rec.Out)
+		fmt.Fprintf(e.stdout, "  %s\n  %s\n", p.FullChain, p.Key)
+	}
 }
 
 func profileNote(p string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,14 +15,32 @@ import (
 const listUsage = `
 Usage: tlsalpn list [--json] [--storage DIR]
 
-Shows every stored certificate: its names, issuer, expiry, days left, the
-CA's renewal window (ARI) when known, and the profile. It reads storage only
-and never contacts the CA; "tlsalpn renew" refreshes the renewal windows.
+Shows every stored certificate by its certificate name: the names it
+covers, the CA it comes from, its expiry and days left, when it renews (the
+CA's ARI window when known), where it is deployed, and its state:
+  ok             renewed on schedule by "tlsalpn renew" or serve
+  REVOKED        revoked: renew leaves it; issue again for a new one
+  EXPIRED        past its end; the next renew run renews it
+  DEPLOY FAILED  stored, but the last deployment failed (renew retries it)
+  retired        another certificate took over its output directory; kept,
+                 not renewed (tlsalpn delete NAME removes it)
+  DAMAGED        its stored files are unreadable or do not match: renew
+                 fails on it until it is repaired, re-issued or deleted
+It reads storage only and never contacts the CA.
+
+Examples:
+  tlsalpn list
+  tlsalpn list --json | jq -r '.[] | select(.days_left < 20) | .cert_name'
+
+Exit codes: 0 listed (even if some are damaged: the table says so),
+1 storage unreadable, 2 usage error.
 `
 
 // listEntry is one row of "tlsalpn list --json"; its field names are a
 // stable interface for scripts.
 type listEntry struct {
+	CertName  string     `json:"cert_name"`
+	State     string     `json:"state"`
 	Names     []string   `json:"names"`
 	CA        string     `json:"ca"`
 	Issuer    string     `json:"issuer"`
@@ -31,15 +50,20 @@ type listEntry struct {
 	DaysLeft  float64    `json:"days_left"`
 	Profile   string     `json:"profile,omitempty"`
 	KeyType   string     `json:"key_type"`
-	RenewAt   time.Time  `json:"renew_at"`
+	RenewAt   *time.Time `json:"renew_at,omitempty"`
 	ARIStart  *time.Time `json:"ari_window_start,omitempty"`
 	ARIEnd    *time.Time `json:"ari_window_end,omitempty"`
 	Out       string     `json:"out,omitempty"`
 	Revoked   bool       `json:"revoked"`
+	// RetiredBy names the certificate that took over Out.
+	RetiredBy string `json:"retired_by,omitempty"`
 	// DeployError says why the last deployment of this certificate
 	// failed; the server may still have the previous one until a renewal
 	// run (tlsalpn renew, or serve's keeper) deploys it again.
 	DeployError string `json:"deploy_error,omitempty"`
+	// Damaged says what is wrong with a stored certificate that cannot
+	// be read; the other fields are then empty.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 func runList(ctx context.Context, e *env, args []string) error {
@@ -56,26 +80,17 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	m := manager.New(store, nil, cf.logger(e))
-	all, err := m.List(ctx)
+	all, bad, err := m.List(ctx)
 	if err != nil {
 		return err
 	}
 	now := time.Now()
-	entries := make([]listEntry, 0, len(all))
+	entries := make([]listEntry, 0, len(all)+len(bad))
 	for _, s := range all {
-		le := listEntry{
-			Names: s.Names, CA: s.CA, Issuer: s.Issuer, Serial: s.Serial, NotBefore: s.NotBefore, NotAfter: s.NotAfter,
-			DaysLeft: float64(int(s.Remaining(now).Hours()/24*10)) / 10, Profile: s.Profile, KeyType: string(s.KeyType),
-			RenewAt: manager.FallbackRenewAt(s.NotBefore, s.NotAfter), Out: s.Out, Revoked: !s.Revoked.IsZero(),
-		}
-		if d := s.Deployed; d != nil && d.Error != "" {
-			le.DeployError = d.Error
-		}
-		if a := s.ARI; a != nil && !a.Unavailable && a.CertSerial == s.Serial && !a.Start.IsZero() {
-			start, end := a.Start, a.End
-			le.ARIStart, le.ARIEnd, le.RenewAt = &start, &end, a.Selected
-		}
-		entries = append(entries, le)
+		entries = append(entries, entryFor(s, now))
+	}
+	for _, d := range bad {
+		entries = append(entries, listEntry{CertName: d.Name, State: "DAMAGED", Damaged: d.Error()})
 	}
 	if asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -87,33 +102,75 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMES\tISSUER\tEXPIRES\tDAYS LEFT\tRENEWAL WINDOW (ARI)\tPROFILE")
+	fmt.Fprintln(tw, "CERTIFICATE\tNAMES\tCA\tEXPIRES\tDAYS LEFT\tRENEWS\tOUT\tSTATE")
 	for _, le := range entries {
-		window := "- (renews " + le.RenewAt.Local().Format("2006-01-02") + ")"
-		if le.ARIStart != nil {
-			window = le.ARIStart.Local().Format("2006-01-02 15:04") + " – " + le.ARIEnd.Local().Format("2006-01-02 15:04")
+		if le.Damaged != "" {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t%s\n", le.CertName, le.State)
+			continue
 		}
-		days := fmt.Sprintf("%.1f", le.DaysLeft)
-		if le.Revoked {
-			days = "REVOKED"
-		} else if le.DaysLeft < 0 {
-			days = "EXPIRED"
+		renews := "-"
+		switch {
+		case le.ARIStart != nil:
+			renews = le.ARIStart.Local().Format("2006-01-02 15:04") + " – " + le.ARIEnd.Local().Format("2006-01-02 15:04") + " (ARI)"
+		case le.RenewAt != nil:
+			renews = le.RenewAt.Local().Format("2006-01-02")
 		}
-		profile := le.Profile
-		if profile == "" {
-			profile = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(le.Names, ","), le.Issuer,
-			le.NotAfter.Local().Format("2006-01-02 15:04"), days, window, profile)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\n", le.CertName, strings.Join(le.Names, ","), caHost(le.CA),
+			le.NotAfter.Local().Format("2006-01-02 15:04"), le.DaysLeft, renews, orDash(le.Out), le.State)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, le := range entries {
-		if le.DeployError != "" {
+		switch {
+		case le.Damaged != "":
+			fmt.Fprintf(e.stdout, "%s: %s; renew fails until it is re-issued (tlsalpn issue --force --cert-name %s …) or deleted (tlsalpn delete %s)\n",
+				le.CertName, le.Damaged, le.CertName, le.CertName)
+		case le.DeployError != "":
 			fmt.Fprintf(e.stdout, "%s: serial %s is stored but its deployment failed (tlsalpn renew retries it): %s\n",
-				strings.Join(le.Names, ","), le.Serial, le.DeployError)
+				le.CertName, le.Serial, le.DeployError)
+		case le.RetiredBy != "":
+			fmt.Fprintf(e.stdout, "%s: retired, %s took over %s; it is kept but not renewed (tlsalpn delete %s removes it)\n",
+				le.CertName, le.RetiredBy, le.Out, le.CertName)
 		}
 	}
 	return nil
+}
+
+func entryFor(s *manager.Stored, now time.Time) listEntry {
+	le := listEntry{
+		CertName: s.Name(), State: "ok",
+		Names: s.Names, CA: s.CA, Issuer: s.Issuer, Serial: s.Serial, NotBefore: s.NotBefore, NotAfter: s.NotAfter,
+		DaysLeft: float64(int(s.Remaining(now).Hours()/24*10)) / 10, Profile: s.Profile, KeyType: string(s.KeyType),
+		Out: s.Out, Revoked: !s.Revoked.IsZero(),
+	}
+	if at := s.RenewsAround(); !at.IsZero() {
+		le.RenewAt = &at
+	}
+	if a := s.ARI; a != nil && !a.Unavailable && a.CertSerial == s.Serial && !a.Start.IsZero() && le.RenewAt != nil {
+		start, end := a.Start, a.End
+		le.ARIStart, le.ARIEnd = &start, &end
+	}
+	if d := s.Deployed; d != nil && d.Error != "" {
+		le.DeployError = d.Error
+	}
+	switch {
+	case s.Retired != nil:
+		le.State, le.RetiredBy, le.Out = "retired", s.Retired.By, s.Retired.Out
+	case le.Revoked:
+		le.State = "REVOKED"
+	case le.DaysLeft < 0:
+		le.State = "EXPIRED"
+	case le.DeployError != "":
+		le.State = "DEPLOY FAILED"
+	}
+	return le
+}
+
+// caHost is the CA as people name it: the host of its directory URL.
+func caHost(directory string) string {
+	if u, err := url.Parse(directory); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return directory
 }

@@ -41,6 +41,8 @@ func commands() []command {
 		{"serve", "the front door on :443: answers the CA, passes everything else to your server, renews in the background", runServe},
 		{"revoke", "revoke a stored certificate", runRevoke},
 		{"list", "show the stored certificates and when they renew", runList},
+		{"reconfigure", "change a stored certificate's output, hook or key type without ordering", runReconfigure},
+		{"delete", "stop managing a stored certificate (its deployed files stay)", runDelete},
 		{"check", "validate a host from the outside exactly as the CA does", runCheck},
 		{"plan", "which challenge to use here, decided by probing", runPlan},
 		{"demo", "run the whole flow on this machine against an embedded test CA", runDemo},
@@ -156,7 +158,7 @@ Usage:
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Try it with nothing set up:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/manager"
@@ -64,28 +65,45 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	var failed []error
 	for _, r := range results {
+		var de *manager.DamagedError
 		switch {
+		case errors.As(r.Err, &de):
+			fmt.Fprintf(e.stdout, "%-30s DAMAGED: %s: re-issue it (tlsalpn issue --force --cert-name %s -d …) or delete it (tlsalpn delete %s)\n",
+				r.Name, oneLine(de.Err), r.Name, r.Name)
+			failed = append(failed, r.Err)
 		case r.Err != nil:
-			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", r.Name, oneLine(r.Err))
+			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", renewLabel(r), oneLine(r.Err))
 			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
 		case r.Renewed != nil && r.ByOther:
-			fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", r.Name,
+			fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", renewLabel(r),
 				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
 		case r.Renewed != nil:
-			fmt.Fprintf(e.stdout, "%-30s renewed (%s): serial %s, valid until %s\n", r.Name, r.Decision.Reason,
+			fmt.Fprintf(e.stdout, "%-30s renewed (%s): serial %s, valid until %s\n", renewLabel(r), r.Decision.Reason,
 				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
 		case r.Redeployed:
 			why := "previous attempt had failed"
 			if r.LastDeployError == "" {
 				why = "no earlier deployment recorded"
 			}
-			fmt.Fprintf(e.stdout, "%-30s deployed (%s); not due: renews around %s\n", r.Name, why, r.Decision.At.Local().Format("2006-01-02 15:04"))
+			fmt.Fprintf(e.stdout, "%-30s deployed (%s); not due: renews around %s\n", renewLabel(r), why, r.Decision.At.Local().Format("2006-01-02 15:04"))
+		case r.Decision.At.IsZero():
+			// Revoked or retired: not renewed at all, and the reason says why.
+			fmt.Fprintf(e.stdout, "%-30s not renewed: %s\n", renewLabel(r), r.Decision.Reason)
 		default:
-			fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", r.Name, r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
+			fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", renewLabel(r), r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
 		}
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%d of %d renewals failed: %w", len(failed), len(results), errors.Join(failed...))
 	}
 	return nil
+}
+
+// renewLabel names a certificate in renew's lines: its certificate name,
+// and the names it covers when they say more.
+func renewLabel(r manager.RenewResult) string {
+	if len(r.Names) == 0 || (len(r.Names) == 1 && r.Names[0] == r.Name) {
+		return r.Name
+	}
+	return r.Name + " (" + strings.Join(r.Names, ", ") + ")"
 }

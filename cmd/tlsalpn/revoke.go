@@ -12,7 +12,9 @@ import (
 const revokeUsage = `
 Usage: tlsalpn revoke NAME [--reason CODE] [--storage DIR]
 
-Revokes the stored certificate that covers NAME, signing with the account
+Revokes the stored certificate named NAME (its certificate name, as
+"tlsalpn list" shows it) or, when NAME is no certificate name, the one
+certificate that covers NAME, signing with the account
 that obtained it, and marks it so that "tlsalpn renew" leaves it alone. The
 files in its output directory are not removed: replace them first
 ("tlsalpn issue" again), then revoke, or your server keeps serving a revoked
@@ -52,16 +54,21 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if s, err := m.Load(ctx, name); err == nil {
+		// A certificate name is exact, whatever else covers the name.
+		found = []*manager.Stored{s}
+	}
 	switch len(found) {
 	case 0:
-		return usagef("no stored certificate covers %q (see tlsalpn list)", name)
+		return usagef("no stored certificate is named or covers %q (see tlsalpn list)", name)
 	case 1:
 	default:
-		var cas []string
+		var which []string
 		for _, s := range found {
-			cas = append(cas, s.CA)
+			which = append(which, fmt.Sprintf("%s (%s from %s)", s.Name(), strings.Join(s.Names, ", "), s.CA))
 		}
-		return usagef("%d stored certificates cover %q (from %s): revoking all of them is not what you want; remove the others first", len(found), name, strings.Join(cas, ", "))
+		return usagef("%d stored certificates cover %q: %s; give the certificate name of the one to revoke",
+			len(found), name, strings.Join(which, "; "))
 	}
 	s := found[0]
 	if !s.Revoked.IsZero() {
