@@ -114,6 +114,7 @@ type cliCA struct {
 	root    string // PEM file of the CA's HTTPS root
 	listen  string // where tlsalpn must answer the CA
 	fail500 atomic.Bool
+	orders  atomic.Int64 // new orders placed at the CA
 }
 
 func startCLICA(t *testing.T, opts testca.Options) *cliCA {
@@ -124,6 +125,9 @@ func startCLICA(t *testing.T, opts testca.Options) *cliCA {
 	opts.TLSPort, opts.NoSleep, opts.Strict = port, true, true
 	opts.Handler = func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
+				c.orders.Add(1)
+			}
 			if c.fail500.Load() && r.Method == http.MethodPost {
 				http.Error(w, `{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure"}`, http.StatusInternalServerError)
 				return

@@ -255,7 +255,7 @@ func printIssueResult(e *env, res *manager.IssueResult, took time.Duration) {
 	case manager.Ordered:
 		printIssued(e, rec, took)
 		if p := res.Previous; p != nil {
-			fmt.Fprintf(e.stdout, "  replaces certificate %s (%s from %s), which is no longer renewed as it was\n",
+			fmt.Fprintf(e.stdout, "  replaces certificate %s as it was (%s from %s): that one is no longer renewed\n",
 				p.Name(), strings.Join(p.Names, ", "), p.CA)
 		}
 	case manager.Unchanged, manager.Reconfigured:
