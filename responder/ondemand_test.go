@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -15,10 +16,18 @@ import (
 	"github.com/tlsalpn/tlsalpn/challenge"
 )
 
-// freeAddr returns a loopback address nobody listens on.
+// freeAddr returns a loopback address nobody listens on. OnDemand binds
+// and releases it again and again, and other suites running beside this
+// one may take a released 127.0.0.1 port meanwhile (their outgoing
+// connections use ephemeral ports there too), so on Linux it is on a
+// random address of 127.0.0.0/8 that nobody else uses.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln := listenLoopback(t, "tcp")
+	ip := net.IPv4(127, byte(1+rand.IntN(250)), byte(rand.IntN(256)), byte(1+rand.IntN(250)))
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	if err != nil {
+		ln = listenLoopback(t, "tcp") // not Linux: only 127.0.0.1 is there
+	}
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
