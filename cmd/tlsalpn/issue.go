@@ -112,6 +112,14 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if f.certName != "" {
+		if err := manager.ValidateCertName(f.certName); err != nil {
+			return usagef("--cert-name: %v", err)
+		}
+		if f.separate && len(ids) > 1 {
+			return usagef("--cert-name names one certificate; --separate makes one per name, each named by its name")
+		}
+	}
 	caURL, err := issuer.ResolveCA(f.ca)
 	if err != nil {
 		return usagef("--ca: %v", err)
