@@ -28,6 +28,14 @@ then writes cert.pem, chain.pem, fullchain.pem and key.pem (0600) to --out
 and runs --deploy-hook. Everything given here is remembered, so that
 "tlsalpn renew" renews the same way with no flags.
 
+The certificate is managed under a name (--cert-name, default the first
+-d name) and feeds one --out. Running issue again is safe: the same names
+from the same CA order nothing ("already valid until …"; --force orders
+anyway) and a changed --out, hook, key type or profile is remembered; other
+names or another CA for the same --out replace the certificate there; other
+names under a certificate name that feeds another --out are refused (exit 2):
+give --cert-name for a second certificate.
+
 The CA connects to port 443 of every name (IPv6 first when the name has an
 AAAA record), so each name must resolve to this host and port 443 must reach
 --listen. If a web server already owns :443, run "tlsalpn serve" in front of
@@ -39,6 +47,8 @@ Examples:
       --out /etc/nginx/tls/example.com --deploy-hook 'systemctl reload nginx'
   tlsalpn issue -d 192.0.2.10 --profile shortlived --agree-tos       (an IP certificate)
   tlsalpn issue -d a.example -d b.example --separate --agree-tos     (one certificate each)
+  tlsalpn issue -d example.com -d new.example.com --out /etc/nginx/tls/example.com --agree-tos
+                                             (adds a name to the certificate that feeds that --out)
   tlsalpn issue -d example.com --ca zerossl --eab-kid KID --eab-hmac-key KEY --agree-tos
 
 Exit codes: 0 issued (and deployed), 1 failed, 2 usage error (nothing done).
