@@ -30,6 +30,16 @@ type KeepOptions struct {
 	// doubles from one to the other, unless the CA's Retry-After says more.
 	// Failed deployments back off the same way, on their own.
 	MinBackoff, MaxBackoff time.Duration // default 1 min and 6 h
+	// Wake, if set, is called once for each spec as keeping starts. A
+	// receive on the channel it returns makes that spec's keeper read the
+	// stored certificate again now instead of sleeping on: "tlsalpn serve"
+	// sends when storage says the record changed (a revoke, a renewal or a
+	// deletion from the command line), so that the change takes effect in
+	// seconds, not at the next planned look. A record found as it was at
+	// the last look (same serial, same revocation) changes nothing: the
+	// keeper sleeps on, so that its own writes (renewal info, a failed
+	// deployment) do not cut its backoff short. A nil channel never wakes.
+	Wake func(spec Spec) <-chan struct{}
 }
 
 // Keep obtains every spec's certificate if it is missing (or its names
@@ -86,8 +96,13 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 	name := spec.Names[0]
 	backoff := opts.MinBackoff
 	deployBackoff := opts.MinBackoff
+	var wake <-chan struct{}
+	if opts.Wake != nil {
+		wake = opts.Wake(spec)
+	}
 	for {
 		s, ok := m.LoadIntoCache(ctx, spec, opts.Cache)
+		seen := stampOf(s, ok)
 		var wait time.Duration
 		switch {
 		case !ok:
@@ -121,10 +136,46 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 			wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, max(wait, time.Second)+jitter(wait))
 			m.logger.Debug("next look at certificate", "name", name, "in", wait.Round(time.Second), "reason", d.Reason)
 		}
+		if !m.sleep(ctx, spec, wait, wake, seen) {
+			return
+		}
+	}
+}
+
+// recordStamp is what a keeper compares to tell that the stored
+// certificate changed under it: another serial, a revocation, or none.
+type recordStamp struct {
+	ok      bool // stored, with the spec's names
+	serial  string
+	revoked bool
+}
+
+func stampOf(s *Stored, ok bool) recordStamp {
+	if !ok || s == nil {
+		return recordStamp{}
+	}
+	return recordStamp{ok: true, serial: s.Serial, revoked: !s.Revoked.IsZero()}
+}
+
+// sleep waits for d, or less when a receive on wake finds the stored
+// certificate changed since seen. It reports false when ctx ended.
+func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-chan struct{}, seen recordStamp) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(wait):
+			return false
+		case <-t.C:
+			return true
+		case <-wake:
+			s, err := m.Load(ctx, spec.CA, spec.Names[0])
+			now := stampOf(s, err == nil && slices.Equal(s.Names, spec.Names))
+			if now != seen {
+				m.logger.Info("stored certificate changed; looking at it now", "name", spec.Names[0],
+					"serial", now.serial, "was", seen.serial, "revoked", now.revoked)
+				return true
+			}
 		}
 	}
 }
