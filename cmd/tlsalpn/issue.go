@@ -200,6 +200,9 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		go func() {
 			defer wg.Done()
 			recs[i], errs[i] = m.Obtain(ctx, spec, nil)
+			if recs[i] == nil && errs[i] != nil {
+				errs[i] = servePortError(ctx, store, errs[i], spec.Names[0], spec.Listen)
+			}
 		}()
 	}
 	wg.Wait()

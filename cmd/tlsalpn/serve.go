@@ -156,11 +156,22 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	served := make(chan error, 1)
 	go func() { served <- rt.srv.Serve(context.WithoutCancel(ctx), ln) }()
 	rt.startKeeping(ctx, cfg)
+	// What the command line does to storage (revoke, renew, delete,
+	// reconfigure) reaches the keeper in seconds, not at its next look.
+	wctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	if err := rt.watchStorage(wctx); err != nil {
+		logger.Warn("storage changes made while serve runs are noticed only at the keeper's next look (up to 6 h)", "error", err)
+	}
+	rt.announce(ctx, cfg.Listen)
+	defer rt.stopAnnouncing()
 
 	for {
 		select {
 		case err := <-served:
+			stopWatching()
 			rt.stopKeeping()
+			rt.waitRequests()
 			return err
 		case <-hup:
 			if f.configFile == "" {
@@ -186,6 +197,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			err := rt.srv.Shutdown(dctx)
 			cancel()
 			rt.stopKeeping()
+			rt.waitRequests()
 			<-served
 			if err != nil {
 				logger.Warn("drain incomplete", "error", err)
@@ -297,6 +309,21 @@ type serveRuntime struct {
 	mu         sync.Mutex
 	keepCancel context.CancelFunc
 	keepDone   chan struct{}
+	// keepMgr and specs are what the keeper runs with; wake holds each
+	// of its certificates' wake-up channel, by certID.
+	keepMgr *manager.Manager
+	specs   []manager.Spec
+	wake    map[string]chan struct{}
+	// handling holds the renewal requests being carried out, by key;
+	// requests counts them, for the drain.
+	handling map[string]bool
+	requests sync.WaitGroup
+	closing  bool // no more requests are started
+	// leaseNow asks for the lease to be rewritten; leaseDone is closed
+	// once it was removed at the end.
+	leaseNow    chan struct{}
+	leaseCancel context.CancelFunc
+	leaseDone   chan struct{}
 }
 
 func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) (*serveRuntime, error) {
@@ -305,7 +332,7 @@ func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) 
 		return nil, err
 	}
 	rt := &serveRuntime{logger: logger, store: store, cache: manager.NewCache(), noPreflight: noPreflight,
-		r: responder.New(responder.WithLogger(logger))}
+		r: responder.New(responder.WithLogger(logger)), wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	rt.steer.gate = steer.NewGate(nil, rt.r)
 	// Certificates already stored are served from the first connection.
 	m, specs, err := rt.manager(cfg)
@@ -380,11 +407,14 @@ func (rt *serveRuntime) startKeeping(ctx context.Context, cfg *config.Config) er
 	done := make(chan struct{})
 	rt.mu.Lock()
 	rt.keepCancel, rt.keepDone = cancel, done
+	rt.keepMgr, rt.specs, rt.wake = m, specs, map[string]chan struct{}{}
 	rt.mu.Unlock()
+	rt.reannounce()
 	go func() {
 		defer close(done)
 		m.Keep(kctx, specs, manager.KeepOptions{
 			Cache: rt.cache,
+			Wake:  rt.wakeFor,
 			OnRenewed: func(rec *manager.Record, err error) {
 				if rec != nil {
 					rt.logger.Info("certificate obtained", "names", rec.Names, "serial", rec.Serial, "not_after", rec.NotAfter, "deploy_error", err)
@@ -393,6 +423,14 @@ func (rt *serveRuntime) startKeeping(ctx context.Context, cfg *config.Config) er
 		})
 	}()
 	return nil
+}
+
+// stopAnnouncing removes the lease and waits until it is gone.
+func (rt *serveRuntime) stopAnnouncing() {
+	if rt.leaseDone != nil {
+		rt.leaseCancel()
+		<-rt.leaseDone
+	}
 }
 
 func (rt *serveRuntime) stopKeeping() {

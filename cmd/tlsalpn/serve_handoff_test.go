@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/deploy"
+	"github.com/tlsalpn/tlsalpn/internal/backend"
+	"github.com/tlsalpn/tlsalpn/internal/testca"
+)
+
+// servedLeaf returns the serial (hex, as tlsalpn prints it) and issuer
+// of the certificate a client gets for name through the front door at
+// addr, or "" when the handshake fails.
+func servedLeaf(addr, name string) (serial, issuer string) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr,
+		&tls.Config{InsecureSkipVerify: true, ServerName: name, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		return "", ""
+	}
+	defer c.Close()
+	leaf := c.ConnectionState().PeerCertificates[0]
+	return leaf.SerialNumber.Text(16), leaf.Issuer.CommonName
+}
+
+// startServeNginx runs serve in front of a real nginx for example.com,
+// steering off (every connection relayed, so the test does not depend on
+// the machine allowing BPF), and waits until clients get the CA's
+// certificate through it. It returns the storage, the output directory
+// and the serial served.
+func startServeNginx(t *testing.T, ca *cliCA) (store, out, serial string, stderr *syncBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	out, store = filepath.Join(dir, "out"), filepath.Join(dir, "store")
+	certPEM, keyPEM := backend.SelfSigned(t, "example.com")
+	if _, err := deploy.Write(out, deploy.Files{Cert: certPEM, FullChain: certPEM, Key: keyPEM}); err != nil {
+		t.Fatal(err)
+	}
+	ngx := backend.StartNginx(t, filepath.Join(out, "fullchain.pem"), filepath.Join(out, "key.pem"), backend.NginxOptions{})
+	_, stderr, _ = startServe(t, "--listen", ca.listen, "--backend", ngx.Addr, "-d", "example.com",
+		"--ca", ca.DirectoryURL(), "--ca-root", ca.root, "--email", "ops@example.com", "--agree-tos",
+		"--storage", store, "--out", out, "--deploy-hook", ngx.ReloadCommand(), "--profile", "default", "--steer", "off")
+	waitFor(t, "nginx to serve the CA's certificate through serve", 30*time.Second, func() bool {
+		var issuer string
+		serial, issuer = servedLeaf(ca.listen, "example.com")
+		return strings.Contains(issuer, "Pebble")
+	})
+	return store, out, serial, stderr
+}
+
+// TestServeSeesRevoke: "tlsalpn revoke" while serve runs: within seconds
+// serve has obtained a new certificate, deployed it to nginx, and clients
+// no longer get the revoked serial.
+func TestServeSeesRevoke(t *testing.T) {
+	ca := startCLICA(t, testca.Options{})
+	store, out, revoked, stderr := startServeNginx(t, ca)
+
+	code, stdout, errOut := runCLI(t, context.Background(), "revoke", "example.com", "--storage", store)
+	if code != exitOK || !strings.Contains(stdout, revoked) {
+		t.Fatalf("revoke: exit %d: %s %s", code, stdout, errOut)
+	}
+	start := time.Now()
+	var serial string
+	waitFor(t, "serve to replace the revoked certificate", 20*time.Second, func() bool {
+		var issuer string
+		serial, issuer = servedLeaf(ca.listen, "example.com")
+		return serial != "" && serial != revoked && strings.Contains(issuer, "Pebble")
+	})
+	t.Logf("revoked %s; clients got %s after %s", revoked, serial, time.Since(start).Round(time.Millisecond))
+	if got := verifyChain(t, ca, filepath.Join(out, "fullchain.pem"), "example.com").SerialNumber.Text(16); got != serial {
+		t.Errorf("deployed serial %s, served %s", got, serial)
+	}
+	_, list, _ := runCLI(t, context.Background(), "list", "--storage", store)
+	if strings.Contains(list, "REVOKED") {
+		t.Errorf("list still shows a revoked certificate:\n%s", list)
+	}
+	if !strings.Contains(stderr.String(), "certificate was revoked; obtaining a new one") {
+		t.Errorf("serve's log does not say it replaced the revoked certificate:\n%s", stderr.String())
+	}
+}
+
+// TestServeRenewHandoff: "tlsalpn renew --force" while serve holds the
+// port is handed to serve, which renews through its listener; the command
+// prints the new serial and exits 0, and nginx serves it. Issuing a name
+// serve does not manage says that serve holds the port.
+func TestServeRenewHandoff(t *testing.T) {
+	ca := startCLICA(t, testca.Options{})
+	store, out, old, stderr := startServeNginx(t, ca)
+
+	ctx := context.Background()
+	code, stdout, errOut := runCLI(t, ctx, "renew", "--force", "--storage", store, "--timeout", "60s")
+	if code != exitOK {
+		t.Fatalf("renew --force while serve runs: exit %d\nstdout: %s\nstderr: %s\nserve: %s", code, stdout, errOut, stderr.String())
+	}
+	m := regexp.MustCompile(`renewed by tlsalpn serve \(pid \d+\) \(forced\): serial ([0-9a-f]+)`).FindStringSubmatch(stdout)
+	if m == nil {
+		t.Fatalf("renew --force does not say serve renewed it, with the serial:\n%s", stdout)
+	}
+	serial := m[1]
+	if serial == old {
+		t.Fatalf("renew reports the old serial %s", old)
+	}
+	waitFor(t, "nginx to serve the renewed certificate", 10*time.Second, func() bool {
+		s, _ := servedLeaf(ca.listen, "example.com")
+		return s == serial
+	})
+	if got := verifyChain(t, ca, filepath.Join(out, "fullchain.pem"), "example.com").SerialNumber.Text(16); got != serial {
+		t.Errorf("deployed serial %s, renew printed %s", got, serial)
+	}
+	if keys, _ := os.ReadDir(filepath.Join(store, "requests", "renew")); len(keys) != 0 {
+		t.Errorf("renewal requests left in storage: %v", keys)
+	}
+
+	// A name serve does not manage: issue is told who holds the port.
+	code, _, errOut = runCLI(t, ctx, ca.issueArgs(store, filepath.Join(t.TempDir(), "other"), "other.example")...)
+	if code != exitFailure || !regexp.MustCompile(`port \d+ is held by tlsalpn serve \(pid \d+\), which does not manage other\.example`).MatchString(errOut) {
+		t.Errorf("issue of a name serve does not manage: exit %d: %s", code, errOut)
+	}
+}
