@@ -52,6 +52,18 @@ func startServeNginx(t *testing.T, ca *cliCA) (store, out, serial string, stderr
 		serial, issuer = servedLeaf(ca.listen, "example.com")
 		return strings.Contains(issuer, "Pebble")
 	})
+	// The keeper looks once more a second after obtaining, and then
+	// stores the CA's renewal information: from then on it sleeps for a
+	// minute or more, so what happens next is serve noticing a change,
+	// not a look it had planned anyway.
+	waitFor(t, "the keeper to store renewal information and settle", 10*time.Second, func() bool {
+		metas, _ := filepath.Glob(filepath.Join(store, "certificates", "*", "example.com", "meta.json"))
+		if len(metas) != 1 {
+			return false
+		}
+		data, _ := os.ReadFile(metas[0])
+		return strings.Contains(string(data), `"ari"`)
+	})
 	return store, out, serial, stderr
 }
 
