@@ -104,10 +104,11 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 		s, ok := m.LoadIntoCache(ctx, spec, opts.Cache)
 		seen := stampOf(s, ok)
 		var wait time.Duration
+		var got *Record // what an attempt stored
 		switch {
 		case !ok:
 			// Missing, or the names changed: obtain now.
-			wait = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
+			wait, got = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
 		case !s.Revoked.IsZero():
 			// Serving a revoked certificate fails every client that
 			// checks; the configuration asks for these names to be
@@ -115,7 +116,7 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 			// is obtained now. tlsalpn renew, which has no such
 			// instruction, leaves a revoked certificate alone.
 			m.logger.Warn("certificate was revoked; obtaining a new one for the configured names", "name", name, "serial", s.Serial)
-			wait = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
+			wait, got = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
 		default:
 			iss, err := m.issuerFor(ctx, s.Spec)
 			if err != nil {
@@ -126,7 +127,7 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 			d := m.Due(ctx, iss, s)
 			if d.Due || emergency(s, m.now()) {
 				m.logger.Info("renewing", "name", name, "reason", d.Reason)
-				wait = m.attempt(ctx, spec, s.Chain[0], opts, &backoff, &deployBackoff)
+				wait, got = m.attempt(ctx, spec, s.Chain[0], opts, &backoff, &deployBackoff)
 				break
 			}
 			wait = min(time.Until(d.At), opts.CheckEvery)
@@ -135,6 +136,10 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 			}
 			wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, max(wait, time.Second)+jitter(wait))
 			m.logger.Debug("next look at certificate", "name", name, "in", wait.Round(time.Second), "reason", d.Reason)
+		}
+		if got != nil {
+			// Stored by this keeper: not a change to look at again.
+			seen = recordStamp{ok: slices.Equal(got.Names, spec.Names), serial: got.Serial, revoked: !got.Revoked.IsZero()}
 		}
 		if !m.sleep(ctx, spec, wait, wake, seen) {
 			return
@@ -182,8 +187,8 @@ func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-
 
 // attempt obtains once and returns how long to wait before looking again:
 // shortly after a success, the backoff after a failure, the deployment
-// backoff when only the deployment failed.
-func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff, deployBackoff *time.Duration) time.Duration {
+// backoff when only the deployment failed; and the record stored, if any.
+func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff, deployBackoff *time.Duration) (time.Duration, *Record) {
 	rec, err := m.Obtain(ctx, spec, replaces)
 	if opts.OnRenewed != nil && (rec != nil || err != nil) {
 		opts.OnRenewed(rec, err)
@@ -194,16 +199,16 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 	}
 	if err == nil {
 		*backoff, *deployBackoff = opts.MinBackoff, opts.MinBackoff
-		return time.Second
+		return time.Second, rec
 	}
 	if ctx.Err() != nil {
-		return 0
+		return 0, rec
 	}
 	if rec != nil {
 		// Stored; only the deployment failed, and the record says so:
 		// a later look deploys it again, without a new order.
 		*backoff = opts.MinBackoff
-		return m.deployFailed(rec, err, opts, deployBackoff)
+		return m.deployFailed(rec, err, opts, deployBackoff), rec
 	}
 	wait := *backoff
 	var re *issuer.RetryError
@@ -212,7 +217,7 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 	}
 	*backoff = min(2**backoff, opts.MaxBackoff)
 	m.logger.Error("obtaining certificate failed; will retry", "name", spec.Names[0], "in", wait.Round(time.Second), "error", err)
-	return wait + jitter(wait)
+	return wait + jitter(wait), nil
 }
 
 // deployIfPending deploys s, the stored certificate, to spec's outputs if
