@@ -255,12 +255,30 @@ func servePortError(ctx context.Context, store storage.Storage, err error, name,
 	}
 	for _, l := range serves {
 		if samePort(l.Listen, listen) {
-			return fmt.Errorf("port %s is held by %s, which does not manage %s: add it to that serve's certificates (config file, then systemctl reload or SIGHUP) and it is obtained through the port it holds, or stop that serve while issuing: %w",
-				portOf(listen), l, name, err)
+			return &heldByServeError{port: portOf(listen), serve: l, name: name, err: err}
 		}
 	}
 	return err
 }
+
+// heldByServeError is a port that a validation needs held by a tlsalpn
+// serve that does not manage the name. Its message replaces the generic
+// "another server owns this port" advice, which would say to run the
+// serve that is already running.
+type heldByServeError struct {
+	port  string
+	serve *serveLease
+	name  string
+	err   error
+}
+
+func (e *heldByServeError) Error() string {
+	return fmt.Sprintf("port %s is held by %s, which does not manage %s: add it to that serve's certificates "+
+		"(its config file, then SIGHUP or systemctl reload) and serve obtains it through the port it holds, or stop that serve while issuing",
+		e.port, e.serve, e.name)
+}
+
+func (e *heldByServeError) Unwrap() error { return e.err }
 
 func portOf(addr string) string {
 	if addr == "" {

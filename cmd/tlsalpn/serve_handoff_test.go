@@ -115,6 +115,7 @@ func TestServeRenewHandoff(t *testing.T) {
 	if m == nil {
 		t.Fatalf("renew --force does not say serve renewed it, with the serial:\n%s", stdout)
 	}
+	t.Logf("renew --force:\n%s", stdout)
 	serial := m[1]
 	if serial == old {
 		t.Fatalf("renew reports the old serial %s", old)
@@ -135,4 +136,5 @@ func TestServeRenewHandoff(t *testing.T) {
 	if code != exitFailure || !regexp.MustCompile(`port \d+ is held by tlsalpn serve \(pid \d+\), which does not manage other\.example`).MatchString(errOut) {
 		t.Errorf("issue of a name serve does not manage: exit %d: %s", code, errOut)
 	}
+	t.Logf("issue of a name serve does not manage: %s", errOut)
 }
