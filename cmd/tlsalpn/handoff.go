@@ -37,6 +37,10 @@ const (
 	// requestMaxAge drops requests nobody answered (no serve read them)
 	// or nobody collected (the command line was killed).
 	requestMaxAge = 5 * time.Minute
+	// acceptWithin is how long a live serve may take to notice a request
+	// (it watches storage, polled every few seconds) before the command
+	// line gives up on it, rather than wait for --timeout.
+	acceptWithin = 20 * time.Second
 )
 
 // certID names a stored certificate, the same way in a serve lease, in a
@@ -149,6 +153,9 @@ type renewRequest struct {
 	Deadline  time.Time `json:"deadline"`
 	Requested time.Time `json:"requested"`
 	By        string    `json:"by"` // host and pid, for the log
+	// Accepted is when serve began to carry it out: a request not
+	// accepted within acceptWithin means the serve is not listening.
+	Accepted time.Time `json:"accepted,omitzero"`
 
 	Result *renewOutcome `json:"result,omitempty"`
 }
@@ -223,10 +230,17 @@ func requestRenewal(ctx context.Context, store storage.Storage, lease *serveLeas
 	// more of the storage than Get.
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
+	unaccepted := time.After(acceptWithin)
+	accepted := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for %s to renew %s: %w", lease, name, context.Cause(ctx))
+		case <-unaccepted:
+			if !accepted {
+				return nil, fmt.Errorf("%s did not take the request to renew %s within %s, although its lease says it runs: is it stuck? (see its log)", lease, name, acceptWithin)
+			}
+			continue
 		case <-t.C:
 		}
 		cur, err := getRequest(ctx, store, requestKey(req.ID))
@@ -237,6 +251,8 @@ func requestRenewal(ctx context.Context, store storage.Storage, lease *serveLeas
 			return nil, fmt.Errorf("waiting for %s to renew %s: %w", lease, name, err)
 		case cur.Result != nil:
 			return cur.Result, nil
+		case !cur.Accepted.IsZero():
+			accepted = true
 		}
 	}
 }

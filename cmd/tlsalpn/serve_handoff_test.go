@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -137,4 +138,73 @@ func TestServeRenewHandoff(t *testing.T) {
 		t.Errorf("issue of a name serve does not manage: exit %d: %s", code, errOut)
 	}
 	t.Logf("issue of a name serve does not manage: %s", errOut)
+}
+
+func TestServeLeaseLive(t *testing.T) {
+	host, _ := os.Hostname()
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tests := []struct {
+		name string
+		l    serveLease
+		want bool
+	}{
+		{"this host, running, refreshed", serveLease{Host: host, PID: os.Getpid(), Refreshed: now}, true},
+		{"this host, process gone", serveLease{Host: host, PID: exited.Process.Pid, Refreshed: now}, false},
+		{"this host, running, not refreshed (pid reused)", serveLease{Host: host, PID: os.Getpid(), Refreshed: now.Add(-leaseStale - time.Second)}, false},
+		{"this host, no pid", serveLease{Host: host, Refreshed: now}, false},
+		{"another host, refreshed", serveLease{Host: "node-b.invalid", PID: 1, Refreshed: now}, true},
+		{"another host, not refreshed", serveLease{Host: "node-b.invalid", PID: 1, Refreshed: now.Add(-leaseStale - time.Second)}, false},
+	}
+	for _, tc := range tests {
+		if got := tc.l.live(now); got != tc.want {
+			t.Errorf("%s: live = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSamePort(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want bool
+	}{
+		{":443", "", true},
+		{":443", "127.0.0.1:443", true},
+		{"0.0.0.0:443", "192.0.2.1:443", true},
+		{"[::]:443", "127.0.0.1:443", true},
+		{"127.0.0.1:443", "127.0.0.2:443", false},
+		{"127.0.0.1:443", "127.0.0.1:8443", false},
+		{"", ":8443", false},
+		{"bad", ":443", false},
+	}
+	for _, tc := range tests {
+		if got := samePort(tc.a, tc.b); got != tc.want {
+			t.Errorf("samePort(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+func TestCertIDOfKey(t *testing.T) {
+	id := certID("https://127.0.0.1:14000/dir", "example.com")
+	tests := []struct {
+		key    string
+		want   string
+		wantOK bool
+	}{
+		{id + "/meta.json", id, true},
+		{id + "/cert.pem", id, true},
+		{id, "", false},
+		{"certificates/ca", "", false},
+		{"accounts/ca/ops@example.com/account.json", "", false},
+		{"requests/renew/x.json", "", false},
+	}
+	for _, tc := range tests {
+		got, ok := certIDOfKey(tc.key)
+		if got != tc.want || ok != tc.wantOK {
+			t.Errorf("certIDOfKey(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.wantOK)
+		}
+	}
 }

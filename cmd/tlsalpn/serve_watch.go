@@ -164,12 +164,24 @@ func (rt *serveRuntime) handleRequest(ctx context.Context, key string) {
 			defer cancel()
 		}
 		rt.logger.Info("renewing at the request of tlsalpn renew", "name", req.Name, "by", req.By, "force", req.Force, "reason", req.Reason)
+		req.Accepted = time.Now().UTC()
+		if err := putRequest(ctx, rt.store, req); err != nil {
+			rt.logger.Warn("renewal request not marked as taken; renewing anyway", "name", req.Name, "error", err)
+		}
 		rt.renewFor(rctx, m, *spec, req, out)
 	}
 	out.Done = time.Now().UTC()
 	req.Result = out
 	if err := putRequest(ctx, rt.store, req); err != nil {
 		rt.logger.Error("the outcome of a requested renewal could not be written back", "name", req.Name, "error", err)
+		return
+	}
+	// The requester deletes the request once it read the outcome; one
+	// that was killed meanwhile leaves it, to be dropped here.
+	select {
+	case <-ctx.Done():
+	case <-time.After(requestMaxAge):
+		rt.store.Delete(ctx, key)
 	}
 }
 
