@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -206,5 +207,35 @@ func TestCertIDOfKey(t *testing.T) {
 		if got != tc.want || ok != tc.wantOK {
 			t.Errorf("certIDOfKey(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.wantOK)
 		}
+	}
+}
+
+// TestRenewStaleServeLease: a lease left by a serve that is gone (its
+// process exited) hands nothing to anyone: renew renews here, as without
+// serve.
+func TestRenewStaleServeLease(t *testing.T) {
+	ca := startCLICA(t, testca.Options{})
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	ctx := context.Background()
+	if code, _, errOut := runCLI(t, ctx, ca.issueArgs(store, filepath.Join(dir, "out"), "example.com")...); code != exitOK {
+		t.Fatalf("issue: exit %d: %s", code, errOut)
+	}
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	lease, _ := json.Marshal(serveLease{Host: host, PID: exited.Process.Pid, Listen: ca.listen, Refreshed: time.Now(),
+		Certificates: []leaseCert{{ID: certID(ca.DirectoryURL(), "example.com"), Names: []string{"example.com"}}}})
+	if err := os.MkdirAll(filepath.Join(store, "serve"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(store, "serve", host+".json"), lease, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, errOut := runCLI(t, ctx, "renew", "--force", "--storage", store, "--timeout", "30s")
+	if code != exitOK || !strings.Contains(stdout, "renewed (forced): serial") || strings.Contains(stdout, "handing") {
+		t.Errorf("renew --force with a stale serve lease: exit %d\nstdout: %s\nstderr: %s", code, stdout, errOut)
 	}
 }
