@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,16 +38,15 @@ func servedLeaf(addr, name string) (serial, issuer string) {
 // the machine allowing BPF), and waits until clients get the CA's
 // certificate through it. It returns the storage, the output directory
 // and the serial served.
-func startServeNginx(t *testing.T, ca *cliCA) (store, out, serial string, stderr *syncBuffer) {
+func startServeNginx(t *testing.T, ca *cliCA, dir string, start func(t *testing.T, args ...string) *syncBuffer) (store, out, serial string, stderr *syncBuffer) {
 	t.Helper()
-	dir := t.TempDir()
 	out, store = filepath.Join(dir, "out"), filepath.Join(dir, "store")
 	certPEM, keyPEM := backend.SelfSigned(t, "example.com")
 	if _, err := deploy.Write(out, deploy.Files{Cert: certPEM, FullChain: certPEM, Key: keyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	ngx := backend.StartNginx(t, filepath.Join(out, "fullchain.pem"), filepath.Join(out, "key.pem"), backend.NginxOptions{})
-	_, stderr, _ = startServe(t, "--listen", ca.listen, "--backend", ngx.Addr, "-d", "example.com",
+	stderr = start(t, "--listen", ca.listen, "--backend", ngx.Addr, "-d", "example.com",
 		"--ca", ca.DirectoryURL(), "--ca-root", ca.root, "--email", "ops@example.com", "--agree-tos",
 		"--storage", store, "--out", out, "--deploy-hook", ngx.ReloadCommand(), "--profile", "default", "--steer", "off")
 	waitFor(t, "nginx to serve the CA's certificate through serve", 30*time.Second, func() bool {
@@ -69,12 +69,89 @@ func startServeNginx(t *testing.T, ca *cliCA) (store, out, serial string, stderr
 	return store, out, serial, stderr
 }
 
+// inProcess runs serve in the test's process.
+func inProcess(t *testing.T, args ...string) *syncBuffer {
+	_, stderr, _ := startServe(t, args...)
+	return stderr
+}
+
+// asProcess runs the tlsalpn binary's serve, a process of its own, until
+// the test ends, when it gets SIGTERM.
+func asProcess(t *testing.T, args ...string) *syncBuffer {
+	t.Helper()
+	bin := buildBinaries(t)
+	stderr := &syncBuffer{}
+	cmd := exec.Command(filepath.Join(bin, "tlsalpn"), append([]string{"serve"}, args...)...)
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve process: %v\n%s", err, stderr.String())
+			}
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("serve process did not stop within 15s of SIGTERM:\n%s", stderr.String())
+		}
+	})
+	return stderr
+}
+
+// TestServeProcessSeesRevokeAndRenew: against a tlsalpn serve process of
+// its own in front of nginx, "tlsalpn revoke" gets the certificate
+// replaced in seconds, and "tlsalpn renew --force" is handed to it and
+// prints the new serial; when serve stops, its lease goes with it.
+func TestServeProcessSeesRevokeAndRenew(t *testing.T) {
+	ca := startCLICA(t, testca.Options{})
+	dir := t.TempDir()
+	// Runs after serve stopped (cleanups run last first).
+	t.Cleanup(func() {
+		if leases, _ := filepath.Glob(filepath.Join(dir, "store", "serve", "*.json")); len(leases) != 0 {
+			t.Errorf("serve stopped, but left its lease: %v", leases)
+		}
+	})
+	store, _, revoked, stderr := startServeNginx(t, ca, dir, asProcess)
+	ctx := context.Background()
+
+	if code, stdout, errOut := runCLI(t, ctx, "revoke", "example.com", "--storage", store); code != exitOK {
+		t.Fatalf("revoke: exit %d: %s %s", code, stdout, errOut)
+	}
+	var serial string
+	waitFor(t, "serve to replace the revoked certificate", 20*time.Second, func() bool {
+		serial, _ = servedLeaf(ca.listen, "example.com")
+		return serial != "" && serial != revoked
+	})
+
+	code, stdout, errOut := runCLI(t, ctx, "renew", "--force", "--storage", store, "--timeout", "60s")
+	m := regexp.MustCompile(`renewed by tlsalpn serve \(pid (\d+)\) \(forced\): serial ([0-9a-f]+)`).FindStringSubmatch(stdout)
+	if code != exitOK || m == nil || m[1] == itoa(os.Getpid()) {
+		t.Fatalf("renew --force while a serve process runs: exit %d\nstdout: %s\nstderr: %s\nserve: %s", code, stdout, errOut, stderr.String())
+	}
+	waitFor(t, "nginx to serve the renewed certificate", 10*time.Second, func() bool {
+		s, _ := servedLeaf(ca.listen, "example.com")
+		return s == m[2]
+	})
+	if serial == m[2] {
+		t.Errorf("renew printed the serial already served, %s", serial)
+	}
+	if leases, _ := filepath.Glob(filepath.Join(store, "serve", "*.json")); len(leases) != 1 {
+		t.Errorf("serve's lease: %v; want one", leases)
+	}
+}
+
 // TestServeSeesRevoke: "tlsalpn revoke" while serve runs: within seconds
 // serve has obtained a new certificate, deployed it to nginx, and clients
 // no longer get the revoked serial.
 func TestServeSeesRevoke(t *testing.T) {
 	ca := startCLICA(t, testca.Options{})
-	store, out, revoked, stderr := startServeNginx(t, ca)
+	store, out, revoked, stderr := startServeNginx(t, ca, t.TempDir(), inProcess)
 
 	code, stdout, errOut := runCLI(t, context.Background(), "revoke", "example.com", "--storage", store)
 	if code != exitOK || !strings.Contains(stdout, revoked) {
@@ -106,7 +183,7 @@ func TestServeSeesRevoke(t *testing.T) {
 // serve does not manage says that serve holds the port.
 func TestServeRenewHandoff(t *testing.T) {
 	ca := startCLICA(t, testca.Options{})
-	store, out, old, stderr := startServeNginx(t, ca)
+	store, out, old, stderr := startServeNginx(t, ca, t.TempDir(), inProcess)
 
 	ctx := context.Background()
 	code, stdout, errOut := runCLI(t, ctx, "renew", "--force", "--storage", store, "--timeout", "60s")
