@@ -258,10 +258,11 @@ func requestRenewal(ctx context.Context, store storage.Storage, lease *serveLeas
 }
 
 // servePortError explains err, a failure to bind listen to answer the CA
-// for name, when the port is held by a running tlsalpn serve: that serve
-// does not manage name (or it would have been handed the renewal), and
-// the way out is to add it there. Otherwise err is returned as it is.
-func servePortError(ctx context.Context, store storage.Storage, err error, name, listen string) error {
+// for the certificate id (first name name), when the port is held by a
+// running tlsalpn serve: the way out is to add the name to that serve, or,
+// when it manages the certificate already, to have it renew it. Otherwise
+// err is returned as it is.
+func servePortError(ctx context.Context, store storage.Storage, err error, id, name, listen string) error {
 	if !errors.Is(err, syscall.EADDRINUSE) {
 		return err
 	}
@@ -271,7 +272,7 @@ func servePortError(ctx context.Context, store storage.Storage, err error, name,
 	}
 	for _, l := range serves {
 		if samePort(l.Listen, listen) {
-			return &heldByServeError{port: portOf(listen), serve: l, name: name, err: err}
+			return &heldByServeError{port: portOf(listen), serve: l, name: name, manages: l.manages(id), err: err}
 		}
 	}
 	return err
@@ -282,13 +283,18 @@ func servePortError(ctx context.Context, store storage.Storage, err error, name,
 // "another server owns this port" advice, which would say to run the
 // serve that is already running.
 type heldByServeError struct {
-	port  string
-	serve *serveLease
-	name  string
-	err   error
+	port    string
+	serve   *serveLease
+	name    string
+	manages bool
+	err     error
 }
 
 func (e *heldByServeError) Error() string {
+	if e.manages {
+		return fmt.Sprintf("port %s is held by %s, which manages %s already: it renews it on its own, and tlsalpn renew --force has it renew now",
+			e.port, e.serve, e.name)
+	}
 	return fmt.Sprintf("port %s is held by %s, which does not manage %s: add it to that serve's certificates "+
 		"(its config file, then SIGHUP or systemctl reload) and serve obtains it through the port it holds, or stop that serve while issuing",
 		e.port, e.serve, e.name)

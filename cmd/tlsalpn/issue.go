@@ -201,7 +201,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 			defer wg.Done()
 			recs[i], errs[i] = m.Obtain(ctx, spec, nil)
 			if recs[i] == nil && errs[i] != nil {
-				errs[i] = servePortError(ctx, store, errs[i], spec.Names[0], spec.Listen)
+				errs[i] = servePortError(ctx, store, errs[i], certID(spec.CA, spec.Names[0]), spec.Names[0], spec.Listen)
 			}
 		}()
 	}

@@ -66,11 +66,12 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		byOther bool // serve found it renewed already
 	}
 	handed := map[string]*handoff{} // by certID
-	listens := map[string]string{}  // by name, for a port taken
+	type where struct{ id, listen string }
+	wheres := map[string]where{} // by name, for a port taken
 	results, err := m.RenewWith(ctx, manager.RenewOptions{Force: force,
 		Elsewhere: func(ctx context.Context, s *manager.Stored, d manager.Decision) (*manager.Record, bool, error) {
 			id := certID(s.CA, s.Name())
-			listens[s.Name()] = s.Listen
+			wheres[s.Name()] = where{id, s.Listen}
 			for _, l := range serves {
 				if !l.manages(id) {
 					continue
@@ -106,7 +107,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	for _, r := range results {
 		switch {
 		case r.Err != nil:
-			r.Err = servePortError(ctx, store, r.Err, r.Name, listens[r.Name])
+			r.Err = servePortError(ctx, store, r.Err, wheres[r.Name].id, r.Name, wheres[r.Name].listen)
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", r.Name, oneLine(r.Err))
 			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
 		case r.Renewed != nil && handed[certID(r.Renewed.CA, r.Renewed.Name())] != nil:

@@ -216,6 +216,11 @@ func TestServeRenewHandoff(t *testing.T) {
 		t.Errorf("issue of a name serve does not manage: exit %d: %s", code, errOut)
 	}
 	t.Logf("issue of a name serve does not manage: %s", errOut)
+	// A name it manages: issue is pointed at renew --force.
+	code, _, errOut = runCLI(t, ctx, ca.issueArgs(store, filepath.Join(t.TempDir(), "again"), "example.com")...)
+	if code != exitFailure || !regexp.MustCompile(`port \d+ is held by tlsalpn serve \(pid \d+\), which manages example\.com already`).MatchString(errOut) {
+		t.Errorf("issue of a name serve manages: exit %d: %s", code, errOut)
+	}
 }
 
 func TestServeLeaseLive(t *testing.T) {
