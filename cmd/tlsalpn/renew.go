@@ -24,6 +24,10 @@ order ("replaces"), which Let's Encrypt exempts from rate limits.
 Run it from cron or a systemd timer; twice a day is plenty:
   17 3,15 * * *  root  tlsalpn renew --storage /var/lib/tlsalpn
 
+A certificate that a running "tlsalpn serve" keeps (on this storage) is
+handed to that serve, which renews it through the port it holds; renew
+waits for it and prints the new serial.
+
 A failed renewal leaves the current certificate and files untouched. A
 certificate whose deployment failed (files, hook or HAProxy) is deployed
 again by the next run, without a new order, even when it is not due.

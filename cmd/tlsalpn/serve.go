@@ -43,6 +43,9 @@ the lifetime remains, with jitter, backoff and the CA's Retry-After honoured.
 After each renewal the files are written atomically where the backend reads
 them, then the deploy hook runs (e.g. "systemctl reload nginx") or HAProxy is
 updated live through its runtime API. A failed renewal changes nothing.
+Storage is watched: a certificate revoked or renewed from the command line
+while serve runs is replaced or picked up within seconds, and "tlsalpn renew
+--force" of a certificate serve keeps is handed to serve.
 
 Steering (Linux, root; on unless proxy.steer: off or --steer off): with one
 passthrough route for every name to a backend on this host and no PROXY
