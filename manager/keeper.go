@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -102,7 +103,10 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 	}
 	for {
 		s, ok := m.LoadIntoCache(ctx, spec, opts.Cache)
-		seen := stampOf(s, ok)
+		var seen recordStamp
+		if ok {
+			seen = stampOf(&s.Record, true)
+		}
 		var wait time.Duration
 		var got *Record // what an attempt stored
 		switch {
@@ -139,7 +143,7 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 		}
 		if got != nil {
 			// Stored by this keeper: not a change to look at again.
-			seen = recordStamp{ok: slices.Equal(got.Names, spec.Names), serial: got.Serial, revoked: !got.Revoked.IsZero()}
+			seen = stampOf(got, slices.Equal(got.Names, spec.Names))
 		}
 		if !m.sleep(ctx, spec, wait, wake, seen) {
 			return
@@ -148,18 +152,22 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 }
 
 // recordStamp is what a keeper compares to tell that the stored
-// certificate changed under it: another serial, a revocation, or none.
+// certificate changed under it: another serial, a revocation, what it
+// was issued for (reconfigured), or none. Renewal information and
+// deployment outcomes, which the keeper writes itself, are left out.
 type recordStamp struct {
 	ok      bool // stored, with the spec's names
 	serial  string
 	revoked bool
+	spec    string
 }
 
-func stampOf(s *Stored, ok bool) recordStamp {
-	if !ok || s == nil {
+func stampOf(rec *Record, ok bool) recordStamp {
+	if !ok || rec == nil {
 		return recordStamp{}
 	}
-	return recordStamp{ok: true, serial: s.Serial, revoked: !s.Revoked.IsZero()}
+	spec, _ := json.Marshal(rec.Spec)
+	return recordStamp{ok: true, serial: rec.Serial, revoked: !rec.Revoked.IsZero(), spec: string(spec)}
 }
 
 // sleep waits for d, or less when a receive on wake finds the stored
@@ -174,8 +182,10 @@ func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-
 		case <-t.C:
 			return true
 		case <-wake:
-			s, err := m.Load(ctx, spec.CA, spec.Names[0])
-			now := stampOf(s, err == nil && slices.Equal(s.Names, spec.Names))
+			var now recordStamp
+			if s, err := m.Load(ctx, spec.CA, spec.Names[0]); err == nil {
+				now = stampOf(&s.Record, slices.Equal(s.Names, spec.Names))
+			}
 			if now != seen {
 				m.logger.Info("stored certificate changed; looking at it now", "name", spec.Names[0],
 					"serial", now.serial, "was", seen.serial, "revoked", now.revoked)
