@@ -149,27 +149,24 @@ func (rt *serveRuntime) handleRequest(ctx context.Context, key string) {
 			spec = &specs[i]
 		}
 	}
+	if m == nil || spec == nil {
+		// Another serve on this storage may manage it: left to that one.
+		return
+	}
+	rctx := ctx
+	if !req.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
+	}
+	rt.logger.Info("renewing at the request of tlsalpn renew", "name", req.Name, "by", req.By, "force", req.Force, "reason", req.Reason)
+	req.Accepted = time.Now().UTC()
+	if err := putRequest(ctx, rt.store, req); err != nil {
+		rt.logger.Warn("renewal request not marked as taken; renewing anyway", "name", req.Name, "error", err)
+	}
 	host, _ := os.Hostname()
 	out := &renewOutcome{Server: fmt.Sprintf("%s pid %d", host, os.Getpid())}
-	switch {
-	case m == nil || spec == nil:
-		// Another serve on this storage may manage it; a serve that
-		// manages nothing the request names leaves it alone.
-		return
-	default:
-		rctx := ctx
-		if !req.Deadline.IsZero() {
-			var cancel context.CancelFunc
-			rctx, cancel = context.WithDeadline(ctx, req.Deadline)
-			defer cancel()
-		}
-		rt.logger.Info("renewing at the request of tlsalpn renew", "name", req.Name, "by", req.By, "force", req.Force, "reason", req.Reason)
-		req.Accepted = time.Now().UTC()
-		if err := putRequest(ctx, rt.store, req); err != nil {
-			rt.logger.Warn("renewal request not marked as taken; renewing anyway", "name", req.Name, "error", err)
-		}
-		rt.renewFor(rctx, m, *spec, req, out)
-	}
+	rt.renewFor(rctx, m, *spec, req, out)
 	out.Done = time.Now().UTC()
 	req.Result = out
 	if err := putRequest(ctx, rt.store, req); err != nil {
