@@ -154,7 +154,7 @@ func TestServeSeesRevoke(t *testing.T) {
 	store, out, revoked, stderr := startServeNginx(t, ca, t.TempDir(), inProcess)
 
 	code, stdout, errOut := runCLI(t, context.Background(), "revoke", "example.com", "--storage", store)
-	if code != exitOK || !strings.Contains(stdout, revoked) {
+	if code != exitOK || !strings.Contains(stdout, revoked) || !strings.Contains(stdout, "keeps example.com: it obtains and deploys a new certificate within seconds") {
 		t.Fatalf("revoke: exit %d: %s %s", code, stdout, errOut)
 	}
 	start := time.Now()
