@@ -186,7 +186,9 @@ func TestServeRenewHandoff(t *testing.T) {
 	store, out, old, stderr := startServeNginx(t, ca, t.TempDir(), inProcess)
 
 	ctx := context.Background()
+	start := time.Now()
 	code, stdout, errOut := runCLI(t, ctx, "renew", "--force", "--storage", store, "--timeout", "60s")
+	t.Logf("renew --force took %s", time.Since(start).Round(time.Millisecond))
 	if code != exitOK {
 		t.Fatalf("renew --force while serve runs: exit %d\nstdout: %s\nstderr: %s\nserve: %s", code, stdout, errOut, stderr.String())
 	}
