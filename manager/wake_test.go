@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 // TestKeepWake: a wake-up makes the keeper look at once when the stored
@@ -21,14 +22,16 @@ func TestKeepWake(t *testing.T) {
 		name string
 		// hookFails makes every deployment fail.
 		hookFails bool
-		// revoke revokes the certificate once the keeper settled.
-		revoke bool
+		// revoke revokes the certificate once the keeper settled;
+		// remove deletes its record.
+		revoke, remove bool
 		// wantNew: a new certificate must be stored after the wake-ups.
 		wantNew bool
 		// wantHookRuns is how often the hook ran in the end.
 		wantHookRuns int
 	}{
 		{name: "revoked", revoke: true, wantNew: true, wantHookRuns: 2},
+		{name: "deleted", remove: true, wantNew: true, wantHookRuns: 2},
 		{name: "unchanged, deployment failing", hookFails: true, wantHookRuns: 1},
 	}
 	for _, tc := range tests {
@@ -83,10 +86,21 @@ func TestKeepWake(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if tc.remove {
+				keys, err := e.store.List(ctx, storage.CertificatesPrefix, true)
+				if err != nil || len(keys) == 0 {
+					t.Fatalf("listing the record's keys: %v %v", keys, err)
+				}
+				for _, k := range keys {
+					if err := e.store.Delete(ctx, k); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			// Storage reports every write, the keeper's own too: wake it
 			// over and over.
 			var rec *Record
-			for range 75 {
+			for range 100 {
 				select {
 				case wake <- struct{}{}:
 				default:
@@ -94,11 +108,17 @@ func TestKeepWake(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 				var err error
 				if rec, err = e.m.loadRecord(ctx, spec.CA, spec.Names[0]); err != nil {
+					if tc.remove {
+						continue // not obtained again yet
+					}
 					t.Fatal(err)
 				}
 				if tc.wantNew && rec.Serial != first.Serial && hookRuns() >= tc.wantHookRuns {
 					break
 				}
+			}
+			if rec == nil {
+				t.Fatal("no certificate stored after the wake-ups")
 			}
 			if got := rec.Serial != first.Serial; got != tc.wantNew {
 				t.Errorf("a new certificate stored: %v (serial %s, first %s); want %v", got, rec.Serial, first.Serial, tc.wantNew)
