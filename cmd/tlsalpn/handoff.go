@@ -153,6 +153,9 @@ type renewRequest struct {
 	Deadline  time.Time `json:"deadline"`
 	Requested time.Time `json:"requested"`
 	By        string    `json:"by"` // host and pid, for the log
+	// To is the host of the serve asked, so that of several serves
+	// keeping the certificate (a cluster) one does the work.
+	To string `json:"to"`
 	// Accepted is when serve began to carry it out: a request not
 	// accepted within acceptWithin means the serve is not listening.
 	Accepted time.Time `json:"accepted,omitzero"`
@@ -212,7 +215,7 @@ func getRequest(ctx context.Context, store storage.Storage, key string) (*renewR
 func requestRenewal(ctx context.Context, store storage.Storage, lease *serveLease, id, name, serial string, force bool, reason string) (*renewOutcome, error) {
 	host, _ := os.Hostname()
 	req := &renewRequest{ID: newRequestID(), Cert: id, Name: name, Serial: serial, Force: force, Reason: reason,
-		Requested: time.Now().UTC(), By: fmt.Sprintf("%s pid %d", host, os.Getpid())}
+		Requested: time.Now().UTC(), By: fmt.Sprintf("%s pid %d", host, os.Getpid()), To: lease.Host}
 	if d, ok := ctx.Deadline(); ok {
 		req.Deadline = d.UTC()
 	}

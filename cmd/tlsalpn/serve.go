@@ -301,6 +301,7 @@ func checkConfigFiles(cfg *config.Config) error {
 type serveRuntime struct {
 	logger *slog.Logger
 	store  *fs.FS
+	host   string // names serve's lease, and the requests for it
 	r      *responder.Responder
 	cache  *manager.Cache
 	srv    *proxy.Server
@@ -337,6 +338,9 @@ func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) 
 	rt := &serveRuntime{logger: logger, store: store, cache: manager.NewCache(), noPreflight: noPreflight,
 		r: responder.New(responder.WithLogger(logger)), wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	rt.steer.gate = steer.NewGate(nil, rt.r)
+	if rt.host, err = os.Hostname(); err != nil || rt.host == "" {
+		rt.host = "localhost"
+	}
 	// Certificates already stored are served from the first connection.
 	m, specs, err := rt.manager(cfg)
 	if err != nil {

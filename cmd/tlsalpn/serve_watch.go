@@ -149,8 +149,8 @@ func (rt *serveRuntime) handleRequest(ctx context.Context, key string) {
 			spec = &specs[i]
 		}
 	}
-	if m == nil || spec == nil {
-		// Another serve on this storage may manage it: left to that one.
+	if m == nil || spec == nil || req.To != rt.host {
+		// Another serve on this storage was asked: left to that one.
 		return
 	}
 	rctx := ctx
@@ -220,10 +220,7 @@ func (rt *serveRuntime) renewFor(ctx context.Context, m *manager.Manager, spec m
 // certificates a running serve manages, and rewrites it every
 // leaseRefresh until ctx ends, when it is removed.
 func (rt *serveRuntime) announce(ctx context.Context, listen string) {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "localhost"
-	}
+	host := rt.host
 	lease := serveLease{Host: host, PID: os.Getpid(), Listen: listen, Started: time.Now().UTC()}
 	write := func(ctx context.Context) {
 		rt.mu.Lock()
