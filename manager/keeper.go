@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -29,6 +30,16 @@ type KeepOptions struct {
 	// doubles from one to the other, unless the CA's Retry-After says more.
 	// Failed deployments back off the same way, on their own.
 	MinBackoff, MaxBackoff time.Duration // default 1 min and 6 h
+	// Wake, if set, is called once for each spec as keeping starts. A
+	// receive on the channel it returns makes that spec's keeper read the
+	// stored certificate again now instead of sleeping on: "tlsalpn serve"
+	// sends when storage says the record changed (a revoke, a renewal or a
+	// deletion from the command line), so that the change takes effect in
+	// seconds, not at the next planned look. A record found as it was at
+	// the last look (same serial, same revocation) changes nothing: the
+	// keeper sleeps on, so that its own writes (renewal info, a failed
+	// deployment) do not cut its backoff short. A nil channel never wakes.
+	Wake func(spec Spec) <-chan struct{}
 }
 
 // Keep obtains every spec's certificate if it is missing (or its names
@@ -93,13 +104,22 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 	name := spec.Names[0]
 	backoff := opts.MinBackoff
 	deployBackoff := opts.MinBackoff
+	var wake <-chan struct{}
+	if opts.Wake != nil {
+		wake = opts.Wake(spec)
+	}
 	for {
 		s, ok := m.LoadIntoCache(ctx, spec, opts.Cache)
+		var seen recordStamp
+		if ok {
+			seen = stampOf(&s.Record, true)
+		}
 		var wait time.Duration
+		var got *Record // what an attempt stored
 		switch {
 		case !ok:
 			// Missing, or the names changed: obtain now.
-			wait = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
+			wait, got = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
 		case !s.Revoked.IsZero():
 			// Serving a revoked certificate fails every client that
 			// checks; the configuration asks for these names to be
@@ -107,7 +127,7 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 			// is obtained now. tlsalpn renew, which has no such
 			// instruction, leaves a revoked certificate alone.
 			m.logger.Warn("certificate was revoked; obtaining a new one for the configured names", "name", name, "serial", s.Serial)
-			wait = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
+			wait, got = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
 		default:
 			iss, err := m.issuerFor(ctx, s.Spec)
 			if err != nil {
@@ -118,7 +138,7 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 			d := m.Due(ctx, iss, s)
 			if d.Due || emergency(s, m.now()) {
 				m.logger.Info("renewing", "name", name, "reason", d.Reason)
-				wait = m.attempt(ctx, spec, s.Chain[0], opts, &backoff, &deployBackoff)
+				wait, got = m.attempt(ctx, spec, s.Chain[0], opts, &backoff, &deployBackoff)
 				break
 			}
 			wait = min(time.Until(d.At), opts.CheckEvery)
@@ -128,18 +148,64 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 			wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, max(wait, time.Second)+jitter(wait))
 			m.logger.Debug("next look at certificate", "name", name, "in", wait.Round(time.Second), "reason", d.Reason)
 		}
+		if got != nil {
+			// Stored by this keeper: not a change to look at again.
+			seen = stampOf(got, sameNames(got.Names, spec.Names))
+		}
+		if !m.sleep(ctx, spec, wait, wake, seen) {
+			return
+		}
+	}
+}
+
+// recordStamp is what a keeper compares to tell that the stored
+// certificate changed under it: another serial, a revocation, what it
+// was issued for (reconfigured), or none. Renewal information and
+// deployment outcomes, which the keeper writes itself, are left out.
+type recordStamp struct {
+	ok      bool // stored, with the spec's names
+	serial  string
+	revoked bool
+	spec    string
+}
+
+func stampOf(rec *Record, ok bool) recordStamp {
+	if !ok || rec == nil {
+		return recordStamp{}
+	}
+	spec, _ := json.Marshal(rec.Spec)
+	return recordStamp{ok: true, serial: rec.Serial, revoked: !rec.Revoked.IsZero(), spec: string(spec)}
+}
+
+// sleep waits for d, or less when a receive on wake finds the stored
+// certificate changed since seen. It reports false when ctx ended.
+func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-chan struct{}, seen recordStamp) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(wait):
+			return false
+		case <-t.C:
+			return true
+		case <-wake:
+			var now recordStamp
+			if s, err := m.Load(ctx, spec.ID()); err == nil {
+				now = stampOf(&s.Record, sameNames(s.Names, spec.Names))
+			}
+			if now != seen {
+				m.logger.Info("stored certificate changed; looking at it now", "name", spec.Names[0],
+					"serial", now.serial, "was", seen.serial, "revoked", now.revoked)
+				return true
+			}
 		}
 	}
 }
 
 // attempt obtains once and returns how long to wait before looking again:
 // shortly after a success, the backoff after a failure, the deployment
-// backoff when only the deployment failed.
-func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff, deployBackoff *time.Duration) time.Duration {
+// backoff when only the deployment failed; and the record stored, if any.
+func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff, deployBackoff *time.Duration) (time.Duration, *Record) {
 	rec, err := m.Obtain(ctx, spec, replaces)
 	if opts.OnRenewed != nil && (rec != nil || err != nil) {
 		opts.OnRenewed(rec, err)
@@ -150,16 +216,16 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 	}
 	if err == nil {
 		*backoff, *deployBackoff = opts.MinBackoff, opts.MinBackoff
-		return time.Second
+		return time.Second, rec
 	}
 	if ctx.Err() != nil {
-		return 0
+		return 0, rec
 	}
 	if rec != nil {
 		// Stored; only the deployment failed, and the record says so:
 		// a later look deploys it again, without a new order.
 		*backoff = opts.MinBackoff
-		return m.deployFailed(rec, err, opts, deployBackoff)
+		return m.deployFailed(rec, err, opts, deployBackoff), rec
 	}
 	wait := *backoff
 	var re *issuer.RetryError
@@ -168,7 +234,7 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 	}
 	*backoff = min(2**backoff, opts.MaxBackoff)
 	m.logger.Error("obtaining certificate failed; will retry", "name", spec.Names[0], "in", wait.Round(time.Second), "error", err)
-	return wait + jitter(wait)
+	return wait + jitter(wait), nil
 }
 
 // deployIfPending deploys s, the stored certificate, to spec's outputs if

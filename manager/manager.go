@@ -772,6 +772,24 @@ type RenewResult struct {
 // cannot be renewed until it is repaired or deleted, and saying nothing
 // would let it expire. A retired certificate is left alone.
 func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) {
+	return m.RenewWith(ctx, RenewOptions{Force: force})
+}
+
+// RenewOptions tune RenewWith.
+type RenewOptions struct {
+	// Force renews every certificate, due or not.
+	Force bool
+	// Elsewhere, if set, is asked first about each certificate to be
+	// renewed now. When it reports handled, another process that owns the
+	// certificate (a running "tlsalpn serve", which holds the port the CA
+	// validates on) renewed it, and rec and err are its outcome: nothing
+	// is ordered here.
+	Elsewhere func(ctx context.Context, s *Stored, d Decision) (rec *Record, handled bool, err error)
+}
+
+// RenewWith is Renew, tuned by opts.
+func (m *Manager) RenewWith(ctx context.Context, opts RenewOptions) ([]RenewResult, error) {
+	force := opts.Force
 	all, bad, err := m.List(ctx)
 	if err != nil {
 		return nil, err
@@ -811,6 +829,13 @@ func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) 
 			}
 			results = append(results, r)
 			continue
+		}
+		if opts.Elsewhere != nil {
+			var handled bool
+			if r.Renewed, handled, r.Err = opts.Elsewhere(ctx, s, r.Decision); handled {
+				results = append(results, r)
+				continue
+			}
 		}
 		m.logger.Info("renewing", "name", s.Name(), "reason", r.Decision.Reason)
 		// An order placed here is stored after this moment; a record

@@ -234,6 +234,9 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		go func() {
 			defer wg.Done()
 			results[i], errs[i] = m.Issue(ctx, spec, opts)
+			if results[i] == nil && errs[i] != nil {
+				errs[i] = servePortError(ctx, store, errs[i], spec.ID(), spec.Names[0], spec.Listen)
+			}
 		}()
 	}
 	wg.Wait()

@@ -25,6 +25,10 @@ order ("replaces"), which Let's Encrypt exempts from rate limits.
 Run it from cron or a systemd timer; twice a day is plenty:
   17 3,15 * * *  root  tlsalpn renew --storage /var/lib/tlsalpn
 
+A certificate that a running "tlsalpn serve" keeps (on this storage) is
+handed to that serve, which renews it through the port it holds; renew
+waits for it and prints the new serial.
+
 A failed renewal leaves the current certificate and files untouched. A
 certificate whose deployment failed (files, hook or HAProxy) is deployed
 again by the next run, without a new order, even when it is not due.
@@ -55,7 +59,48 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		is.onStep = stepPrinter(e)
 	}
 	m := manager.New(store, is.get, logger)
-	results, err := m.Renew(ctx, force)
+	// A certificate that a running "tlsalpn serve" manages is renewed by
+	// that serve, through the port it holds: renew would only find the
+	// port taken.
+	serves, err := liveServes(ctx, store)
+	if err != nil {
+		logger.Warn("cannot tell whether tlsalpn serve runs on this storage; renewing here", "error", err)
+	}
+	type handoff struct {
+		serve   *serveLease
+		byOther bool // serve found it renewed already
+	}
+	handed := map[string]*handoff{} // by certID
+	type where struct{ id, listen string }
+	wheres := map[string]where{} // by name, for a port taken
+	results, err := m.RenewWith(ctx, manager.RenewOptions{Force: force,
+		Elsewhere: func(ctx context.Context, s *manager.Stored, d manager.Decision) (*manager.Record, bool, error) {
+			id := s.Name()
+			wheres[s.Name()] = where{id, s.Listen}
+			for _, l := range serves {
+				if !l.manages(id) {
+					continue
+				}
+				handed[id] = &handoff{serve: l}
+				fmt.Fprintf(e.stdout, "%-30s handing the renewal (%s) to %s, which holds the port...\n", s.Name(), d.Reason, l)
+				out, err := requestRenewal(ctx, store, l, id, s.Name(), s.Serial, force, d.Reason)
+				switch {
+				case err != nil:
+					return nil, true, err
+				case out.Error != "":
+					return nil, true, fmt.Errorf("%s could not renew it: %s", l, out.Error)
+				}
+				rec := &manager.Record{Spec: s.Spec, Serial: out.Serial, NotAfter: out.NotAfter}
+				handed[id].byOther = out.ByOther
+				var derr error
+				if out.DeployError != "" {
+					derr = fmt.Errorf("%s stored it but deploying it failed: %s", l, out.DeployError)
+				}
+				return rec, true, derr
+			}
+			return nil, false, nil
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -72,8 +117,18 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 				r.Name, oneLine(de.Err), r.Name, r.Name)
 			failed = append(failed, r.Err)
 		case r.Err != nil:
+			r.Err = servePortError(ctx, store, r.Err, wheres[r.Name].id, r.Name, wheres[r.Name].listen)
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", renewLabel(r), oneLine(r.Err))
 			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
+		case r.Renewed != nil && handed[r.Renewed.Name()] != nil:
+			h := handed[r.Renewed.Name()]
+			if h.byOther {
+				fmt.Fprintf(e.stdout, "%-30s renewed meanwhile (%s found it renewed already): serial %s, valid until %s\n", r.Name, h.serve,
+					r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
+				break
+			}
+			fmt.Fprintf(e.stdout, "%-30s renewed by %s (%s): serial %s, valid until %s\n", r.Name, h.serve, r.Decision.Reason,
+				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
 		case r.Renewed != nil && r.ByOther:
 			fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", renewLabel(r),
 				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))

@@ -18,7 +18,8 @@ certificate that covers NAME, signing with the account
 that obtained it, and marks it so that "tlsalpn renew" leaves it alone. The
 files in its output directory are not removed: replace them first
 ("tlsalpn issue" again), then revoke, or your server keeps serving a revoked
-certificate.
+certificate. A certificate that a running "tlsalpn serve" keeps is replaced
+by that serve within seconds, and deployed.
 
 Reasons (RFC 5280): 0 unspecified, 1 keyCompromise, 4 superseded,
 5 cessationOfOperation.
@@ -78,5 +79,12 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "revoked %s: serial %s from %s\n", strings.Join(s.Names, ", "), s.Serial, s.CA)
+	if serves, err := liveServes(ctx, store); err == nil {
+		for _, l := range serves {
+			if l.manages(s.Name()) {
+				fmt.Fprintf(e.stdout, "%s keeps %s: it obtains and deploys a new certificate within seconds\n", l, s.Name())
+			}
+		}
+	}
 	return nil
 }

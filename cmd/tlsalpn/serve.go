@@ -43,6 +43,9 @@ the lifetime remains, with jitter, backoff and the CA's Retry-After honoured.
 After each renewal the files are written atomically where the backend reads
 them, then the deploy hook runs (e.g. "systemctl reload nginx") or HAProxy is
 updated live through its runtime API. A failed renewal changes nothing.
+Storage is watched: a certificate revoked or renewed from the command line
+while serve runs is replaced or picked up within seconds, and "tlsalpn renew
+--force" of a certificate serve keeps is handed to serve.
 
 Steering (Linux, root; on unless proxy.steer: off or --steer off): with one
 passthrough route for every name to a backend on this host and no PROXY
@@ -156,11 +159,22 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	served := make(chan error, 1)
 	go func() { served <- rt.srv.Serve(context.WithoutCancel(ctx), ln) }()
 	rt.startKeeping(ctx, cfg)
+	// What the command line does to storage (revoke, renew, delete,
+	// reconfigure) reaches the keeper in seconds, not at its next look.
+	wctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	if err := rt.watchStorage(wctx); err != nil {
+		logger.Warn("storage changes made while serve runs are noticed only at the keeper's next look (up to 6 h)", "error", err)
+	}
+	rt.announce(ctx, cfg.Listen)
+	defer rt.stopAnnouncing()
 
 	for {
 		select {
 		case err := <-served:
+			stopWatching()
 			rt.stopKeeping()
+			rt.waitRequests()
 			return err
 		case <-hup:
 			if f.configFile == "" {
@@ -186,6 +200,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			err := rt.srv.Shutdown(dctx)
 			cancel()
 			rt.stopKeeping()
+			rt.waitRequests()
 			<-served
 			if err != nil {
 				logger.Warn("drain incomplete", "error", err)
@@ -286,6 +301,7 @@ func checkConfigFiles(cfg *config.Config) error {
 type serveRuntime struct {
 	logger *slog.Logger
 	store  *fs.FS
+	host   string // names serve's lease, and the requests for it
 	r      *responder.Responder
 	cache  *manager.Cache
 	srv    *proxy.Server
@@ -297,6 +313,21 @@ type serveRuntime struct {
 	mu         sync.Mutex
 	keepCancel context.CancelFunc
 	keepDone   chan struct{}
+	// keepMgr and specs are what the keeper runs with; wake holds each
+	// of its certificates' wake-up channel, by certID.
+	keepMgr *manager.Manager
+	specs   []manager.Spec
+	wake    map[string]chan struct{}
+	// handling holds the renewal requests being carried out, by key;
+	// requests counts them, for the drain.
+	handling map[string]bool
+	requests sync.WaitGroup
+	closing  bool // no more requests are started
+	// leaseNow asks for the lease to be rewritten; leaseDone is closed
+	// once it was removed at the end.
+	leaseNow    chan struct{}
+	leaseCancel context.CancelFunc
+	leaseDone   chan struct{}
 }
 
 func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) (*serveRuntime, error) {
@@ -305,8 +336,11 @@ func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) 
 		return nil, err
 	}
 	rt := &serveRuntime{logger: logger, store: store, cache: manager.NewCache(), noPreflight: noPreflight,
-		r: responder.New(responder.WithLogger(logger))}
+		r: responder.New(responder.WithLogger(logger)), wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	rt.steer.gate = steer.NewGate(nil, rt.r)
+	if rt.host, err = os.Hostname(); err != nil || rt.host == "" {
+		rt.host = "localhost"
+	}
 	// Certificates already stored are served from the first connection.
 	m, specs, err := rt.manager(cfg)
 	if err != nil {
@@ -380,11 +414,14 @@ func (rt *serveRuntime) startKeeping(ctx context.Context, cfg *config.Config) er
 	done := make(chan struct{})
 	rt.mu.Lock()
 	rt.keepCancel, rt.keepDone = cancel, done
+	rt.keepMgr, rt.specs, rt.wake = m, specs, map[string]chan struct{}{}
 	rt.mu.Unlock()
+	rt.reannounce()
 	go func() {
 		defer close(done)
 		m.Keep(kctx, specs, manager.KeepOptions{
 			Cache: rt.cache,
+			Wake:  rt.wakeFor,
 			OnRenewed: func(rec *manager.Record, err error) {
 				if rec != nil {
 					rt.logger.Info("certificate obtained", "names", rec.Names, "serial", rec.Serial, "not_after", rec.NotAfter, "deploy_error", err)
@@ -393,6 +430,14 @@ func (rt *serveRuntime) startKeeping(ctx context.Context, cfg *config.Config) er
 		})
 	}()
 	return nil
+}
+
+// stopAnnouncing removes the lease and waits until it is gone.
+func (rt *serveRuntime) stopAnnouncing() {
+	if rt.leaseDone != nil {
+		rt.leaseCancel()
+		<-rt.leaseDone
+	}
 }
 
 func (rt *serveRuntime) stopKeeping() {
