@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -115,7 +117,7 @@ type caFlags struct {
 }
 
 func (c *caFlags) register(f *flagSet, withAccount bool) {
-	f.StringVar(&c.storage, "storage", "", "`DIR` holding accounts, keys and certificates (default $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn)")
+	f.StringVar(&c.storage, "storage", "", "`DIR` holding accounts, keys and certificates (default $TLSALPN_STORAGE, else "+fs.SystemRoot+" as root, else $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn)")
 	f.BoolVar(&c.verbose, "v", false, "show each step of the ACME flow, and info logs")
 	if !withAccount {
 		return
@@ -149,19 +151,71 @@ func (c *caFlags) logger(e *env) *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-func openStorage(dir string) (*fs.FS, error) {
-	if dir == "" {
-		d, err := fs.DefaultRoot()
-		if err != nil {
-			return nil, err
+// storageDir is the storage directory a command uses: --storage when
+// given, else fs.DefaultRootFor this process ($TLSALPN_STORAGE, then
+// /var/lib/tlsalpn for root, ~/.local/share/tlsalpn for a user).
+func storageDir(e *env, flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	d, err := fs.DefaultRootFor(e.euid(), e.getenv)
+	if err != nil {
+		return "", usagef("no --storage given and no default: %v", err)
+	}
+	return d, nil
+}
+
+// storageMode says whether a command may create its storage directory.
+type storageMode int
+
+const (
+	// mustExist: renew, list and revoke work on certificates already
+	// issued; a missing directory means a wrong --storage, another user
+	// or a first issue that never happened, and creating an empty one
+	// would only hide that.
+	mustExist storageMode = iota
+	// create: issue and serve store what they obtain.
+	create
+)
+
+// errNoStorage is returned when a command that needs existing storage
+// finds none.
+var errNoStorage = errors.New("no storage")
+
+func openStorage(e *env, flagValue string, mode storageMode) (*fs.FS, error) {
+	dir, err := storageDir(e, flagValue)
+	if err != nil {
+		return nil, err
+	}
+	return openStorageDir(dir, mode)
+}
+
+// openStorageDir opens the storage in dir, resolved already.
+func openStorageDir(dir string, mode storageMode) (*fs.FS, error) {
+	if mode == mustExist {
+		if _, err := os.Stat(dir); errors.Is(err, iofs.ErrNotExist) {
+			return nil, fmt.Errorf("%w at %s (issue a certificate first, or pass --storage)", errNoStorage, dir)
 		}
-		dir = d
 	}
 	s, err := fs.New(dir)
 	if err != nil {
 		return nil, fmt.Errorf("opening storage: %w", err)
 	}
 	return s, nil
+}
+
+// isDefaultStorage reports whether root is where this user's commands
+// look when given no --storage and no environment: where a crontab line
+// or a systemd unit run as the same user will look.
+func isDefaultStorage(e *env, root string) bool {
+	clean := &env{getenv: func(k string) string {
+		if k == "HOME" {
+			return e.getenv(k)
+		}
+		return ""
+	}, geteuid: e.geteuid}
+	d, err := fs.DefaultRootFor(clean.euid(), clean.getenv)
+	return err == nil && d == root
 }
 
 // httpClient trusts the system roots plus, when given, the PEM roots in
@@ -184,5 +238,3 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	}
 	return context.WithTimeout(ctx, d)
 }
-
-func fsDefaultRoot() (string, error) { return fs.DefaultRoot() }

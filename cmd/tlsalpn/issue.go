@@ -139,7 +139,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if dir.Meta != nil && dir.Meta.ExternalAccountRequired && eab == nil {
-		if err := needAccountOrEAB(f.storage, caURL, f.email); err != nil {
+		if err := needAccountOrEAB(e, f.storage, caURL, f.email); err != nil {
 			return err
 		}
 	}
@@ -147,7 +147,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		return usagef("--profile: %v", err)
 	}
 
-	store, err := openStorage(f.storage)
+	store, err := openStorage(e, f.storage, create)
 	if err != nil {
 		return err
 	}
@@ -239,14 +239,10 @@ func profilesOf(d acme.Directory) map[string]string {
 
 // needAccountOrEAB refuses early when the CA requires External Account
 // Binding, no EAB was given, and no account for this CA exists yet.
-func needAccountOrEAB(storageDir, caURL, email string) error {
-	root := storageDir
-	if root == "" {
-		d, err := fsDefaultRoot()
-		if err != nil {
-			return err
-		}
-		root = d
+func needAccountOrEAB(e *env, storageFlag, caURL, email string) error {
+	root, err := storageDir(e, storageFlag)
+	if err != nil {
+		return err
 	}
 	if email == "" {
 		email = "default"

@@ -52,6 +52,16 @@ func commands() []command {
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// geteuid is the effective user id, which picks the default storage
+	// (fs.DefaultRootFor); nil means os.Geteuid.
+	geteuid func() int
+}
+
+func (e *env) euid() int {
+	if e.geteuid == nil {
+		return os.Geteuid()
+	}
+	return e.geteuid()
 }
 
 // exitError carries a command's own exit code (check's 1 for expiring and
@@ -74,7 +84,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(profiled(func() int {
-		return run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+		return run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, geteuid: os.Geteuid}, os.Args[1:])
 	}))
 }
 

@@ -44,7 +44,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	ctx, cancel := withTimeout(ctx, timeout)
 	defer cancel()
-	store, err := openStorage(cf.storage)
+	store, err := openStorage(e, cf.storage, mustExist)
 	if err != nil {
 		return err
 	}
