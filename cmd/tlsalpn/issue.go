@@ -40,6 +40,12 @@ Examples:
   tlsalpn issue -d 192.0.2.10 --profile shortlived --agree-tos       (an IP certificate)
   tlsalpn issue -d a.example -d b.example --separate --agree-tos     (one certificate each)
   tlsalpn issue -d example.com --ca zerossl --eab-kid KID --eab-hmac-key KEY --agree-tos
+  tlsalpn issue -d example.com --agree-tos --pre-hook 'systemctl stop nginx' \
+      --post-hook 'systemctl start nginx'    (a server holds :443 and cannot move)
+
+Where it is stored: --storage, else $TLSALPN_STORAGE, else /var/lib/tlsalpn
+for root and $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn for other
+users. Run "tlsalpn renew" as the same user; issue prints the exact line.
 
 Exit codes: 0 issued (and deployed), 1 failed, 2 usage error (nothing done).
 The hook gets TLSALPN_CERT, TLSALPN_KEY, TLSALPN_FULLCHAIN, TLSALPN_CHAIN,
@@ -53,6 +59,8 @@ type issueFlags struct {
 	listen         string
 	out            string
 	hook           string
+	preHook        string
+	postHook       string
 	separate       bool
 	noPreflight    bool
 	keyType        string
@@ -67,6 +75,8 @@ func (f *issueFlags) register(fs *flagSet) {
 	fs.StringVar(&f.listen, "listen", ":443", "`ADDR` to answer the CA on while validating; the CA always connects to port 443, so anything else needs a port forward")
 	fs.StringVar(&f.out, "out", "", "`DIR` to write cert.pem, chain.pem, fullchain.pem and key.pem to (default STORAGE/live/NAME)")
 	fs.StringVar(&f.hook, "deploy-hook", "", "shell `COMMAND` to run after the files are written, e.g. 'systemctl reload nginx'")
+	fs.StringVar(&f.preHook, "pre-hook", "", "shell `COMMAND` run once before the validation listener binds, e.g. 'systemctl stop nginx' when it holds :443; remembered for renew")
+	fs.StringVar(&f.postHook, "post-hook", "", "shell `COMMAND` run once after the validation listener is released, even if validation failed, e.g. 'systemctl start nginx'; remembered for renew")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge from outside before telling the CA it is ready")
 	fs.BoolVar(&f.separate, "separate", false, "order one certificate per name, concurrently, each in --out/NAME")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "certificate key `TYPE`: ec256, ec384, rsa2048, rsa3072 or rsa4096")
@@ -170,12 +180,14 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		is.onStep = stepPrinter(e)
 	}
 	is.httpClientSet(f.caRoot, hc)
+	is.hooks = newStandaloneHooks(logger, "", "")
 	m := manager.New(store, is.get, logger)
 
 	specFor := func(names []string, out string) manager.Spec {
 		return manager.Spec{
 			Names: names, CA: caURL, CARoot: f.caRoot, Email: f.email, KeyType: kt, Profile: f.profile,
 			PreferredChain: f.preferredChain, Out: out, DeployHook: f.hook, Listen: f.listen,
+			PreHook: f.preHook, PostHook: f.postHook,
 		}
 	}
 	var specs []manager.Spec
@@ -204,15 +216,62 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	wg.Wait()
 	var failed []error
+	if err := is.hooks.finish(ctx); err != nil {
+		failed = append(failed, err)
+	}
+	var stored []string
 	for i, rec := range recs {
 		if rec != nil {
 			printIssued(e, rec, time.Since(start))
+			stored = append(stored, rec.Names[0])
 		}
 		if errs[i] != nil {
 			failed = append(failed, errs[i])
 		}
 	}
+	if len(stored) > 0 {
+		printRenewHint(e, store.Root(), stored)
+	}
 	return errors.Join(failed...)
+}
+
+// printRenewHint says where the records went and what renews them: the
+// one thing a sysadmin must do after a first issue, and the thing that went
+// wrong when issue and renew looked in different places. The renew line
+// names --storage unless the storage is the default that cron or a systemd
+// unit running as this user finds with no environment at all.
+func printRenewHint(e *env, root string, certNames []string) {
+	fmt.Fprintf(e.stdout, "stored in %s (certificate name %s)\n", root, strings.Join(certNames, ", "))
+	renew := "tlsalpn renew"
+	if !isDefaultStorage(e, root) {
+		renew += " --storage " + shellQuote(root)
+	}
+	fmt.Fprintf(e.stdout, "renew with: %s (it renews only what is due; run it twice a day)\n", renew)
+	bin := "/usr/local/bin/tlsalpn"
+	if exe, err := os.Executable(); err == nil && filepath.IsAbs(exe) && filepath.Base(exe) == "tlsalpn" {
+		bin = exe // cron's PATH is /usr/bin:/bin: name the binary in full
+	}
+	line := strings.Replace(renew, "tlsalpn", bin, 1) + " -q"
+	if e.euid() != 0 {
+		fmt.Fprintf(e.stdout, "  from cron (crontab -e): 17 3,15 * * *  %s\n", line)
+		return
+	}
+	for _, dir := range []string{"/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"} {
+		if _, err := os.Stat(filepath.Join(dir, "tlsalpn-renew.timer")); err == nil && isDefaultStorage(e, root) {
+			fmt.Fprintln(e.stdout, "  from systemd: systemctl enable --now tlsalpn-renew.timer")
+			return
+		}
+	}
+	fmt.Fprintf(e.stdout, "  from cron (/etc/cron.d/tlsalpn): 17 3,15 * * *  root  %s\n", line)
+	fmt.Fprintln(e.stdout, "  or systemd: install contrib/systemd/tlsalpn-renew.{service,timer}, then systemctl enable --now tlsalpn-renew.timer")
+}
+
+// shellQuote quotes s for sh when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+@=:,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func printIssued(e *env, rec *manager.Record, took time.Duration) {

@@ -4,43 +4,72 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 const renewUsage = `
-Usage: tlsalpn renew [--force] [--storage DIR]
+Usage: tlsalpn renew [-q] [--force] [--dry-run] [--storage DIR]
 
 Renews every stored certificate that is due, exactly as it was issued: the
 same CA and account, profile, key type, validation listener, output
-directory and deploy hook. A certificate is due when the CA's ACME Renewal
-Information (ARI) window says so (a random moment in the window, chosen once),
-or, when the CA offers no ARI, once a third of its lifetime remains (half for
-certificates valid under ten days). Renewals name the old certificate in the
-order ("replaces"), which Let's Encrypt exempts from rate limits.
+directory, deploy hook and pre- and post-hooks. A certificate is due when
+the CA's ACME Renewal Information (ARI) window says so (a random moment in
+the window, chosen once), or, when the CA offers no ARI, once a third of its
+lifetime remains (half for certificates valid under ten days). Renewals name
+the old certificate in the order ("replaces"), which Let's Encrypt exempts
+from rate limits.
 
-Run it from cron or a systemd timer; twice a day is plenty:
-  17 3,15 * * *  root  tlsalpn renew --storage /var/lib/tlsalpn
+Run it from cron or a systemd timer, as the user that ran "tlsalpn issue"
+(so that it finds the same storage); twice a day is plenty:
+  /etc/cron.d/tlsalpn:  17 3,15 * * *  root  /usr/local/bin/tlsalpn renew -q
+  systemd:              contrib/systemd/tlsalpn-renew.{service,timer}
+The storage is --storage, else $TLSALPN_STORAGE, else /var/lib/tlsalpn for
+root and $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn for other users.
+A storage directory that does not exist is an error, not "nothing to do".
 
-A failed renewal leaves the current certificate and files untouched. A
-certificate whose deployment failed (files, hook or HAProxy) is deployed
-again by the next run, without a new order, even when it is not due.
-Exit codes: 0 nothing failed (renewed, or nothing due), 1 a renewal or a
-deployment failed.
+--dry-run rehearses the renewal of every certificate, due or not: a real
+order and validation, at the CA's staging directory when one is known (Let's
+Encrypt), else at the same CA, with a throwaway copy of the accounts; nothing
+is stored, no file is written to any output directory, no deploy hook runs.
+Pre- and post-hooks do run, as with certbot: without them the validation
+listener could not bind.
+
+--pre-hook and --post-hook add commands to run around the validation
+listener in this run, besides those each certificate was issued with: each
+distinct pre-hook once before the first bind (not at all when nothing is
+due), each post-hook once at the end, even when a validation failed.
+
+Exit codes: 0 nothing failed (renewed, or nothing due), 1 a renewal, a
+deployment or a hook failed, or there is no storage.
 `
 
 func runRenew(ctx context.Context, e *env, args []string) error {
 	var cf caFlags
-	var force bool
+	var force, quiet, dryRun bool
+	var preHook, postHook string
 	var timeout time.Duration
 	fs := newFlagSet(e, "renew", renewUsage)
 	cf.register(fs, false)
 	fs.BoolVar(&force, "force", false, "renew every certificate now, due or not")
+	fs.BoolVar(&quiet, "q", false, "quiet: print nothing unless a certificate was renewed or deployed, or something failed (for cron)")
+	fs.BoolVar(&dryRun, "dry-run", false, "rehearse every renewal (a real order, at the CA's staging when known); store, write and deploy nothing")
+	fs.StringVar(&preHook, "pre-hook", "", "shell `COMMAND` to run before the validation listener binds (e.g. stop the server holding :443), once per run")
+	fs.StringVar(&postHook, "post-hook", "", "shell `COMMAND` to run after the validation listener was released (e.g. start that server again), once per run")
 	fs.DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this `DURATION`")
 	if err := fs.parse(args, 0); err != nil {
 		return err
+	}
+	if quiet && cf.verbose {
+		return usagef("-q and -v contradict each other: give one")
 	}
 	ctx, cancel := withTimeout(ctx, timeout)
 	defer cancel()
@@ -49,17 +78,30 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	logger := cf.logger(e)
+	if quiet && e.getenv("TLSALPN_DEBUG") == "" {
+		logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
+	hooks := newStandaloneHooks(logger, preHook, postHook)
+	if dryRun {
+		return dryRunRenew(ctx, e, store, logger, hooks, cf.verbose)
+	}
 	is := newIssuers(store, logger, responder.New(responder.WithLogger(logger)))
+	is.hooks = hooks
 	if cf.verbose {
 		is.onStep = stepPrinter(e)
 	}
 	m := manager.New(store, is.get, logger)
 	results, err := m.Renew(ctx, force)
+	if herr := hooks.finish(ctx); herr != nil {
+		err = errors.Join(err, herr)
+	}
 	if err != nil {
 		return err
 	}
 	if len(results) == 0 {
-		fmt.Fprintf(e.stdout, "no certificates stored in %s: issue one with tlsalpn issue\n", store.Root())
+		if !quiet {
+			fmt.Fprintf(e.stdout, "no certificates stored in %s: issue one with tlsalpn issue\n", store.Root())
+		}
 		return nil
 	}
 	var failed []error
@@ -69,8 +111,10 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", r.Name, oneLine(r.Err))
 			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
 		case r.Renewed != nil && r.ByOther:
-			fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", r.Name,
-				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
+			if !quiet {
+				fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", r.Name,
+					r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
+			}
 		case r.Renewed != nil:
 			fmt.Fprintf(e.stdout, "%-30s renewed (%s): serial %s, valid until %s\n", r.Name, r.Decision.Reason,
 				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
@@ -81,11 +125,98 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			}
 			fmt.Fprintf(e.stdout, "%-30s deployed (%s); not due: renews around %s\n", r.Name, why, r.Decision.At.Local().Format("2006-01-02 15:04"))
 		default:
-			fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", r.Name, r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
+			if !quiet {
+				fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", r.Name, r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
+			}
 		}
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%d of %d renewals failed: %w", len(failed), len(results), errors.Join(failed...))
+	}
+	return nil
+}
+
+// dryRunRenew rehearses the renewal of every stored certificate that is
+// not revoked: a real order and validation, in a throwaway storage holding
+// a copy of the accounts, at the CA's staging directory when one is known,
+// with outputs in the throwaway directory and no deploy hook or HAProxy.
+// Nothing is written to store or to any output directory, and no
+// "replaces" is sent: a rehearsal must not mark the real certificate as
+// replaced at the CA.
+func dryRunRenew(ctx context.Context, e *env, store *fs.FS, logger *slog.Logger, hooks *standaloneHooks, verbose bool) (err error) {
+	all, err := manager.New(store, nil, logger).List(ctx)
+	if err != nil {
+		return err
+	}
+	if len(all) == 0 {
+		fmt.Fprintf(e.stdout, "dry run: no certificates stored in %s\n", store.Root())
+		return nil
+	}
+	tmp, err := os.MkdirTemp("", "tlsalpn-dry-run-")
+	if err != nil {
+		return fmt.Errorf("dry run: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	scratch, err := fs.New(filepath.Join(tmp, "storage"))
+	if err != nil {
+		return fmt.Errorf("dry run: %w", err)
+	}
+	if err := copyPrefix(ctx, store, scratch, storage.AccountsPrefix); err != nil {
+		return fmt.Errorf("dry run: copying the accounts: %w", err)
+	}
+	is := newIssuers(scratch, logger, responder.New(responder.WithLogger(logger)))
+	// The account at a staging CA is a new one; agreeing to its terms was
+	// done for the production CA at issue.
+	is.agreeTOS = true
+	is.hooks = hooks
+	if verbose {
+		is.onStep = stepPrinter(e)
+	}
+	m := manager.New(scratch, is.get, logger)
+	var failed []error
+	for _, s := range all {
+		if !s.Revoked.IsZero() {
+			fmt.Fprintf(e.stdout, "dry run: %s is revoked: renew leaves it alone\n", s.Name())
+			continue
+		}
+		spec := s.Spec
+		spec.Out = filepath.Join(tmp, "out", s.Name())
+		spec.DeployHook, spec.HAProxySocket, spec.HAProxyCert = "", "", ""
+		where := spec.CA
+		if staging, ok := issuer.StagingFor(spec.CA); ok {
+			spec.CA, where = staging, staging+" (staging)"
+		}
+		if _, err := m.Obtain(ctx, spec, nil); err != nil {
+			fmt.Fprintf(e.stdout, "dry run: %s: FAILED at %s: %s\n", s.Name(), where, oneLine(err))
+			failed = append(failed, fmt.Errorf("%s: %w", s.Name(), err))
+			continue
+		}
+		fmt.Fprintf(e.stdout, "dry run: would renew %s: ok (ordered and validated at %s; nothing stored or deployed)\n", s.Name(), where)
+	}
+	if herr := hooks.finish(ctx); herr != nil {
+		failed = append(failed, herr)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("dry run: %d of %d failed: %w", len(failed), len(all), errors.Join(failed...))
+	}
+	return nil
+}
+
+// copyPrefix copies every key under prefix from one storage to another,
+// keeping private keys private.
+func copyPrefix(ctx context.Context, from, to storage.Storage, prefix string) error {
+	keys, err := from.List(ctx, prefix, true)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		v, err := from.Get(ctx, k)
+		if err != nil {
+			return err
+		}
+		if err := to.Put(ctx, k, v, 0o600); err != nil {
+			return err
+		}
 	}
 	return nil
 }
