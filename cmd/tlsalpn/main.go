@@ -175,8 +175,10 @@ Try it with nothing set up:
 A first certificate (port 443 must be free while validating, about a second):
   tlsalpn issue -d example.com --email you@example.com --agree-tos --out /etc/ssl/example.com \
       --deploy-hook 'systemctl reload nginx'
-Then, from cron or a systemd timer, twice a day:
-  tlsalpn renew
+It says where it stored the certificate (/var/lib/tlsalpn as root,
+~/.local/share/tlsalpn for other users) and how to renew it: from cron or a
+systemd timer, twice a day, as the same user:
+  17 3,15 * * *  root  /usr/local/bin/tlsalpn renew -q
 
 Run "tlsalpn <command> --help" for the flags of a command.
 Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing was done).
