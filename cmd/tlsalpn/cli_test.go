@@ -114,6 +114,8 @@ type cliCA struct {
 	root    string // PEM file of the CA's HTTPS root
 	listen  string // where tlsalpn must answer the CA
 	fail500 atomic.Bool
+	// finalized counts finalize requests: an order that reached the end.
+	finalized atomic.Int32
 }
 
 func startCLICA(t *testing.T, opts testca.Options) *cliCA {
@@ -124,6 +126,9 @@ func startCLICA(t *testing.T, opts testca.Options) *cliCA {
 	opts.TLSPort, opts.NoSleep, opts.Strict = port, true, true
 	opts.Handler = func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/finalize-order/") {
+				c.finalized.Add(1)
+			}
 			if c.fail500.Load() && r.Method == http.MethodPost {
 				http.Error(w, `{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure"}`, http.StatusInternalServerError)
 				return

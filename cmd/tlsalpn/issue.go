@@ -242,16 +242,16 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 // unit running as this user finds with no environment at all.
 func printRenewHint(e *env, root string, certNames []string) {
 	fmt.Fprintf(e.stdout, "stored in %s (certificate name %s)\n", root, strings.Join(certNames, ", "))
-	renew := "tlsalpn renew"
+	storageFlag := ""
 	if !isDefaultStorage(e, root) {
-		renew += " --storage " + shellQuote(root)
+		storageFlag = " --storage " + shellQuote(root)
 	}
-	fmt.Fprintf(e.stdout, "renew with: %s (it renews only what is due; run it twice a day)\n", renew)
+	fmt.Fprintf(e.stdout, "renew with: tlsalpn renew%s (it renews only what is due; run it twice a day)\n", storageFlag)
 	bin := "/usr/local/bin/tlsalpn"
 	if exe, err := os.Executable(); err == nil && filepath.IsAbs(exe) && filepath.Base(exe) == "tlsalpn" {
 		bin = exe // cron's PATH is /usr/bin:/bin: name the binary in full
 	}
-	line := strings.Replace(renew, "tlsalpn", bin, 1) + " -q"
+	line := bin + " renew -q" + storageFlag
 	if e.euid() != 0 {
 		fmt.Fprintf(e.stdout, "  from cron (crontab -e): 17 3,15 * * *  %s\n", line)
 		return
