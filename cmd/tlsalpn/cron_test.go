@@ -418,6 +418,16 @@ func TestRenewDryRun(t *testing.T) {
 	before := treeSnapshot(t, storage, out, marker)
 	orders := ca.finalized.Load()
 
+	// list reads only.
+	for _, args := range [][]string{{"list", "--storage", storage}, {"list", "--json", "--storage", storage}} {
+		if code, stdout, stderr := runCLI(t, ctx, args...); code != exitOK || !strings.Contains(stdout, "example.com") {
+			t.Fatalf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+	}
+	if diff := diffSnapshots(before, treeSnapshot(t, storage, out, marker)); len(diff) > 0 {
+		t.Errorf("list changed files: %v", diff)
+	}
+
 	code, stdout, stderr := runCLI(t, ctx, "renew", "--dry-run", "--storage", storage)
 	if code != exitOK || !strings.Contains(stdout, "dry run: would renew example.com: ok") {
 		t.Fatalf("renew --dry-run: exit %d, stdout %q, stderr %q", code, stdout, stderr)

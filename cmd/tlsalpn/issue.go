@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -247,9 +248,12 @@ func printRenewHint(e *env, root string, certNames []string) {
 		storageFlag = " --storage " + shellQuote(root)
 	}
 	fmt.Fprintf(e.stdout, "renew with: tlsalpn renew%s (it renews only what is due; run it twice a day)\n", storageFlag)
+	// cron's PATH is /usr/bin:/bin: name the binary in full, as the
+	// shell finds it (not os.Executable, which is a temporary file under
+	// "go run"), else where the README installs it.
 	bin := "/usr/local/bin/tlsalpn"
-	if exe, err := os.Executable(); err == nil && filepath.IsAbs(exe) && filepath.Base(exe) == "tlsalpn" {
-		bin = exe // cron's PATH is /usr/bin:/bin: name the binary in full
+	if p, err := exec.LookPath("tlsalpn"); err == nil && filepath.IsAbs(p) {
+		bin = p
 	}
 	line := bin + " renew -q" + storageFlag
 	if e.euid() != 0 {

@@ -61,6 +61,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	cf.register(fs, false)
 	fs.BoolVar(&force, "force", false, "renew every certificate now, due or not")
 	fs.BoolVar(&quiet, "q", false, "quiet: print nothing unless a certificate was renewed or deployed, or something failed (for cron)")
+	fs.BoolVar(&quiet, "quiet", false, "the same as -q")
 	fs.BoolVar(&dryRun, "dry-run", false, "rehearse every renewal (a real order, at the CA's staging when known); store, write and deploy nothing")
 	fs.StringVar(&preHook, "pre-hook", "", "shell `COMMAND` to run before the validation listener binds (e.g. stop the server holding :443), once per run")
 	fs.StringVar(&postHook, "post-hook", "", "shell `COMMAND` to run after the validation listener was released (e.g. start that server again), once per run")
