@@ -190,6 +190,12 @@ func TestREADMECommandsRenew(t *testing.T) {
 				t.Fatalf("cron line %q: want minute hour day month weekday root command", l)
 			}
 			cronWords = shellWords(t, strings.Join(f[6:], " "))
+			// The help says the same.
+			for _, args := range [][]string{{"--help"}, {"renew", "--help"}} {
+				if _, help, _ := runCLI(t, context.Background(), args...); !strings.Contains(help, l) {
+					t.Errorf("tlsalpn %s does not show the README's cron line %q", strings.Join(args, " "), l)
+				}
+			}
 		}
 	}
 	var unitWords []string

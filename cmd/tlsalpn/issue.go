@@ -182,6 +182,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	is.httpClientSet(f.caRoot, hc)
 	is.hooks = newStandaloneHooks(logger, "", "")
+	defer is.closeIdle()
 	m := manager.New(store, is.get, logger)
 
 	specFor := func(names []string, out string) manager.Spec {

@@ -125,6 +125,18 @@ func stepPrinter(e *env) func(issuer.Step) {
 	}
 }
 
+// closeIdle closes the CA connections kept alive for reuse, at the end of
+// a command: a process would drop them on exit, but a command run
+// in-process (tests, the demo) would leave them open until the CA's
+// server gave up on them.
+func (is *issuers) closeIdle() {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	for _, c := range is.clients {
+		c.CloseIdleConnections()
+	}
+}
+
 func (is *issuers) httpClientSet(caRoot string, c *http.Client) {
 	is.mu.Lock()
 	is.clients[caRoot] = c

@@ -88,6 +88,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	is := newIssuers(store, logger, responder.New(responder.WithLogger(logger)))
 	is.hooks = hooks
+	defer is.closeIdle()
 	if cf.verbose {
 		is.onStep = stepPrinter(e)
 	}
@@ -170,6 +171,7 @@ func dryRunRenew(ctx context.Context, e *env, store *fs.FS, logger *slog.Logger,
 	// done for the production CA at issue.
 	is.agreeTOS = true
 	is.hooks = hooks
+	defer is.closeIdle()
 	if verbose {
 		is.onStep = stepPrinter(e)
 	}
