@@ -591,6 +591,25 @@ func TestPrePostHooks(t *testing.T) {
 		t.Errorf("renew --force of two certificates: events %q, want %q", got, want)
 	}
 
+	// A post-hook given to renew runs besides the remembered ones; when
+	// it fails, the run fails after saying what it renewed.
+	code, stdout, stderr = runCLI(t, ctx, "renew", "--force", "--storage", storage, "--post-hook", "echo extra >> '"+h.events+"'; exit 3")
+	if code != exitFailure || strings.Count(stdout, "renewed (forced)") != 2 || !strings.Contains(stderr, `post-hook "echo extra`) {
+		t.Fatalf("renew --force with a failing extra post-hook: exit %d, want 1\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if got, want := h.takeEvents(), "pre released deploy deploy post rebound extra"; got != want {
+		t.Errorf("renew --force --post-hook: events %q, want %q", got, want)
+	}
+
+	// A dry run needs the port too: the hooks run, the deploy hook does not.
+	code, stdout, stderr = runCLI(t, ctx, "renew", "--dry-run", "--storage", storage)
+	if code != exitOK || strings.Count(stdout, ": ok") != 2 {
+		t.Fatalf("renew --dry-run: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if got, want := h.takeEvents(), "pre released post rebound"; got != want {
+		t.Errorf("renew --dry-run: events %q, want %q", got, want)
+	}
+
 	// The validation fails (the listener is not where the CA connects):
 	// the server is started again all the same.
 	other := "127.0.0.1:" + itoa(freePort(t))

@@ -5,15 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
-	"github.com/tlsalpn/tlsalpn/storage"
-	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 const renewUsage = `
@@ -94,11 +89,11 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	m := manager.New(store, is.get, logger)
 	results, err := m.Renew(ctx, force)
-	if herr := hooks.finish(ctx); herr != nil {
-		err = errors.Join(err, herr)
-	}
+	// A post-hook that failed (the server did not come back) is a
+	// failure of this run, reported after what was renewed.
+	hookErr := hooks.finish(ctx)
 	if err != nil {
-		return err
+		return errors.Join(err, hookErr)
 	}
 	if len(results) == 0 {
 		if !quiet {
@@ -108,15 +103,16 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	var failed []error
 	for _, r := range results {
+		if quiet && !didSomething(r) {
+			continue
+		}
 		switch {
 		case r.Err != nil:
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", r.Name, oneLine(r.Err))
 			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
 		case r.Renewed != nil && r.ByOther:
-			if !quiet {
-				fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", r.Name,
-					r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
-			}
+			fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", r.Name,
+				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
 		case r.Renewed != nil:
 			fmt.Fprintf(e.stdout, "%-30s renewed (%s): serial %s, valid until %s\n", r.Name, r.Decision.Reason,
 				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
@@ -127,99 +123,20 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			}
 			fmt.Fprintf(e.stdout, "%-30s deployed (%s); not due: renews around %s\n", r.Name, why, r.Decision.At.Local().Format("2006-01-02 15:04"))
 		default:
-			if !quiet {
-				fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", r.Name, r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
-			}
+			fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", r.Name, r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d renewals failed: %w", len(failed), len(results), errors.Join(failed...))
+		return errors.Join(fmt.Errorf("%d of %d renewals failed: %w", len(failed), len(results), errors.Join(failed...)), hookErr)
+	}
+	if hookErr != nil {
+		return hookErr
 	}
 	return nil
 }
 
-// dryRunRenew rehearses the renewal of every stored certificate that is
-// not revoked: a real order and validation, in a throwaway storage holding
-// a copy of the accounts, at the CA's staging directory when one is known,
-// with outputs in the throwaway directory and no deploy hook or HAProxy.
-// Nothing is written to store or to any output directory, and no
-// "replaces" is sent: a rehearsal must not mark the real certificate as
-// replaced at the CA.
-func dryRunRenew(ctx context.Context, e *env, store *fs.FS, logger *slog.Logger, hooks *standaloneHooks, verbose bool) (err error) {
-	all, err := manager.New(store, nil, logger).List(ctx)
-	if err != nil {
-		return err
-	}
-	if len(all) == 0 {
-		fmt.Fprintf(e.stdout, "dry run: no certificates stored in %s\n", store.Root())
-		return nil
-	}
-	tmp, err := os.MkdirTemp("", "tlsalpn-dry-run-")
-	if err != nil {
-		return fmt.Errorf("dry run: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	scratch, err := fs.New(filepath.Join(tmp, "storage"))
-	if err != nil {
-		return fmt.Errorf("dry run: %w", err)
-	}
-	if err := copyPrefix(ctx, store, scratch, storage.AccountsPrefix); err != nil {
-		return fmt.Errorf("dry run: copying the accounts: %w", err)
-	}
-	is := newIssuers(scratch, logger, responder.New(responder.WithLogger(logger)))
-	// The account at a staging CA is a new one; agreeing to its terms was
-	// done for the production CA at issue.
-	is.agreeTOS = true
-	is.hooks = hooks
-	defer is.closeIdle()
-	if verbose {
-		is.onStep = stepPrinter(e)
-	}
-	m := manager.New(scratch, is.get, logger)
-	var failed []error
-	for _, s := range all {
-		if !s.Revoked.IsZero() {
-			fmt.Fprintf(e.stdout, "dry run: %s is revoked: renew leaves it alone\n", s.Name())
-			continue
-		}
-		spec := s.Spec
-		spec.Out = filepath.Join(tmp, "out", s.Name())
-		spec.DeployHook, spec.HAProxySocket, spec.HAProxyCert = "", "", ""
-		where := spec.CA
-		if staging, ok := issuer.StagingFor(spec.CA); ok {
-			spec.CA, where = staging, staging+" (staging)"
-		}
-		if _, err := m.Obtain(ctx, spec, nil); err != nil {
-			fmt.Fprintf(e.stdout, "dry run: %s: FAILED at %s: %s\n", s.Name(), where, oneLine(err))
-			failed = append(failed, fmt.Errorf("%s: %w", s.Name(), err))
-			continue
-		}
-		fmt.Fprintf(e.stdout, "dry run: would renew %s: ok (ordered and validated at %s; nothing stored or deployed)\n", s.Name(), where)
-	}
-	if herr := hooks.finish(ctx); herr != nil {
-		failed = append(failed, herr)
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("dry run: %d of %d failed: %w", len(failed), len(all), errors.Join(failed...))
-	}
-	return nil
-}
-
-// copyPrefix copies every key under prefix from one storage to another,
-// keeping private keys private.
-func copyPrefix(ctx context.Context, from, to storage.Storage, prefix string) error {
-	keys, err := from.List(ctx, prefix, true)
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		v, err := from.Get(ctx, k)
-		if err != nil {
-			return err
-		}
-		if err := to.Put(ctx, k, v, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
+// didSomething reports whether r is worth a line under -q: this run
+// renewed or deployed a certificate, or failed to.
+func didSomething(r manager.RenewResult) bool {
+	return r.Err != nil || r.Redeployed || (r.Renewed != nil && !r.ByOther)
 }
