@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/manager"
@@ -74,8 +73,8 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	logger := cf.logger(e)
-	if quiet && e.getenv("TLSALPN_DEBUG") == "" {
-		logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	if quiet {
+		logger = quietLogger(e)
 	}
 	hooks := newStandaloneHooks(logger, preHook, postHook)
 	if dryRun {
@@ -101,11 +100,12 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		}
 		return nil
 	}
+	total := len(results)
+	if quiet {
+		results = worthSaying(results)
+	}
 	var failed []error
 	for _, r := range results {
-		if quiet && !didSomething(r) {
-			continue
-		}
 		switch {
 		case r.Err != nil:
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", r.Name, oneLine(r.Err))
@@ -127,16 +127,10 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if len(failed) > 0 {
-		return errors.Join(fmt.Errorf("%d of %d renewals failed: %w", len(failed), len(results), errors.Join(failed...)), hookErr)
+		return errors.Join(fmt.Errorf("%d of %d renewals failed: %w", len(failed), total, errors.Join(failed...)), hookErr)
 	}
 	if hookErr != nil {
 		return hookErr
 	}
 	return nil
-}
-
-// didSomething reports whether r is worth a line under -q: this run
-// renewed or deployed a certificate, or failed to.
-func didSomething(r manager.RenewResult) bool {
-	return r.Err != nil || r.Redeployed || (r.Renewed != nil && !r.ByOther)
 }

@@ -1,5 +1,8 @@
 package main
 
+// What makes renew fit for cron and timers besides its main loop: -q and
+// --dry-run.
+
 import (
 	"context"
 	"errors"
@@ -7,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
@@ -97,4 +101,22 @@ func copyPrefix(ctx context.Context, from, to storage.Storage, prefix string) er
 		}
 	}
 	return nil
+}
+
+// worthSaying keeps the results worth a line under -q: what this run
+// renewed or deployed, or failed to.
+func worthSaying(results []manager.RenewResult) []manager.RenewResult {
+	return slices.DeleteFunc(results, func(r manager.RenewResult) bool {
+		return r.Err == nil && !r.Redeployed && (r.Renewed == nil || r.ByOther)
+	})
+}
+
+// quietLogger is renew -q's logger: errors only, unless TLSALPN_DEBUG asks
+// for everything.
+func quietLogger(e *env) *slog.Logger {
+	level := slog.LevelError
+	if e.getenv("TLSALPN_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
