@@ -233,17 +233,6 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	return errors.Join(failed...)
 }
 
-// storedNames are the certificate names of the records issue stored.
-func storedNames(recs []*manager.Record) []string {
-	var names []string
-	for _, rec := range recs {
-		if rec != nil {
-			names = append(names, rec.Names[0])
-		}
-	}
-	return names
-}
-
 func printIssued(e *env, rec *manager.Record, took time.Duration) {
 	p := deploy.PathsIn(rec.Out)
 	fmt.Fprintf(e.stdout, "issued %s: serial %s, issuer %q, valid until %s (%d days)%s, in %s\n",

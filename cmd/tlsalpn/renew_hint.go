@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/tlsalpn/tlsalpn/manager"
 )
 
 // printRenewHint says where the records went and what renews them: the
@@ -51,4 +53,15 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// storedNames are the certificate names of the records issue stored.
+func storedNames(recs []*manager.Record) []string {
+	var names []string
+	for _, rec := range recs {
+		if rec != nil {
+			names = append(names, rec.Names[0])
+		}
+	}
+	return names
 }
