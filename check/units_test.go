@@ -49,3 +49,32 @@ func TestContribUnitsVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestContribReadWritePathsOptional: systemd refuses to start a unit one
+// of whose ReadWritePaths does not exist, and an output directory often
+// does not exist yet on the day the unit is installed. Every entry must be
+// "-"-prefixed (ignored while missing); the storage is a StateDirectory,
+// which systemd creates.
+func TestContribReadWritePathsOptional(t *testing.T) {
+	units, err := filepath.Glob(filepath.Join("..", "contrib", "systemd", "*.service"))
+	if err != nil || len(units) == 0 {
+		t.Fatalf("no services in contrib/systemd: %v", err)
+	}
+	for _, u := range units {
+		data, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			v, ok := strings.CutPrefix(line, "ReadWritePaths=")
+			if !ok {
+				continue
+			}
+			for _, p := range strings.Fields(v) {
+				if !strings.HasPrefix(p, "-") {
+					t.Errorf("%s: ReadWritePaths entry %q: write -%s, or systemd will not start the unit while it is missing", u, p, p)
+				}
+			}
+		}
+	}
+}
