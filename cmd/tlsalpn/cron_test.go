@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 // userUID is the effective user id the tests below run commands as: an
@@ -69,6 +70,28 @@ func TestReadOnlyCommandsNeedStorage(t *testing.T) {
 				t.Errorf("%s was created (or is unreadable: %v)", tt.path, err)
 			}
 		})
+	}
+
+	// Root whose certificates an earlier tlsalpn kept in root's home,
+	// before /var/lib/tlsalpn was root's default: told where they are.
+	if _, err := os.Stat(fs.SystemRoot); err == nil {
+		t.Logf("%s exists on this machine: not testing the upgrade from root's home", fs.SystemRoot)
+	} else {
+		rootHome := t.TempDir()
+		old := filepath.Join(rootHome, ".local", "share", "tlsalpn")
+		if err := os.MkdirAll(old, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"renew", "-q"}, {"list"}} {
+			code, stdout, stderr := runCLIAs(t, context.Background(), 0, map[string]string{"HOME": rootHome}, args...)
+			want := "but " + old + " holds what an earlier tlsalpn stored for root: move it (mv " + old + " /var/lib/tlsalpn)"
+			if code != exitFailure || !strings.Contains(stderr, want) {
+				t.Errorf("%q as root after an upgrade: exit %d, stdout %q, stderr %q; want 1 and %q", args, code, stdout, stderr, want)
+			}
+		}
+		if _, err := os.Stat(fs.SystemRoot); err == nil {
+			t.Errorf("%s was created", fs.SystemRoot)
+		}
 	}
 
 	// An existing, empty storage is not an error: it says so, and -q

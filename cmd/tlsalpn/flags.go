@@ -183,11 +183,47 @@ const (
 var errNoStorage = errors.New("no storage")
 
 func openStorage(e *env, flagValue string, mode storageMode) (*fs.FS, error) {
-	dir, err := storageDir(e, flagValue)
+	dir, err := resolveStorage(e, flagValue)
 	if err != nil {
 		return nil, err
 	}
 	return openStorageDir(dir, mode)
+}
+
+// resolveStorage is storageDir, refusing root's default while root's
+// certificates are still where an earlier tlsalpn put them.
+func resolveStorage(e *env, flagValue string) (string, error) {
+	dir, err := storageDir(e, flagValue)
+	if err != nil {
+		return "", err
+	}
+	if old, ok := legacyRootStorage(e, flagValue, dir); ok {
+		return "", fmt.Errorf("%w at %s, root's storage, but %s holds what an earlier tlsalpn stored for root: "+
+			"move it (mv %s %s) so that every command finds it, or pass --storage %s", errNoStorage, dir, old, old, dir, old)
+	}
+	return dir, nil
+}
+
+// legacyRootStorage reports where root's certificates are when dir, root's
+// default storage, does not exist but the user default an earlier tlsalpn
+// used for root ($XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn) does:
+// after an upgrade, issue and serve would otherwise start a second,
+// empty storage, and renew would never see the first one.
+func legacyRootStorage(e *env, flagValue, dir string) (string, bool) {
+	if flagValue != "" || e.euid() != 0 || e.getenv(fs.EnvRoot) != "" {
+		return "", false
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, iofs.ErrNotExist) {
+		return "", false
+	}
+	old, err := fs.UserRoot(e.getenv)
+	if err != nil {
+		return "", false
+	}
+	if fi, err := os.Stat(old); err != nil || !fi.IsDir() {
+		return "", false
+	}
+	return old, true
 }
 
 // openStorageDir opens the storage in dir, resolved already.

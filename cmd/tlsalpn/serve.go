@@ -134,7 +134,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		// halves that for a few MiB more. GOGC, when set, decides.
 		debug.SetGCPercent(200)
 	}
-	if cfg.Storage, err = storageDir(e, cfg.Storage); err != nil {
+	if cfg.Storage, err = resolveStorage(e, cfg.Storage); err != nil {
 		return err
 	}
 	rt, err := newServeRuntime(cfg, logger, f.noPreflight)

@@ -84,6 +84,13 @@ func DefaultRootFor(euid int, getenv func(string) string) (string, error) {
 	if euid == 0 {
 		return SystemRoot, nil
 	}
+	return UserRoot(getenv)
+}
+
+// UserRoot returns an ordinary user's default root: $XDG_DATA_HOME/tlsalpn, or
+// $HOME/.local/share/tlsalpn. It was root's default too before SystemRoot, so a
+// command run as root looks there for certificates left by an earlier tlsalpn.
+func UserRoot(getenv func(string) string) (string, error) {
 	if d := getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "tlsalpn"), nil
 	}
