@@ -1218,7 +1218,10 @@ func (p *Planner) recommendFor(plan *Plan, names []*NameFinding) Recommendation 
 			{Path: "/etc/systemd/system/tlsalpn-renew.service", Text: RenewServiceUnit},
 			{Path: "/etc/systemd/system/tlsalpn-renew.timer", Text: RenewTimerUnit},
 		},
-		Notes: []string{fmt.Sprintf("tlsalpn renew binds port %d for a second at each renewal: if a web server will take the port later, use tlsalpn serve in front of it instead", ps.Port)},
+		Notes: []string{
+			fmt.Sprintf("tlsalpn renew binds port %d for a second at each renewal: if a web server will take the port later, use tlsalpn serve in front of it instead", ps.Port),
+			"run tlsalpn issue as root, as the timer runs tlsalpn renew: both then use /var/lib/tlsalpn (a user's certificates are under their home, where the timer does not look)",
+		},
 	}
 	for _, f := range names {
 		if f.Outside != nil && f.Outside.Address != "" && f.Outside.ALPN != ALPNUnreachable && !(f.ListenTest.Ran && f.ListenTest.Pass) {
