@@ -1212,13 +1212,16 @@ func (p *Planner) recommendFor(plan *Plan, names []*NameFinding) Recommendation 
 		Before: before,
 		Commands: []string{
 			fmt.Sprintf("tlsalpn issue %s --email %s --agree-tos", dFlags(names), p.email()),
-			"systemctl enable --now tlsalpn-renew.timer",
+			"systemctl daemon-reload && systemctl enable --now tlsalpn-renew.timer",
 		},
 		Config: []ConfigSnippet{
-			{Path: "/etc/systemd/system/tlsalpn-renew.service", Text: "[Unit]\nDescription=Renew the certificates tlsalpn issued\n\n[Service]\nType=oneshot\nExecStart=/usr/local/bin/tlsalpn renew\n"},
-			{Path: "/etc/systemd/system/tlsalpn-renew.timer", Text: "[Unit]\nDescription=Run tlsalpn renew twice a day\n\n[Timer]\nOnCalendar=*-*-* 03,15:17:00\nRandomizedDelaySec=1h\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n"},
+			{Path: "/etc/systemd/system/tlsalpn-renew.service", Text: RenewServiceUnit},
+			{Path: "/etc/systemd/system/tlsalpn-renew.timer", Text: RenewTimerUnit},
 		},
-		Notes: []string{fmt.Sprintf("tlsalpn renew binds port %d for a second at each renewal: if a web server will take the port later, use tlsalpn serve in front of it instead", ps.Port)},
+		Notes: []string{
+			fmt.Sprintf("tlsalpn renew binds port %d for a second at each renewal: if a web server will take the port later, use tlsalpn serve in front of it instead", ps.Port),
+			"run tlsalpn issue as root, as the timer runs tlsalpn renew: both then use /var/lib/tlsalpn (a user's certificates are under their home, where the timer does not look)",
+		},
 	}
 	for _, f := range names {
 		if f.Outside != nil && f.Outside.Address != "" && f.Outside.ALPN != ALPNUnreachable && !(f.ListenTest.Ran && f.ListenTest.Pass) {

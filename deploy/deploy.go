@@ -278,6 +278,9 @@ func CheckWritable(dir string) error {
 type Hook struct {
 	Command string
 	Timeout time.Duration // 0 means 2 minutes
+	// Name is what errors call the hook; "" means "deploy hook". The
+	// command line runs its pre- and post-hooks with Run too.
+	Name string
 }
 
 // HookResult is what a hook printed.
@@ -307,7 +310,7 @@ func (h Hook) Run(ctx context.Context, env []string) (HookResult, error) {
 	err := cmd.Run()
 	res := HookResult{Output: out.Bytes()}
 	if ctx.Err() == context.DeadlineExceeded {
-		return res, fmt.Errorf("deploy hook %q timed out after %s: %s", h.Command, timeout, tail(res.Output))
+		return res, fmt.Errorf("%s %q timed out after %s: %s", h.name(), h.Command, timeout, tail(res.Output))
 	}
 	if errors.Is(err, exec.ErrWaitDelay) {
 		// The hook exited 0 but left a process holding its output open
@@ -315,9 +318,16 @@ func (h Hook) Run(ctx context.Context, env []string) (HookResult, error) {
 		err = nil
 	}
 	if err != nil {
-		return res, fmt.Errorf("deploy hook %q failed: %w: %s", h.Command, err, tail(res.Output))
+		return res, fmt.Errorf("%s %q failed: %w: %s", h.name(), h.Command, err, tail(res.Output))
 	}
 	return res, nil
+}
+
+func (h Hook) name() string {
+	if h.Name == "" {
+		return "deploy hook"
+	}
+	return h.Name
 }
 
 // Env is the environment a hook receives: tlsalpn's own names, and the

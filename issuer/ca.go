@@ -23,6 +23,23 @@ var knownCAs = map[string]string{
 	"google-staging":      "https://dv.acme-v02.test-api.pki.goog/directory",
 }
 
+// stagingOf maps a production directory URL to its CA's staging directory,
+// where a rehearsal (renew --dry-run) costs no rate limit and issues nothing
+// trusted. Only CAs whose staging needs no credentials of its own are
+// listed: Google's staging wants its own EAB key. It is never modified.
+var stagingOf = map[string]string{
+	knownCAs["letsencrypt"]: knownCAs["letsencrypt-staging"],
+}
+
+// StagingFor returns the staging directory of the CA at directory, and
+// whether one is known; for anything else, the directory itself.
+func StagingFor(directory string) (string, bool) {
+	if s, ok := stagingOf[directory]; ok {
+		return s, true
+	}
+	return directory, false
+}
+
 // CANames lists the short CA names, sorted.
 func CANames() []string {
 	names := make([]string, 0, len(knownCAs))

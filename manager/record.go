@@ -27,6 +27,13 @@ type Spec struct {
 	Out            string         `json:"out,omitempty"`
 	DeployHook     string         `json:"deploy_hook,omitempty"`
 	Listen         string         `json:"listen,omitempty"` // where to answer the CA on renewal
+	// PreHook and PostHook are shell commands run around the standalone
+	// validation listener on renewal as at issue (certbot's --pre-hook and
+	// --post-hook): stop the server that holds :443, start it again. The
+	// manager only keeps them; the command that binds the listener runs
+	// them.
+	PreHook  string `json:"pre_hook,omitempty"`
+	PostHook string `json:"post_hook,omitempty"`
 	// HookTimeout bounds DeployHook; 0 means the deploy package's default.
 	HookTimeout time.Duration `json:"hook_timeout,omitempty"`
 	// HAProxySocket and HAProxyCert, when set, put each new certificate

@@ -111,6 +111,10 @@ func TestUnreachableCA(t *testing.T) {
 // its ACME API answer 500 to every POST while set.
 type cliCA struct {
 	*testca.CA
+	// finalized counts finalize requests let through: orders that reached
+	// their end.
+	finalized atomic.Int32
+
 	root    string // PEM file of the CA's HTTPS root
 	listen  string // where tlsalpn must answer the CA
 	fail500 atomic.Bool
@@ -131,6 +135,9 @@ func startCLICA(t *testing.T, opts testca.Options) *cliCA {
 			if c.fail500.Load() && r.Method == http.MethodPost {
 				http.Error(w, `{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure"}`, http.StatusInternalServerError)
 				return
+			}
+			if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/finalize-order/") {
+				c.finalized.Add(1)
 			}
 			next.ServeHTTP(w, r)
 		})

@@ -37,7 +37,7 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		return usagef("give the certificate name to delete (see tlsalpn list)")
 	}
 	name := fs.pos[0]
-	store, err := openStorage(cf.storage)
+	store, err := openStorage(e, cf.storage, mustExist)
 	if err != nil {
 		return err
 	}

@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -122,7 +124,7 @@ type caFlags struct {
 }
 
 func (c *caFlags) register(f *flagSet, withAccount bool) {
-	f.StringVar(&c.storage, "storage", "", "`DIR` holding accounts, keys and certificates (default $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn)")
+	f.StringVar(&c.storage, "storage", "", "`DIR` holding accounts, keys and certificates (default $TLSALPN_STORAGE, else "+fs.SystemRoot+" as root, else $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn)")
 	f.BoolVar(&c.verbose, "v", false, "show each step of the ACME flow, and info logs")
 	if !withAccount {
 		return
@@ -156,19 +158,107 @@ func (c *caFlags) logger(e *env) *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-func openStorage(dir string) (*fs.FS, error) {
-	if dir == "" {
-		d, err := fs.DefaultRoot()
-		if err != nil {
-			return nil, err
+// storageDir is the storage directory a command uses: --storage when
+// given, else fs.DefaultRootFor this process ($TLSALPN_STORAGE, then
+// /var/lib/tlsalpn for root, ~/.local/share/tlsalpn for a user).
+func storageDir(e *env, flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	d, err := fs.DefaultRootFor(e.euid(), e.getenv)
+	if err != nil {
+		return "", usagef("no --storage given and no default: %v", err)
+	}
+	return d, nil
+}
+
+// storageMode says whether a command may create its storage directory.
+type storageMode int
+
+const (
+	// mustExist: renew, list and revoke work on certificates already
+	// issued; a missing directory means a wrong --storage, another user
+	// or a first issue that never happened, and creating an empty one
+	// would only hide that.
+	mustExist storageMode = iota
+	// create: issue and serve store what they obtain.
+	create
+)
+
+// errNoStorage is returned when a command that needs existing storage
+// finds none.
+var errNoStorage = errors.New("no storage")
+
+func openStorage(e *env, flagValue string, mode storageMode) (*fs.FS, error) {
+	dir, err := resolveStorage(e, flagValue)
+	if err != nil {
+		return nil, err
+	}
+	return openStorageDir(dir, mode)
+}
+
+// resolveStorage is storageDir, refusing root's default while root's
+// certificates are still where an earlier tlsalpn put them.
+func resolveStorage(e *env, flagValue string) (string, error) {
+	dir, err := storageDir(e, flagValue)
+	if err != nil {
+		return "", err
+	}
+	if old, ok := legacyRootStorage(e, flagValue, dir); ok {
+		return "", fmt.Errorf("%w at %s, root's storage, but %s holds what an earlier tlsalpn stored for root: "+
+			"move it (mv %s %s) so that every command finds it, or pass --storage %s", errNoStorage, dir, old, old, dir, old)
+	}
+	return dir, nil
+}
+
+// legacyRootStorage reports where root's certificates are when dir, root's
+// default storage, does not exist but the user default an earlier tlsalpn
+// used for root ($XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn) does:
+// after an upgrade, issue and serve would otherwise start a second,
+// empty storage, and renew would never see the first one.
+func legacyRootStorage(e *env, flagValue, dir string) (string, bool) {
+	if flagValue != "" || e.euid() != 0 || e.getenv(fs.EnvRoot) != "" {
+		return "", false
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, iofs.ErrNotExist) {
+		return "", false
+	}
+	old, err := fs.UserRoot(e.getenv)
+	if err != nil {
+		return "", false
+	}
+	if fi, err := os.Stat(old); err != nil || !fi.IsDir() {
+		return "", false
+	}
+	return old, true
+}
+
+// openStorageDir opens the storage in dir, resolved already.
+func openStorageDir(dir string, mode storageMode) (*fs.FS, error) {
+	if mode == mustExist {
+		if _, err := os.Stat(dir); errors.Is(err, iofs.ErrNotExist) {
+			return nil, fmt.Errorf("%w at %s (issue a certificate first, or pass --storage)", errNoStorage, dir)
 		}
-		dir = d
 	}
 	s, err := fs.New(dir)
 	if err != nil {
 		return nil, fmt.Errorf("opening storage: %w", err)
 	}
 	return s, nil
+}
+
+// isDefaultStorage reports whether root is where this user's commands
+// look when given no --storage and no environment: where a crontab line
+// or a systemd unit run as the same user will look.
+func isDefaultStorage(e *env, root string) bool {
+	clean := &env{getenv: func(k string) string {
+		if k == "HOME" {
+			return e.getenv(k)
+		}
+		return ""
+	}, geteuid: e.geteuid}
+	d, err := fs.DefaultRootFor(clean.euid(), clean.getenv)
+	return err == nil && d == root
 }
 
 // httpClient trusts the system roots plus, when given, the PEM roots in
@@ -191,5 +281,3 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	}
 	return context.WithTimeout(ctx, d)
 }
-
-func fsDefaultRoot() (string, error) { return fs.DefaultRoot() }

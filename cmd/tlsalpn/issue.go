@@ -50,6 +50,12 @@ Examples:
   tlsalpn issue -d example.com -d new.example.com --out /etc/nginx/tls/example.com --agree-tos
                                              (adds a name to the certificate that feeds that --out)
   tlsalpn issue -d example.com --ca zerossl --eab-kid KID --eab-hmac-key KEY --agree-tos
+  tlsalpn issue -d example.com --agree-tos --pre-hook 'systemctl stop nginx' \
+      --post-hook 'systemctl start nginx'    (a server holds :443 and cannot move)
+
+Where it is stored: --storage, else $TLSALPN_STORAGE, else /var/lib/tlsalpn
+for root and $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn for other
+users. Run "tlsalpn renew" as the same user; issue prints the exact line.
 
 Exit codes: 0 issued (and deployed), 1 failed, 2 usage error (nothing done).
 The hook gets TLSALPN_CERT, TLSALPN_KEY, TLSALPN_FULLCHAIN, TLSALPN_CHAIN,
@@ -63,6 +69,8 @@ type issueFlags struct {
 	listen         string
 	out            string
 	hook           string
+	preHook        string
+	postHook       string
 	separate       bool
 	noPreflight    bool
 	keyType        string
@@ -79,6 +87,8 @@ func (f *issueFlags) register(fs *flagSet) {
 	fs.StringVar(&f.listen, "listen", ":443", "`ADDR` to answer the CA on while validating; the CA always connects to port 443, so anything else needs a port forward")
 	fs.StringVar(&f.out, "out", "", "`DIR` to write cert.pem, chain.pem, fullchain.pem and key.pem to (default STORAGE/live/NAME)")
 	fs.StringVar(&f.hook, "deploy-hook", "", "shell `COMMAND` to run after the files are written, e.g. 'systemctl reload nginx'")
+	fs.StringVar(&f.preHook, "pre-hook", "", "shell `COMMAND` run once before the validation listener binds, e.g. 'systemctl stop nginx' when it holds :443; remembered for renew")
+	fs.StringVar(&f.postHook, "post-hook", "", "shell `COMMAND` run once after the validation listener is released, even if validation failed, e.g. 'systemctl start nginx'; remembered for renew")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge from outside before telling the CA it is ready")
 	fs.BoolVar(&f.separate, "separate", false, "order one certificate per name, concurrently, each in --out/NAME")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "certificate key `TYPE`: ec256, ec384, rsa2048, rsa3072 or rsa4096")
@@ -161,7 +171,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if dir.Meta != nil && dir.Meta.ExternalAccountRequired && eab == nil {
-		if err := needAccountOrEAB(f.storage, caURL, f.email); err != nil {
+		if err := needAccountOrEAB(e, f.storage, caURL, f.email); err != nil {
 			return err
 		}
 	}
@@ -169,7 +179,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		return usagef("--profile: %v", err)
 	}
 
-	store, err := openStorage(f.storage)
+	store, err := openStorage(e, f.storage, create)
 	if err != nil {
 		return err
 	}
@@ -189,6 +199,8 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		is.onStep = stepPrinter(e)
 	}
 	is.httpClientSet(f.caRoot, hc)
+	is.hooks = newStandaloneHooks(logger, "", "")
+	defer is.closeIdle()
 	m := manager.New(store, is.get, logger)
 
 	// Settings not given on the command line keep what a certificate
@@ -197,7 +209,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	specFor := func(names []string, out string) manager.Spec {
 		spec := manager.Spec{
 			CertName: f.certName, Names: names, CA: caURL, CARoot: f.caRoot, Email: f.email, Profile: f.profile,
-			PreferredChain: f.preferredChain, Out: out, DeployHook: f.hook,
+			PreferredChain: f.preferredChain, Out: out, DeployHook: f.hook, PreHook: f.preHook, PostHook: f.postHook,
 		}
 		if set["key-type"] {
 			spec.KeyType = kt
@@ -254,6 +266,17 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 			failed = append(failed, errs[i])
 		}
 	}
+	// The server the pre-hook stopped comes back whatever happened.
+	if err := is.hooks.finish(ctx); err != nil {
+		failed = append(failed, err)
+	}
+	var recs []*manager.Record
+	for _, res := range results {
+		if res != nil {
+			recs = append(recs, res.Record)
+		}
+	}
+	printRenewHint(e, store.Root(), storedNames(recs))
 	return errors.Join(failed...)
 }
 
@@ -331,14 +354,10 @@ func profilesOf(d acme.Directory) map[string]string {
 
 // needAccountOrEAB refuses early when the CA requires External Account
 // Binding, no EAB was given, and no account for this CA exists yet.
-func needAccountOrEAB(storageDir, caURL, email string) error {
-	root := storageDir
-	if root == "" {
-		d, err := fsDefaultRoot()
-		if err != nil {
-			return err
-		}
-		root = d
+func needAccountOrEAB(e *env, storageFlag, caURL, email string) error {
+	root, err := storageDir(e, storageFlag)
+	if err != nil {
+		return err
 	}
 	if email == "" {
 		email = "default"

@@ -33,6 +33,10 @@ type issuers struct {
 	publisher issuer.Publisher
 	// noPreflight skips checking each challenge before the CA is told.
 	noPreflight bool
+	// hooks runs each spec's pre- and post-hooks around the standalone
+	// listener; nil runs none. The command calls hooks.finish at the end
+	// of its run.
+	hooks *standaloneHooks
 
 	mu       sync.Mutex
 	byKey    map[string]*issuer.Issuer
@@ -70,7 +74,10 @@ func (is *issuers) get(ctx context.Context, spec manager.Spec) (manager.Issuer, 
 	if listen == "" {
 		listen = ":443"
 	}
-	key := spec.CA + "\x00" + spec.Email + "\x00" + spec.CARoot + "\x00" + listen
+	// One listener per address and pair of hooks: the hooks run around
+	// its bind, and specs that share them share it.
+	odKey := listen + "\x00" + spec.PreHook + "\x00" + spec.PostHook
+	key := spec.CA + "\x00" + spec.Email + "\x00" + spec.CARoot + "\x00" + odKey
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	if iss, ok := is.byKey[key]; ok {
@@ -78,10 +85,10 @@ func (is *issuers) get(ctx context.Context, spec manager.Spec) (manager.Issuer, 
 	}
 	var pub issuer.Publisher = is.publisher
 	if pub == nil {
-		od, ok := is.ondemand[listen]
+		od, ok := is.ondemand[odKey]
 		if !ok {
-			od = responder.NewOnDemand(is.responder, listen, is.listen)
-			is.ondemand[listen] = od
+			od = responder.NewOnDemand(is.responder, listen, is.listenWithHooks(spec))
+			is.ondemand[odKey] = od
 		}
 		pub = od
 	}
@@ -118,6 +125,18 @@ func stepPrinter(e *env) func(issuer.Step) {
 	}
 }
 
+// closeIdle closes the CA connections kept alive for reuse, at the end of
+// a command: a process would drop them on exit, but a command run
+// in-process (tests, the demo) would leave them open until the CA's
+// server gave up on them.
+func (is *issuers) closeIdle() {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	for _, c := range is.clients {
+		c.CloseIdleConnections()
+	}
+}
+
 func (is *issuers) httpClientSet(caRoot string, c *http.Client) {
 	is.mu.Lock()
 	is.clients[caRoot] = c
@@ -129,4 +148,25 @@ func (is *issuers) preflightFor(listen string) issuer.Preflighter {
 		return nil
 	}
 	return newPreflight(listen)
+}
+
+// listenWithHooks returns how the standalone listener for spec is bound:
+// spec's pre-hook first (once per run), then is.listen or net.Listen.
+func (is *issuers) listenWithHooks(spec manager.Spec) func(ctx context.Context, addr string) (net.Listener, error) {
+	base := is.listen
+	if base == nil {
+		base = func(ctx context.Context, addr string) (net.Listener, error) {
+			var lc net.ListenConfig
+			return lc.Listen(ctx, "tcp", addr)
+		}
+	}
+	if is.hooks == nil {
+		return base
+	}
+	return func(ctx context.Context, addr string) (net.Listener, error) {
+		if err := is.hooks.beforeBind(ctx, spec); err != nil {
+			return nil, err
+		}
+		return base(ctx, addr)
+	}
 }

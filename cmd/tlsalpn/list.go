@@ -75,7 +75,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
-	store, err := openStorage(cf.storage)
+	store, err := openStorage(e, cf.storage, mustExist)
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,16 @@ func commands() []command {
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// geteuid is the effective user id, which picks the default storage
+	// (fs.DefaultRootFor); nil means os.Geteuid.
+	geteuid func() int
+}
+
+func (e *env) euid() int {
+	if e.geteuid == nil {
+		return os.Geteuid()
+	}
+	return e.geteuid()
 }
 
 // exitError carries a command's own exit code (check's 1 for expiring and
@@ -76,7 +86,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(profiled(func() int {
-		return run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+		return run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, geteuid: os.Geteuid}, os.Args[1:])
 	}))
 }
 
@@ -167,8 +177,10 @@ Try it with nothing set up:
 A first certificate (port 443 must be free while validating, about a second):
   tlsalpn issue -d example.com --email you@example.com --agree-tos --out /etc/ssl/example.com \
       --deploy-hook 'systemctl reload nginx'
-Then, from cron or a systemd timer, twice a day:
-  tlsalpn renew
+It says where it stored the certificate (/var/lib/tlsalpn as root,
+~/.local/share/tlsalpn for other users) and how to renew it: from cron or a
+systemd timer, twice a day, as the same user:
+  17 3,15 * * *  root  /usr/local/bin/tlsalpn renew -q
 
 Run "tlsalpn <command> --help" for the flags of a command.
 Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing was done).

@@ -74,7 +74,7 @@ func runReconfigure(ctx context.Context, e *env, args []string) error {
 			return usagef("--out: %v", err)
 		}
 	}
-	store, err := openStorage(cf.storage)
+	store, err := openStorage(e, cf.storage, mustExist)
 	if err != nil {
 		return err
 	}

@@ -12,18 +12,24 @@ import (
 )
 
 const renewUsage = `
-Usage: tlsalpn renew [--force] [--storage DIR]
+Usage: tlsalpn renew [-q] [--force] [--dry-run] [--storage DIR]
 
 Renews every stored certificate that is due, exactly as it was issued: the
 same CA and account, profile, key type, validation listener, output
-directory and deploy hook. A certificate is due when the CA's ACME Renewal
-Information (ARI) window says so (a random moment in the window, chosen once),
-or, when the CA offers no ARI, once a third of its lifetime remains (half for
-certificates valid under ten days). Renewals name the old certificate in the
-order ("replaces"), which Let's Encrypt exempts from rate limits.
+directory, deploy hook and pre- and post-hooks. A certificate is due when
+the CA's ACME Renewal Information (ARI) window says so (a random moment in
+the window, chosen once), or, when the CA offers no ARI, once a third of its
+lifetime remains (half for certificates valid under ten days). Renewals name
+the old certificate in the order ("replaces"), which Let's Encrypt exempts
+from rate limits.
 
-Run it from cron or a systemd timer; twice a day is plenty:
-  17 3,15 * * *  root  tlsalpn renew --storage /var/lib/tlsalpn
+Run it from cron or a systemd timer, as the user that ran "tlsalpn issue"
+(so that it finds the same storage); twice a day is plenty:
+  /etc/cron.d/tlsalpn:  17 3,15 * * *  root  /usr/local/bin/tlsalpn renew -q
+  systemd:              contrib/systemd/tlsalpn-renew.{service,timer}
+The storage is --storage, else $TLSALPN_STORAGE, else /var/lib/tlsalpn for
+root and $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn for other users.
+A storage directory that does not exist is an error, not "nothing to do".
 
 A certificate that a running "tlsalpn serve" keeps (on this storage) is
 handed to that serve, which renews it through the port it holds; renew
@@ -32,29 +38,60 @@ waits for it and prints the new serial.
 A failed renewal leaves the current certificate and files untouched. A
 certificate whose deployment failed (files, hook or HAProxy) is deployed
 again by the next run, without a new order, even when it is not due.
-Exit codes: 0 nothing failed (renewed, or nothing due), 1 a renewal or a
-deployment failed.
+
+--dry-run rehearses the renewal of every certificate, due or not: a real
+order and validation, at the CA's staging directory when one is known (Let's
+Encrypt), else at the same CA, with a throwaway copy of the accounts; nothing
+is stored, no file is written to any output directory, no deploy hook runs.
+Pre- and post-hooks do run, as with certbot: without them the validation
+listener could not bind.
+
+--pre-hook and --post-hook add commands to run around the validation
+listener in this run, besides those each certificate was issued with: each
+distinct pre-hook once before the first bind (not at all when nothing is
+due), each post-hook once at the end, even when a validation failed.
+
+Exit codes: 0 nothing failed (renewed, or nothing due), 1 a renewal, a
+deployment or a hook failed, or there is no storage.
 `
 
 func runRenew(ctx context.Context, e *env, args []string) error {
 	var cf caFlags
-	var force bool
+	var force, quiet, dryRun bool
+	var preHook, postHook string
 	var timeout time.Duration
 	fs := newFlagSet(e, "renew", renewUsage)
 	cf.register(fs, false)
 	fs.BoolVar(&force, "force", false, "renew every certificate now, due or not")
+	fs.BoolVar(&quiet, "q", false, "quiet: print nothing unless a certificate was renewed or deployed, or something failed (for cron)")
+	fs.BoolVar(&quiet, "quiet", false, "the same as -q")
+	fs.BoolVar(&dryRun, "dry-run", false, "rehearse every renewal (a real order, at the CA's staging when known); store, write and deploy nothing")
+	fs.StringVar(&preHook, "pre-hook", "", "shell `COMMAND` to run before the validation listener binds (e.g. stop the server holding :443), once per run")
+	fs.StringVar(&postHook, "post-hook", "", "shell `COMMAND` to run after the validation listener was released (e.g. start that server again), once per run")
 	fs.DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this `DURATION`")
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
+	if quiet && cf.verbose {
+		return usagef("-q and -v contradict each other: give one")
+	}
 	ctx, cancel := withTimeout(ctx, timeout)
 	defer cancel()
-	store, err := openStorage(cf.storage)
+	store, err := openStorage(e, cf.storage, mustExist)
 	if err != nil {
 		return err
 	}
 	logger := cf.logger(e)
+	if quiet {
+		logger = quietLogger(e)
+	}
+	hooks := newStandaloneHooks(logger, preHook, postHook)
+	if dryRun {
+		return dryRunRenew(ctx, e, store, logger, hooks, cf.verbose)
+	}
 	is := newIssuers(store, logger, responder.New(responder.WithLogger(logger)))
+	is.hooks = hooks
+	defer is.closeIdle()
 	if cf.verbose {
 		is.onStep = stepPrinter(e)
 	}
@@ -101,12 +138,21 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			return nil, false, nil
 		},
 	})
+	// A post-hook that failed (the server did not come back) is a
+	// failure of this run, reported after what was renewed.
+	hookErr := hooks.finish(ctx)
 	if err != nil {
-		return err
+		return errors.Join(err, hookErr)
 	}
 	if len(results) == 0 {
-		fmt.Fprintf(e.stdout, "no certificates stored in %s: issue one with tlsalpn issue\n", store.Root())
+		if !quiet {
+			fmt.Fprintf(e.stdout, "no certificates stored in %s: issue one with tlsalpn issue\n", store.Root())
+		}
 		return nil
+	}
+	total := len(results)
+	if quiet {
+		results = worthSaying(results)
 	}
 	var failed []error
 	for _, r := range results {
@@ -149,7 +195,10 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d renewals failed: %w", len(failed), len(results), errors.Join(failed...))
+		return errors.Join(fmt.Errorf("%d of %d renewals failed: %w", len(failed), total, errors.Join(failed...)), hookErr)
+	}
+	if hookErr != nil {
+		return hookErr
 	}
 	return nil
 }

@@ -44,7 +44,7 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 		return usagef("--reason %d: use 0 (unspecified), 1 (keyCompromise), 4 (superseded) or 5 (cessationOfOperation)", reason)
 	}
 	name := fs.pos[0]
-	store, err := openStorage(cf.storage)
+	store, err := openStorage(e, cf.storage, mustExist)
 	if err != nil {
 		return err
 	}

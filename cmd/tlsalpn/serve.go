@@ -137,6 +137,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		// halves that for a few MiB more. GOGC, when set, decides.
 		debug.SetGCPercent(200)
 	}
+	if cfg.Storage, err = resolveStorage(e, cfg.Storage); err != nil {
+		return err
+	}
 	rt, err := newServeRuntime(cfg, logger, f.noPreflight)
 	if err != nil {
 		return err
@@ -331,7 +334,7 @@ type serveRuntime struct {
 }
 
 func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) (*serveRuntime, error) {
-	store, err := openStorage(cfg.Storage)
+	store, err := openStorageDir(cfg.Storage, create)
 	if err != nil {
 		return nil, err
 	}

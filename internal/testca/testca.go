@@ -432,6 +432,10 @@ func (c *CA) Close() error {
 	c.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
+		// The CA's own client (SetRenewalInfo) keeps an HTTP/2 connection
+		// to the management server, which Shutdown would otherwise wait
+		// for until its timeout.
+		c.httpClient.CloseIdleConnections()
 		var errs []error
 		for _, srv := range []*http.Server{c.acmeSrv, c.mgmtSrv} {
 			if err := srv.Shutdown(ctx); err != nil {

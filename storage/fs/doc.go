@@ -7,6 +7,7 @@
 // A key maps to the file root/<key>, with slashes as directory separators. tlsalpn uses:
 //
 //	root/                                   0700, tightened to 0700 by New if looser
+//	                                        (default: DefaultRoot)
 //	  accounts/<ca>/<email>/account.json    ACME account (registration URL, contact)
 //	  accounts/<ca>/<email>/key.pem         account private key, 0600
 //	  certificates/<ca>/<name>/cert.pem     certificate chain, leaf first

@@ -54,15 +54,49 @@ func WithLogger(l *slog.Logger) Option {
 	return func(f *FS) { f.log = l }
 }
 
-// DefaultRoot returns $XDG_DATA_HOME/tlsalpn, or ~/.local/share/tlsalpn when XDG_DATA_HOME is
-// unset or not absolute (as the XDG Base Directory specification requires).
-func DefaultRoot() (string, error) {
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
+// SystemRoot is the default root for the superuser: where a system's state belongs (FHS
+// /var/lib), the same whether tlsalpn runs from a shell, from cron or from a systemd unit. It
+// needs no $HOME, which systemd does not set for a service without User=.
+const SystemRoot = "/var/lib/tlsalpn"
+
+// EnvRoot names the environment variable that, when set, overrides the default root for every
+// command (an explicit --storage still wins).
+const EnvRoot = "TLSALPN_STORAGE"
+
+// DefaultRoot returns the default root for this process: DefaultRootFor with its effective user
+// id and environment.
+func DefaultRoot() (string, error) { return DefaultRootFor(os.Geteuid(), os.Getenv) }
+
+// DefaultRootFor returns the default root for a process running as euid with environment getenv:
+// $TLSALPN_STORAGE when set (absolute); else SystemRoot for root (uid 0); else
+// $XDG_DATA_HOME/tlsalpn, or $HOME/.local/share/tlsalpn when XDG_DATA_HOME is unset or not
+// absolute (as the XDG Base Directory specification requires).
+//
+// Root gets one fixed path, not its home, so that "sudo tlsalpn issue", a root crontab line and
+// a systemd unit without User= all find the same certificates.
+func DefaultRootFor(euid int, getenv func(string) string) (string, error) {
+	if d := getenv(EnvRoot); d != "" {
+		if !filepath.IsAbs(d) {
+			return "", fmt.Errorf("storage/fs: %s=%q is relative: give an absolute path", EnvRoot, d)
+		}
+		return filepath.Clean(d), nil
+	}
+	if euid == 0 {
+		return SystemRoot, nil
+	}
+	return UserRoot(getenv)
+}
+
+// UserRoot returns an ordinary user's default root: $XDG_DATA_HOME/tlsalpn, or
+// $HOME/.local/share/tlsalpn. It was root's default too before SystemRoot, so a
+// command run as root looks there for certificates left by an earlier tlsalpn.
+func UserRoot(getenv func(string) string) (string, error) {
+	if d := getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "tlsalpn"), nil
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("storage/fs: default root: %w", err)
+	home := getenv("HOME")
+	if home == "" || !filepath.IsAbs(home) {
+		return "", fmt.Errorf("storage/fs: default root: $HOME is not set (under systemd, give the unit a User= or pass --storage)")
 	}
 	return filepath.Join(home, ".local", "share", "tlsalpn"), nil
 }

@@ -198,19 +198,34 @@ func TestNew(t *testing.T) {
 
 func TestDefaultRoot(t *testing.T) {
 	tests := []struct {
-		xdg, home, want string
+		name            string
+		euid            int
+		env             map[string]string
+		want, wantError string
 	}{
-		{"/data", "/home/u", "/data/tlsalpn"},
-		{"relative", "/home/u", "/home/u/.local/share/tlsalpn"},
-		{"", "/home/u", "/home/u/.local/share/tlsalpn"},
+		{"user, XDG", 1000, map[string]string{"XDG_DATA_HOME": "/data", "HOME": "/home/u"}, "/data/tlsalpn", ""},
+		{"user, relative XDG ignored", 1000, map[string]string{"XDG_DATA_HOME": "relative", "HOME": "/home/u"}, "/home/u/.local/share/tlsalpn", ""},
+		{"user, HOME", 1000, map[string]string{"HOME": "/home/u"}, "/home/u/.local/share/tlsalpn", ""},
+		{"user, no HOME", 1000, nil, "", "$HOME is not set"},
+		{"root ignores HOME and XDG", 0, map[string]string{"XDG_DATA_HOME": "/data", "HOME": "/root"}, "/var/lib/tlsalpn", ""},
+		{"root under systemd: no HOME", 0, nil, "/var/lib/tlsalpn", ""},
+		{"TLSALPN_STORAGE for root", 0, map[string]string{"TLSALPN_STORAGE": "/srv/tls/"}, "/srv/tls", ""},
+		{"TLSALPN_STORAGE for a user", 1000, map[string]string{"TLSALPN_STORAGE": "/srv/tls", "HOME": "/home/u"}, "/srv/tls", ""},
+		{"TLSALPN_STORAGE relative", 1000, map[string]string{"TLSALPN_STORAGE": "tls", "HOME": "/home/u"}, "", "is relative"},
 	}
 	for _, tt := range tests {
-		t.Setenv("XDG_DATA_HOME", tt.xdg)
-		t.Setenv("HOME", tt.home)
-		got, err := DefaultRoot()
-		if err != nil || got != tt.want {
-			t.Errorf("XDG_DATA_HOME=%q HOME=%q: DefaultRoot() = %q, %v; want %q", tt.xdg, tt.home, got, err, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := DefaultRootFor(tt.euid, func(k string) string { return tt.env[k] })
+			if tt.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+					t.Fatalf("DefaultRootFor = %q, %v; want an error containing %q", got, err, tt.wantError)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("DefaultRootFor = %q, %v; want %q", got, err, tt.want)
+			}
+		})
 	}
 }
 
