@@ -55,6 +55,7 @@ type issueFlags struct {
 	hook           string
 	separate       bool
 	noPreflight    bool
+	validationPort int
 	keyType        string
 	profile        string
 	preferredChain string
@@ -68,6 +69,7 @@ func (f *issueFlags) register(fs *flagSet) {
 	fs.StringVar(&f.out, "out", "", "`DIR` to write cert.pem, chain.pem, fullchain.pem and key.pem to (default STORAGE/live/NAME)")
 	fs.StringVar(&f.hook, "deploy-hook", "", "shell `COMMAND` to run after the files are written, e.g. 'systemctl reload nginx'")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge from outside before telling the CA it is ready")
+	fs.IntVar(&f.validationPort, "validation-port", 443, "the `PORT` the CA connects to, which the preflight checks: 443 for every real CA; only for a test CA (Pebble) whose validation dials another port")
 	fs.BoolVar(&f.separate, "separate", false, "order one certificate per name, concurrently, each in --out/NAME")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "certificate key `TYPE`: ec256, ec384, rsa2048, rsa3072 or rsa4096")
 	fs.StringVar(&f.profile, "profile", "", "ACME `PROFILE` to request (e.g. classic, tlsserver, shortlived); default: classic or default when the CA offers it")
@@ -107,6 +109,9 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	ids, err := parseNames(f.names)
 	if err != nil {
 		return err
+	}
+	if f.validationPort < 1 || f.validationPort > 65535 {
+		return usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
 	}
 	caURL, err := issuer.ResolveCA(f.ca)
 	if err != nil {
@@ -166,6 +171,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	r := responder.New(responder.WithLogger(logger))
 	is := newIssuers(store, logger, r)
 	is.eab, is.agreeTOS, is.noPreflight = eab, f.agreeTOS, f.noPreflight
+	is.validationPort = f.validationPort
 	if f.verbose {
 		is.onStep = stepPrinter(e)
 	}

@@ -33,6 +33,9 @@ type issuers struct {
 	publisher issuer.Publisher
 	// noPreflight skips checking each challenge before the CA is told.
 	noPreflight bool
+	// validationPort is the port the CA connects to, which the preflight
+	// checks; 0 means 443.
+	validationPort int
 
 	mu       sync.Mutex
 	byKey    map[string]*issuer.Issuer
@@ -128,5 +131,5 @@ func (is *issuers) preflightFor(listen string) issuer.Preflighter {
 	if is.noPreflight {
 		return nil
 	}
-	return newPreflight(listen)
+	return newPreflight(listen, is.validationPort, is.logger)
 }
