@@ -193,7 +193,11 @@ func (c *Checker) judgeClient(id challenge.Identifier, ap netip.AddrPort, h hand
 		out.Status = StatusUnreachable
 		out.Handshake = h.err.Error()
 		if h.dialErr {
-			out.Problem = "connect failed: " + caWords(h.err)
+			words := caWords(h.err)
+			if words == genericWords {
+				words = h.err.Error()
+			}
+			out.Problem = "connect failed: " + words
 			out.Fix = connectFix(h.err, ap, c.timeout())
 		} else {
 			out.Problem = "TLS handshake failed: " + h.err.Error()
