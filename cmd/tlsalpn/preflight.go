@@ -79,17 +79,24 @@ func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyA
 		decisive, _ = netip.ParseAddrPort(rep.CA.Tried[n-1])
 	}
 	here := p.onThisHost(decisive.Addr())
+	fellBack := ""
+	if rep.CA.Pass && len(rep.CA.Tried) > 1 {
+		// Say that the CA will have to fall back, and why.
+		fellBack = "; " + rep.CA.Summary
+	}
 	switch {
 	case rep.CA.Pass && here:
-		return fmt.Sprintf("checked %s at %s, an address of this host, on the CA's port %d (a firewall in front of this host cannot be seen from here)",
-			id.Value, decisive, p.caPort), nil
+		return fmt.Sprintf("checked %s at %s, an address of this host, on the CA's port %d (a firewall in front of this host cannot be seen from here)%s",
+			id.Value, decisive, p.caPort, fellBack), nil
 	case rep.CA.Pass:
-		return fmt.Sprintf("checked %s at %s on the CA's port %d from this host (%s is not on this host: the connection went through it and back to this responder; a firewall rule for outside sources cannot be seen from here)",
-			id.Value, decisive, p.caPort, decisive.Addr()), nil
+		return fmt.Sprintf("checked %s at %s on the CA's port %d from this host (%s is not on this host: the connection went through it and back to this responder; a firewall rule for outside sources cannot be seen from here)%s",
+			id.Value, decisive, p.caPort, decisive.Addr(), fellBack), nil
 	case here || !decisive.IsValid():
 		msg := problem(rep)
 		if _, port, err := p.localTarget(); err == nil && port != p.caPort {
-			msg += fmt.Sprintf("; tlsalpn answers on --listen %s, not on the CA's port %d: listen on :%d, or forward port %d to %d", p.listen, p.caPort, p.caPort, p.caPort, port)
+			msg += fmt.Sprintf("; tlsalpn answers on --listen %s, not on the CA's port %d: listen on :%d, or forward port %d to %d "+
+				"(a firewall redirect of incoming connections does not apply to this host's own: if one is in place, --no-preflight)",
+				p.listen, p.caPort, p.caPort, p.caPort, port)
 		}
 		return "", fmt.Errorf("checked %s at %s, an address of this host, on the CA's port %d: %s", id.Value, decisive, p.caPort, msg)
 	}

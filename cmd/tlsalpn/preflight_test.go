@@ -240,3 +240,32 @@ func TestIssueValidationPortUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestPreflightSaysFallback: when the CA would pass only by falling back
+// from the AAAA address to the A address, the words say so.
+func TestPreflightSaysFallback(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		ln.Close()
+	}
+	ctx := context.Background()
+	r := responder.New()
+	caPort := freePort(t)
+	serveResponder(t, r, "127.0.0.1:"+strconv.Itoa(caPort)) // nothing on [::1]:caPort
+	id, _ := challenge.ParseIdentifier("both.example")
+	keyAuth := "token.thumbprint"
+	cert, _ := challenge.Build(id, keyAuth)
+	r.Publish(ctx, challenge.ServerName(id), cert)
+	p := newPreflight("127.0.0.1:"+strconv.Itoa(caPort), caPort, nil)
+	p.resolver = fakeResolver{"ip6 both.example": {netip.IPv6Loopback()}, "ip4 both.example": {netip.MustParseAddr("127.0.0.1")}}
+	checked, err := p.Preflight(ctx, id, keyAuth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"checked both.example at 127.0.0.1:" + strconv.Itoa(caPort) + ", an address of this host", "only by falling back", "[::1]:" + strconv.Itoa(caPort)} {
+		if !strings.Contains(checked, want) {
+			t.Errorf("words %q lack %q", checked, want)
+		}
+	}
+}
