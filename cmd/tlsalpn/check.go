@@ -157,7 +157,7 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 	}
 	if monitor {
 		if keyAuth != "" {
-			return usagef("--monitor makes no acme-tls/1 handshake, so a key authorization has nothing to check: drop --key-authorization/--token, or --monitor")
+			return usagef("--monitor makes no acme-tls/1 handshake, so a key authorization has nothing to check: drop --key-authorization/--token, or give --monitor=false for the CA's check")
 		}
 		return runMonitor(ctx, e, c, targets, f)
 	}

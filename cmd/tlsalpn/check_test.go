@@ -233,6 +233,8 @@ func TestCheckUsageErrors(t *testing.T) {
 		{[]string{"check", "--expiring-within", "0d", "example.com"}, "not positive"},
 		{[]string{"check", "--ca-root", "/nonexistent/root.pem", "example.com"}, "--ca-root"},
 		{[]string{"check", "--timeout", "0s", "example.com"}, "--timeout"},
+		{[]string{"check", "--expiring-within", "30d", "--token", "t", "--thumbprint", "p", "example.com"}, "--monitor=false"},
+		{[]string{"check", "--monitor=maybe", "example.com"}, "monitor"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args[1:], " "), func(t *testing.T) {
@@ -376,4 +378,19 @@ func TestCheckMonitor(t *testing.T) {
 			t.Errorf("gone.test: %+v", g)
 		}
 	})
+}
+
+// TestCheckHelp: --help teaches both modes with examples and every exit
+// code of each.
+func TestCheckHelp(t *testing.T) {
+	code, out, _ := runCLI(t, context.Background(), "check", "--help")
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"Usage: tlsalpn check", "--monitor", "tlsalpn check --expiring-within 30d example.com",
+		"Exit codes of the CA's check", "Exit codes of --monitor", "\n  3  ", "\n  4  ", "Flags:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %q:\n%s", want, out)
+		}
+	}
 }
