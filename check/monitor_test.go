@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +90,35 @@ func TestStatusWorst(t *testing.T) {
 				t.Errorf("%s.Worst(%s) = %s, want %s", a, b, got, want)
 			}
 		}
+	}
+}
+
+// TestMonitorResolve: a name without records is unreachable with the
+// lookup's words; with an A and an AAAA record, every address gets its
+// own verdicts and the name the worst of them.
+func TestMonitorResolve(t *testing.T) {
+	root := newTestRoot(t)
+	id := challenge.Identifier{Type: challenge.DNS, Value: "monitor.test"}
+	c := &Checker{Resolver: fakeResolver{}, Roots: root.pool, Timeout: 5 * time.Second}
+	r := c.Monitor(context.Background(), Target{ID: id, Port: 443})
+	if r.Status != StatusUnreachable || r.Resolve == nil || r.Resolve.Pass || len(r.Addresses) != 0 || !strings.Contains(r.Summary, "does not resolve") {
+		t.Errorf("no records: %+v", r)
+	}
+
+	if !haveIPv6() {
+		t.Skip("no IPv6 loopback here")
+	}
+	web := newResponder(t, "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{*root.leaf(t, id, 60*24*time.Hour)}})
+	c.Resolver = fakeResolver{v4: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, v6: []netip.Addr{netip.IPv6Loopback()}}
+	r = c.Monitor(context.Background(), Target{ID: id, Port: web.port()}) // nothing on [::1] at that port
+	if r.Status != StatusUnreachable || len(r.Addresses) != 2 {
+		t.Fatalf("status %s, %d addresses: %+v", r.Status, len(r.Addresses), r)
+	}
+	v6, v4 := r.Addresses[0], r.Addresses[1]
+	if v6.Address != "[::1]:"+strconv.Itoa(web.port()) || v6.Status != StatusUnreachable || v6.Expiry != ExpiryUnknown {
+		t.Errorf("IPv6: %+v", v6)
+	}
+	if v4.Status != StatusOK || !v4.HandshakeOK || !v4.CertificateOK || v4.Expiry != ExpiryOK {
+		t.Errorf("IPv4: %+v", v4)
 	}
 }
