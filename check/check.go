@@ -203,8 +203,9 @@ type Checker struct {
 	// Resolver looks up A and AAAA records; nil means net.DefaultResolver.
 	Resolver Resolver
 	// Addresses, when set, are used for every target instead of DNS, as
-	// if they were the name's A and AAAA records. IP identifiers never
-	// need DNS.
+	// if they were the name's A and AAAA records, and instead of an IP
+	// identifier's own address (to check a listener that answers for it
+	// elsewhere, as behind NAT).
 	Addresses []netip.Addr
 	// Timeout bounds each connection, connect and handshake together.
 	// 0 means DialTimeout, the CA's.
@@ -314,19 +315,19 @@ func (c *Checker) Check(ctx context.Context, t Target) *Report {
 // addresses returns the addresses to check and, when DNS was used, the
 // RuleResolve result.
 func (c *Checker) addresses(ctx context.Context, id challenge.Identifier) ([]netip.Addr, *Result) {
-	if id.Type == challenge.IP {
-		a, err := netip.ParseAddr(id.Value)
-		if err != nil {
-			return nil, &Result{Rule: RuleResolve, CAMessage: fmt.Sprintf("can't parse IP address %q: %s", id.Value, err)}
-		}
-		return []netip.Addr{a.Unmap()}, nil
-	}
 	if len(c.Addresses) > 0 {
 		out := make([]netip.Addr, 0, len(c.Addresses))
 		for _, a := range c.Addresses {
 			out = append(out, a.Unmap())
 		}
 		return out, nil
+	}
+	if id.Type == challenge.IP {
+		a, err := netip.ParseAddr(id.Value)
+		if err != nil {
+			return nil, &Result{Rule: RuleResolve, CAMessage: fmt.Sprintf("can't parse IP address %q: %s", id.Value, err)}
+		}
+		return []netip.Addr{a.Unmap()}, nil
 	}
 	res := c.Resolver
 	if res == nil {

@@ -418,7 +418,7 @@ func handshakeFix(err error, t Target, ap netip.AddrPort, timeout time.Duration)
 	case words == "Server only speaks HTTP, not TLS":
 		return fmt.Sprintf("port %d at %s speaks plain HTTP: the CA needs TLS there; point the port at the TLS-ALPN-01 responder (or use HTTP-01 on port 80)", ap.Port(), ap.Addr())
 	case strings.HasSuffix(words, "no application protocol"):
-		return fmt.Sprintf("the TLS server at %s has ALPN configured without acme-tls/1 and refuses the CA's handshake: let the responder answer acme-tls/1 (tlsalpn serve in front of the web server), or use DNS-01", ap)
+		return fmt.Sprintf("the TLS server at %s refuses acme-tls/1: either it has ALPN configured without acme-tls/1 (let a responder answer it: tlsalpn serve in front of the web server, or use DNS-01), or it is a TLS-ALPN-01 responder with no challenge pending for %s, which is correct outside a validation (to monitor a server, use check --monitor)", ap, t.ID.Value)
 	case strings.HasSuffix(words, "protocol version not supported"):
 		return "the server speaks only TLS versions older than 1.2, which the CA refuses: enable TLS 1.2 or 1.3"
 	case strings.HasSuffix(words, "unrecognized name"):

@@ -121,7 +121,8 @@ func (iss *Issuer) solve(ctx context.Context, acct acme.Account, authzURL string
 		}
 	}()
 	if iss.cfg.Preflight != nil {
-		if err := iss.cfg.Preflight.Preflight(ctx, id, keyAuth); err != nil {
+		checked, err := iss.cfg.Preflight.Preflight(ctx, id, keyAuth)
+		if err != nil {
 			return &PreflightError{Identifier: name, Err: err}
 		}
 		// The preflight's own handshake must not count as the CA's.
@@ -129,7 +130,7 @@ func (iss *Issuer) solve(ctx context.Context, acct acme.Account, authzURL string
 		case <-seen:
 		default:
 		}
-		iss.step(Step{Kind: StepReady, Identifier: name, Detail: "preflight passed: the challenge validates from outside as the CA will check it"})
+		iss.step(Step{Kind: StepReady, Identifier: name, Detail: "preflight passed: " + checked})
 	}
 	iss.step(Step{Kind: StepReady, Identifier: name, Detail: "responder ready; asking the CA to validate " + chal.URL})
 

@@ -75,8 +75,12 @@ type Config struct {
 // Preflighter checks that a published challenge can be validated before
 // the CA is told it is ready. A CA counts failed validations (Let's Encrypt
 // allows five per name per hour); a preflight that fails costs nothing.
+//
+// On success it returns what it checked, in words for people: how much a
+// preflight can see depends on where it runs (behind NAT, only the local
+// listener), and the issuer must not claim more than that.
 type Preflighter interface {
-	Preflight(ctx context.Context, id challenge.Identifier, keyAuth string) error
+	Preflight(ctx context.Context, id challenge.Identifier, keyAuth string) (checked string, err error)
 }
 
 // StepKind names a step of the flow.

@@ -213,6 +213,9 @@ func (s *Spec) keepUnset(cur Spec) {
 	if s.Listen == "" {
 		s.Listen = cur.Listen
 	}
+	if s.ValidationPort == 0 {
+		s.ValidationPort = cur.ValidationPort
+	}
 	if s.CARoot == "" {
 		s.CARoot = cur.CARoot
 	}
@@ -237,6 +240,7 @@ func settingsDiff(a, b Spec) []string {
 	add("preferred chain", a.PreferredChain != b.PreferredChain)
 	add("email", a.Email != b.Email)
 	add("listen", a.Listen != b.Listen)
+	add("validation port", a.ValidationPort != b.ValidationPort)
 	add("CA root", a.CARoot != b.CARoot)
 	add("HAProxy", a.HAProxySocket != b.HAProxySocket || a.HAProxyCert != b.HAProxyCert)
 	return d

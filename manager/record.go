@@ -27,6 +27,9 @@ type Spec struct {
 	Out            string         `json:"out,omitempty"`
 	DeployHook     string         `json:"deploy_hook,omitempty"`
 	Listen         string         `json:"listen,omitempty"` // where to answer the CA on renewal
+	// ValidationPort is the port the CA connects to, which the preflight
+	// checks, when it is not 443 (a test CA); 0 means 443.
+	ValidationPort int `json:"validation_port,omitempty"`
 	// PreHook and PostHook are shell commands run around the standalone
 	// validation listener on renewal as at issue (certbot's --pre-hook and
 	// --post-hook): stop the server that holds :443, start it again. The

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,37 +20,61 @@ import (
 
 const checkUsage = `
 Usage: tlsalpn check [flags] NAME[:PORT]...
+       tlsalpn check --monitor [--expiring-within DURATION] NAME[:PORT]...
 
-Validates each name from the outside exactly as Let's Encrypt's CA does
-for TLS-ALPN-01, before the CA does (it allows only 5 failures per name per
-hour): resolves A and AAAA, connects to every address with the CA's
-settings (TLS 1.2 or later, ALPN acme-tls/1 only, the name as SNI, 10 s for
-connect and handshake), and applies the CA's checks to the certificate. It
-prints, per address, each rule as PASS or FAIL with the CA's own words, one
-line on how to fix each failure, and what the CA would conclude: it tries
-the first IPv6 address, and the first IPv4 address only if IPv6 fails to
-connect.
+Two modes.
 
-It also checks what the CA cannot see: that ordinary clients (ALPN h2,
-http/1.1 or none) never get the validation certificate, and the production
-certificate browsers get: names, issuer, chain, days left.
-
+The CA's check (default) validates each name from the outside exactly as
+Let's Encrypt's CA does for TLS-ALPN-01, before the CA does (it allows only
+5 failures per name per hour): resolves A and AAAA, connects to every
+address with the CA's settings (TLS 1.2 or later, ALPN acme-tls/1 only, the
+name as SNI, 10 s for connect and handshake), and applies the CA's checks to
+the certificate. It prints, per address, each rule as PASS or FAIL with the
+CA's own words, one line on how to fix each failure, and what the CA would
+conclude: it tries the first IPv6 address, and the first IPv4 address only
+if IPv6 fails to connect. It also checks what the CA cannot see: that
+ordinary clients (ALPN h2, http/1.1 or none) never get the validation
+certificate, and the production certificate browsers get. It needs a
+challenge to be pending: outside a validation a correct responder (tlsalpn
+serve) has nothing to answer acme-tls/1 with, and the check fails.
 Without --key-authorization (or --token and --thumbprint) the validation
 certificate's structure is checked but not the hash it carries.
 
+Monitoring (--monitor, implied by --expiring-within) judges only what
+ordinary clients get, so it works against any TLS server at any time, also
+behind tlsalpn serve: on every A and AAAA address, one handshake offering
+h2 and http/1.1 with the name as SNI, then the chain against the system
+roots (plus --ca-root), whether the certificate covers the name, and how
+long it has left. It prints one line per address with three separate
+verdicts: the handshake, the certificate, and its expiry (a failed
+handshake reads "unknown", never "ok").
+
 Examples:
   tlsalpn check example.com www.example.com
-  tlsalpn check --expiring-within 30d example.com        (for monitoring)
   tlsalpn check --address 192.0.2.10 --address 2001:db8::10 example.com
   tlsalpn check --token TOKEN --thumbprint THUMBPRINT example.com
   tlsalpn check 192.0.2.10:5001                         (an IP, another port)
+  tlsalpn check --expiring-within 30d example.com       (monitoring, e.g. from cron)
+  tlsalpn check --monitor --json example.com www.example.com
+  tlsalpn check --expiring-within 30d --monitor=false example.com
+                                 (the CA's check, plus the expiry threshold)
 
-Exit codes, like openssl x509 -checkend:
+Exit codes of the CA's check, like openssl x509 -checkend:
   0  every name passes
   1  some production certificate expires within --expiring-within (none fail)
   2  some name fails: the CA would fail, or an address, the leak check or the
      production certificate does; also for a usage error (then nothing was
      checked, and stderr says what was wrong)
+
+Exit codes of --monitor (when several apply: 3 before 4 before 1):
+  0  every address of every name serves a valid certificate for the name,
+     valid for longer than --expiring-within
+  1  some certificate expires within --expiring-within; nothing worse
+  2  usage error: nothing was checked, stderr says what was wrong
+  3  some address serves a certificate clients refuse: its chain does not
+     lead to a trusted root, it does not cover the name, or it has expired
+  4  some name does not resolve, or some address refuses the connection,
+     times out or fails the handshake (and no certificate is refused)
 `
 
 type checkFlags struct {
@@ -62,6 +87,7 @@ type checkFlags struct {
 	timeout        time.Duration
 	json           bool
 	verbose        bool
+	monitor        bool
 }
 
 func (f *checkFlags) register(fs *flagSet) {
@@ -70,8 +96,9 @@ func (f *checkFlags) register(fs *flagSet) {
 	fs.StringVar(&f.token, "token", "", "the pending challenge's `TOKEN` (with --thumbprint, instead of --key-authorization)")
 	fs.StringVar(&f.thumbprint, "thumbprint", "", "the account key's JWK `THUMBPRINT` (with --token)")
 	fs.StringVar(&f.caRoot, "ca-root", "", "PEM `FILE` of extra roots to trust for the production certificate (a private CA)")
-	fs.StringVar(&f.expiringWithin, "expiring-within", "", "exit 1 when a production certificate expires within this `DURATION`, e.g. 30d or 720h")
+	fs.StringVar(&f.expiringWithin, "expiring-within", "", "exit 1 when a certificate expires within this `DURATION`, e.g. 30d or 720h; implies --monitor unless --monitor=false is given")
 	fs.DurationVar(&f.timeout, "timeout", check.DialTimeout, "connect and handshake `DURATION` for each connection (the CA's is 10s)")
+	fs.BoolVar(&f.monitor, "monitor", false, "judge only what ordinary clients get (chain, names, expiry), with no acme-tls/1 handshake: for monitoring, also behind tlsalpn serve; implied by --expiring-within")
 	fs.BoolVar(&f.json, "json", false, "print JSON for scripts")
 	fs.BoolVar(&f.verbose, "v", false, "log each handshake")
 }
@@ -121,6 +148,19 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 	if f.verbose {
 		c.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	monitor := f.monitor
+	if f.expiringWithin != "" && !flagGiven(fs, "monitor") {
+		// An expiry threshold is a monitoring question, and the CA's
+		// rules fail outside a validation (no challenge is pending), so
+		// the threshold alone selects the monitoring mode.
+		monitor = true
+	}
+	if monitor {
+		if keyAuth != "" {
+			return usagef("--monitor makes no acme-tls/1 handshake, so a key authorization has nothing to check: drop --key-authorization/--token, or give --monitor=false for the CA's check")
+		}
+		return runMonitor(ctx, e, c, targets, f)
+	}
 
 	reports := c.CheckAll(ctx, targets)
 	var failing, expiring int
@@ -163,6 +203,97 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 		return &exitError{code: 1, err: fmt.Errorf("%d of %d names have a certificate expiring within %s", expiring, len(reports), f.expiringWithin)}
 	}
 	return nil
+}
+
+// Exit codes of check --monitor, one per status; usage errors exit 2.
+const (
+	exitMonitorCertificate = 3
+	exitMonitorUnreachable = 4
+)
+
+// runMonitor checks what ordinary clients get from each target and exits
+// by the worst status: 0 ok, 1 expiring, 3 certificate, 4 unreachable.
+func runMonitor(ctx context.Context, e *env, c *check.Checker, targets []check.Target, f checkFlags) error {
+	reports := c.MonitorAll(ctx, targets)
+	overall := check.StatusOK
+	counts := map[check.Status]int{}
+	for _, r := range reports {
+		overall = overall.Worst(r.Status)
+		counts[r.Status]++
+	}
+	if f.json {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			Status  check.Status           `json:"status"`
+			Reports []*check.MonitorReport `json:"reports"`
+		}{overall, reports}); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range reports {
+			printMonitorReport(e.stdout, r)
+		}
+		fmt.Fprintf(e.stdout, "status: %s (%d ok, %d expiring, %d certificate, %d unreachable, of %d)\n",
+			strings.ToUpper(string(overall)), counts[check.StatusOK], counts[check.StatusExpiring],
+			counts[check.StatusCertificate], counts[check.StatusUnreachable], len(reports))
+	}
+	n := counts[overall]
+	switch overall {
+	case check.StatusCertificate:
+		return &exitError{code: exitMonitorCertificate, err: fmt.Errorf("%d of %d names serve a certificate clients refuse", n, len(reports))}
+	case check.StatusUnreachable:
+		return &exitError{code: exitMonitorUnreachable, err: fmt.Errorf("%d of %d names are unreachable on some address", n, len(reports))}
+	case check.StatusExpiring:
+		return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d names have a certificate expiring within %s", n, len(reports), f.expiringWithin)}
+	}
+	return nil
+}
+
+// printMonitorReport prints one name: a line per address with the
+// handshake, certificate and expiry verdicts in separate columns, then the
+// fix lines and the name's status.
+func printMonitorReport(w io.Writer, r *check.MonitorReport) {
+	fmt.Fprintf(w, "%s port %d\n", r.Name, r.Port)
+	if r.Resolve != nil && !r.Resolve.Pass {
+		fmt.Fprintf(w, "  resolve: FAIL: %s\n  fix resolve: %s\n", r.Resolve.Detail, r.Resolve.Fix)
+	}
+	if len(r.Addresses) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ADDRESS\tHANDSHAKE\tCERTIFICATE\tEXPIRY")
+		for _, a := range r.Addresses {
+			hs := "ok: " + a.Handshake
+			if !a.HandshakeOK {
+				hs = "FAIL: " + a.Problem
+			}
+			cert, exp := "-", "unknown: no certificate seen"
+			if c := a.Certificate; c != nil {
+				cert = "ok: " + strings.Join(c.Names, ", ") + "; issuer " + c.Issuer
+				if !a.CertificateOK {
+					cert = "FAIL: " + a.Problem
+				}
+				exp = fmt.Sprintf("%s: %s, %d days left", a.Expiry, c.NotAfter.UTC().Format(time.DateOnly), c.DaysLeft)
+				if a.Expiry != check.ExpiryOK {
+					exp = strings.ToUpper(string(a.Expiry)) + exp[len(a.Expiry):]
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Address, hs, cert, exp)
+		}
+		tw.Flush()
+		for _, a := range r.Addresses {
+			if a.Fix != "" {
+				fmt.Fprintf(w, "  fix %s: %s\n", a.Address, a.Fix)
+			}
+		}
+	}
+	fmt.Fprintf(w, "  %s: %s: %s\n\n", r.Name, strings.ToUpper(string(r.Status)), r.Summary)
+}
+
+// flagGiven reports whether the flag name was given on the command line.
+func flagGiven(fs *flagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // checkTargets parses and de-duplicates the NAME[:PORT] arguments.

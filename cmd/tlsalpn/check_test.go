@@ -143,16 +143,16 @@ func TestCheckCommand(t *testing.T) {
 			stderr: "1 of 1 names fail",
 		},
 		{
-			name: "expiring", args: []string{"--expiring-within", "30d", at("soon.test", soon)}, code: exitFailure,
+			name: "expiring", args: []string{"--monitor=false", "--expiring-within", "30d", at("soon.test", soon)}, code: exitFailure,
 			stdout: []string{"production-expiry", "EXPIRING", "renew now", "verdict: EXPIRING"},
 			stderr: "expiring within 30d",
 		},
 		{
-			name: "not expiring within 5 days", args: []string{"--expiring-within", "120h", at("soon.test", soon)}, code: exitOK,
+			name: "not expiring within 5 days", args: []string{"--monitor=false", "--expiring-within", "120h", at("soon.test", soon)}, code: exitOK,
 			stdout: []string{"verdict: PASS"},
 		},
 		{
-			name: "failing beats expiring", args: []string{"--expiring-within", "30d", at("soon.test", soon), at("gone.test", closed), at("good.test", good)}, code: exitUsage,
+			name: "failing beats expiring", args: []string{"--monitor=false", "--expiring-within", "30d", at("soon.test", soon), at("gone.test", closed), at("good.test", good)}, code: exitUsage,
 			stdout: []string{"127.0.0.1: Connection refused", "nothing listens on port", "verdict: FAIL (1 failing, 1 expiring, 1 fine, of 3)"},
 			stderr: "1 of 3 names fail",
 		},
@@ -233,6 +233,8 @@ func TestCheckUsageErrors(t *testing.T) {
 		{[]string{"check", "--expiring-within", "0d", "example.com"}, "not positive"},
 		{[]string{"check", "--ca-root", "/nonexistent/root.pem", "example.com"}, "--ca-root"},
 		{[]string{"check", "--timeout", "0s", "example.com"}, "--timeout"},
+		{[]string{"check", "--expiring-within", "30d", "--token", "t", "--thumbprint", "p", "example.com"}, "--monitor=false"},
+		{[]string{"check", "--monitor=maybe", "example.com"}, "monitor"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args[1:], " "), func(t *testing.T) {
@@ -247,5 +249,148 @@ func TestCheckUsageErrors(t *testing.T) {
 				t.Errorf("stderr %q, want one line containing %q", stderr, tt.want)
 			}
 		})
+	}
+}
+
+// TestCheckMonitor: --monitor (and --expiring-within, which implies it)
+// judges only what ordinary clients get, reports the handshake, the
+// certificate and the expiry separately, and exits with the documented
+// code for each outcome.
+func TestCheckMonitor(t *testing.T) {
+	ca := newCheckCA(t)
+	const keyAuth = "tok.thumb"
+	good := checkResponder(t, "good.test", keyAuth, ca.leaf(t, "good.test", 60*24*time.Hour))
+	soon := checkResponder(t, "soon.test", keyAuth, ca.leaf(t, "soon.test", 10*24*time.Hour))
+	expired := checkResponder(t, "old.test", keyAuth, ca.leaf(t, "old.test", -time.Minute))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	at := func(name string, port int) string { return name + ":" + strconv.Itoa(port) }
+	base := []string{"check", "--address", "127.0.0.1", "--timeout", "5s"}
+	trusted := append(slices.Clone(base), "--ca-root", ca.pemFile)
+
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout []string
+		stderr string
+	}{
+		{
+			name: "healthy", args: append(slices.Clone(trusted), "--monitor", at("good.test", good)), code: exitOK,
+			stdout: []string{"HANDSHAKE", "CERTIFICATE", "EXPIRY", "ok: TLS 1.3", "ok: good.test; issuer CN=check cmd test root", "ok: " + time.Now().Add(60*24*time.Hour).UTC().Format(time.DateOnly), "status: OK (1 ok,"},
+		},
+		{
+			name: "healthy, outside the window", args: append(slices.Clone(trusted), "--expiring-within", "30d", at("good.test", good)), code: exitOK,
+			stdout: []string{"good.test: OK: every address serves a valid certificate for longer than 30d"},
+		},
+		{
+			name: "expiring within the window", args: append(slices.Clone(trusted), "--expiring-within", "30d", at("soon.test", soon)), code: exitFailure,
+			stdout: []string{"ok: soon.test;", "EXPIRING: ", "fix 127.0.0.1:", "renew now", "status: EXPIRING (0 ok, 1 expiring"},
+			stderr: "1 of 1 names have a certificate expiring within 30d",
+		},
+		{
+			name: "expired", args: append(slices.Clone(trusted), "--monitor", at("old.test", expired)), code: exitMonitorCertificate,
+			stdout: []string{"FAIL: the certificate has expired", "EXPIRED: ", "status: CERTIFICATE"},
+			stderr: "1 of 1 names serve a certificate clients refuse",
+		},
+		{
+			name: "not the name", args: append(slices.Clone(trusted), "--monitor", at("other.test", good)), code: exitMonitorCertificate,
+			stdout: []string{"FAIL: the certificate does not cover other.test", "ok: "},
+		},
+		{
+			name: "untrusted root", args: append(slices.Clone(base), "--monitor", at("good.test", good)), code: exitMonitorCertificate,
+			stdout: []string{"FAIL: the chain does not lead to a trusted root", "--ca-root"},
+		},
+		{
+			name: "unreachable", args: append(slices.Clone(trusted), "--expiring-within", "30d", at("gone.test", closed)), code: exitMonitorUnreachable,
+			stdout: []string{"FAIL: connect failed: Connection refused", "unknown: no certificate seen", "nothing listens on port", "status: UNREACHABLE"},
+			stderr: "1 of 1 names are unreachable",
+		},
+		{
+			name: "unreachable beats expiring, both shown", args: append(slices.Clone(trusted), "--expiring-within", "30d", at("soon.test", soon), at("gone.test", closed), at("good.test", good)), code: exitMonitorUnreachable,
+			stdout: []string{"soon.test: EXPIRING", "gone.test: UNREACHABLE", "good.test: OK", "status: UNREACHABLE (1 ok, 1 expiring, 0 certificate, 1 unreachable, of 3)"},
+		},
+		{
+			name: "certificate beats unreachable", args: append(slices.Clone(trusted), "--monitor", at("gone.test", closed), at("other.test", good)), code: exitMonitorCertificate,
+			stdout: []string{"status: CERTIFICATE (0 ok, 0 expiring, 1 certificate, 1 unreachable, of 2)"},
+		},
+		{
+			name: "no acme-tls/1 probe: a key authorization is a usage error", args: append(slices.Clone(trusted), "--monitor", "--key-authorization", keyAuth, at("good.test", good)), code: exitUsage,
+			stderr: "--monitor makes no acme-tls/1 handshake",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, context.Background(), tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr: %s", code, tt.code, stdout, stderr)
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(stdout, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, stdout)
+				}
+			}
+			if strings.Contains(stdout, "acme-tls/1") || strings.Contains(stdout, "key-authorization") {
+				t.Errorf("monitoring mentions the CA's check:\n%s", stdout)
+			}
+			if tt.stderr != "" && !strings.Contains(stderr, tt.stderr) {
+				t.Errorf("stderr %q lacks %q", stderr, tt.stderr)
+			}
+		})
+	}
+
+	t.Run("json", func(t *testing.T) {
+		code, stdout, _ := runCLI(t, context.Background(), append(slices.Clone(trusted), "--json", "--expiring-within", "30d", at("soon.test", soon), at("gone.test", closed))...)
+		if code != exitMonitorUnreachable {
+			t.Errorf("exit %d, want %d", code, exitMonitorUnreachable)
+		}
+		var out struct {
+			Status  string `json:"status"`
+			Reports []struct {
+				Name      string `json:"name"`
+				Status    string `json:"status"`
+				Addresses []struct {
+					HandshakeOK   bool   `json:"handshake_ok"`
+					CertificateOK bool   `json:"certificate_ok"`
+					Expiry        string `json:"expiry"`
+					Certificate   *struct {
+						DaysLeft int `json:"days_left"`
+					} `json:"certificate"`
+				} `json:"addresses"`
+			} `json:"reports"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+			t.Fatalf("%v:\n%s", err, stdout)
+		}
+		if out.Status != "unreachable" || len(out.Reports) != 2 {
+			t.Fatalf("status %q, %d reports:\n%s", out.Status, len(out.Reports), stdout)
+		}
+		s, g := out.Reports[0], out.Reports[1]
+		if s.Status != "expiring" || len(s.Addresses) != 1 || !s.Addresses[0].HandshakeOK || !s.Addresses[0].CertificateOK ||
+			s.Addresses[0].Expiry != "expiring" || s.Addresses[0].Certificate == nil || s.Addresses[0].Certificate.DaysLeft != 9 {
+			t.Errorf("soon.test: %+v", s)
+		}
+		if g.Status != "unreachable" || len(g.Addresses) != 1 || g.Addresses[0].HandshakeOK || g.Addresses[0].Expiry != "unknown" || g.Addresses[0].Certificate != nil {
+			t.Errorf("gone.test: %+v", g)
+		}
+	})
+}
+
+// TestCheckHelp: --help teaches both modes with examples and every exit
+// code of each.
+func TestCheckHelp(t *testing.T) {
+	code, out, _ := runCLI(t, context.Background(), "check", "--help")
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"Usage: tlsalpn check", "--monitor", "tlsalpn check --expiring-within 30d example.com",
+		"Exit codes of the CA's check", "Exit codes of --monitor", "\n  3  ", "\n  4  ", "Flags:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %q:\n%s", want, out)
+		}
 	}
 }

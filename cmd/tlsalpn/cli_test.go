@@ -161,7 +161,7 @@ func (c *cliCA) issueArgs(storage, out string, names ...string) []string {
 
 func (c *cliCA) issueArgsProfile(profile, storage, out string, names ...string) []string {
 	args := []string{"issue", "--ca", c.DirectoryURL(), "--ca-root", c.root, "--agree-tos", "--email", "ops@example.com",
-		"--listen", c.listen, "--storage", storage, "--profile", profile}
+		"--listen", c.listen, "--validation-port", c.listen[strings.LastIndex(c.listen, ":")+1:], "--storage", storage, "--profile", profile}
 	if out != "" {
 		args = append(args, "--out", out)
 	}

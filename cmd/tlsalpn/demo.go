@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,7 +117,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	iss, err := issuer.New(issuer.Config{
 		Directory: ca.DirectoryURL(), HTTPClient: ca.HTTPClient(), Email: "demo@example.com", AgreeTOS: true,
-		Storage: store, Publisher: r, Logger: logger, Preflight: demoPreflight(ln.Addr().String(), ca.DNSAddr()),
+		Storage: store, Publisher: r, Logger: logger, Preflight: demoPreflight(ln.Addr().String(), ca.DNSAddr(), logger),
 		OnStep: func(s issuer.Step) {
 			if s.Identifier != "" {
 				say("%s: %s: %s", s.Kind, s.Identifier, s.Detail)
@@ -185,9 +187,11 @@ func identifierValues(ids []challenge.Identifier) []string {
 	return out
 }
 
-// demoPreflight resolves through the demo's DNS stub, as the demo CA does.
-func demoPreflight(listen, dnsAddr string) *preflight {
-	p := newPreflight(listen)
+// demoPreflight resolves through the demo's DNS stub and dials the port
+// the demo CA validates on, as the demo CA does.
+func demoPreflight(listen, dnsAddr string, logger *slog.Logger) *preflight {
+	ap, _ := netip.ParseAddrPort(listen)
+	p := newPreflight(listen, int(ap.Port()), logger)
 	p.resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, dnsAddr)

@@ -73,6 +73,7 @@ type issueFlags struct {
 	postHook       string
 	separate       bool
 	noPreflight    bool
+	validationPort int
 	keyType        string
 	profile        string
 	preferredChain string
@@ -90,6 +91,7 @@ func (f *issueFlags) register(fs *flagSet) {
 	fs.StringVar(&f.preHook, "pre-hook", "", "shell `COMMAND` run once before the validation listener binds, e.g. 'systemctl stop nginx' when it holds :443; remembered for renew")
 	fs.StringVar(&f.postHook, "post-hook", "", "shell `COMMAND` run once after the validation listener is released, even if validation failed, e.g. 'systemctl start nginx'; remembered for renew")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge from outside before telling the CA it is ready")
+	fs.IntVar(&f.validationPort, "validation-port", 443, "the `PORT` the CA connects to, which the preflight checks: 443 for every real CA; only for a test CA (Pebble) whose validation dials another port")
 	fs.BoolVar(&f.separate, "separate", false, "order one certificate per name, concurrently, each in --out/NAME")
 	fs.StringVar(&f.keyType, "key-type", "ec256", "certificate key `TYPE`: ec256, ec384, rsa2048, rsa3072 or rsa4096")
 	fs.StringVar(&f.profile, "profile", "", "ACME `PROFILE` to request (e.g. classic, tlsserver, shortlived); default: classic or default when the CA offers it")
@@ -139,6 +141,9 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		if f.separate && len(ids) > 1 {
 			return usagef("--cert-name names one certificate; --separate makes one per name, each named by its name")
 		}
+	}
+	if f.validationPort < 1 || f.validationPort > 65535 {
+		return usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
 	}
 	caURL, err := issuer.ResolveCA(f.ca)
 	if err != nil {
@@ -195,6 +200,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	r := responder.New(responder.WithLogger(logger))
 	is := newIssuers(store, logger, r)
 	is.eab, is.agreeTOS, is.noPreflight = eab, f.agreeTOS, f.noPreflight
+	is.validationPort = f.validationPort
 	if f.verbose {
 		is.onStep = stepPrinter(e)
 	}
@@ -216,6 +222,9 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 		if set["listen"] {
 			spec.Listen = f.listen
+		}
+		if set["validation-port"] && f.validationPort != 443 {
+			spec.ValidationPort = f.validationPort
 		}
 		return spec
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 
 	"github.com/mholt/acmez/v3/acme"
@@ -37,6 +38,9 @@ type issuers struct {
 	// listener; nil runs none. The command calls hooks.finish at the end
 	// of its run.
 	hooks *standaloneHooks
+	// validationPort is the port the CA connects to, which the preflight
+	// checks; 0 means 443.
+	validationPort int
 
 	mu       sync.Mutex
 	byKey    map[string]*issuer.Issuer
@@ -77,7 +81,11 @@ func (is *issuers) get(ctx context.Context, spec manager.Spec) (manager.Issuer, 
 	// One listener per address and pair of hooks: the hooks run around
 	// its bind, and specs that share them share it.
 	odKey := listen + "\x00" + spec.PreHook + "\x00" + spec.PostHook
-	key := spec.CA + "\x00" + spec.Email + "\x00" + spec.CARoot + "\x00" + odKey
+	port := is.validationPort
+	if spec.ValidationPort != 0 {
+		port = spec.ValidationPort
+	}
+	key := spec.CA + "\x00" + spec.Email + "\x00" + spec.CARoot + "\x00" + odKey + "\x00" + strconv.Itoa(port)
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	if iss, ok := is.byKey[key]; ok {
@@ -102,7 +110,7 @@ func (is *issuers) get(ctx context.Context, spec manager.Spec) (manager.Issuer, 
 		Publisher:  pub,
 		Logger:     is.logger,
 		OnStep:     is.onStep,
-		Preflight:  is.preflightFor(listen),
+		Preflight:  is.preflightFor(listen, port),
 	})
 	if err != nil {
 		return nil, err
@@ -143,11 +151,11 @@ func (is *issuers) httpClientSet(caRoot string, c *http.Client) {
 	is.mu.Unlock()
 }
 
-func (is *issuers) preflightFor(listen string) issuer.Preflighter {
+func (is *issuers) preflightFor(listen string, port int) issuer.Preflighter {
 	if is.noPreflight {
 		return nil
 	}
-	return newPreflight(listen)
+	return newPreflight(listen, port, is.logger)
 }
 
 // listenWithHooks returns how the standalone listener for spec is bound:

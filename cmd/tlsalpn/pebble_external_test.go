@@ -60,7 +60,7 @@ func TestIssueAgainstStockPebble(t *testing.T) {
 	began := time.Now()
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "tlsalpn"), "issue", "-d", "stock-pebble.example.com",
 		"--ca", "https://127.0.0.1:14000/dir", "--ca-root", filepath.Join(pebbleDir, "test/certs/pebble.minica.pem"),
-		"--agree-tos", "--email", "ops@example.com", "--listen", "127.0.0.1:5001",
+		"--agree-tos", "--email", "ops@example.com", "--listen", "127.0.0.1:5001", "--validation-port", "5001",
 		"--storage", filepath.Join(dir, "store"), "--out", filepath.Join(dir, "out"))
 	out, err := cmd.CombinedOutput()
 	took := time.Since(began)

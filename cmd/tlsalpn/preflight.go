@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,89 +18,180 @@ import (
 )
 
 // preflight checks a published challenge the way the CA will, with the
-// check package, before the issuer tells the CA it is ready. When the name
-// resolves to this host it checks through the public address (port 443, on
-// every A and AAAA record, in the CA's order), which also catches a stale
-// AAAA record or a proxy in front that drops acme-tls/1; otherwise, as on a
-// machine behind NAT or before DNS is set up, it checks the local listener.
+// check package, before the issuer tells the CA it is ready, and says
+// exactly what it could check from here.
+//
+// The CA connects to the name's A and AAAA addresses on port 443 (caPort;
+// test CAs such as Pebble dial another port), not to wherever the
+// responder listens, so that is what the preflight dials first: every
+// address the name resolves to here, on the CA's port, in the CA's order.
+// When the address the CA would end up using is on this host, that check
+// is conclusive and a failure stops the order before it costs a failed
+// authorization. When it is not (the public address of a cloud machine or
+// of a host behind NAT is not on any interface), reaching it from here
+// depends on the router looping the connection back, which many do not
+// (and some answer with their own web interface instead): a failure then
+// proves nothing, so the preflight checks the local listener and says that
+// this is all it could check. The same holds when the name does not
+// resolve from here.
 type preflight struct {
-	listen   string // the responder's address, e.g. ":443"
+	listen string // the responder's address, e.g. ":443"
+	// caPort is the port the CA connects to: 443 (RFC 8737 §3), or
+	// another for a test CA whose validation dials elsewhere.
+	caPort   int
 	resolver check.Resolver
-	timeout  time.Duration
+	// timeout bounds each connection, connect and handshake together.
+	timeout time.Duration
+	// logger gets a warning when only the local listener could be
+	// checked; nil discards.
+	logger *slog.Logger
 	// localAddrs reports this host's addresses; nil means the interfaces'.
 	localAddrs func() ([]netip.Addr, error)
 }
 
-func newPreflight(listen string) *preflight {
-	return &preflight{listen: listen, resolver: net.DefaultResolver, timeout: 5 * time.Second}
+// preflightTimeout bounds each preflight connection. A responder on this
+// host answers in milliseconds; the budget is for a loop through a router.
+const preflightTimeout = 3 * time.Second
+
+func newPreflight(listen string, caPort int, logger *slog.Logger) *preflight {
+	if caPort == 0 {
+		caPort = check.DefaultPort
+	}
+	return &preflight{listen: listen, caPort: caPort, resolver: net.DefaultResolver, timeout: preflightTimeout, logger: logger}
 }
 
-func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyAuth string) error {
-	target := check.Target{ID: id, Port: check.DefaultPort, KeyAuthorization: keyAuth}
-	checker := &check.Checker{Resolver: p.resolver, Timeout: p.timeout, SkipProduction: true}
-	public, err := p.resolvesHere(ctx, id)
-	if err != nil {
-		return err
-	}
-	where := "through its public address"
-	if !public {
-		host, port, err := p.localTarget()
-		if err != nil {
-			return err
+// Preflight returns what it checked, in words for people, or why the CA
+// would fail.
+func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyAuth string) (string, error) {
+	addrs, lookupErr := p.resolve(ctx, id)
+	if len(addrs) == 0 {
+		why := fmt.Sprintf("%s does not resolve from here", id.Value)
+		if lookupErr != nil {
+			why += ": " + lookupErr.Error()
 		}
-		target.Port = port
-		checker.Addresses = []netip.Addr{host}
-		where = "on the local listener " + netip.AddrPortFrom(host, uint16(port)).String()
+		return p.localOnly(ctx, id, keyAuth, why)
 	}
-	rep := checker.Check(ctx, target)
-	if rep.CA.Pass {
-		return nil
+
+	checker := &check.Checker{Addresses: addrs, Timeout: p.timeout, SkipProduction: true}
+	rep := checker.Check(ctx, check.Target{ID: id, Port: p.caPort, KeyAuthorization: keyAuth})
+	decisive := netip.AddrPort{}
+	if n := len(rep.CA.Tried); n > 0 {
+		decisive, _ = netip.ParseAddrPort(rep.CA.Tried[n-1])
 	}
+	here := p.onThisHost(decisive.Addr())
+	fellBack := ""
+	if rep.CA.Pass && len(rep.CA.Tried) > 1 {
+		// Say that the CA will have to fall back, and why.
+		fellBack = "; " + rep.CA.Summary
+	}
+	switch {
+	case rep.CA.Pass && here:
+		return fmt.Sprintf("checked %s at %s, an address of this host, on the CA's port %d (a firewall in front of this host cannot be seen from here)%s",
+			id.Value, decisive, p.caPort, fellBack), nil
+	case rep.CA.Pass:
+		return fmt.Sprintf("checked %s at %s on the CA's port %d from this host (%s is not on this host: the connection went through it and back to this responder; a firewall rule for outside sources cannot be seen from here)%s",
+			id.Value, decisive, p.caPort, decisive.Addr(), fellBack), nil
+	case here || !decisive.IsValid():
+		msg := problem(rep)
+		if _, port, err := p.localTarget(); err == nil && port != p.caPort {
+			msg += fmt.Sprintf("; tlsalpn answers on --listen %s, not on the CA's port %d: listen on :%d, or forward port %d to %d "+
+				"(a firewall redirect of incoming connections does not apply to this host's own: if one is in place, --no-preflight)",
+				p.listen, p.caPort, p.caPort, p.caPort, port)
+		}
+		return "", fmt.Errorf("checked %s at %s, an address of this host, on the CA's port %d: %s", id.Value, decisive, p.caPort, msg)
+	}
+	why := fmt.Sprintf("address %s is not on this host, and from here %s gave: %s, which may be the router's doing rather than what the CA will see",
+		decisive.Addr(), decisive, rep.CA.Problem)
+	return p.localOnly(ctx, id, keyAuth, why)
+}
+
+// localOnly checks the local listener, when nothing better could be
+// checked, and says so: on success in its words and in a warning, since
+// the CA may still fail to connect from outside.
+func (p *preflight) localOnly(ctx context.Context, id challenge.Identifier, keyAuth, why string) (string, error) {
+	host, port, err := p.localTarget()
+	if err != nil {
+		return "", err
+	}
+	local := netip.AddrPortFrom(host, uint16(port))
+	checker := &check.Checker{Addresses: []netip.Addr{host}, Timeout: p.timeout, SkipProduction: true}
+	rep := checker.Check(ctx, check.Target{ID: id, Port: port, KeyAuthorization: keyAuth})
+	words := fmt.Sprintf("checked only the local listener on %s; could not check from outside (%s)", local, why)
+	if !rep.CA.Pass {
+		return "", fmt.Errorf("%s: %s", words, problem(rep))
+	}
+	p.log().Warn("preflight: "+words+"; if the CA then cannot connect, forward TCP port "+strconv.Itoa(p.caPort)+
+		" of the public address to this host and open it in the firewall or security group", "identifier", id.Value)
+	return words, nil
+}
+
+// problem is the CA's words for a failed report and the first fix.
+func problem(rep *check.Report) string {
 	msg := rep.CA.Problem
 	if fix := rep.FirstFix(); fix != "" {
 		msg += "; fix: " + fix
 	}
-	return fmt.Errorf("checked %s: %s", where, msg)
+	return msg
 }
 
-// resolvesHere reports whether any address of id belongs to this host.
-func (p *preflight) resolvesHere(ctx context.Context, id challenge.Identifier) (bool, error) {
-	var addrs []netip.Addr
+func (p *preflight) log() *slog.Logger {
+	if p.logger != nil {
+		return p.logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// resolve returns the addresses the CA would connect to, as resolved from
+// here: the address itself for an IP identifier.
+func (p *preflight) resolve(ctx context.Context, id challenge.Identifier) ([]netip.Addr, error) {
 	if id.Type == challenge.IP {
 		a, err := netip.ParseAddr(id.Value)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		addrs = []netip.Addr{a}
-	} else {
-		// The answer only picks where to check from: a slow or lossy
-		// resolver must not hold up the order, so both lookups run at
-		// once and for one second at most (a lost UDP packet would
-		// otherwise cost the resolver's five-second retry).
-		lctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		var (
-			wg     sync.WaitGroup
-			v6, v4 []netip.Addr
-		)
-		wg.Add(2)
-		go func() { defer wg.Done(); v6, _ = p.resolver.LookupNetIP(lctx, "ip6", id.Value) }()
-		go func() { defer wg.Done(); v4, _ = p.resolver.LookupNetIP(lctx, "ip4", id.Value) }()
-		wg.Wait()
-		addrs = append(v6, v4...)
+		return []netip.Addr{a.Unmap()}, nil
+	}
+	// A slow or lossy resolver must not hold up the order, so both
+	// lookups run at once and for one second at most (a lost UDP packet
+	// would otherwise cost the resolver's five-second retry).
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var (
+		wg         sync.WaitGroup
+		v6, v4     []netip.Addr
+		err6, err4 error
+	)
+	wg.Go(func() { v6, err6 = p.resolver.LookupNetIP(lctx, "ip6", id.Value) })
+	wg.Go(func() { v4, err4 = p.resolver.LookupNetIP(lctx, "ip4", id.Value) })
+	wg.Wait()
+	var out []netip.Addr
+	for _, a := range append(v6, v4...) {
+		if a = a.Unmap().WithZone(""); !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.Join(err6, err4)
+	}
+	return out, nil
+}
+
+// onThisHost reports whether a is an address of one of this host's
+// interfaces, where a connection from here reaches this host directly.
+func (p *preflight) onThisHost(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
 	}
 	local, err := p.local()
 	if err != nil {
-		return false, nil
+		return false
 	}
-	for _, a := range addrs {
-		for _, l := range local {
-			if a.Unmap() == l.Unmap() && !a.IsLoopback() {
-				return true, nil
-			}
+	for _, l := range local {
+		if l.Unmap() == a.Unmap() {
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 func (p *preflight) local() ([]netip.Addr, error) {

@@ -2,13 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 type fakeResolver map[string][]netip.Addr // "ip4 name" -> addrs
@@ -20,56 +29,182 @@ func (f fakeResolver) LookupNetIP(_ context.Context, network, host string) ([]ne
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
-// TestPreflightLocalListener: the preflight passes for a correct challenge
-// and stops a wrong one with the CA's own words, before any CA is asked.
-func TestPreflightLocalListener(t *testing.T) {
-	ctx := context.Background()
-	r := responder.New()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// serveResponder serves r on a new listener at addr until the test ends
+// and returns the address it listens on.
+func serveResponder(t *testing.T, r *responder.Responder, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go r.Serve(sctx, ln)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// TestPreflightLocalListener: a name that does not resolve from here is
+// checked on the local listener, which passes for a correct challenge and
+// stops a wrong one with the CA's own words, and the words say that only
+// the local listener was checked.
+func TestPreflightLocalListener(t *testing.T) {
+	ctx := context.Background()
+	r := responder.New()
+	listen := serveResponder(t, r, "127.0.0.1:0")
 
 	id, _ := challenge.ParseIdentifier("preflight.example")
 	good := "token.thumbprint"
 	cert, _ := challenge.Build(id, good)
 	r.Publish(ctx, challenge.ServerName(id), cert)
-	p := newPreflight(ln.Addr().String())
+	p := newPreflight(listen, 443, nil)
 	p.resolver = fakeResolver{}
-	if err := p.Preflight(ctx, id, good); err != nil {
+	checked, err := p.Preflight(ctx, id, good)
+	if err != nil {
 		t.Fatalf("correct challenge: %v", err)
 	}
-	err = p.Preflight(ctx, id, "token.other-thumbprint")
-	if err == nil || !strings.Contains(err.Error(), "acmeValidationV1 extension value") || !strings.Contains(err.Error(), "local listener") {
+	if want := "checked only the local listener on " + listen + "; could not check from outside (preflight.example does not resolve from here"; !strings.HasPrefix(checked, want) {
+		t.Errorf("words %q, want them to start %q", checked, want)
+	}
+	_, err = p.Preflight(ctx, id, "token.other-thumbprint")
+	if err == nil || !strings.Contains(err.Error(), "acmeValidationV1 extension value") || !strings.Contains(err.Error(), "checked only the local listener") {
 		t.Fatalf("wrong key authorization: %v", err)
 	}
 	r.Unpublish(ctx, challenge.ServerName(id))
-	if err := p.Preflight(ctx, id, good); err == nil {
+	if _, err := p.Preflight(ctx, id, good); err == nil {
 		t.Fatal("nothing published, yet the preflight passed")
 	}
 }
 
-func TestPreflightResolvesHere(t *testing.T) {
-	here := netip.MustParseAddr("192.0.2.10")
-	p := &preflight{
-		resolver: fakeResolver{
-			"ip4 here.example": {here}, "ip4 elsewhere.example": {netip.MustParseAddr("198.51.100.7")},
-			"ip4 loop.example": {netip.MustParseAddr("127.0.0.1")},
+// TestPreflightCAPortAndNAT (issue 8, finding 6): the preflight dials the
+// name's addresses on the port the CA connects to, not --listen's; it says
+// exactly what it checked; and where the address is not on this host (a
+// NAT'd public address) and cannot be reached from here, it says that it
+// checked only the local listener instead of claiming outside validation.
+// Pebble validates each run on caPort at the address its DNS stub gives.
+func TestPreflightCAPortAndNAT(t *testing.T) {
+	natAddr := netip.MustParseAddr("127.0.0.7") // on lo's /8, but no interface's address: "not on this host"
+	tests := []struct {
+		name string
+		addr netip.Addr // the name's A record
+		// forward: the responder also answers on addr:caPort (a port
+		// forward that loops back); otherwise nothing listens there.
+		forward bool
+		// preflightFails: the issuer stops before asking the CA.
+		preflightFails bool
+		obtained       bool
+		words          []string // in the preflight's step, or its error
+		warn           bool     // a warning that only the local listener was checked
+	}{
+		{
+			name: "CA's port closed on this host, --listen's open", addr: netip.MustParseAddr("127.0.0.1"),
+			preflightFails: true,
+			words:          []string{"checked here.example at 127.0.0.1:{caPort}, an address of this host, on the CA's port {caPort}", "Connection refused", "nothing listens on port {caPort}", "tlsalpn answers on --listen {listen}, not on the CA's port {caPort}"},
 		},
-		localAddrs: func() ([]netip.Addr, error) { return []netip.Addr{here, netip.MustParseAddr("127.0.0.1")}, nil },
+		{
+			name: "CA's port open on this host", addr: netip.MustParseAddr("127.0.0.1"), forward: true,
+			obtained: true,
+			words:    []string{"preflight passed: checked here.example at 127.0.0.1:{caPort}, an address of this host, on the CA's port {caPort}"},
+		},
+		{
+			name: "NAT, port not reachable", addr: natAddr,
+			words: []string{"preflight passed: checked only the local listener on {listen}; could not check from outside (address 127.0.0.7 is not on this host, and from here 127.0.0.7:{caPort} gave: 127.0.0.7: Connection refused"},
+			warn:  true,
+		},
+		{
+			name: "NAT, port forwarded and looped back", addr: natAddr, forward: true,
+			obtained: true,
+			words:    []string{"preflight passed: checked here.example at 127.0.0.7:{caPort} on the CA's port {caPort} from this host (127.0.0.7 is not on this host"},
+		},
 	}
-	for name, want := range map[string]bool{"here.example": true, "elsewhere.example": false, "loop.example": false, "missing.example": false} {
-		id, _ := challenge.ParseIdentifier(name)
-		if got, _ := p.resolvesHere(context.Background(), id); got != want {
-			t.Errorf("%s: resolvesHere = %v, want %v", name, got, want)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			caPort := freePort(t)
+			ca, err := testca.Start(ctx, testca.Options{TLSPort: caPort, NoSleep: true, Strict: true,
+				DNS: map[string][]netip.Addr{"here.example": {tt.addr}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ca.Close()
+			r := responder.New()
+			listen := serveResponder(t, r, "127.0.0.1:0") // --listen: never the CA's port here
+			if tt.forward {
+				serveResponder(t, r, netip.AddrPortFrom(tt.addr, uint16(caPort)).String())
+			}
+			logs := &syncBuffer{}
+			p := newPreflight(listen, caPort, slog.New(slog.NewTextHandler(logs, nil)))
+			p.resolver = stubResolver(ca.DNSAddr())
+			store, err := fs.New(filepath.Join(t.TempDir(), "store"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var steps []string
+			iss, err := issuer.New(issuer.Config{
+				Directory: ca.DirectoryURL(), HTTPClient: ca.HTTPClient(), AgreeTOS: true, Storage: store, Publisher: r,
+				Preflight: p, PollTimeout: 20 * time.Second,
+				OnStep: func(s issuer.Step) { mu.Lock(); steps = append(steps, s.Detail); mu.Unlock() },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, _ := challenge.ParseIdentifier("here.example")
+			_, err = iss.Obtain(ctx, issuer.Request{Identifiers: []challenge.Identifier{id}, KeyType: issuer.EC256, Profile: "default"})
+
+			mu.Lock()
+			said := strings.Join(steps, "\n")
+			mu.Unlock()
+			if err != nil {
+				said += "\n" + err.Error()
+			}
+			t.Logf("said:\n%s\nlogged:\n%s", said, logs.String())
+			var pe *issuer.PreflightError
+			switch {
+			case tt.preflightFails && !errors.As(err, &pe):
+				t.Errorf("the preflight let the CA be asked; error: %v", err)
+			case !tt.preflightFails && errors.As(err, &pe):
+				t.Errorf("the preflight stopped the order: %v", err)
+			case tt.obtained && err != nil:
+				t.Errorf("not obtained: %v", err)
+			case !tt.obtained && err == nil:
+				t.Error("obtained, but the CA cannot connect")
+			}
+			for _, w := range tt.words {
+				w = strings.ReplaceAll(strings.ReplaceAll(w, "{caPort}", strconv.Itoa(caPort)), "{listen}", listen)
+				if !strings.Contains(said, w) {
+					t.Errorf("the preflight's words lack %q; said:\n%s", w, said)
+				}
+			}
+			if strings.Contains(said, "validates from outside") {
+				t.Errorf("the preflight claims an outside validation:\n%s", said)
+			}
+			if warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "checked only the local listener"); warned != tt.warn {
+				t.Errorf("warning logged: %v, want %v; log:\n%s", warned, tt.warn, logs.String())
+			}
+		})
+	}
+}
+
+// stubResolver resolves through a test CA's DNS stub.
+func stubResolver(dnsAddr string) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, dnsAddr)
+	}}
+}
+
+func TestPreflightOnThisHost(t *testing.T) {
+	here := netip.MustParseAddr("192.0.2.10")
+	p := &preflight{localAddrs: func() ([]netip.Addr, error) { return []netip.Addr{here, netip.MustParseAddr("127.0.0.1")}, nil }}
+	for a, want := range map[string]bool{"192.0.2.10": true, "::ffff:192.0.2.10": true, "198.51.100.7": false, "127.0.0.1": true, "127.0.0.7": false} {
+		if got := p.onThisHost(netip.MustParseAddr(a)); got != want {
+			t.Errorf("%s: onThisHost = %v, want %v", a, got, want)
 		}
 	}
-	ipid, _ := challenge.ParseIdentifier("192.0.2.10")
-	if got, _ := p.resolvesHere(context.Background(), ipid); !got {
-		t.Error("an IP identifier of this host is not seen as here")
+	if p.onThisHost(netip.Addr{}) {
+		t.Error("no address is on this host")
 	}
 }
 
@@ -77,13 +212,60 @@ func TestPreflightLocalTarget(t *testing.T) {
 	for listen, want := range map[string]string{
 		":443": "127.0.0.1:443", "0.0.0.0:8443": "127.0.0.1:8443", "[::]:443": "[::1]:443", "127.0.0.5:5001": "127.0.0.5:5001",
 	} {
-		p := newPreflight(listen)
+		p := newPreflight(listen, 443, nil)
 		a, port, err := p.localTarget()
 		if err != nil || netip.AddrPortFrom(a, uint16(port)).String() != want {
 			t.Errorf("%s: %v:%d %v, want %s", listen, a, port, err, want)
 		}
 	}
-	if _, _, err := newPreflight("nonsense").localTarget(); err == nil {
+	if _, _, err := newPreflight("nonsense", 443, nil).localTarget(); err == nil {
 		t.Error("a listen address without a port was accepted")
+	}
+}
+
+// TestIssueValidationPortUsage: a port that cannot be the CA's is refused
+// before anything is written or any CA contacted.
+func TestIssueValidationPortUsage(t *testing.T) {
+	for _, port := range []string{"0", "65536", "-1", "https"} {
+		t.Run(port, func(t *testing.T) {
+			storage := filepath.Join(t.TempDir(), "store")
+			code, _, stderr := runCLI(t, context.Background(), "issue", "--storage", storage, "-d", "example.com",
+				"--ca", "https://127.0.0.1:1/dir", "--validation-port", port)
+			if code != exitUsage || len(lines(stderr)) != 1 || !strings.Contains(stderr, "validation-port") {
+				t.Errorf("exit %d, stderr %q; want 2 and one line about --validation-port", code, stderr)
+			}
+			if files := treeFiles(t, storage); files != nil {
+				t.Errorf("storage written on a usage error: %v", files)
+			}
+		})
+	}
+}
+
+// TestPreflightSaysFallback: when the CA would pass only by falling back
+// from the AAAA address to the A address, the words say so.
+func TestPreflightSaysFallback(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		ln.Close()
+	}
+	ctx := context.Background()
+	r := responder.New()
+	caPort := freePort(t)
+	serveResponder(t, r, "127.0.0.1:"+strconv.Itoa(caPort)) // nothing on [::1]:caPort
+	id, _ := challenge.ParseIdentifier("both.example")
+	keyAuth := "token.thumbprint"
+	cert, _ := challenge.Build(id, keyAuth)
+	r.Publish(ctx, challenge.ServerName(id), cert)
+	p := newPreflight("127.0.0.1:"+strconv.Itoa(caPort), caPort, nil)
+	p.resolver = fakeResolver{"ip6 both.example": {netip.IPv6Loopback()}, "ip4 both.example": {netip.MustParseAddr("127.0.0.1")}}
+	checked, err := p.Preflight(ctx, id, keyAuth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"checked both.example at 127.0.0.1:" + strconv.Itoa(caPort) + ", an address of this host", "only by falling back", "[::1]:" + strconv.Itoa(caPort)} {
+		if !strings.Contains(checked, want) {
+			t.Errorf("words %q lack %q", checked, want)
+		}
 	}
 }
