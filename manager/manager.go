@@ -341,8 +341,11 @@ func (m *Manager) deployLocked(ctx context.Context, cur *Record, spec Spec) (*Re
 	derr := m.deployFiles(ctx, &target)
 	rec, err := m.recordDeploy(ctx, cur, spec, derr)
 	if err != nil {
-		m.logger.Warn("deployment outcome not recorded", "name", cur.Name(), "serial", cur.Serial,
-			"deploy_error", derr, "error", err)
+		attrs := []any{"name", cur.Name(), "serial", cur.Serial, "error", err}
+		if derr != nil { // a nil error would log as deploy_error=<nil>
+			attrs = append(attrs, "deploy_error", derr)
+		}
+		m.logger.Warn("deployment outcome not recorded", attrs...)
 		return cur, derr
 	}
 	return rec, derr
@@ -603,6 +606,7 @@ func pickInWindow(start, end, now time.Time) time.Time {
 // RenewResult is the outcome of renewing one certificate.
 type RenewResult struct {
 	Name     string
+	Names    []string // every name of the certificate, Name first
 	Decision Decision
 	Renewed  *Record // nil when not renewed
 	// Redeployed is set when the certificate was not due but was deployed
@@ -629,7 +633,7 @@ func (m *Manager) Renew(ctx context.Context, force bool) ([]RenewResult, error) 
 	}
 	var results []RenewResult
 	for _, s := range all {
-		r := RenewResult{Name: s.Name()}
+		r := RenewResult{Name: s.Name(), Names: s.Names}
 		iss, err := m.issuerFor(ctx, s.Spec)
 		if err != nil {
 			r.Err = err

@@ -17,6 +17,11 @@ Usage: tlsalpn list [--json] [--storage DIR]
 Shows every stored certificate: its names, issuer, expiry, days left, the
 CA's renewal window (ARI) when known, and the profile. It reads storage only
 and never contacts the CA; "tlsalpn renew" refreshes the renewal windows.
+
+Examples:
+  tlsalpn list
+  tlsalpn list --storage /var/lib/tlsalpn
+  tlsalpn list --json | jq -r '.[] | select(.days_left < 14) | .names[0]'   (what expires soon)
 `
 
 // listEntry is one row of "tlsalpn list --json"; its field names are a
