@@ -39,9 +39,16 @@ Examples:
       --out /etc/nginx/tls/example.com --deploy-hook 'systemctl reload nginx'
   tlsalpn issue -d 192.0.2.10 --profile shortlived --agree-tos       (an IP certificate)
   tlsalpn issue -d a.example -d b.example --separate --agree-tos     (one certificate each)
-  tlsalpn issue -d example.com --ca zerossl --eab-kid KID --eab-hmac-key KEY --agree-tos
+  tlsalpn issue -d example.com --ca zerossl --eab-kid KID --eab-hmac-key-file /etc/tlsalpn/eab.key --agree-tos
 
-Exit codes: 0 issued (and deployed), 1 failed, 2 usage error (nothing done).
+Every value is checked, and --listen bound once, before anything is
+written or ordered. The EAB HMAC key may also come from a file or from
+$TLSALPN_EAB_HMAC_KEY (and the key ID from $TLSALPN_EAB_KID), out of ps's
+sight. -v shows each step, with each challenge's key authorization for
+"tlsalpn check NAME --key-authorization".
+
+Exit codes: 0 issued (and deployed), 1 failed, 2 usage error (nothing done),
+130 interrupted.
 The hook gets TLSALPN_CERT, TLSALPN_KEY, TLSALPN_FULLCHAIN, TLSALPN_CHAIN,
 TLSALPN_DOMAIN, TLSALPN_DOMAINS and TLSALPN_OUT (and certbot's
 RENEWED_LINEAGE/RENEWED_DOMAINS and lego's LEGO_CERT_* for existing scripts).
@@ -104,22 +111,11 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
-	ids, err := parseNames(f.names)
+	in, err := validateIssueFlags(e, &f)
 	if err != nil {
 		return err
 	}
-	caURL, err := issuer.ResolveCA(f.ca)
-	if err != nil {
-		return usagef("--ca: %v", err)
-	}
-	kt, err := issuer.ParseKeyType(f.keyType)
-	if err != nil {
-		return usagef("--key-type: %v", err)
-	}
-	eab, err := f.eab()
-	if err != nil {
-		return err
-	}
+	ids, caURL, kt, eab := in.ids, in.caURL, in.kt, in.eab
 	hc, err := httpClient(f.caRoot)
 	if err != nil {
 		return err
@@ -145,6 +141,9 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	if _, err := issuer.ChooseProfile(profilesOf(dir), f.profile); err != nil {
 		return usagef("--profile: %v", err)
+	}
+	if err := checkAgreeTOS(f.storage, caURL, f.email, f.agreeTOS, dir); err != nil {
+		return err
 	}
 
 	store, err := openStorage(f.storage)
@@ -255,6 +254,6 @@ func needAccountOrEAB(storageDir, caURL, email string) error {
 	if _, err := os.Stat(acct); err == nil {
 		return nil
 	}
-	return usagef("%s requires External Account Binding: pass --eab-kid and --eab-hmac-key "+
+	return usagef("%s requires External Account Binding: pass --eab-kid and --eab-hmac-key-file (or $TLSALPN_EAB_KID and $TLSALPN_EAB_HMAC_KEY) "+
 		"(ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)", caURL)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/manager"
@@ -42,6 +43,9 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
+	if err := checkTimeout(timeout); err != nil {
+		return err
+	}
 	ctx, cancel := withTimeout(ctx, timeout)
 	defer cancel()
 	store, err := openStorage(cf.storage)
@@ -64,6 +68,9 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	var failed []error
 	for _, r := range results {
+		if len(r.Names) > 0 {
+			r.Name = strings.Join(r.Names, ",")
+		}
 		switch {
 		case r.Err != nil:
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", r.Name, oneLine(r.Err))
@@ -80,6 +87,9 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 				why = "no earlier deployment recorded"
 			}
 			fmt.Fprintf(e.stdout, "%-30s deployed (%s); not due: renews around %s\n", r.Name, why, r.Decision.At.Local().Format("2006-01-02 15:04"))
+		case r.Decision.At.IsZero():
+			// Never renewed (revoked): there is no date to give.
+			fmt.Fprintf(e.stdout, "%-30s not renewed: %s\n", r.Name, r.Decision.Reason)
 		default:
 			fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", r.Name, r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
 		}
