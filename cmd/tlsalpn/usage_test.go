@@ -427,3 +427,26 @@ func TestHelpHasExamplesAndVersion(t *testing.T) {
 		t.Errorf("main help does not list version:\n%s", out)
 	}
 }
+
+// TestServeBannerAndLogs: the banner names the listening address once,
+// and a certificate obtained and deployed is logged without
+// deploy_error=<nil>.
+func TestServeBannerAndLogs(t *testing.T) {
+	ca := startCLICA(t, testca.Options{})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	stdout, stderr, stop := startServe(t, "--listen", ca.listen, "--backend", echoTLSBackend(t, "backend.example"), "-d", "example.com",
+		"--ca", ca.DirectoryURL(), "--ca-root", ca.root, "--email", "ops@example.com", "--agree-tos",
+		"--storage", filepath.Join(dir, "store"), "--out", out, "--profile", "default")
+	waitFor(t, "the certificate to be obtained", 20*time.Second, func() bool { return strings.Contains(stderr.String(), "certificate obtained") })
+	if code := stop(); code != exitOK {
+		t.Errorf("serve exited %d: %s", code, stderr.String())
+	}
+	banner := lines(stdout.String())[0]
+	if strings.Count(banner, "listening on") != 1 || strings.Count(banner, ca.listen) != 1 {
+		t.Errorf("banner %q", banner)
+	}
+	if strings.Contains(stderr.String(), "=<nil>") {
+		t.Errorf("a nil error is logged:\n%s", stderr.String())
+	}
+}
