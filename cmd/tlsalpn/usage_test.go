@@ -450,3 +450,30 @@ func TestServeBannerAndLogs(t *testing.T) {
 		t.Errorf("a nil error is logged:\n%s", stderr.String())
 	}
 }
+
+// TestREADMELinksStayInRepository: every relative link in the README names
+// a file of this repository, and nothing points outside it (as the design
+// file once did, at ../shared/DESIGN.md).
+func TestREADMELinksStayInRepository(t *testing.T) {
+	root := filepath.Join("..", "..")
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(readme), "../") {
+		t.Errorf("README refers outside the repository: %q", regexp.MustCompile(`\S*\.\./\S*`).FindAllString(string(readme), -1))
+	}
+	links := regexp.MustCompile(`\]\(([^)#\s]+)`).FindAllStringSubmatch(string(readme), -1)
+	for _, m := range links {
+		target := m[1]
+		if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(root, target)); err != nil {
+			t.Errorf("README links %s: %v", target, err)
+		}
+	}
+	if !strings.Contains(string(readme), "(docs/DESIGN.md)") {
+		t.Error("README does not link docs/DESIGN.md")
+	}
+}
