@@ -77,7 +77,15 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 // people as what it was.
 type interruptedError struct{ sig syscall.Signal }
 
-func (e *interruptedError) Error() string { return "interrupted by " + e.sig.String() }
+func (e *interruptedError) Error() string {
+	switch e.sig {
+	case syscall.SIGINT:
+		return "interrupted (SIGINT, Ctrl-C)"
+	case syscall.SIGTERM:
+		return "interrupted (SIGTERM)"
+	}
+	return "interrupted (" + e.sig.String() + ")"
+}
 
 // exitCode is 128 plus the signal's number, as shells report a command a
 // signal stopped: 130 for Ctrl-C, 143 for SIGTERM.

@@ -72,6 +72,9 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			r.Name = strings.Join(r.Names, ",")
 		}
 		switch {
+		case r.Err != nil && ctx.Err() != nil && errors.Is(r.Err, context.Canceled):
+			fmt.Fprintf(e.stdout, "%-30s interrupted: not renewed\n", r.Name)
+			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
 		case r.Err != nil:
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", r.Name, oneLine(r.Err))
 			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))

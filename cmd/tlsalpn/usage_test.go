@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -376,12 +377,12 @@ func TestInterrupted(t *testing.T) {
 		case <-accepted:
 		case <-time.After(10 * time.Second):
 		}
-		cancel(&interruptedError{sig: 2}) // SIGINT
+		cancel(&interruptedError{sig: syscall.SIGINT})
 	}()
 	dir := t.TempDir()
 	code, _, stderr := runCLI(t, ctx, "issue", "-d", "example.com", "--agree-tos", "--storage", filepath.Join(dir, "store"),
 		"--ca", "https://"+ca.Addr().String()+"/dir", "--listen", "127.0.0.1:"+itoa(freePort(t)))
-	if code != 130 || !strings.Contains(stderr, "interrupted by interrupt") || strings.Contains(stderr, "context canceled") {
+	if code != 130 || !strings.Contains(stderr, "tlsalpn issue: interrupted (SIGINT, Ctrl-C) before finishing") || strings.Contains(stderr, "context canceled") {
 		t.Errorf("exit %d: %q", code, stderr)
 	}
 }
