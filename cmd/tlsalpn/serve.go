@@ -220,9 +220,18 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	if f.backend == "" {
 		return nil, usagef("give --config FILE, or --backend HOST:PORT for the server that now sits behind tlsalpn (see tlsalpn serve --help)")
 	}
+	storageDir := f.storage
+	if storageDir != "" {
+		// A flag is relative to where the command runs, as with --out.
+		abs, err := filepath.Abs(storageDir)
+		if err != nil {
+			return nil, usagef("--storage: %v", err)
+		}
+		storageDir = abs
+	}
 	cfg := &config.Config{
 		Listen:  f.listen,
-		Storage: f.storage,
+		Storage: storageDir,
 		ACME:    config.ACME{CA: f.ca, Email: f.email, AgreeTOS: f.agreeTOS, CARoot: f.caRoot, KeyType: f.keyType, Profile: f.profile},
 		Routes:  []config.Route{{Names: []string{"*"}, Backend: f.backend, SendProxy: f.sendProxy}},
 		Proxy:   config.Proxy{Steer: f.steer},

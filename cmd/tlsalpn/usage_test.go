@@ -478,3 +478,17 @@ func TestREADMELinksStayInRepository(t *testing.T) {
 		t.Error("README does not link docs/DESIGN.md")
 	}
 }
+
+// TestServeFlagsRelativeStorage: --storage relative to where the command
+// runs is taken as such in flag mode, as --out is, and not refused in a
+// config file's terms.
+func TestServeFlagsRelativeStorage(t *testing.T) {
+	f := serveFlags{caFlags: caFlags{ca: "letsencrypt", storage: "rel/store"}, listen: "127.0.0.1:1", backend: "127.0.0.1:2", keyType: "ec256", steer: "auto"}
+	cfg, err := serveConfig(&env{getenv: func(string) string { return "" }}, &f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := filepath.Abs("rel/store"); cfg.Storage != want {
+		t.Errorf("storage %q, want %q", cfg.Storage, want)
+	}
+}
