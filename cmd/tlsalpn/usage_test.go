@@ -71,6 +71,7 @@ func TestBadValuesExit2BeforeAnything(t *testing.T) {
 		{"email words", issue("--email", "ops at example.com"), "is not an email address", ""},
 		{"email with name", issue("--email", "Ops <ops@example.com>"), "give just the address", ""},
 		{"email mailto", issue("--email", "mailto:ops@example.com"), "is not an email address", ""},
+		{"out is a file", issue("--out", keyFile), "--out " + keyFile + " is a file", ""},
 		{"eab key file missing", issue("--eab-kid", "kid", "--eab-hmac-key-file", missing), "--eab-hmac-key-file", ""},
 		{"eab key twice", issue("--eab-kid", "kid", "--eab-hmac-key-file", keyFile, "--eab-hmac-key", "a2V5"), "not both", ""},
 		{"eab key without kid", issue("--eab-hmac-key-file", keyFile), "without its key ID", ""},

@@ -65,6 +65,13 @@ func validateIssueFlags(e *env, f *issueFlags) (issueInput, error) {
 			return in, err
 		}
 	}
+	if f.out != "" {
+		// A file where the directory should be would fail the deployment
+		// only after the certificate was ordered.
+		if fi, err := os.Stat(f.out); err == nil && !fi.IsDir() {
+			return in, usagef("--out %s is a file: give the directory the certificate files go to", f.out)
+		}
+	}
 	if err := checkListen(f.listen); err != nil {
 		return in, err
 	}
