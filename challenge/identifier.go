@@ -65,7 +65,11 @@ func ParseIdentifier(s string) (Identifier, error) {
 		if addr.Zone() != "" {
 			return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: IP address with a zone cannot be validated by a CA", in)
 		}
-		return Identifier{Type: IP, Value: addr.Unmap().String()}, nil
+		addr = addr.Unmap()
+		if why := unreachableIP(addr); why != "" {
+			return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: %s", in, why)
+		}
+		return Identifier{Type: IP, Value: addr.String()}, nil
 	} else if ipText != s || strings.Contains(s, ":") {
 		return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: %w", in, err)
 	}
@@ -92,6 +96,27 @@ func ParseIdentifier(s string) (Identifier, error) {
 		return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: not an IP address, and a name's last label cannot be all digits", in)
 	}
 	return Identifier{Type: DNS, Value: name}, nil
+}
+
+// unreachableIP says why no CA could ever connect to addr to validate it,
+// or returns "" when one could. The unspecified address means "every
+// address" to a listener, broadcast and multicast address groups, and a
+// link-local address names a different host on every link: a certificate
+// for any of them would be a mistake, so they are refused before an order
+// burns an authorization. Loopback and private addresses stay allowed: a
+// private CA on the same host or network can validate them.
+func unreachableIP(addr netip.Addr) string {
+	switch {
+	case addr.IsUnspecified():
+		return "the unspecified address means every address of a host, not one a CA can connect to; give this host's public address"
+	case addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "the broadcast address is not a host a CA can connect to; give this host's public address"
+	case addr.IsMulticast():
+		return "a multicast address is a group, not a host a CA can connect to; give this host's public address"
+	case addr.IsLinkLocalUnicast():
+		return "a link-local address is only meaningful on one network link, so no CA can reach it; give this host's public address"
+	}
+	return ""
 }
 
 // NormalizeServerName returns sni as a responder should look it up: lower

@@ -107,7 +107,7 @@ func (iss *Issuer) solve(ctx context.Context, acct acme.Account, authzURL string
 	sum := sha256.Sum256([]byte(keyAuth))
 	sni := challenge.ServerName(id)
 	iss.step(Step{Kind: StepChallenge, Identifier: name, Detail: fmt.Sprintf(
-		"challenge certificate built for SNI %s; acmeIdentifier = SHA-256(key authorization) = %s", sni, hex.EncodeToString(sum[:]))})
+		"challenge certificate built for SNI %s; key authorization %s; acmeIdentifier = SHA-256(key authorization) = %s", sni, keyAuth, hex.EncodeToString(sum[:]))})
 
 	seen, err := iss.cfg.Publisher.Publish(ctx, sni, cert)
 	if err != nil {

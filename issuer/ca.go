@@ -52,9 +52,14 @@ func CANames() []string {
 
 // ResolveCA turns a --ca value into a directory URL: one of CANames, or an
 // https URL (http is refused: ACME requires TLS, RFC 8555 §6.1).
+//
+// An empty value is an error, not a default: it is what an unset shell
+// variable (--ca "$CA") gives, and quietly ordering from production Let's
+// Encrypt instead of the CA that was meant would spend real rate limits
+// and issue real certificates.
 func ResolveCA(s string) (string, error) {
-	if s == "" {
-		return knownCAs["letsencrypt"], nil
+	if strings.TrimSpace(s) == "" {
+		return "", fmt.Errorf("no CA given (empty value; an unset variable?): use a directory URL (https://…/directory) or one of %s", strings.Join(CANames(), ", "))
 	}
 	if u, ok := knownCAs[strings.ToLower(s)]; ok {
 		return u, nil

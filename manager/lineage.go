@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,6 +50,9 @@ type IssueOptions struct {
 	// Defaults fills the settings a new (or replaced) certificate's spec
 	// leaves empty; a stored one keeps its own.
 	Defaults Spec
+	// BeforeOrder, if set, is called just before a certificate is
+	// ordered; its error stops the order (nothing is asked of the CA).
+	BeforeOrder func(ctx context.Context, spec Spec) error
 	// DefaultOut returns the output directory for a certificate name
 	// when the spec has none and the certificate is new or replaced; nil
 	// means none.
@@ -96,9 +100,76 @@ func orNone(s string) string {
 // When the certificate is stored but its deployment fails, Issue returns
 // the result with the error, as Obtain does.
 func (m *Manager) Issue(ctx context.Context, spec Spec, opts IssueOptions) (*IssueResult, error) {
+	p, err := m.planIssue(ctx, spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	spec, cur, same, all, id := p.spec, p.cur, p.same, p.all, p.spec.ID()
+	if !p.order {
+		return m.reconfigureIssued(ctx, cur, spec)
+	}
+	var replaces *Stored
+	if same && cur.Revoked.IsZero() {
+		replaces = cur
+	}
+	res := &IssueResult{Action: Ordered}
+	if cur != nil && !same {
+		res.Previous = &cur.Record
+	}
+	var leaf *x509.Certificate
+	if replaces != nil {
+		leaf = replaces.Chain[0]
+	}
+	if opts.BeforeOrder != nil {
+		if err := opts.BeforeOrder(ctx, spec); err != nil {
+			return nil, err
+		}
+	}
+	rec, err := m.Obtain(ctx, spec, leaf)
+	res.Record = rec
+	if rec == nil {
+		return nil, err
+	}
+	// Stored: whoever fed the same output directory before stops.
+	if spec.Out != "" {
+		for _, s := range all {
+			if s.ID() != id && s.Retired == nil && s.Out == spec.Out {
+				if r, rerr := m.retire(ctx, s.ID(), id, spec.Out); rerr != nil {
+					err = errors.Join(err, rerr)
+				} else if r != nil {
+					res.Retired = append(res.Retired, r)
+				}
+			}
+		}
+	}
+	return res, err
+}
+
+// issuePlan is what Issue will do for a spec, decided from storage alone.
+type issuePlan struct {
+	spec  Spec    // with its certificate name and settings resolved
+	cur   *Stored // the certificate stored under that name, if any
+	same  bool    // cur is for the same names from the same CA
+	order bool    // a certificate is to be ordered
+	all   []*Stored
+}
+
+// WouldOrder reports whether Issue would order a certificate for spec, or
+// find one valid already, reading storage only: a command can tell before
+// it asks anything of the CA whether it will need the validation port.
+func (m *Manager) WouldOrder(ctx context.Context, spec Spec, opts IssueOptions) (bool, error) {
+	p, err := m.planIssue(ctx, spec, opts)
+	if err != nil {
+		return false, err
+	}
+	return p.order, nil
+}
+
+func (m *Manager) planIssue(ctx context.Context, spec Spec, opts IssueOptions) (*issuePlan, error) {
 	if len(spec.Names) == 0 {
 		return nil, errors.New("no names to obtain a certificate for")
 	}
+	spec.Names = slices.Clone(spec.Names)
 	for i, n := range spec.Names {
 		id, err := challenge.ParseIdentifier(n)
 		if err != nil {
@@ -151,40 +222,8 @@ func (m *Manager) Issue(ctx context.Context, spec Spec, opts IssueOptions) (*Iss
 	if cur != nil && cur.Retired == nil && !same && cur.Out != spec.Out {
 		return nil, &IdentityClashError{CertName: id, Existing: &cur.Record, Out: spec.Out}
 	}
-
-	if same && !opts.Force && cur.Revoked.IsZero() && m.now().Before(cur.NotAfter) {
-		return m.reconfigureIssued(ctx, cur, spec)
-	}
-	var replaces *Stored
-	if same && cur.Revoked.IsZero() {
-		replaces = cur
-	}
-	res := &IssueResult{Action: Ordered}
-	if cur != nil && !same {
-		res.Previous = &cur.Record
-	}
-	var leaf *x509.Certificate
-	if replaces != nil {
-		leaf = replaces.Chain[0]
-	}
-	rec, err := m.Obtain(ctx, spec, leaf)
-	res.Record = rec
-	if rec == nil {
-		return nil, err
-	}
-	// Stored: whoever fed the same output directory before stops.
-	if spec.Out != "" {
-		for _, s := range all {
-			if s.ID() != id && s.Retired == nil && s.Out == spec.Out {
-				if r, rerr := m.retire(ctx, s.ID(), id, spec.Out); rerr != nil {
-					err = errors.Join(err, rerr)
-				} else if r != nil {
-					res.Retired = append(res.Retired, r)
-				}
-			}
-		}
-	}
-	return res, err
+	valid := same && cur.Revoked.IsZero() && m.now().Before(cur.NotAfter)
+	return &issuePlan{spec: spec, cur: cur, same: same, order: opts.Force || !valid, all: all}, nil
 }
 
 // keepUnset fills the settings s leaves empty from cur.

@@ -482,8 +482,11 @@ func (m *Manager) deployLocked(ctx context.Context, cur *Record, spec Spec) (*Re
 	derr := m.deployFiles(ctx, &target)
 	rec, err := m.recordDeploy(ctx, cur, spec, derr)
 	if err != nil {
-		m.logger.Warn("deployment outcome not recorded", "name", cur.Name(), "serial", cur.Serial,
-			"deploy_error", derr, "error", err)
+		attrs := []any{"name", cur.Name(), "serial", cur.Serial, "error", err}
+		if derr != nil { // a nil error would log as deploy_error=<nil>
+			attrs = append(attrs, "deploy_error", derr)
+		}
+		m.logger.Warn("deployment outcome not recorded", attrs...)
 		return cur, derr
 	}
 	return rec, derr

@@ -95,7 +95,7 @@ func TestUnreachableCA(t *testing.T) {
 	dir := t.TempDir()
 	storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 	code, _, stderr := runCLI(t, context.Background(), "issue", "-d", "example.com", "--agree-tos",
-		"--ca", "https://127.0.0.1:"+itoa(freePort(t))+"/dir", "--storage", storage, "--out", out)
+		"--ca", "https://127.0.0.1:"+itoa(freePort(t))+"/dir", "--listen", "127.0.0.1:"+itoa(freePort(t)), "--storage", storage, "--out", out)
 	if code != exitFailure {
 		t.Fatalf("exit %d, want 1: %s", code, stderr)
 	}

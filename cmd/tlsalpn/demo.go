@@ -35,6 +35,11 @@ CA's root. No root privileges, no port below 1024, no network.
 
 The demo CA is thrown away when the demo ends; its certificates are trusted
 by nothing. Use "tlsalpn issue" for real ones.
+
+Examples:
+  tlsalpn demo
+  tlsalpn demo --dir ./demo-out -d app.example -d 127.0.0.1    (your names, files kept)
+  tlsalpn demo -v                                             (with the CA's logs)
 `
 
 func runDemo(ctx context.Context, e *env, args []string) error {

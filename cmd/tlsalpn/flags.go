@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	iofs "io/fs"
 	"log/slog"
 	"net/http"
+	"net/mail"
 	"os"
 	"strings"
 	"time"
@@ -51,7 +53,7 @@ func (f *flagSet) parse(args []string, maxArgs int) error {
 				f.printHelp()
 				return errHelp
 			}
-			return usagef("%v (see tlsalpn %s --help)", err, f.Name())
+			return usagef("%v%s (see tlsalpn %s --help)", err, f.didYouMean(err), f.Name())
 		}
 		rest = f.Args()
 		if len(rest) == 0 {
@@ -76,6 +78,83 @@ func (f *flagSet) setFlags() map[string]bool {
 	set := map[string]bool{}
 	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	return set
+}
+
+// otherToolFlags maps flags people bring from certbot and lego to ours.
+var otherToolFlags = map[string]string{
+	"domain":     "d",
+	"domains":    "d",
+	"server":     "ca",
+	"m":          "email",
+	"accept-tos": "agree-tos",
+}
+
+// didYouMean returns "; did you mean --x?" for a flag the parser did not
+// know when one of this command's flags is within a small edit distance
+// of it (a typo), or is its name in certbot or lego; "" otherwise.
+func (f *flagSet) didYouMean(err error) string {
+	const prefix = "flag provided but not defined: -"
+	msg := err.Error()
+	if !strings.HasPrefix(msg, prefix) {
+		return ""
+	}
+	typed := strings.TrimLeft(msg[len(prefix):], "-")
+	if alt, ok := otherToolFlags[typed]; ok && f.Lookup(alt) != nil {
+		return "; did you mean " + dashed(alt) + "?"
+	}
+	// Short names are too close to everything to guess from.
+	maxDist := 0
+	switch {
+	case len(typed) >= 6:
+		maxDist = 2
+	case len(typed) >= 3:
+		maxDist = 1
+	}
+	best, bestDist := "", maxDist+1
+	f.VisitAll(func(fl *flag.Flag) {
+		if d := editDistance(typed, fl.Name); d < bestDist {
+			best, bestDist = fl.Name, d
+		}
+	})
+	if best == "" {
+		return ""
+	}
+	return "; did you mean " + dashed(best) + "?"
+}
+
+// dashed spells a flag name the way the help does: -d, --email.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// editDistance is the optimal string alignment distance between a and b:
+// insertions, deletions, substitutions and transpositions of adjacent
+// bytes each cost one, so "agree-tso" is one step from "agree-tos".
+func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
 }
 
 func (f *flagSet) printHelp() {
@@ -118,6 +197,7 @@ type caFlags struct {
 	ca, caRoot, email string
 	agreeTOS          bool
 	eabKID, eabHMAC   string
+	eabHMACFile       string
 	storage           string
 	verbose           bool
 	timeout           time.Duration
@@ -134,17 +214,91 @@ func (c *caFlags) register(f *flagSet, withAccount bool) {
 	f.StringVar(&c.email, "email", "", "contact `ADDRESS` for the ACME account (expiry and incident mail from the CA)")
 	f.BoolVar(&c.agreeTOS, "agree-tos", false, "agree to the CA's terms of service (required to create an account)")
 	f.StringVar(&c.eabKID, "eab-kid", "", "External Account Binding key `ID` (ZeroSSL, Google and other CAs that require EAB)")
-	f.StringVar(&c.eabHMAC, "eab-hmac-key", "", "External Account Binding HMAC `KEY`, base64url as the CA gives it")
+	f.StringVar(&c.eabHMAC, "eab-hmac-key", "", "External Account Binding HMAC `KEY`, base64url as the CA gives it; visible to every user in ps: prefer --eab-hmac-key-file or $TLSALPN_EAB_HMAC_KEY")
+	f.StringVar(&c.eabHMACFile, "eab-hmac-key-file", "", "`FILE` holding the External Account Binding HMAC key (instead of --eab-hmac-key)")
 }
 
-func (c *caFlags) eab() (*acme.EAB, error) {
-	switch {
-	case c.eabKID == "" && c.eabHMAC == "":
-		return nil, nil
-	case c.eabKID == "" || c.eabHMAC == "":
-		return nil, usagef("--eab-kid and --eab-hmac-key go together: give both")
+// The environment variables that may carry External Account Binding
+// credentials instead of the command line, where ps shows them.
+const (
+	envEABKID  = "TLSALPN_EAB_KID"
+	envEABHMAC = "TLSALPN_EAB_HMAC_KEY"
+)
+
+// eab resolves the External Account Binding from --eab-kid and one of
+// --eab-hmac-key, --eab-hmac-key-file or $TLSALPN_EAB_HMAC_KEY (the key ID
+// may come from $TLSALPN_EAB_KID), and checks that the key is base64url as
+// CAs give it, so that a pasting mistake is a usage error and not a CA's
+// "malformed" after an account request.
+func (c *caFlags) eab(e *env) (*acme.EAB, error) {
+	kid, key := c.eabKID, c.eabHMAC
+	if c.eabHMAC != "" && c.eabHMACFile != "" {
+		return nil, usagef("give the EAB HMAC key once: --eab-hmac-key or --eab-hmac-key-file, not both")
 	}
-	return &acme.EAB{KeyID: c.eabKID, MACKey: c.eabHMAC}, nil
+	if c.eabHMACFile != "" {
+		data, err := os.ReadFile(c.eabHMACFile)
+		if err != nil {
+			return nil, usagef("--eab-hmac-key-file: %v", err)
+		}
+		if key = strings.TrimSpace(string(data)); key == "" {
+			return nil, usagef("--eab-hmac-key-file %s is empty: it should hold the HMAC key as the CA shows it", c.eabHMACFile)
+		}
+	}
+	if kid == "" {
+		kid = strings.TrimSpace(e.getenv(envEABKID))
+	}
+	if key == "" {
+		key = strings.TrimSpace(e.getenv(envEABHMAC))
+	}
+	switch {
+	case kid == "" && key == "":
+		return nil, nil
+	case kid == "":
+		return nil, usagef("an EAB HMAC key without its key ID: give --eab-kid (or $%s) too", envEABKID)
+	case key == "":
+		return nil, usagef("--eab-kid and the EAB HMAC key go together: give --eab-hmac-key-file FILE (or $%s, or --eab-hmac-key)", envEABHMAC)
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(key, "=")); err != nil {
+		return nil, usagef("the EAB HMAC key is not base64url: copy it exactly as the CA shows it")
+	}
+	c.eabKID, c.eabHMAC = kid, key
+	return &acme.EAB{KeyID: kid, MACKey: key}, nil
+}
+
+// validate checks the account flags before anything is contacted or
+// written: an empty --ca, a malformed --email and a --timeout that would
+// mean "never give up" are usage errors.
+func (c *caFlags) validate() error {
+	if strings.TrimSpace(c.ca) == "" {
+		return usagef("--ca is empty (an unset variable?): give a directory URL or one of %s", strings.Join(issuer.CANames(), ", "))
+	}
+	if err := checkEmail(c.email); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkEmail accepts an empty address (no contact) or exactly one plain
+// address: the CA would otherwise refuse the account, after storage was
+// created and the order was under way.
+func checkEmail(email string) error {
+	if email == "" {
+		return nil
+	}
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Address != email {
+		return usagef("--email %q is not an email address: give just the address, e.g. ops@example.com", email)
+	}
+	return nil
+}
+
+// checkTimeout refuses a --timeout that is zero or negative, which would
+// otherwise mean no limit at all.
+func checkTimeout(d time.Duration) error {
+	if d <= 0 {
+		return usagef("--timeout %s: give a positive duration such as 10m", d)
+	}
+	return nil
 }
 
 func (c *caFlags) logger(e *env) *slog.Logger {

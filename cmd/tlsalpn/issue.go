@@ -17,6 +17,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 const issueUsage = `
@@ -49,7 +50,7 @@ Examples:
   tlsalpn issue -d a.example -d b.example --separate --agree-tos     (one certificate each)
   tlsalpn issue -d example.com -d new.example.com --out /etc/nginx/tls/example.com --agree-tos
                                              (adds a name to the certificate that feeds that --out)
-  tlsalpn issue -d example.com --ca zerossl --eab-kid KID --eab-hmac-key KEY --agree-tos
+  tlsalpn issue -d example.com --ca zerossl --eab-kid KID --eab-hmac-key-file /etc/tlsalpn/eab.key --agree-tos
   tlsalpn issue -d example.com --agree-tos --pre-hook 'systemctl stop nginx' \
       --post-hook 'systemctl start nginx'    (a server holds :443 and cannot move)
 
@@ -57,7 +58,14 @@ Where it is stored: --storage, else $TLSALPN_STORAGE, else /var/lib/tlsalpn
 for root and $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn for other
 users. Run "tlsalpn renew" as the same user; issue prints the exact line.
 
-Exit codes: 0 issued (and deployed), 1 failed, 2 usage error (nothing done).
+Every value is checked, and --listen bound once, before anything is
+written or ordered. The EAB HMAC key may also come from a file or from
+$TLSALPN_EAB_HMAC_KEY (and the key ID from $TLSALPN_EAB_KID), out of ps's
+sight. -v shows each step, with each challenge's key authorization for
+"tlsalpn check NAME --key-authorization".
+
+Exit codes: 0 issued (and deployed), 1 failed, 2 usage error (nothing done),
+130 interrupted.
 The hook gets TLSALPN_CERT, TLSALPN_KEY, TLSALPN_FULLCHAIN, TLSALPN_CHAIN,
 TLSALPN_DOMAIN, TLSALPN_DOMAINS and TLSALPN_OUT (and certbot's
 RENEWED_LINEAGE/RENEWED_DOMAINS and lego's LEGO_CERT_* for existing scripts).
@@ -130,7 +138,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
-	ids, err := parseNames(f.names)
+	in, err := validateIssueFlags(e, &f)
 	if err != nil {
 		return err
 	}
@@ -138,25 +146,25 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		if err := manager.ValidateCertName(f.certName); err != nil {
 			return usagef("--cert-name: %v", err)
 		}
-		if f.separate && len(ids) > 1 {
+		if f.separate && len(in.ids) > 1 {
 			return usagef("--cert-name names one certificate; --separate makes one per name, each named by its name")
 		}
 	}
 	if f.validationPort < 1 || f.validationPort > 65535 {
 		return usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
 	}
-	caURL, err := issuer.ResolveCA(f.ca)
-	if err != nil {
-		return usagef("--ca: %v", err)
+	if in.portErr != nil {
+		if store, id, need := needsPort(ctx, e, &f, in); need {
+			if store == nil {
+				return in.portErr
+			}
+			return servePortError(ctx, store, in.portErr, id, in.ids[0].Value, f.listen)
+		}
 	}
-	kt, err := issuer.ParseKeyType(f.keyType)
-	if err != nil {
-		return usagef("--key-type: %v", err)
-	}
-	eab, err := f.eab()
 	if err != nil {
 		return err
 	}
+	ids, caURL, kt, eab := in.ids, in.caURL, in.kt, in.eab
 	hc, err := httpClient(f.caRoot)
 	if err != nil {
 		return err
@@ -182,6 +190,9 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	if _, err := issuer.ChooseProfile(profilesOf(dir), f.profile); err != nil {
 		return usagef("--profile: %v", err)
+	}
+	if err := checkAgreeTOS(e, f.storage, caURL, f.email, f.agreeTOS, dir); err != nil {
+		return err
 	}
 
 	store, err := openStorage(e, f.storage, create)
@@ -241,9 +252,12 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		specs = append(specs, specFor(identifierValues(ids), out))
 	}
 	opts := manager.IssueOptions{
-		Force:      f.force,
-		Defaults:   manager.Spec{KeyType: kt, Listen: f.listen},
-		DefaultOut: func(name string) string { return filepath.Join(liveDir, name) },
+		Force: f.force,
+		// The port was bind-tested before anything was contacted; it
+		// matters only now that something is to be ordered.
+		BeforeOrder: func(context.Context, manager.Spec) error { return in.portErr },
+		Defaults:    manager.Spec{KeyType: kt, Listen: f.listen},
+		DefaultOut:  func(name string) string { return filepath.Join(liveDir, name) },
 	}
 
 	start := time.Now()
@@ -287,6 +301,49 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	printRenewHint(e, store.Root(), storedNames(recs))
 	return errors.Join(failed...)
+}
+
+// needsPort reports whether issue will order anything, and so needs
+// --listen, reading storage only (nothing is created, the CA is not
+// asked): issuing again what is stored and valid needs no port, which is
+// what makes running issue again safe while a server holds :443. When in
+// doubt it says yes.
+//
+// It returns the storage, when there is one, and the certificate name that
+// would be ordered, for saying who holds the port.
+func needsPort(ctx context.Context, e *env, f *issueFlags, in issueInput) (*fs.FS, string, bool) {
+	store, err := openStorage(e, f.storage, mustExist)
+	if err != nil {
+		return nil, "", true
+	}
+	m := manager.New(store, nil, nil)
+	caURL := in.caURL
+	for _, id := range in.ids {
+		names := identifierValues(in.ids)
+		if f.separate {
+			names = []string{id.Value}
+		}
+		spec := manager.Spec{CertName: f.certName, Names: names, CA: caURL}
+		if f.out != "" {
+			spec.Out, _ = filepath.Abs(f.out)
+			if f.separate {
+				spec.Out = filepath.Join(spec.Out, id.Value)
+			}
+		}
+		order, err := m.WouldOrder(ctx, spec, manager.IssueOptions{Force: f.force})
+		if err != nil {
+			// Refused for another reason (a name clash, a damaged
+			// record), which the run itself reports as such.
+			continue
+		}
+		if order {
+			return store, spec.ID(), true
+		}
+		if !f.separate {
+			break
+		}
+	}
+	return store, "", false
 }
 
 func orDash(s string) string {
@@ -375,6 +432,6 @@ func needAccountOrEAB(e *env, storageFlag, caURL, email string) error {
 	if _, err := os.Stat(acct); err == nil {
 		return nil
 	}
-	return usagef("%s requires External Account Binding: pass --eab-kid and --eab-hmac-key "+
+	return usagef("%s requires External Account Binding: pass --eab-kid and --eab-hmac-key-file (or $TLSALPN_EAB_KID and $TLSALPN_EAB_HMAC_KEY) "+
 		"(ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)", caURL)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,5 +196,44 @@ func TestDamagedRecordIsLoud(t *testing.T) {
 				t.Errorf("renew after delete: exit %d: %s", code, stdout)
 			}
 		})
+	}
+}
+
+// TestIssueAgainWhilePortHeld: issue run again for what is stored and
+// valid needs no validation port, so it succeeds while a server holds it
+// (an idempotent provisioning run); anything that would order refuses
+// before the CA is asked.
+func TestIssueAgainWhilePortHeld(t *testing.T) {
+	ca := startCLICA(t, testca.Options{})
+	dir := t.TempDir()
+	storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
+	ctx := context.Background()
+	if code, _, stderr := runCLI(t, ctx, ca.issueArgs(storage, out, "example.com")...); code != exitOK {
+		t.Fatalf("issue: %s", stderr)
+	}
+	held, err := net.Listen("tcp", ca.listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	before := ca.orders.Load()
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"same names again", ca.issueArgs(storage, out, "example.com"), exitOK, "already valid until"},
+		{"forced", append(ca.issueArgs(storage, out, "example.com"), "--force"), exitFailure, "cannot be bound"},
+		{"other names", ca.issueArgs(storage, out, "example.com", "www.example.com"), exitFailure, "cannot be bound"},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runCLI(t, ctx, tt.args...)
+		if code != tt.code || !strings.Contains(stdout+stderr, tt.want) {
+			t.Errorf("%s: exit %d (want %d), %q %q; want %q", tt.name, code, tt.code, stdout, stderr, tt.want)
+		}
+	}
+	if n := ca.orders.Load() - before; n != 0 {
+		t.Errorf("%d orders placed while the port was held", n)
 	}
 }

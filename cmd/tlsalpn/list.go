@@ -30,6 +30,7 @@ It reads storage only and never contacts the CA.
 
 Examples:
   tlsalpn list
+  tlsalpn list --storage /var/lib/tlsalpn
   tlsalpn list --json | jq -r '.[] | select(.days_left < 20) | .cert_name'
 
 Exit codes: 0 listed (even if some are damaged: the table says so),

@@ -7,6 +7,8 @@
 //	0  success
 //	1  the operation failed (the CA refused, validation failed, a hook failed)
 //	2  usage error: a bad flag, name or value; nothing was done
+//	130, 143  interrupted by SIGINT (Ctrl-C) or SIGTERM before finishing
+//	          (128 + the signal's number, as shells report it)
 package main
 
 import (
@@ -82,9 +84,36 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
+// interruptedError is the cause of the command's context when a signal
+// stopped it, so that the command's "context canceled" can be told to
+// people as what it was.
+type interruptedError struct{ sig syscall.Signal }
+
+func (e *interruptedError) Error() string {
+	switch e.sig {
+	case syscall.SIGINT:
+		return "interrupted (SIGINT, Ctrl-C)"
+	case syscall.SIGTERM:
+		return "interrupted (SIGTERM)"
+	}
+	return "interrupted (" + e.sig.String() + ")"
+}
+
+// exitCode is 128 plus the signal's number, as shells report a command a
+// signal stopped: 130 for Ctrl-C, 143 for SIGTERM.
+func (e *interruptedError) exitCode() int { return 128 + int(e.sig) }
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if s, ok := (<-sigs).(syscall.Signal); ok {
+			cancel(&interruptedError{sig: s})
+		}
+	}()
 	os.Exit(profiled(func() int {
 		return run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, geteuid: os.Geteuid}, os.Args[1:])
 	}))
@@ -137,6 +166,11 @@ func run(ctx context.Context, e *env, args []string) int {
 		case errors.Is(err, errHelp):
 			return exitOK
 		}
+		var ie *interruptedError
+		if errors.As(context.Cause(ctx), &ie) && errors.Is(err, context.Canceled) {
+			fmt.Fprintf(e.stderr, "tlsalpn %s: %s before finishing\n", c.name, ie)
+			return ie.exitCode()
+		}
 		fmt.Fprintf(e.stderr, "tlsalpn %s: %s\n", c.name, oneLine(err))
 		var ee *exitError
 		if errors.As(err, &ee) {
@@ -152,9 +186,26 @@ func run(ctx context.Context, e *env, args []string) int {
 	return exitUsage
 }
 
-// oneLine folds a possibly multi-line error (errors.Join) into one line.
+// oneLine folds a possibly multi-line error (errors.Join) into one line,
+// in words meant for people: without the package prefixes libraries put
+// on their errors for programmers (see internalPrefixes).
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	s := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	for _, p := range internalPrefixes {
+		s = strings.TrimPrefix(s, p)
+		s = strings.ReplaceAll(s, ": "+p, ": ")
+		s = strings.ReplaceAll(s, "; "+p, "; ")
+	}
+	return s
+}
+
+// internalPrefixes are the "package: " prefixes of errors from this
+// module's libraries and from acmez, which say where in the code an error
+// arose: useful in a stack, noise in a message to a sysadmin, and already
+// said by the wrapping ("opening storage: …").
+var internalPrefixes = []string{
+	"storage/fs: ", "storage: ", "challenge: ", "issuer: ", "manager: ", "deploy: ", "responder: ",
+	"provisioning client: ",
 }
 
 func mainUsage(w io.Writer) {
@@ -170,6 +221,7 @@ Commands:
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintf(w, "  %-8s %s\n", "version", "print the version")
 	fmt.Fprint(w, `
 Try it with nothing set up:
   tlsalpn demo
@@ -183,7 +235,8 @@ systemd timer, twice a day, as the same user:
   17 3,15 * * *  root  /usr/local/bin/tlsalpn renew -q
 
 Run "tlsalpn <command> --help" for the flags of a command.
-Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing was done).
+Exit codes: 0 success, 1 the operation failed, 2 usage error (nothing was done),
+130 interrupted (Ctrl-C; 143 for SIGTERM).
 `)
 }
 

@@ -75,6 +75,9 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	if quiet && cf.verbose {
 		return usagef("-q and -v contradict each other: give one")
 	}
+	if err := checkTimeout(timeout); err != nil {
+		return err
+	}
 	ctx, cancel := withTimeout(ctx, timeout)
 	defer cancel()
 	store, err := openStorage(e, cf.storage, mustExist)
@@ -162,6 +165,9 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "%-30s DAMAGED: %s: re-issue it (tlsalpn issue --force --cert-name %s -d …) or delete it (tlsalpn delete %s)\n",
 				r.Name, oneLine(de.Err), r.Name, r.Name)
 			failed = append(failed, r.Err)
+		case r.Err != nil && ctx.Err() != nil && errors.Is(r.Err, context.Canceled):
+			fmt.Fprintf(e.stdout, "%-30s interrupted: not renewed\n", renewLabel(r))
+			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
 		case r.Err != nil:
 			r.Err = servePortError(ctx, store, r.Err, wheres[r.Name].id, r.Name, wheres[r.Name].listen)
 			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", renewLabel(r), oneLine(r.Err))

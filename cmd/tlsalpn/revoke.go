@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/tlsalpn/tlsalpn/manager"
@@ -21,27 +22,62 @@ files in its output directory are not removed: replace them first
 certificate. A certificate that a running "tlsalpn serve" keeps is replaced
 by that serve within seconds, and deployed.
 
-Reasons (RFC 5280): 0 unspecified, 1 keyCompromise, 4 superseded,
-5 cessationOfOperation.
+Reasons (RFC 5280 §5.3.1), by name (any case) or number: unspecified (0),
+keyCompromise (1), affiliationChanged (3), superseded (4),
+cessationOfOperation (5). Let's Encrypt accepts no others.
+
+Examples:
+  tlsalpn revoke example.com --reason superseded      (after issuing its replacement)
+  tlsalpn revoke example.com --reason keyCompromise   (the key leaked)
+  tlsalpn revoke 192.0.2.10 --storage /var/lib/tlsalpn
+
 Exit codes: 0 revoked, 1 the CA refused, 2 usage error (no such certificate).
 `
 
+// revocationReasons are the RFC 5280 reason codes a subscriber may give
+// (the ones Let's Encrypt accepts), by the names RFC 5280 uses.
+var revocationReasons = []struct {
+	name string
+	code int
+}{
+	{"unspecified", 0},
+	{"keyCompromise", 1},
+	{"affiliationChanged", 3},
+	{"superseded", 4},
+	{"cessationOfOperation", 5},
+}
+
+// parseReason takes a reason's RFC 5280 name, in any case, or its number.
+func parseReason(s string) (int, error) {
+	t := strings.TrimSpace(s)
+	n, numErr := strconv.Atoi(t)
+	for _, r := range revocationReasons {
+		if strings.EqualFold(t, r.name) || (numErr == nil && n == r.code) {
+			return r.code, nil
+		}
+	}
+	var want []string
+	for _, r := range revocationReasons {
+		want = append(want, fmt.Sprintf("%s (%d)", r.name, r.code))
+	}
+	return 0, usagef("--reason %s: use one of %s", s, strings.Join(want, ", "))
+}
+
 func runRevoke(ctx context.Context, e *env, args []string) error {
 	var cf caFlags
-	var reason int
+	var reasonText string
 	fs := newFlagSet(e, "revoke", revokeUsage)
 	cf.register(fs, false)
-	fs.IntVar(&reason, "reason", 0, "RFC 5280 revocation reason `CODE`: 0, 1, 4 or 5")
+	fs.StringVar(&reasonText, "reason", "unspecified", "RFC 5280 revocation `REASON`: unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation (or 0, 1, 3, 4, 5)")
 	if err := fs.parse(args, 1); err != nil {
 		return err
 	}
 	if len(fs.pos) != 1 {
 		return usagef("give the NAME of the certificate to revoke (see tlsalpn revoke --help)")
 	}
-	switch reason {
-	case 0, 1, 4, 5:
-	default:
-		return usagef("--reason %d: use 0 (unspecified), 1 (keyCompromise), 4 (superseded) or 5 (cessationOfOperation)", reason)
+	reason, err := parseReason(reasonText)
+	if err != nil {
+		return err
 	}
 	name := fs.pos[0]
 	store, err := openStorage(e, cf.storage, mustExist)

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -118,7 +119,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%s: OK: %s\n", f.checkConfig, cfg.Summary())
 		return nil
 	}
-	cfg, err := serveConfig(&f)
+	cfg, err := serveConfig(e, &f)
 	if err != nil {
 		return err
 	}
@@ -148,7 +149,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w%s", cfg.Listen, err, listenHint(err))
 	}
-	fmt.Fprintf(e.stdout, "tlsalpn serve: listening on %s: %s\n", ln.Addr(), cfg.Summary())
+	fmt.Fprintf(e.stdout, "tlsalpn serve: listening on %s; %s\n", ln.Addr(), summaryAfterListen(cfg))
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -214,7 +215,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 }
 
 // serveConfig reads --config, or builds the same configuration from flags.
-func serveConfig(f *serveFlags) (*config.Config, error) {
+func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	if f.configFile != "" {
 		if f.backend != "" || len(f.names) > 0 {
 			return nil, usagef("--backend and -d are for use without --config: put routes and certificates in %s", f.configFile)
@@ -228,15 +229,27 @@ func serveConfig(f *serveFlags) (*config.Config, error) {
 		}
 		return cfg, nil
 	}
+	if err := validateServeFlags(e, f); err != nil {
+		return nil, err
+	}
 	if f.steer != config.SteerAuto && f.steer != config.SteerOff {
 		return nil, usagef("--steer %q: want auto (steer where it fits) or off (relay every connection)", f.steer)
 	}
 	if f.backend == "" {
 		return nil, usagef("give --config FILE, or --backend HOST:PORT for the server that now sits behind tlsalpn (see tlsalpn serve --help)")
 	}
+	storageDir := f.storage
+	if storageDir != "" {
+		// A flag is relative to where the command runs, as with --out.
+		abs, err := filepath.Abs(storageDir)
+		if err != nil {
+			return nil, usagef("--storage: %v", err)
+		}
+		storageDir = abs
+	}
 	cfg := &config.Config{
 		Listen:  f.listen,
-		Storage: f.storage,
+		Storage: storageDir,
 		ACME:    config.ACME{CA: f.ca, Email: f.email, AgreeTOS: f.agreeTOS, CARoot: f.caRoot, KeyType: f.keyType, Profile: f.profile},
 		Routes:  []config.Route{{Names: []string{"*"}, Backend: f.backend, SendProxy: f.sendProxy}},
 		Proxy:   config.Proxy{Steer: f.steer},
@@ -270,11 +283,24 @@ func serveConfig(f *serveFlags) (*config.Config, error) {
 	} else if f.hapSocket != "" || f.hapCert != "" || f.out != "" || f.hook != "" {
 		return nil, usagef("--out, --deploy-hook and --haproxy-* say where a certificate goes: name it with -d")
 	}
+	if len(f.names) > 0 && !f.agreeTOS {
+		return nil, usagef("-d asks for certificates, which needs the CA's terms of service accepted: read them, then add --agree-tos")
+	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, usagef("%v", err)
+		return nil, usagef("%s", asFlags(err))
 	}
 	return cfg, nil
+}
+
+// summaryAfterListen is cfg's summary without its first part, the listen
+// address, which the banner already names as bound.
+func summaryAfterListen(cfg *config.Config) string {
+	s := cfg.Summary()
+	if rest, ok := strings.CutPrefix(s, "listening on "+cfg.Listen); ok {
+		return strings.TrimLeft(rest, "; ,")
+	}
+	return s
 }
 
 // checkConfigFiles checks what validation of the text cannot: that the
@@ -289,7 +315,11 @@ func checkConfigFiles(cfg *config.Config) error {
 		return fmt.Errorf("acme.ca: %w", err)
 	}
 	for i, c := range cfg.Certificates {
-		if _, err := parseNames(c.Names); err != nil {
+		ids, err := parseNames(c.Names)
+		if err == nil {
+			err = checkNameCount(ids, false)
+		}
+		if err != nil {
 			return fmt.Errorf("certificates[%d]: %w", i, err)
 		}
 		if _, err := issuer.ParseKeyType(c.KeyType); err != nil {
@@ -426,8 +456,11 @@ func (rt *serveRuntime) startKeeping(ctx context.Context, cfg *config.Config) er
 			Cache: rt.cache,
 			Wake:  rt.wakeFor,
 			OnRenewed: func(rec *manager.Record, err error) {
-				if rec != nil {
-					rt.logger.Info("certificate obtained", "names", rec.Names, "serial", rec.Serial, "not_after", rec.NotAfter, "deploy_error", err)
+				switch {
+				case rec != nil && err != nil:
+					rt.logger.Warn("certificate obtained, but its deployment failed (retried with backoff)", "names", rec.Names, "serial", rec.Serial, "not_after", rec.NotAfter, "deploy_error", err)
+				case rec != nil:
+					rt.logger.Info("certificate obtained", "names", rec.Names, "serial", rec.Serial, "not_after", rec.NotAfter)
 				}
 			},
 		})
