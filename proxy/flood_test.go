@@ -1,0 +1,280 @@
+//go:build linux
+
+// The flood tests bind clients to addresses across 127.0.0.0/8, which Linux
+// routes to loopback whole; elsewhere only 127.0.0.1 exists.
+
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+)
+
+// dialerFrom dials from the loopback address src.
+func dialerFrom(src string) *net.Dialer {
+	return &net.Dialer{Timeout: prompt, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+}
+
+// tlsDialFrom is tlsDial from the loopback address src.
+func tlsDialFrom(src, addr, sni string, alpn ...string) (*tls.Conn, error) {
+	c, err := tls.DialWithDialer(dialerFrom(src), "tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: sni, NextProtos: alpn})
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(prompt))
+	return c, nil
+}
+
+// needFiles makes sure this process may open n descriptors, raising its
+// soft limit if need be, and skips the test when the hard limit is lower.
+func needFiles(t testing.TB, n uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("reading RLIMIT_NOFILE: %v", err)
+	}
+	if lim.Cur >= n {
+		return
+	}
+	if lim.Max < n {
+		t.Skipf("needs %d file descriptors; RLIMIT_NOFILE's hard limit is %d (raise it, e.g. ulimit -Hn %d, to run this test)", n, lim.Max, n)
+	}
+	old := lim
+	lim.Cur = n
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("needs %d file descriptors; raising RLIMIT_NOFILE from %d: %v", n, old.Cur, err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
+
+// settle waits until the proxy has taken in what is queued for it: its
+// count of connections stays put for a while.
+func (p *testProxy) settle(t testing.TB) int64 {
+	t.Helper()
+	deadline := time.Now().Add(4 * prompt)
+	last, still := p.Active(), 0
+	for still < 5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if n := p.Active(); n != last {
+			last, still = n, 0
+		} else {
+			still++
+		}
+	}
+	return last
+}
+
+// TestFloodFromOneSource is issue 9's attack on the front door: with the
+// default limits, 9,000 sockets from one address (127.0.0.2) that never
+// send a ClientHello. While they are open, a normal client from another
+// address (127.0.0.3) must complete TLS round trips through the front door
+// to its backend, every time, and the CA's validation (127.0.0.4) must get
+// the validation certificate. Before the per-source limit, the attack held
+// every one of the 8,000 slots and both were refused.
+func TestFloodFromOneSource(t *testing.T) {
+	const attackers, attempts = 9000, 20
+	needFiles(t, attackers+DefaultMaxConns+500)
+	r, id := pendingResponder(t, "example.com")
+	be := startBackend(t, tlsEchoHandler(selfSigned(t, "backend.example")))
+	// The issue's attacker reconnects each socket the 10 s ClientHello
+	// timeout frees; a timeout longer than the test stands for that.
+	p := startProxy(t, Config{ClientHelloTimeout: time.Minute, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, r, nil)
+
+	attack := dialerFrom("127.0.0.2")
+	conns := make([]net.Conn, 0, attackers)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range attackers {
+		c, err := attack.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatalf("attack socket %d: %v", len(conns)+1, err)
+		}
+		conns = append(conns, c)
+	}
+	held := p.settle(t)
+
+	served := 0
+	var lastErr error
+	for range attempts {
+		c, err := tlsDialFrom("127.0.0.3", p.addr, "www.example.com", "h2")
+		if err == nil {
+			if leaf := c.ConnectionState().PeerCertificates[0]; leaf.DNSNames[0] != "backend.example" {
+				t.Fatalf("normal client got a certificate for %v, want the backend's", leaf.DNSNames)
+			}
+			err = echoRoundTrip(c, "through the flood")
+			c.Close()
+		}
+		if err == nil {
+			served++
+		} else {
+			lastErr = err
+		}
+	}
+	c, err := tlsDialFrom("127.0.0.4", p.addr, "example.com", "acme-tls/1")
+	if err == nil {
+		err = challenge.Verify(c.ConnectionState().PeerCertificates[0], id, keyAuth)
+		c.Close()
+	}
+	validated := err == nil
+	t.Logf("%d idle sockets from one source: the front door holds %d of them; normal client served %d of %d; validation passed: %v",
+		attackers, held, served, attempts, validated)
+	if served != attempts {
+		t.Errorf("normal client served %d of %d times during the flood; last error: %v", served, attempts, lastErr)
+	}
+	if !validated {
+		t.Errorf("validation during the flood: %v", err)
+	}
+}
+
+// TestEvictOldestWaiting checks that near the global limit a burst from
+// many sources evicts the oldest connections that have not sent their
+// ClientHello, in order, and never one that has.
+func TestEvictOldestWaiting(t *testing.T) {
+	const (
+		max     = 100
+		relayed = 10 // with their hello sent
+		waiting = 80 // relayed+waiting is evictAt(max): nothing evicted yet
+		burst   = 30
+	)
+	if evictAt(max) != relayed+waiting {
+		t.Fatalf("evictAt(%d) = %d; the test assumes %d", max, evictAt(max), relayed+waiting)
+	}
+	be := startBackend(t, idHandler("backend"))
+	p := startProxy(t, Config{MaxConns: max, ClientHelloTimeout: time.Minute, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
+
+	var ready []net.Conn
+	for i := range relayed {
+		c, err := dialerFrom("127.0.0.5").Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(prompt))
+		c.Write(hello("relayed.example"))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "backend\n" {
+			t.Fatalf("relayed connection %d: %q, %v", i, line, err)
+		}
+		c.SetDeadline(time.Time{})
+		ready = append(ready, c)
+	}
+	// Each from its own source, in order: the accept loop takes them in
+	// the order their handshakes completed.
+	var old, young []net.Conn
+	for i := range waiting + burst {
+		c, err := dialerFrom(net.IPv4(127, 0, 1+byte(i/200), 1+byte(i%200)).String()).Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if i < burst {
+			old = append(old, c)
+		} else {
+			young = append(young, c)
+		}
+	}
+	for i, c := range old {
+		if took := expectClosed(t, c, prompt); took > time.Second {
+			t.Errorf("oldest waiting connection %d evicted after %v", i, took)
+		}
+	}
+	for i, c := range young {
+		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("waiting connection %d of the %d youngest closed (%v); only the %d oldest should be", i, len(young), err, burst)
+		}
+	}
+	p.waitActive(t, relayed+waiting)
+	for i, c := range ready {
+		if err := echoRoundTrip(c, "still here"); err != nil {
+			t.Errorf("relayed connection %d after the burst: %v", i, err)
+		}
+	}
+	// A normal client gets in, by evicting the oldest waiting one.
+	if got, err := whichBackendFrom("127.0.0.3", p.addr, "normal.example"); err != nil || got != "backend" {
+		t.Fatalf("normal client after the burst: %q, %v", got, err)
+	}
+}
+
+// TestHelloWaitsPerSource checks the per-source limit on connections that
+// have not sent their ClientHello: the one over it is closed at once,
+// other sources are not affected, a hello sent frees a place, and a
+// trusted proxy is not limited.
+func TestHelloWaitsPerSource(t *testing.T) {
+	const perSource = 5
+	be := startBackend(t, idHandler("backend"))
+	start := func(t *testing.T, trusted ...netip.Prefix) *testProxy {
+		cfg := Config{MaxHelloWaitsPerSource: perSource, ClientHelloTimeout: time.Minute, TrustedProxies: trusted, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}
+		return startProxy(t, cfg, nil, nil)
+	}
+	dialFrom := func(t *testing.T, src, addr string) net.Conn {
+		t.Helper()
+		c, err := dialerFrom(src).Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	t.Run("over the limit", func(t *testing.T) {
+		p := start(t)
+		var held []net.Conn
+		for range perSource {
+			held = append(held, dialFrom(t, "127.0.0.2", p.addr))
+		}
+		p.waitActive(t, perSource)
+		if took := expectClosed(t, dialFrom(t, "127.0.0.2", p.addr), prompt); took > time.Second {
+			t.Errorf("connection over the per-source limit closed after %v", took)
+		}
+		if got, err := whichBackendFrom("127.0.0.3", p.addr, "other.example"); err != nil || got != "backend" {
+			t.Fatalf("another source: %q, %v", got, err)
+		}
+		// One of the five sends its hello: its source may open another.
+		held[0].Write(hello("first.example"))
+		held[0].SetReadDeadline(time.Now().Add(prompt))
+		if line, err := bufio.NewReader(held[0]).ReadString('\n'); err != nil || line != "backend\n" {
+			t.Fatalf("hello sent: %q, %v", line, err)
+		}
+		if got, err := whichBackendFrom("127.0.0.2", p.addr, "again.example"); err != nil || got != "backend" {
+			t.Fatalf("the source after one of its hellos: %q, %v", got, err)
+		}
+		p.waitActive(t, perSource) // the four waiting and the relayed one
+	})
+	t.Run("trusted proxy", func(t *testing.T) {
+		p := start(t, netip.MustParsePrefix("127.0.0.2/32"))
+		for range 2 * perSource {
+			dialFrom(t, "127.0.0.2", p.addr)
+		}
+		p.waitActive(t, 2*perSource)
+	})
+}
+
+// whichBackendFrom is whichBackend from the loopback address src.
+func whichBackendFrom(src, addr, sni string) (string, error) {
+	c, err := dialerFrom(src).Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(prompt))
+	if _, err := c.Write(hello(sni, "h2")); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	return line[:len(line)-1], nil
+}
