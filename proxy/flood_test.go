@@ -259,6 +259,67 @@ func TestHelloWaitsPerSource(t *testing.T) {
 		}
 		p.waitActive(t, 2*perSource)
 	})
+	t.Run("client behind a trusted proxy", func(t *testing.T) {
+		p := start(t, netip.MustParsePrefix("127.0.0.2/32"))
+		client := netip.MustParseAddr("203.0.113.9")
+		for range perSource {
+			dialFrom(t, "127.0.0.2", p.addr).Write(v2Header(t, 2, "203.0.113.9:5555", "198.51.100.1:443"))
+		}
+		deadline := time.Now().Add(prompt)
+		for p.gate.waitingFrom(client) != perSource {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections counted for the client the PROXY headers named, want %d", p.gate.waitingFrom(client), perSource)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		over := dialFrom(t, "127.0.0.2", p.addr)
+		over.Write(v2Header(t, 2, "203.0.113.9:5556", "198.51.100.1:443"))
+		if took := expectClosed(t, over, prompt); took > time.Second {
+			t.Errorf("connection over the client's limit closed after %v", took)
+		}
+		other := dialFrom(t, "127.0.0.2", p.addr)
+		other.Write(v2Header(t, 2, "203.0.113.10:5555", "198.51.100.1:443"))
+		other.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := other.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("another client behind the same proxy: %v, want it kept waiting for its hello", err)
+		}
+		p.waitActive(t, perSource+1)
+	})
+}
+
+// waitingFrom is how many waiting connections the gate counts for src.
+func (g *gate) waitingFrom(src netip.Addr) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.perSource[src]
+}
+
+// TestSourceOf checks the key connections are counted under per source.
+func TestSourceOf(t *testing.T) {
+	tests := []struct {
+		addr net.Addr
+		want string // "" for none: not counted per source
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7").To4(), Port: 1}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:3:4:5:6"), Port: 1}, "2001:db8:1:2::"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:ffff::1"), Port: 1}, "2001:db8:1:2::"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:3::1"), Port: 1}, "2001:db8:1:3::"},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Zone: "eth0", Port: 1}, "fe80::"},
+		{&net.TCPAddr{IP: net.ParseIP("::1"), Port: 1}, "::"},
+		{&net.TCPAddr{}, ""},
+		{&net.UnixAddr{Name: "/run/x.sock", Net: "unix"}, ""},
+	}
+	for _, tt := range tests {
+		got := ""
+		if a := sourceOf(tt.addr); a.IsValid() {
+			got = a.String()
+		}
+		if got != tt.want {
+			t.Errorf("sourceOf(%v) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
 }
 
 // whichBackendFrom is whichBackend from the loopback address src.

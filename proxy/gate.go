@@ -111,6 +111,33 @@ func (g *gate) admit(c net.Conn, src netip.Addr, maxConns, perSource int) (w *wa
 	return w, victim, admitted
 }
 
+// move counts the waiting w under src from now on: a trusted proxy's
+// PROXY header has named the client it speaks for, and that client gets
+// the same share as one that connects directly. It reports false, leaving
+// w as it was, when src has its share already, or when the gate has
+// evicted w.
+func (g *gate) move(w *waiter, src netip.Addr, perSource int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if w.state != waiting {
+		return w.state == ready
+	}
+	if !src.IsValid() || src == w.src {
+		return true
+	}
+	if g.perSource[src] >= perSource {
+		g.refusedSource.Add(1)
+		return false
+	}
+	g.uncount(w)
+	w.src = src
+	if g.perSource == nil {
+		g.perSource = map[netip.Addr]int{}
+	}
+	g.perSource[src]++
+	return true
+}
+
 // hello records that w's ClientHello is complete. It reports false when
 // the gate has evicted w already (its connection is closed).
 func (g *gate) hello(w *waiter) bool {
@@ -151,12 +178,18 @@ func (g *gate) unlist(w *waiter) {
 		g.tail = w.prev
 	}
 	w.prev, w.next = nil, nil
-	if w.src.IsValid() {
-		if n := g.perSource[w.src] - 1; n > 0 {
-			g.perSource[w.src] = n
-		} else {
-			delete(g.perSource, w.src)
-		}
+	g.uncount(w)
+}
+
+// uncount takes a waiting w off its source's count.
+func (g *gate) uncount(w *waiter) {
+	if !w.src.IsValid() {
+		return
+	}
+	if n := g.perSource[w.src] - 1; n > 0 {
+		g.perSource[w.src] = n
+	} else {
+		delete(g.perSource, w.src)
 	}
 }
 

@@ -253,10 +253,7 @@ func (s *Server) admit(conn net.Conn, st *state) (*waiter, bool) {
 	switch v {
 	case sourceIsFull:
 		conn.Close()
-		if s.logSource.allow(time.Second) {
-			s.logger.Warn("one source has too many connections that have not sent a ClientHello; closing its new ones",
-				"source", src, "max_per_source", cfg.MaxHelloWaitsPerSource, "refused_so_far", s.gate.refusedSource.Load())
-		}
+		s.refusedSource(src, cfg)
 		return nil, false
 	case allFull:
 		conn.Close()
@@ -320,6 +317,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return fmt.Errorf("closed %d connections still open at the drain deadline: %w", n, ctx.Err())
 }
 
+// refusedSource logs, once a second at most, that src had its share of
+// connections waiting for their ClientHello and one more was closed.
+func (s *Server) refusedSource(src netip.Addr, cfg *Config) {
+	if s.logSource.allow(time.Second) {
+		s.logger.Warn("one source has too many connections that have not sent a ClientHello; closing its new ones",
+			"source", src, "max_per_source", cfg.MaxHelloWaitsPerSource, "refused_so_far", s.gate.refusedSource.Load())
+	}
+}
+
 // handle runs one client connection, which the gate admitted as w.
 func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	defer s.untrack(conn)
@@ -360,6 +366,10 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 		}
 		if hdr != nil {
 			client = hdr
+			if src := sourceOf(hdr); !s.gate.move(w, src, cfg.MaxHelloWaitsPerSource) {
+				s.refusedSource(src, cfg)
+				return
+			}
 		}
 		src = rest
 	}
