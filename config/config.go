@@ -64,7 +64,8 @@ type Proxy struct {
 	// MaxHelloWaitsPerSource caps the connections one client address (an
 	// IPv6 /64) may have open that have not yet sent their ClientHello;
 	// a flood from one machine then cannot take the slots of everyone
-	// else (and of the CA). Trusted proxies are not counted per address.
+	// else (and of the CA). Behind a trusted proxy, the client its PROXY
+	// header names counts, not the proxy.
 	MaxHelloWaitsPerSource int      // default 128
 	DrainTimeout           Duration // default 30s: the SIGTERM grace period
 	// TrustedProxies are the networks allowed (and required) to send a

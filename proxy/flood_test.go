@@ -7,11 +7,15 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -338,4 +342,86 @@ func whichBackendFrom(src, addr, sni string) (string, error) {
 		return "", err
 	}
 	return line[:len(line)-1], nil
+}
+
+// logRecords keeps what is logged, for tests to look at.
+type logRecords struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recs = append(l.recs, r.Clone())
+	return nil
+}
+
+// warnings returns the Warn records whose message starts with prefix, each
+// as its attributes.
+func (l *logRecords) warnings(prefix string) []map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]string
+	for _, r := range l.recs {
+		if r.Level != slog.LevelWarn || !strings.HasPrefix(r.Message, prefix) {
+			continue
+		}
+		attrs := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool {
+			attrs[a.Key] = a.Value.String()
+			return true
+		})
+		out = append(out, attrs)
+	}
+	return out
+}
+
+// TestFloodIsLogged checks that the front door says, once and with the
+// address, when a source hits its limit and when it evicts: a flood must
+// not be silent, nor flood the log.
+func TestFloodIsLogged(t *testing.T) {
+	be := startBackend(t, idHandler("backend"))
+	routes := []Route{{Names: []string{"*"}, Backend: be.addr}}
+	dialFrom := func(t *testing.T, src, addr string) net.Conn {
+		t.Helper()
+		c, err := dialerFrom(src).Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	t.Run("source over its limit", func(t *testing.T) {
+		var log logRecords
+		p := startProxyLogged(t, "127.0.0.1:0", Config{MaxHelloWaitsPerSource: 2, ClientHelloTimeout: time.Minute, Routes: routes}, nil, nil, slog.New(&log))
+		dialFrom(t, "127.0.0.2", p.addr)
+		dialFrom(t, "127.0.0.2", p.addr)
+		for range 3 {
+			expectClosed(t, dialFrom(t, "127.0.0.2", p.addr), prompt)
+		}
+		w := log.warnings("one source has too many connections")
+		if len(w) != 1 || w[0]["source"] != "127.0.0.2" || w[0]["max_per_source"] != "2" {
+			t.Errorf("warnings: %v; want one naming source 127.0.0.2 and its limit 2", w)
+		}
+	})
+	t.Run("eviction", func(t *testing.T) {
+		var log logRecords
+		p := startProxyLogged(t, "127.0.0.1:0", Config{MaxConns: 10, ClientHelloTimeout: time.Minute, Routes: routes}, nil, nil, slog.New(&log))
+		first := dialFrom(t, "127.0.1.1", p.addr)
+		for i := range evictAt(10) - 1 {
+			dialFrom(t, net.IPv4(127, 0, 1, 2+byte(i)).String(), p.addr)
+		}
+		for i := range 3 {
+			dialFrom(t, net.IPv4(127, 0, 2, 1+byte(i)).String(), p.addr)
+		}
+		expectClosed(t, first, prompt)
+		w := log.warnings("near the connection limit")
+		if len(w) != 1 || w[0]["remote"] != first.LocalAddr().String() {
+			t.Errorf("warnings: %v; want one naming the first evicted, %v", w, first.LocalAddr())
+		}
+	})
 }

@@ -53,9 +53,9 @@ type Config struct {
 	// handful at a time and sends its hello within a round trip, so the
 	// default leaves room for a large office behind one NAT, while one
 	// machine can no longer fill the front door with silent sockets.
-	// Connections from TrustedProxies are not counted per source (a
-	// balancer speaks for many clients). See gate for the eviction that
-	// protects against many sources.
+	// A connection from TrustedProxies is counted under the client its
+	// PROXY header names, not the balancer's address, which speaks for
+	// many. See gate for the eviction that protects against many sources.
 	MaxHelloWaitsPerSource int // default 128
 	// TrustedProxies are the networks (an L4 load balancer) allowed, and
 	// required, to prefix connections with a PROXY protocol v1 or v2
@@ -244,23 +244,23 @@ func (s *Server) admit(conn net.Conn, st *state) (*waiter, bool) {
 	}
 	w, victim, v := s.gate.admit(conn, src, cfg.MaxConns, cfg.MaxHelloWaitsPerSource)
 	if victim != nil {
-		victim.conn.Close()
 		if s.logEvict.allow(time.Second) {
 			s.logger.Warn("near the connection limit; closing the oldest connections that have not sent a ClientHello",
 				"remote", victim.conn.RemoteAddr(), "max", cfg.MaxConns, "evicted_so_far", s.gate.evicted.Load())
 		}
+		victim.conn.Close()
 	}
 	switch v {
 	case sourceIsFull:
-		conn.Close()
 		s.refusedSource(src, cfg)
+		conn.Close()
 		return nil, false
 	case allFull:
-		conn.Close()
 		if s.logFull.allow(time.Second) {
 			s.logger.Warn("connection limit reached by connections that have sent their ClientHello; closing new connections",
 				"max", cfg.MaxConns, "refused_so_far", s.gate.refusedFull.Load())
 		}
+		conn.Close()
 		return nil, false
 	}
 	return w, true
