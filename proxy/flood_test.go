@@ -8,19 +8,28 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mholt/acmez/v3/acme"
+
 	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/responder"
 )
 
 // dialerFrom dials from the loopback address src.
@@ -81,9 +90,10 @@ func (p *testProxy) settle(t testing.TB) int64 {
 // default limits, 9,000 sockets from one address (127.0.0.2) that never
 // send a ClientHello. While they are open, a normal client from another
 // address (127.0.0.3) must complete TLS round trips through the front door
-// to its backend, every time, and the CA's validation (127.0.0.4) must get
-// the validation certificate. Before the per-source limit, the attack held
-// every one of the 8,000 slots and both were refused.
+// to its backend, every time; a validation handshake (127.0.0.4) must get
+// the validation certificate; and Pebble (from 127.0.0.1) must validate an
+// order's tls-alpn-01 challenge through the front door. Before the limits,
+// the attack held every one of the 8,000 slots and all three were refused.
 func TestFloodFromOneSource(t *testing.T) {
 	const attackers, attempts = 9000, 20
 	needFiles(t, attackers+DefaultMaxConns+500)
@@ -92,6 +102,13 @@ func TestFloodFromOneSource(t *testing.T) {
 	// The attacker reconnects each socket the 10 s ClientHello
 	// timeout frees; a timeout longer than the test stands for that.
 	p := startProxy(t, Config{ClientHelloTimeout: time.Minute, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, r, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ca, err := testca.Start(ctx, testca.Options{TLSPort: portOf(t, p.addr), NoSleep: true})
+	if err != nil {
+		t.Fatalf("starting Pebble: %v", err)
+	}
+	defer ca.Close()
 
 	attack := dialerFrom("127.0.0.2")
 	conns := make([]net.Conn, 0, attackers)
@@ -132,14 +149,79 @@ func TestFloodFromOneSource(t *testing.T) {
 		c.Close()
 	}
 	validated := err == nil
-	t.Logf("%d idle sockets from one source: the front door holds %d of them; normal client served %d of %d; validation passed: %v",
-		attackers, held, served, attempts, validated)
+	pebbleErr := pebbleValidates(ctx, ca, r, "flood.example")
+	t.Logf("%d idle sockets from one source: the front door holds %d of them; normal client served %d of %d; validation handshake passed: %v; Pebble validated: %v",
+		attackers, held, served, attempts, validated, pebbleErr == nil)
 	if served != attempts {
 		t.Errorf("normal client served %d of %d times during the flood; last error: %v", served, attempts, lastErr)
 	}
 	if !validated {
-		t.Errorf("validation during the flood: %v", err)
+		t.Errorf("validation handshake during the flood: %v", err)
 	}
+	if pebbleErr != nil {
+		t.Errorf("Pebble's validation during the flood: %v", pebbleErr)
+	}
+}
+
+// portOf is the port of the address addr.
+func portOf(t testing.TB, addr string) int {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(ap.Port())
+}
+
+// pebbleValidates orders a certificate for name from ca and solves its
+// tls-alpn-01 challenge with r, behind the front door Pebble dials (the
+// port ca was started with; its DNS stub says 127.0.0.1). It returns nil
+// once Pebble has found the authorization valid: its validator connected
+// through the front door and got the validation certificate.
+func pebbleValidates(ctx context.Context, ca *testca.CA, r *responder.Responder, name string) error {
+	client := &acme.Client{Directory: ca.DirectoryURL(), HTTPClient: ca.HTTPClient(), PollInterval: 20 * time.Millisecond, PollTimeout: 10 * time.Second}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	acct, err := client.NewAccount(ctx, acme.Account{PrivateKey: key, TermsOfServiceAgreed: true})
+	if err != nil {
+		return fmt.Errorf("creating an account: %w", err)
+	}
+	order, err := client.NewOrder(ctx, acct, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: name}}})
+	if err != nil {
+		return fmt.Errorf("ordering %s: %w", name, err)
+	}
+	for _, u := range order.Authorizations {
+		authz, err := client.GetAuthorization(ctx, acct, u)
+		if err != nil {
+			return fmt.Errorf("fetching the authorization for %s: %w", name, err)
+		}
+		i := slices.IndexFunc(authz.Challenges, func(ch acme.Challenge) bool { return ch.Type == acme.ChallengeTypeTLSALPN01 })
+		if i < 0 {
+			return fmt.Errorf("no tls-alpn-01 challenge for %s", name)
+		}
+		chal := authz.Challenges[i]
+		id, err := challenge.ParseIdentifier(authz.IdentifierValue())
+		if err != nil {
+			return err
+		}
+		cert, err := challenge.Build(id, chal.KeyAuthorization)
+		if err != nil {
+			return err
+		}
+		if _, err := r.Publish(ctx, challenge.ServerName(id), cert); err != nil {
+			return err
+		}
+		defer r.Unpublish(context.Background(), challenge.ServerName(id))
+		if _, err := client.InitiateChallenge(ctx, acct, chal); err != nil {
+			return fmt.Errorf("answering the challenge for %s: %w", name, err)
+		}
+		if _, err := client.PollAuthorization(ctx, acct, authz); err != nil {
+			return fmt.Errorf("validating %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // TestEvictOldestWaiting checks that near the global limit a burst from
