@@ -86,80 +86,102 @@ func (p *testProxy) settle(t testing.TB) int64 {
 	return last
 }
 
-// TestFloodFromOneSource is issue 9's attack on the front door: with the
-// default limits, 9,000 sockets from one address (127.0.0.2) that never
-// send a ClientHello. While they are open, a normal client from another
-// address (127.0.0.3) must complete TLS round trips through the front door
-// to its backend, every time; a validation handshake (127.0.0.4) must get
-// the validation certificate; and Pebble (from 127.0.0.1) must validate an
+// TestFlood is issue 9's attack on the front door: sockets that never send
+// a ClientHello, 9,000 of them from one address (127.0.0.2) against the
+// default limits, and the same spread over many addresses near a smaller
+// limit. While they are open, a normal client from another address
+// (127.0.0.3) must complete TLS round trips through the front door to its
+// backend, every time; a validation handshake (127.0.0.4) must get the
+// validation certificate; and Pebble (from 127.0.0.1) must validate an
 // order's tls-alpn-01 challenge through the front door. Before the limits,
-// the attack held every one of the 8,000 slots and all three were refused.
-func TestFloodFromOneSource(t *testing.T) {
-	const attackers, attempts = 9000, 20
-	needFiles(t, attackers+DefaultMaxConns+500)
-	r, id := pendingResponder(t, "example.com")
-	be := startBackend(t, tlsEchoHandler(selfSigned(t, "backend.example")))
-	// The issue's attacker reconnects each socket the 10 s ClientHello
-	// timeout frees; a timeout longer than the test stands for that.
-	p := startProxy(t, Config{ClientHelloTimeout: time.Minute, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, r, nil)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	ca, err := testca.Start(ctx, testca.Options{TLSPort: portOf(t, p.addr), NoSleep: true})
-	if err != nil {
-		t.Fatalf("starting Pebble: %v", err)
+// the attack held every slot and all three were refused.
+func TestFlood(t *testing.T) {
+	const attempts = 20
+	tests := []struct {
+		name      string
+		maxConns  int // 0: the default
+		sources   int // attacking addresses: 127.0.0.2, or 127.0.2.1 and up
+		perSource int // sockets from each
+	}{
+		{"9000 from one source", 0, 1, 9000},
+		{"1200 from 20 sources, limit 1000", 1000, 20, 60}, // under the per-source limit: eviction's case
 	}
-	defer ca.Close()
-
-	attack := dialerFrom("127.0.0.2")
-	conns := make([]net.Conn, 0, attackers)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range attackers {
-		c, err := attack.Dial("tcp", p.addr)
-		if err != nil {
-			t.Fatalf("attack socket %d: %v", len(conns)+1, err)
-		}
-		conns = append(conns, c)
-	}
-	held := p.settle(t)
-
-	served := 0
-	var lastErr error
-	for range attempts {
-		c, err := tlsDialFrom("127.0.0.3", p.addr, "www.example.com", "h2")
-		if err == nil {
-			if leaf := c.ConnectionState().PeerCertificates[0]; leaf.DNSNames[0] != "backend.example" {
-				t.Fatalf("normal client got a certificate for %v, want the backend's", leaf.DNSNames)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			attackers := tt.sources * tt.perSource
+			needFiles(t, uint64(attackers+max(tt.maxConns, DefaultMaxConns)+500))
+			r, id := pendingResponder(t, "example.com")
+			be := startBackend(t, tlsEchoHandler(selfSigned(t, "backend.example")))
+			// The issue's attacker reconnects each socket the 10 s
+			// ClientHello timeout frees; a timeout longer than the
+			// test stands for that.
+			p := startProxy(t, Config{MaxConns: tt.maxConns, ClientHelloTimeout: time.Minute, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, r, nil)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			ca, err := testca.Start(ctx, testca.Options{TLSPort: portOf(t, p.addr), NoSleep: true})
+			if err != nil {
+				t.Fatalf("starting Pebble: %v", err)
 			}
-			err = echoRoundTrip(c, "through the flood")
-			c.Close()
-		}
-		if err == nil {
-			served++
-		} else {
-			lastErr = err
-		}
-	}
-	c, err := tlsDialFrom("127.0.0.4", p.addr, "example.com", "acme-tls/1")
-	if err == nil {
-		err = challenge.Verify(c.ConnectionState().PeerCertificates[0], id, keyAuth)
-		c.Close()
-	}
-	validated := err == nil
-	pebbleErr := pebbleValidates(ctx, ca, r, "flood.example")
-	t.Logf("%d idle sockets from one source: the front door holds %d of them; normal client served %d of %d; validation handshake passed: %v; Pebble validated: %v",
-		attackers, held, served, attempts, validated, pebbleErr == nil)
-	if served != attempts {
-		t.Errorf("normal client served %d of %d times during the flood; last error: %v", served, attempts, lastErr)
-	}
-	if !validated {
-		t.Errorf("validation handshake during the flood: %v", err)
-	}
-	if pebbleErr != nil {
-		t.Errorf("Pebble's validation during the flood: %v", pebbleErr)
+			defer ca.Close()
+
+			dialers := []*net.Dialer{dialerFrom("127.0.0.2")}
+			if tt.sources > 1 {
+				dialers = nil
+				for i := range tt.sources {
+					dialers = append(dialers, dialerFrom(net.IPv4(127, 0, 2, 1+byte(i)).String()))
+				}
+			}
+			conns := make([]net.Conn, 0, attackers)
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			for i := range attackers {
+				c, err := dialers[i%len(dialers)].Dial("tcp", p.addr)
+				if err != nil {
+					t.Fatalf("attack socket %d: %v", len(conns)+1, err)
+				}
+				conns = append(conns, c)
+			}
+			held := p.settle(t)
+
+			served := 0
+			var lastErr error
+			for range attempts {
+				c, err := tlsDialFrom("127.0.0.3", p.addr, "www.example.com", "h2")
+				if err == nil {
+					if leaf := c.ConnectionState().PeerCertificates[0]; leaf.DNSNames[0] != "backend.example" {
+						t.Fatalf("normal client got a certificate for %v, want the backend's", leaf.DNSNames)
+					}
+					err = echoRoundTrip(c, "through the flood")
+					c.Close()
+				}
+				if err == nil {
+					served++
+				} else {
+					lastErr = err
+				}
+			}
+			c, err := tlsDialFrom("127.0.0.4", p.addr, "example.com", "acme-tls/1")
+			if err == nil {
+				err = challenge.Verify(c.ConnectionState().PeerCertificates[0], id, keyAuth)
+				c.Close()
+			}
+			validated := err == nil
+			pebbleErr := pebbleValidates(ctx, ca, r, "flood.example")
+			t.Logf("%d idle sockets from %d sources: the front door holds %d of them; normal client served %d of %d; validation handshake passed: %v; Pebble validated: %v",
+				attackers, tt.sources, held, served, attempts, validated, pebbleErr == nil)
+			if served != attempts {
+				t.Errorf("normal client served %d of %d times during the flood; last error: %v", served, attempts, lastErr)
+			}
+			if !validated {
+				t.Errorf("validation handshake during the flood: %v", err)
+			}
+			if pebbleErr != nil {
+				t.Errorf("Pebble's validation during the flood: %v", pebbleErr)
+			}
+		})
 	}
 }
 
