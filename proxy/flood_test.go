@@ -313,6 +313,57 @@ func TestEvictOldestWaiting(t *testing.T) {
 	if got, err := whichBackendFrom("127.0.0.3", p.addr, "normal.example"); err != nil || got != "backend" {
 		t.Fatalf("normal client after the burst: %q, %v", got, err)
 	}
+	// Once every connection is gone, so is every slot: an evicted
+	// connection's end does not free its slot a second time.
+	for _, c := range slices.Concat(ready, old, young) {
+		c.Close()
+	}
+	p.waitActive(t, 0)
+	if live, waiting, sources := p.gate.counts(); live != 0 || waiting != 0 || sources != 0 {
+		t.Errorf("with no connections left the gate counts %d admitted, %d waiting, %d sources", live, waiting, sources)
+	}
+}
+
+// counts is what the gate holds: admitted connections, waiting ones, and
+// sources with waiting ones.
+func (g *gate) counts() (live, waiting, sources int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for w := g.head; w != nil; w = w.next {
+		waiting++
+	}
+	return g.live, waiting, len(g.perSource)
+}
+
+// TestGateAllocs: admitting a connection, evicting for it, its hello and
+// its end cost one small allocation (the waiter): the accept path stays as
+// cheap as it was.
+func TestGateAllocs(t *testing.T) {
+	src := netip.MustParseAddr("192.0.2.1")
+	var full gate
+	for range 20 {
+		full.admit(nil, src, 10, 128)
+	}
+	evicting := testing.AllocsPerRun(1000, func() {
+		w, victim, v := full.admit(nil, src, 10, 128) // evicts the oldest
+		if v != admitted || victim == nil || w == nil {
+			t.Fatalf("verdict %v, victim %v", v, victim)
+		}
+		full.release(victim) // its handler ending: nothing left to free
+	})
+	var g gate
+	plain := testing.AllocsPerRun(1000, func() {
+		w, _, _ := g.admit(nil, src, 10, 128)
+		g.hello(w)
+		g.release(w)
+	})
+	if evicting > 1 || plain > 1 {
+		t.Errorf("allocations per connection: %.1f evicting, %.1f otherwise; want 1", evicting, plain)
+	}
+	// Waiting connections stop growing at nine tenths.
+	if live, waiting, _ := full.counts(); live != 9 || waiting != 9 {
+		t.Errorf("after evicting for each new connection: %d admitted, %d waiting; want 9 and 9", live, waiting)
+	}
 }
 
 // TestHelloWaitsPerSource checks the per-source limit on connections that
