@@ -21,11 +21,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mholt/acmez/v3/acme"
+	"golang.org/x/sys/unix"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/internal/testca"
@@ -114,7 +116,8 @@ func TestFlood(t *testing.T) {
 			be := startBackend(t, tlsEchoHandler(selfSigned(t, "backend.example")))
 			// The attacker reconnects each socket the 10 s
 			// ClientHello timeout frees; a timeout longer than the
-			// test stands for that.
+			// test stands for that. It also reconnects every socket
+			// the front door closes, below.
 			p := startProxy(t, Config{MaxConns: tt.maxConns, ClientHelloTimeout: time.Minute, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, r, nil)
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
@@ -131,6 +134,12 @@ func TestFlood(t *testing.T) {
 					dialers = append(dialers, dialerFrom(net.IPv4(127, 0, 2, 1+byte(i)).String()))
 				}
 			}
+			for _, d := range dialers {
+				// 9,000 connections at once can overflow the accept
+				// queue on a busy machine: the kernel then drops SYNs,
+				// and the client's retry comes 1 s, then 3 s, later.
+				d.Timeout = 20 * time.Second
+			}
 			conns := make([]net.Conn, 0, attackers)
 			defer func() {
 				for _, c := range conns {
@@ -145,6 +154,47 @@ func TestFlood(t *testing.T) {
 				conns = append(conns, c)
 			}
 			held := p.settle(t)
+
+			// While the clients below try, the attacker reconnects
+			// each socket the front door closes (refused or evicted).
+			stop, churned := make(chan struct{}), make(chan int, 1)
+			var stopping atomic.Bool
+			go func() {
+				n := 0
+				defer func() { churned <- n }()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					closed := closedByPeer(t, conns)
+					for _, k := range closed {
+						if stopping.Load() {
+							break
+						}
+						conns[k].Close()
+						if c, err := dialers[k%len(dialers)].Dial("tcp", p.addr); err == nil {
+							conns[k] = c
+							n++
+						}
+					}
+					if len(closed) == 0 {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			}()
+			stopped := false
+			stopChurn := func() int {
+				if stopped {
+					return 0
+				}
+				stopped = true
+				stopping.Store(true)
+				close(stop)
+				return <-churned
+			}
+			defer stopChurn()
 
 			served := 0
 			var lastErr error
@@ -170,8 +220,9 @@ func TestFlood(t *testing.T) {
 			}
 			validated := err == nil
 			pebbleErr := pebbleValidates(ctx, ca, r, "flood.example")
-			t.Logf("%d idle sockets from %d sources: the front door holds %d of them; normal client served %d of %d; validation handshake passed: %v; Pebble validated: %v",
-				attackers, tt.sources, held, served, attempts, validated, pebbleErr == nil)
+			reconnects := stopChurn()
+			t.Logf("%d idle sockets from %d sources (%d reconnected meanwhile): the front door holds %d of them; normal client served %d of %d; validation handshake passed: %v; Pebble validated: %v",
+				attackers, tt.sources, reconnects, held, served, attempts, validated, pebbleErr == nil)
 			if served != attempts {
 				t.Errorf("normal client served %d of %d times during the flood; last error: %v", served, attempts, lastErr)
 			}
@@ -183,6 +234,31 @@ func TestFlood(t *testing.T) {
 			}
 		})
 	}
+}
+
+// closedByPeer returns the indexes of the connections whose peer has
+// closed them, with one poll over them all.
+func closedByPeer(t testing.TB, conns []net.Conn) []int {
+	pfds := make([]unix.PollFd, len(conns))
+	for i, c := range conns {
+		pfds[i].Fd = -1 // poll skips it
+		rc, err := c.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			continue
+		}
+		rc.Control(func(fd uintptr) { pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLRDHUP} })
+	}
+	if _, err := unix.Poll(pfds, 0); err != nil && !errors.Is(err, unix.EINTR) {
+		t.Errorf("polling the attack sockets: %v", err)
+		return nil
+	}
+	var closed []int
+	for i, p := range pfds {
+		if p.Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
+			closed = append(closed, i)
+		}
+	}
+	return closed
 }
 
 // portOf is the port of the address addr.
