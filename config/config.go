@@ -61,7 +61,13 @@ type Proxy struct {
 	IdleTimeout        Duration // default 10m
 	DialTimeout        Duration // default 5s
 	MaxConnections     int      // default 8000
-	DrainTimeout       Duration // default 30s: the SIGTERM grace period
+	// MaxHelloWaitsPerSource caps the connections one client address (an
+	// IPv6 /64) may have open that have not yet sent their ClientHello;
+	// a flood from one machine then cannot take the slots of everyone
+	// else (and of the CA). Behind a trusted proxy, the client its PROXY
+	// header names counts, not the proxy.
+	MaxHelloWaitsPerSource int      // default 128
+	DrainTimeout           Duration // default 30s: the SIGTERM grace period
 	// TrustedProxies are the networks allowed (and required) to send a
 	// PROXY protocol header; a bare address is a one-address prefix.
 	TrustedProxies []netip.Prefix
@@ -128,6 +134,7 @@ const (
 	DefaultIdleTimeout        = Duration(10 * time.Minute)
 	DefaultDialTimeout        = Duration(5 * time.Second)
 	DefaultMaxConnections     = 8000
+	DefaultMaxHelloWaits      = 128
 	DefaultDrainTimeout       = Duration(30 * time.Second)
 	DefaultHookTimeout        = Duration(2 * time.Minute)
 )
@@ -189,6 +196,9 @@ func (c *Config) SetDefaults() {
 	setDuration(&p.DrainTimeout, DefaultDrainTimeout)
 	if p.MaxConnections == 0 {
 		p.MaxConnections = DefaultMaxConnections
+	}
+	if p.MaxHelloWaitsPerSource == 0 {
+		p.MaxHelloWaitsPerSource = DefaultMaxHelloWaits
 	}
 	p.Steer = strings.ToLower(strings.TrimSpace(p.Steer))
 	if p.Steer == "" {

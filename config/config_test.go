@@ -38,6 +38,9 @@ func TestExamples(t *testing.T) {
 			if !reflect.DeepEqual(c.Proxy.TrustedProxies, want) {
 				t.Errorf("trusted_proxies = %v", c.Proxy.TrustedProxies)
 			}
+			if c.Proxy.MaxHelloWaitsPerSource != 256 {
+				t.Errorf("max_hello_waits_per_source = %d", c.Proxy.MaxHelloWaitsPerSource)
+			}
 			h := c.Certificates[0].HAProxy
 			if h == nil || h.Socket != "/run/haproxy/admin.sock" || h.Cert != "/etc/haproxy/certs/example.com.pem" {
 				t.Errorf("haproxy = %+v", h)
@@ -67,12 +70,13 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Proxy{
-		ClientHelloTimeout: DefaultClientHelloTimeout,
-		IdleTimeout:        DefaultIdleTimeout,
-		DialTimeout:        DefaultDialTimeout,
-		MaxConnections:     DefaultMaxConnections,
-		DrainTimeout:       DefaultDrainTimeout,
-		Steer:              SteerAuto,
+		ClientHelloTimeout:     DefaultClientHelloTimeout,
+		IdleTimeout:            DefaultIdleTimeout,
+		DialTimeout:            DefaultDialTimeout,
+		MaxConnections:         DefaultMaxConnections,
+		MaxHelloWaitsPerSource: DefaultMaxHelloWaits,
+		DrainTimeout:           DefaultDrainTimeout,
+		Steer:                  SteerAuto,
 	}
 	if !reflect.DeepEqual(c.Proxy, want) {
 		t.Errorf("proxy = %+v, want %+v", c.Proxy, want)
@@ -169,6 +173,7 @@ func TestErrors(t *testing.T) {
 		{"agree_tos yes", "acme:\n  agree_tos: yes\n" + route, 2, 14, `acme.agree_tos: want true or false, got "yes"`},
 		{"max_connections string", "proxy:\n  max_connections: 8k\n" + route, 2, 20, `want a number of connections such as 8000, got "8k"`},
 		{"max_connections huge", "proxy:\n  max_connections: 99999999999999\n" + route, 2, 20, "out of range"},
+		{"max_hello_waits_per_source string", "proxy:\n  max_hello_waits_per_source: lots\n" + route, 2, 31, `want a number of connections such as 128, got "lots"`},
 		{"steer unknown", "proxy:\n  steer: on\n" + route, 2, 10, `proxy.steer: unknown value "on": write auto`},
 		{"duration without unit", "proxy:\n  dial_timeout: 30\n" + route, 2, 17, `write "30s" for seconds`},
 		{"duration garbage", "proxy:\n  dial_timeout: soon\n" + route, 2, 17, `"soon" is not a duration`},
@@ -223,6 +228,7 @@ func TestErrors(t *testing.T) {
 		// Proxy.
 		{"negative duration", "proxy:\n  idle_timeout: -5s\n" + route, 2, 17, "proxy.idle_timeout: -5s is negative"},
 		{"negative max_connections", "proxy:\n  max_connections: -1\n" + route, 2, 20, "proxy.max_connections: -1 is negative"},
+		{"negative max_hello_waits_per_source", "proxy:\n  max_hello_waits_per_source: -1\n" + route, 2, 31, "proxy.max_hello_waits_per_source: -1 is negative: write a number of connections such as 128"},
 		{"bad CIDR", "proxy:\n  trusted_proxies: [10.0.0.0/33]\n" + route, 2, 21, `"10.0.0.0/33" is not a network: write a CIDR prefix such as 10.0.0.0/8`},
 		{"CIDR host bits", "proxy:\n  trusted_proxies:\n    - 10.1.2.3/8\n" + route, 3, 7, "did you mean 10.0.0.0/8?"},
 		{"bad address", "proxy:\n  trusted_proxies: [example.com]\n" + route, 2, 21, "is not an IP address or network"},

@@ -26,7 +26,7 @@ var (
 	topKeys     = []string{"listen", "storage", "acme", "proxy", "routes", "certificates"}
 	acmeKeys    = []string{"ca", "email", "agree_tos", "ca_root", "eab", "key_type", "profile", "preferred_chain"}
 	eabKeys     = []string{"kid", "hmac_key"}
-	proxyKeys   = []string{"client_hello_timeout", "idle_timeout", "dial_timeout", "max_connections", "drain_timeout", "trusted_proxies", "steer"}
+	proxyKeys   = []string{"client_hello_timeout", "idle_timeout", "dial_timeout", "max_connections", "max_hello_waits_per_source", "drain_timeout", "trusted_proxies", "steer"}
 	routeKeys   = []string{"names", "backend", "mode", "send_proxy"}
 	certKeys    = []string{"names", "out", "deploy_hook", "hook_timeout", "haproxy", "key_type", "profile"}
 	haproxyKeys = []string{"socket", "cert"}
@@ -638,6 +638,8 @@ func (d *decoder) proxy(p *Proxy, path string, n ast.Node) {
 			p.DrainTimeout = d.duration(path, v)
 		case "max_connections":
 			p.MaxConnections, _ = d.integer(path, v, "a number of connections such as 8000")
+		case "max_hello_waits_per_source":
+			p.MaxHelloWaitsPerSource, _ = d.integer(path, v, "a number of connections such as 128")
 		case "steer":
 			p.Steer = d.str(path, v, "auto")
 		case "trusted_proxies":

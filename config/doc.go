@@ -29,6 +29,7 @@
 //	  idle_timeout: 10m               # close connections silent this long (default 10m)
 //	  dial_timeout: 5s                # connect to a backend (default 5s)
 //	  max_connections: 8000           # concurrent clients (default 8000)
+//	  max_hello_waits_per_source: 128 # connections one address (IPv6: /64) may hold before its ClientHello (default 128)
 //	  drain_timeout: 30s              # grace for open connections on SIGTERM (default 30s)
 //	  trusted_proxies: [10.0.0.0/8, 192.0.2.7]   # may send a PROXY header (CIDRs or addresses)
 //	  steer: auto                     # auto (default) or off: see below

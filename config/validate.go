@@ -170,6 +170,9 @@ func (c *Config) validateProxy(v *validator) {
 	if p.MaxConnections < 0 {
 		v.errorf("proxy.max_connections", "%d is negative: write a number of connections such as %d", p.MaxConnections, DefaultMaxConnections)
 	}
+	if p.MaxHelloWaitsPerSource < 0 {
+		v.errorf("proxy.max_hello_waits_per_source", "%d is negative: write a number of connections such as %d", p.MaxHelloWaitsPerSource, DefaultMaxHelloWaits)
+	}
 	switch strings.ToLower(p.Steer) {
 	case "", SteerAuto, SteerOff:
 	default:

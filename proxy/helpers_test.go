@@ -12,6 +12,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -161,7 +162,12 @@ func startProxy(t testing.TB, cfg Config, r *responder.Responder, certs CertSour
 
 func startProxyOn(t testing.TB, addr string, cfg Config, r *responder.Responder, certs CertSource) *testProxy {
 	t.Helper()
-	s, err := New(cfg, r, certs, nil)
+	return startProxyLogged(t, addr, cfg, r, certs, nil)
+}
+
+func startProxyLogged(t testing.TB, addr string, cfg Config, r *responder.Responder, certs CertSource, logger *slog.Logger) *testProxy {
+	t.Helper()
+	s, err := New(cfg, r, certs, logger)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

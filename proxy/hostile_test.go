@@ -52,7 +52,9 @@ func TestHostileInput(t *testing.T) {
 		{"nothing, then EOF", nil, true},
 	}
 	be := startBackend(t, idHandler("backend"))
-	p := startProxy(t, Config{ClientHelloTimeout: 500 * time.Millisecond, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
+	// Every client here comes from 127.0.0.1, 124 of them at once at
+	// most, close to the per-source limit (flood_test.go tests that).
+	p := startProxy(t, Config{ClientHelloTimeout: 500 * time.Millisecond, MaxHelloWaitsPerSource: 1000, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
 
 	// A normal client, all along, while 100 slow senders dribble hellos.
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"testing"
@@ -119,17 +120,26 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestMaxConns checks that the connection over the limit is closed at once
-// and that a slot that frees up can be used again.
+// TestMaxConns checks that when every slot is held by a connection that
+// has sent its ClientHello, the connection over the limit is closed at once
+// (those are never evicted to make room, whatever their age), and that a
+// slot that frees up can be used again. The eviction of connections still
+// waiting for their hello is TestEvictOldestWaiting's.
 func TestMaxConns(t *testing.T) {
 	const max = 3
 	be := startBackend(t, idHandler("backend"))
 	p := startProxy(t, Config{MaxConns: max, ClientHelloTimeout: 30 * time.Second, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
-	var idle []net.Conn
-	for range max {
-		idle = append(idle, dial(t, p.addr))
+	var held []net.Conn
+	for i := range max {
+		c := dial(t, p.addr)
+		c.SetDeadline(time.Now().Add(prompt))
+		c.Write(hello("held.example"))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "backend\n" {
+			t.Fatalf("held connection %d: %q, %v", i, line, err)
+		}
+		c.SetDeadline(time.Time{})
+		held = append(held, c)
 	}
-	p.waitActive(t, max)
 	over := dial(t, p.addr)
 	if took := expectClosed(t, over, prompt); took > time.Second {
 		t.Errorf("connection over the limit closed after %v", took)
@@ -137,12 +147,17 @@ func TestMaxConns(t *testing.T) {
 	if _, err := whichBackend(p.addr, "a.example"); err == nil {
 		t.Error("a connection over the limit reached the backend")
 	}
-	idle[0].Close()
+	for i, c := range held {
+		if err := echoRoundTrip(c, "kept"); err != nil {
+			t.Errorf("held connection %d: %v", i, err)
+		}
+	}
+	held[0].Close()
 	p.waitActive(t, max-1)
 	if got, err := whichBackend(p.addr, "a.example"); err != nil || got != "backend" {
 		t.Fatalf("after a slot freed: %q, %v", got, err)
 	}
-	if n := be.accepted.Load(); n != 1 {
-		t.Errorf("backend accepted %d connections, want 1", n)
+	if n := be.accepted.Load(); n != max+1 {
+		t.Errorf("backend accepted %d connections, want %d", n, max+1)
 	}
 }

@@ -47,6 +47,16 @@ type Config struct {
 	// once. The default leaves room under the usual 20,000-descriptor
 	// limit for both ends of every connection.
 	MaxConns int // default 8,000
+	// MaxHelloWaitsPerSource caps the connections one source (an IPv4
+	// address, or an IPv6 /64) may have open that have not yet sent a
+	// whole ClientHello; more are closed at once. A browser opens a
+	// handful at a time and sends its hello within a round trip, so the
+	// default leaves room for a large office behind one NAT, while one
+	// machine can no longer fill the front door with silent sockets.
+	// A connection from TrustedProxies is counted under the client its
+	// PROXY header names, not the balancer's address, which speaks for
+	// many. See gate for the eviction that protects against many sources.
+	MaxHelloWaitsPerSource int // default 128
 	// TrustedProxies are the networks (an L4 load balancer) allowed, and
 	// required, to prefix connections with a PROXY protocol v1 or v2
 	// header. Connections from anywhere else must start with TLS.
@@ -59,6 +69,7 @@ const (
 	DefaultIdleTimeout        = 10 * time.Minute
 	DefaultDialTimeout        = 5 * time.Second
 	DefaultMaxConns           = 8000
+	DefaultMaxHelloWaits      = 128 // per source
 )
 
 // CertSource provides the certificates the front door terminates TLS with.
@@ -85,8 +96,9 @@ type Server struct {
 
 	relay relayer // the event loops passthrough connections run on
 
-	refused      atomic.Int64 // connections closed at the limit
-	lastLimitLog atomic.Int64 // unix nanoseconds
+	gate gate // admission: the connection limits and eviction
+
+	logFull, logSource, logEvict logEvery // Warn at most once a second each
 
 	mu        sync.Mutex
 	conns     map[net.Conn]struct{}
@@ -126,6 +138,9 @@ func (s *Server) compile(cfg Config) (*state, error) {
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxHelloWaitsPerSource <= 0 {
+		cfg.MaxHelloWaitsPerSource = DefaultMaxHelloWaits
 	}
 	routes := append([]Route(nil), cfg.Routes...)
 	rt, err := compileRoutes(routes)
@@ -204,23 +219,51 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		delay = 0
 		st := s.cur.Load()
-		if s.active.Load() >= int64(st.cfg.MaxConns) {
-			conn.Close()
-			s.refused.Add(1)
-			// Once a second at most: under a flood the log must not
-			// become the next thing to fall over.
-			if now := time.Now().UnixNano(); now-s.lastLimitLog.Load() > int64(time.Second) {
-				s.lastLimitLog.Store(now)
-				s.logger.Warn("connection limit reached; closing new connections", "max", st.cfg.MaxConns, "refused_so_far", s.refused.Load())
-			}
+		w, ok := s.admit(conn, st)
+		if !ok {
 			continue
 		}
 		if !s.track(conn) {
+			s.gate.release(w)
 			conn.Close()
 			return ErrServerClosed
 		}
-		go s.handle(conn, st)
+		go s.handle(conn, st, w)
 	}
+}
+
+// admit passes conn through the gate, closing it or the connection it
+// evicts, and says so in the log (once a second at most for each reason:
+// under a flood the log must not become the next thing to fall over).
+func (s *Server) admit(conn net.Conn, st *state) (*waiter, bool) {
+	cfg := &st.cfg
+	remote := conn.RemoteAddr()
+	src := sourceOf(remote)
+	if len(cfg.TrustedProxies) > 0 && fromTrusted(remote, cfg.TrustedProxies) {
+		src = netip.Addr{}
+	}
+	w, victim, v := s.gate.admit(conn, src, cfg.MaxConns, cfg.MaxHelloWaitsPerSource)
+	if victim != nil {
+		if s.logEvict.allow(time.Second) {
+			s.logger.Warn("near the connection limit; closing the oldest connections that have not sent a ClientHello",
+				"remote", victim.conn.RemoteAddr(), "max", cfg.MaxConns, "evicted_so_far", s.gate.evicted.Load())
+		}
+		victim.conn.Close()
+	}
+	switch v {
+	case sourceIsFull:
+		s.refusedSource(src, cfg)
+		conn.Close()
+		return nil, false
+	case allFull:
+		if s.logFull.allow(time.Second) {
+			s.logger.Warn("connection limit reached by connections that have sent their ClientHello; closing new connections",
+				"max", cfg.MaxConns, "refused_so_far", s.gate.refusedFull.Load())
+		}
+		conn.Close()
+		return nil, false
+	}
+	return w, true
 }
 
 func (s *Server) track(c net.Conn) bool {
@@ -274,9 +317,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return fmt.Errorf("closed %d connections still open at the drain deadline: %w", n, ctx.Err())
 }
 
-// handle runs one client connection.
-func (s *Server) handle(conn net.Conn, st *state) {
+// refusedSource logs, once a second at most, that src had its share of
+// connections waiting for their ClientHello and one more was closed.
+func (s *Server) refusedSource(src netip.Addr, cfg *Config) {
+	if s.logSource.allow(time.Second) {
+		s.logger.Warn("one source has too many connections that have not sent a ClientHello; closing its new ones",
+			"source", src, "max_per_source", cfg.MaxHelloWaitsPerSource, "refused_so_far", s.gate.refusedSource.Load())
+	}
+}
+
+// handle runs one client connection, which the gate admitted as w.
+func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	defer s.untrack(conn)
+	defer s.gate.release(w)
 	defer conn.Close()
 	cfg := &st.cfg
 	conn.SetReadDeadline(time.Now().Add(cfg.ClientHelloTimeout))
@@ -313,6 +366,10 @@ func (s *Server) handle(conn net.Conn, st *state) {
 		}
 		if hdr != nil {
 			client = hdr
+			if src := sourceOf(hdr); !s.gate.move(w, src, cfg.MaxHelloWaitsPerSource) {
+				s.refusedSource(src, cfg)
+				return
+			}
 		}
 		src = rest
 	}
@@ -320,6 +377,10 @@ func (s *Server) handle(conn net.Conn, st *state) {
 	hello, err := clienthello.Read(src)
 	if err != nil {
 		s.logger.Debug("refused connection", "remote", client, "error", err)
+		return
+	}
+	if !s.gate.hello(w) {
+		s.logger.Debug("connection evicted before its ClientHello was complete", "remote", client)
 		return
 	}
 	// Bytes read past the ClientHello (a PROXY reader's buffer) are

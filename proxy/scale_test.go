@@ -23,7 +23,9 @@ func TestManyIdleClients(t *testing.T) {
 		n = 500
 	}
 	be := startBackend(t, idHandler("backend"))
-	p := startProxy(t, Config{ClientHelloTimeout: 30 * time.Second, MaxConns: n + 100, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
+	// From one source, and below the eviction threshold: this is about
+	// the cost of many idle clients, not about the limits (flood_test.go).
+	p := startProxy(t, Config{ClientHelloTimeout: 30 * time.Second, MaxConns: 2 * n, MaxHelloWaitsPerSource: 2 * n, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
 	conns := make([]net.Conn, 0, n)
 	defer func() {
 		for _, c := range conns {
@@ -196,7 +198,7 @@ func idleProxiedMemory(t testing.TB, n int) (goPerConn, rssPerConn float64) {
 	if !ok {
 		t.Fatal("helper process did not start")
 	}
-	p := startProxy(t, Config{MaxConns: n + 100, Routes: []Route{{Names: []string{"*"}, Backend: backendAddr}}}, nil, nil)
+	p := startProxy(t, Config{MaxConns: 2 * n, MaxHelloWaitsPerSource: 2 * n, Routes: []Route{{Names: []string{"*"}, Backend: backendAddr}}}, nil, nil)
 
 	// Warm up: one connection's worth of everything the first use
 	// allocates once (pools, the poller, code pages).
@@ -271,7 +273,7 @@ func TestSlowSendersHoldNoBuffer(t *testing.T) {
 		n = 300
 	}
 	be := startBackend(t, idHandler("backend"))
-	p := startProxy(t, Config{ClientHelloTimeout: time.Minute, MaxConns: n + 100, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
+	p := startProxy(t, Config{ClientHelloTimeout: time.Minute, MaxConns: 2 * n, MaxHelloWaitsPerSource: 2 * n, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil)
 	h := hello("slow.example", "h2")
 	for _, tc := range []struct {
 		name string

@@ -431,6 +431,7 @@ func proxyConfig(cfg *config.Config) proxy.Config {
 		MaxConns:           cfg.Proxy.MaxConnections,
 		TrustedProxies:     cfg.Proxy.TrustedProxies,
 	}
+	pc.MaxHelloWaitsPerSource = cfg.Proxy.MaxHelloWaitsPerSource
 	for _, r := range cfg.Routes {
 		pc.Routes = append(pc.Routes, proxy.Route{Names: r.Names, Backend: r.Backend, Mode: proxy.Mode(r.Mode), SendProxy: r.SendProxy})
 	}
