@@ -149,6 +149,9 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	if err := m.save(ctx, rec, res.ChainPEM, res.KeyPEM); err != nil {
 		return nil, err
 	}
+	if err := res.Done(ctx); err != nil { // stored: the issuer's order journal may forget it
+		m.logger.Warn("certificate stored, but its order journal entry was not removed", "name", spec.Names[0], "error", err)
+	}
 	// A failed deployment is recorded: the certificate is safely stored,
 	// and the keeper or "tlsalpn renew" deploys it again without a new
 	// order.
