@@ -180,7 +180,7 @@ func New(cfg Config) (*Issuer, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	hints := &retryAfterRecorder{next: base, after: make(map[string]time.Duration), watched: make(map[string]int)}
+	hints := &retryAfterRecorder{next: base, after: make(map[string]time.Duration), watched: make(map[string]int), status: make(map[string]int)}
 	hcCopy := *hc
 	hcCopy.Transport = hints
 	logger := cfg.Logger
@@ -372,9 +372,16 @@ func (iss *Issuer) resume(ctx context.Context, o *order) (*Result, error) {
 			"names", o.label, "order", entry.Order, "account", entry.Account)
 		return nil, iss.drop(ctx, o)
 	}
+	iss.hints.watch(entry.Order)
 	ord, err := iss.client.GetOrder(ctx, o.acct, acme.Order{Location: entry.Order})
+	status := iss.hints.lastStatus(entry.Order)
+	iss.hints.forget(entry.Order)
 	if err != nil {
-		if refused(err) {
+		if accountGone(err) {
+			// Registered again, the account may reach this order still.
+			return nil, err
+		}
+		if refused(err) || status == http.StatusNotFound || status == http.StatusGone {
 			iss.logger.Warn("the CA no longer serves the journaled order; ordering afresh", "names", o.label, "order", entry.Order, "error", err)
 			return nil, iss.drop(ctx, o)
 		}

@@ -1,0 +1,497 @@
+package issuer
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/storage"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
+)
+
+// faultKind is how faultProxy fails a request.
+type faultKind int
+
+const (
+	fault500        faultKind = iota // 500 with a serverInternal problem, the CA never sees the request
+	fault503                         // 503 with Retry-After: 1, the CA never sees the request
+	faultReset                       // connection reset, the CA never sees the request
+	faultResetAfter                  // the CA handles the request, then the connection is reset: the answer is lost
+)
+
+// faultProxy stands in front of Pebble's ACME API (testca.Options.Handler)
+// and fails, while armed, every POST whose path starts with one of paths. It
+// counts the finalisations Pebble accepted: each is a certificate issued.
+type faultProxy struct {
+	kind  faultKind
+	paths []string
+
+	mu       sync.Mutex
+	armed    bool
+	failed   int // requests failed
+	issued   int // finalize requests Pebble answered 200
+	newOrder int // new-order requests that reached Pebble
+}
+
+func (p *faultProxy) arm(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.armed = on
+}
+
+func (p *faultProxy) counts() (failed, issued, newOrder int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failed, p.issued, p.newOrder
+}
+
+func (p *faultProxy) handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		hit := p.armed && r.Method == http.MethodPost && hasAnyPrefix(r.URL.Path, p.paths)
+		if hit {
+			p.failed++
+		}
+		if r.URL.Path == "/order-plz" && r.Method == http.MethodPost && !(hit && p.kind != faultResetAfter) {
+			p.newOrder++
+		}
+		p.mu.Unlock()
+		if hit {
+			switch p.kind {
+			case fault500:
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(http.StatusInternalServerError)
+				w.Write([]byte(`{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure","status":500}`))
+				return
+			case fault503:
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.Header().Set("Retry-After", "1")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write([]byte(`{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected overload","status":503}`))
+				return
+			case faultReset:
+				reset(w)
+				return
+			case faultResetAfter:
+				rec := &recorder{header: http.Header{}}
+				p.serve(next, rec, r)
+				reset(w)
+				return
+			}
+		}
+		p.serve(next, w, r)
+	})
+}
+
+// serve passes r to Pebble and counts the finalisations it accepted.
+func (p *faultProxy) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	next.ServeHTTP(sw, r)
+	if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/finalize-order/") && sw.code == http.StatusOK {
+		p.mu.Lock()
+		p.issued++
+		p.mu.Unlock()
+	}
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// reset closes the client's connection with a TCP RST and no response.
+func reset(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	if tc, ok := conn.(*tls.Conn); ok {
+		if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
+			tcp.SetLinger(0)
+		}
+	}
+	conn.Close()
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// recorder swallows a response that faultResetAfter drops.
+type recorder struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) WriteHeader(code int)        { r.code = code }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+
+// journalKeys lists what the order journal holds.
+func journalKeys(t *testing.T, st storage.Storage) []string {
+	t.Helper()
+	keys, err := st.List(testContext(t), OrdersPrefix, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// TestResumeAfterCAFailure makes the CA fail after it has issued a
+// certificate, in each way a CA fails: the certificate download or the
+// order polls after finalisation answer 500, 503 with Retry-After, or a
+// reset; or the CA accepts the finalisation and the answer is lost. The
+// first Obtain fails; the second must resume the order and return the
+// certificate already issued, not order another one.
+func TestResumeAfterCAFailure(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		kind  faultKind
+		paths []string
+	}{
+		{"download 500", fault500, []string{"/certZ/"}},
+		{"download 503 Retry-After", fault503, []string{"/certZ/"}},
+		{"download reset", faultReset, []string{"/certZ/"}},
+		{"order poll after finalize 500", fault500, []string{"/my-order/"}},
+		{"order poll after finalize reset", faultReset, []string{"/my-order/"}},
+		{"finalize accepted, answer lost", faultResetAfter, []string{"/finalize-order/", "/my-order/"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			proxy := &faultProxy{kind: tt.kind, paths: tt.paths}
+			e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+			ctx := testContext(t)
+			req := Request{Identifiers: ids(t, "resume.example.test"), Profile: "shortlived"}
+			iss := e.issuer(t, func(c *Config) { c.PollTimeout = 5 * time.Second })
+
+			if _, err := iss.Account(ctx); err != nil {
+				t.Fatal(err)
+			}
+			proxy.arm(true)
+			_, err := iss.Obtain(ctx, req)
+			failed, issued, _ := proxy.counts()
+			t.Logf("first Obtain, %d requests failed, %d certificates issued: %v", failed, issued, err)
+			if err == nil {
+				t.Fatal("Obtain succeeded through the injected failures")
+			}
+			if failed == 0 || issued != 1 {
+				t.Fatalf("%d requests failed and %d certificates issued; the test wants a failure after issuance", failed, issued)
+			}
+			var re *RetryError
+			if tt.kind == fault503 && !errors.As(err, &re) {
+				t.Errorf("error %v after 503 with Retry-After is not a *RetryError", err)
+			}
+			if len(journalKeys(t, e.store)) != 2 {
+				t.Errorf("journal after the failure = %q, want order.json and key.pem", journalKeys(t, e.store))
+			}
+
+			// The CA recovers; a new Issuer, as a new process would have.
+			proxy.arm(false)
+			res, err := e.issuer(t, nil).Obtain(ctx, req)
+			if err != nil {
+				t.Fatalf("second Obtain: %v", err)
+			}
+			_, issued, newOrders := proxy.counts()
+			if issued != 1 || newOrders != 1 {
+				t.Errorf("after the rerun the CA issued %d certificates for %d orders; want the first one resumed (1, 1)", issued, newOrders)
+			}
+			if !res.Resumed {
+				t.Error("Result.Resumed is not set")
+			}
+			checkResult(t, e, res, []string{"resume.example.test"})
+			if err := res.Done(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if keys := journalKeys(t, e.store); len(keys) != 0 {
+				t.Errorf("journal after Done = %q, want empty", keys)
+			}
+		})
+	}
+}
+
+// TestResumeUntilStored: until the caller says the certificate is stored
+// (a save that failed on a full disk, a crash before it), Obtain for the
+// same request returns the same certificate without a new order. Once it
+// is stored, or when the request renews that very certificate, a new
+// order is made.
+func TestResumeUntilStored(t *testing.T) {
+	t.Parallel()
+	proxy := &faultProxy{}
+	e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+	ctx := testContext(t)
+	req := Request{Identifiers: ids(t, "unsaved.example.test", "unsaved2.example.test"), Profile: "shortlived", KeyType: EC384}
+
+	first, err := e.issuer(t, nil).Obtain(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not stored: the caller failed, and runs again.
+	again, err := e.issuer(t, nil).Obtain(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, issued, _ := proxy.counts(); issued != 1 || !again.Leaf.Equal(first.Leaf) || !again.Resumed {
+		t.Errorf("rerun before Done: %d issued, same certificate %v, resumed %v; want 1, true, true", issued, again.Leaf.Equal(first.Leaf), again.Resumed)
+	}
+	if !bytes.Equal(again.KeyPEM, first.KeyPEM) {
+		t.Error("the resumed certificate came with another key")
+	}
+	// Another request (other key type) does not take this order.
+	other := req
+	other.KeyType = EC256
+	if res, err := e.issuer(t, nil).Obtain(ctx, other); err != nil || res.Resumed || res.Leaf.Equal(first.Leaf) {
+		t.Errorf("a request with another key type: resumed %v, err %v; want a new order", res != nil && res.Resumed, err)
+	}
+	// Renewing the certificate the lingering entry holds orders afresh.
+	renew := req
+	renew.Replaces = first.Leaf
+	res, err := e.issuer(t, nil).Obtain(ctx, renew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Leaf.Equal(first.Leaf) || res.Resumed {
+		t.Error("renewing the certificate held by the journal returned that same certificate")
+	}
+	if err := res.Done(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err = e.issuer(t, nil).Obtain(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed {
+		t.Error("Obtain after Done resumed an order")
+	}
+	if _, issued, _ := proxy.counts(); issued != 4 {
+		t.Errorf("%d certificates issued, want 4", issued)
+	}
+}
+
+// TestResumeDropsDeadOrders: a journaled order the CA no longer accepts,
+// or a damaged entry, is dropped for a new order rather than failing every
+// later Obtain.
+func TestResumeDropsDeadOrders(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, testca.Options{})
+	ctx := testContext(t)
+	iss := e.issuer(t, nil)
+	req := Request{Identifiers: ids(t, "dead.example.test"), Profile: "shortlived"}
+	if _, err := iss.Account(ctx); err != nil {
+		t.Fatal(err)
+	}
+	j := iss.journalFor(req, "shortlived")
+	key, err := EC256.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		write func()
+	}{
+		{"unknown order", func() {
+			acct, _ := iss.Account(ctx)
+			u := strings.Replace(acct.Location, "/my-account/", "/my-order/", 1) + "nothing"
+			if err := j.save(ctx, journalEntry{Order: u, Account: acct.Location}, key); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"damaged order.json", func() {
+			if err := e.store.Put(ctx, path.Join(j.prefix, "order.json"), []byte("{not json"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"other account", func() {
+			if err := j.save(ctx, journalEntry{Order: "https://127.0.0.1:1/my-order/x", Account: "https://127.0.0.1:1/my-account/x"}, key); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.write()
+			res, err := iss.Obtain(ctx, req)
+			if err != nil {
+				t.Fatalf("Obtain with a dead journal entry: %v", err)
+			}
+			if res.Resumed {
+				t.Error("resumed a dead order")
+			}
+			if err := res.Done(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestObtainRefusesUnwritableStorage: a storage that cannot take a write
+// (a full disk; a read-only directory when not root) fails Obtain before
+// the CA is asked for an order, naming the storage.
+func TestObtainRefusesUnwritableStorage(t *testing.T) {
+	t.Parallel()
+	proxy := &faultProxy{}
+	e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+	ctx := testContext(t)
+	root := filepath.Join(t.TempDir(), "store")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var fill func()
+	if os.Geteuid() == 0 {
+		// Root writes anywhere: a real full file system it is.
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", root).CombinedOutput(); err != nil {
+			t.Skipf("cannot mount a small tmpfs to fill up: %v %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("umount", root).Run() })
+		fill = func() {
+			f, err := os.Create(filepath.Join(root, "filler"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			for {
+				if _, err := f.Write(make([]byte, 4096)); err != nil {
+					return // ENOSPC
+				}
+			}
+		}
+	} else {
+		fill = func() {
+			if err := os.Chmod(root, 0o500); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Chmod(root, 0o700) })
+		}
+	}
+	st, err := fs.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := e.issuer(t, func(c *Config) { c.Storage = st })
+	if _, err := iss.Account(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fill()
+	_, err = iss.Obtain(ctx, Request{Identifiers: ids(t, "full.example.test"), Profile: "shortlived"})
+	t.Logf("Obtain into unwritable storage: %v", err)
+	if err == nil {
+		t.Fatal("Obtain succeeded with storage that takes no writes")
+	}
+	for _, want := range []string{"not ordering a certificate for full.example.test", root, "does not accept writes"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if _, _, n := proxy.counts(); n != 0 {
+		t.Errorf("%d orders created at the CA with unwritable storage, want 0", n)
+	}
+}
+
+// TestAccountLost: when the CA answers accountDoesNotExist for the stored
+// account, as a CA that lost its accounts does, the account is registered
+// again with the same key, stored, a warning is logged, and the order
+// goes through.
+func TestAccountLost(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, testca.Options{})
+	ctx := testContext(t)
+	acct, err := e.issuer(t, nil).Account(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accountKey := path.Join(storage.AccountsPrefix, CAKey(e.ca.DirectoryURL()), "default")
+	tests := []struct {
+		name    string
+		newKey  bool // the CA knows neither the URL nor the key, as after a reset
+		wantURL func(string) bool
+	}{
+		{"URL unknown, key known", false, func(u string) bool { return u == acct.Location }},
+		{"URL and key unknown", true, func(u string) bool { return u != acct.Location && strings.Contains(u, "/my-account/") }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.newKey {
+				k, err := EC256.Generate()
+				if err != nil {
+					t.Fatal(err)
+				}
+				pemKey, _ := EncodeKeyPEM(k)
+				if err := e.store.Put(ctx, path.Join(accountKey, "key.pem"), pemKey, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			keyBefore, _ := e.store.Get(ctx, path.Join(accountKey, "key.pem"))
+			lost := acct.Location + "lost"
+			rec, _ := json.Marshal(accountRecord{Directory: e.ca.DirectoryURL(), Location: lost, Status: "valid"})
+			if err := e.store.Put(ctx, path.Join(accountKey, "account.json"), rec, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs lockedBuffer
+			iss := e.issuer(t, func(c *Config) {
+				c.AgreeTOS = false // as in "tlsalpn renew", run from cron
+				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			})
+			res, err := iss.Obtain(ctx, Request{Identifiers: ids(t, "lost"+string(rune('a'+i))+".example.test"), Profile: "shortlived"})
+			if err != nil {
+				t.Fatalf("Obtain with an account the CA lost: %v", err)
+			}
+			stored, err := iss.loadAccount(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored.Location == lost || !tt.wantURL(stored.Location) || res.Account != stored.Location {
+				t.Errorf("account after re-registration = %s (result: %s); lost one was %s", stored.Location, res.Account, lost)
+			}
+			if keyAfter, _ := e.store.Get(ctx, path.Join(accountKey, "key.pem")); !bytes.Equal(keyAfter, keyBefore) {
+				t.Error("re-registration changed the account key")
+			}
+			if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), lost) {
+				t.Errorf("no warning naming the lost account %s in the log:\n%s", lost, logs.String())
+			}
+		})
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
