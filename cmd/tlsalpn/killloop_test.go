@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/issuer"
+)
+
+// issueCounter counts, in front of Pebble, the finalize requests Pebble
+// accepted: each one is a certificate the CA issues (Pebble signs it
+// asynchronously, whatever becomes of the client). It also delays each
+// certificate download by slowDownload, as a CA under load does, which
+// widens the moment between issuance and storage where a crash loses a
+// certificate.
+type issueCounter struct {
+	slowDownload time.Duration
+	mu           sync.Mutex
+	issued       int
+}
+
+func (c *issueCounter) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/certZ/") {
+			time.Sleep(c.slowDownload)
+		}
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/finalize-order/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		if sw.code == http.StatusOK {
+			c.mu.Lock()
+			c.issued++
+			c.mu.Unlock()
+		}
+	})
+}
+
+func (c *issueCounter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.issued
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// storedSerials adds to seen the serial of every leaf certificate found in
+// PEM files under dirs (storage and output directory): whatever layout
+// the storage has, a certificate that was stored is found there.
+func storedSerials(t *testing.T, seen map[string]bool, dirs ...string) {
+	t.Helper()
+	for _, dir := range dirs {
+		filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+			if err != nil || !fi.Mode().IsRegular() || !strings.HasSuffix(p, ".pem") {
+				return nil
+			}
+			data, err := os.ReadFile(p)
+			if err != nil || !bytes.Contains(data, []byte("CERTIFICATE")) {
+				return nil
+			}
+			chain, err := issuer.ParseChainPEM(data)
+			if err != nil || chain[0].IsCA {
+				return nil
+			}
+			seen[hex.EncodeToString(chain[0].SerialNumber.Bytes())] = true
+			return nil
+		})
+	}
+}
+
+// TestKillLoopKeepsIssuedCertificates runs "tlsalpn renew --force" and
+// kills it with SIGKILL at random moments, then lets one run finish, and
+// compares the certificates Pebble issued with those that reached storage.
+// A certificate the CA has issued must never be thrown away: a run killed
+// after finalisation leaves the order journaled, and the next run resumes
+// it (downloads that certificate) instead of ordering another one.
+func TestKillLoopKeepsIssuedCertificates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := filepath.Join(buildBinaries(t), "tlsalpn")
+	counter := issueCounter{slowDownload: 150 * time.Millisecond}
+	ca := startCountingCA(t, &counter)
+	dir := t.TempDir()
+	store, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	run := func(kill time.Duration, args ...string) (time.Duration, string) {
+		cmd := exec.CommandContext(ctx, bin, args...)
+		var outb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &outb, &outb
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var timer *time.Timer
+		if kill > 0 {
+			timer = time.AfterFunc(kill, func() { cmd.Process.Signal(syscall.SIGKILL) })
+		}
+		err := cmd.Wait()
+		if timer != nil {
+			timer.Stop()
+		}
+		if kill == 0 && err != nil {
+			t.Fatalf("tlsalpn %s: %v\n%s", strings.Join(args, " "), err, outb.String())
+		}
+		return time.Since(start), outb.String()
+	}
+
+	seen := map[string]bool{}
+	issueArgs := ca.issueArgs(store, out, "killed.example.com")
+	issueArgs = append(issueArgs[:0:0], issueArgs...)
+	run(0, issueArgs...)
+	storedSerials(t, seen, store, out)
+	renew := []string{"renew", "--force", "--storage", store}
+	// One uninterrupted renewal measures how long a run takes; kills land
+	// anywhere in that span.
+	took, _ := run(0, renew...)
+	storedSerials(t, seen, store, out)
+	t.Logf("a renewal takes %v", took)
+
+	const loops = 25
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	killed, journaled := 0, 0
+	for range loops {
+		at := time.Duration(rng.Int64N(int64(took))) + 10*time.Millisecond
+		d, _ := run(at, renew...)
+		if d >= at {
+			killed++
+		}
+		if m, _ := filepath.Glob(filepath.Join(store, issuer.OrdersPrefix, "*", "*", "order.json")); len(m) > 0 {
+			journaled++ // an order for the next run to resume
+		}
+		storedSerials(t, seen, store, out)
+	}
+	// The final run completes whatever a killed run left.
+	_, final := run(0, renew...)
+	storedSerials(t, seen, store, out)
+	issued := counter.count()
+	t.Logf("%d kill -9 loops (%d killed in flight, %d left a journaled order): Pebble issued %d certificates, %d reached storage\nfinal run:\n%s",
+		loops, killed, journaled, issued, len(seen), final)
+	if issued != len(seen) {
+		serials := slices.Sorted(func(yield func(string) bool) {
+			for s := range seen {
+				if !yield(s) {
+					return
+				}
+			}
+		})
+		t.Errorf("Pebble issued %d certificates but only %d reached storage (%v): issued certificates were thrown away",
+			issued, len(seen), serials)
+	}
+}
+
+// startCountingCA starts the embedded Pebble for the binary, with counter
+// in front of its ACME API.
+func startCountingCA(t *testing.T, counter *issueCounter) *cliCA {
+	t.Helper()
+	c := &cliCA{}
+	port := freePort(t)
+	c.listen = "127.0.0.1:" + itoa(port)
+	ca, err := testca.Start(context.Background(), testca.Options{TLSPort: port, NoSleep: true, Strict: true, Handler: counter.wrap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ca.Close() })
+	c.CA = ca
+	c.root = filepath.Join(t.TempDir(), "ca-root.pem")
+	if err := os.WriteFile(c.root, ca.RootsPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
