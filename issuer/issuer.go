@@ -439,6 +439,7 @@ func (iss *Issuer) drop(ctx context.Context, o *order) error {
 
 // fresh creates a new order for o, journals it and sees it through.
 func (iss *Issuer) fresh(ctx context.Context, o *order, dir acme.Directory) (*Result, error) {
+	iss.pruneJournal(ctx)
 	key := o.req.Key
 	if key == nil {
 		var err error

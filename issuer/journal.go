@@ -30,6 +30,12 @@ import (
 // (Let's Encrypt allows five duplicate certificates a week).
 const OrdersPrefix = "orders"
 
+// journalMaxAge is how long an entry that no Obtain came back for is kept:
+// far beyond an order's life at the CA (a week at Let's Encrypt), so an
+// entry this old is one whose request is never made again (the names or
+// key type changed), and its key is better not left lying around.
+const journalMaxAge = 30 * 24 * time.Hour
+
 // probeSize is what the writability probe writes: about what a certificate
 // and its key take, so that a file system with a few bytes left fails it.
 const probeSize = 16 << 10
@@ -146,6 +152,40 @@ func (j journal) remove(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// pruneJournal removes the entries of this CA that are older than
+// journalMaxAge. It is tidying, not correctness: failures are logged.
+func (iss *Issuer) pruneJournal(ctx context.Context) {
+	prefix := path.Join(OrdersPrefix, CAKey(iss.cfg.Directory))
+	children, err := iss.cfg.Storage.List(ctx, prefix, false)
+	if err != nil {
+		iss.logger.Warn("listing the order journal", "prefix", prefix, "error", err)
+		return
+	}
+	cutoff := time.Now().Add(-journalMaxAge)
+	for _, child := range children {
+		newest, found := time.Time{}, false
+		for _, name := range []string{"order.json", "key.pem"} {
+			info, err := iss.cfg.Storage.Stat(ctx, path.Join(child, name))
+			if err != nil {
+				continue
+			}
+			found = true
+			if info.Modified.After(newest) {
+				newest = info.Modified
+			}
+		}
+		if !found || newest.After(cutoff) {
+			continue
+		}
+		j := journal{store: iss.cfg.Storage, prefix: child}
+		if err := j.remove(ctx); err != nil {
+			iss.logger.Warn("removing an abandoned order journal entry", "entry", child, "error", err)
+			continue
+		}
+		iss.logger.Info("removed an order journal entry no run came back for", "entry", child, "written", newest)
+	}
 }
 
 // checkWritable makes sure storage accepts a write, before the CA is asked

@@ -351,6 +351,58 @@ func TestResumeDropsDeadOrders(t *testing.T) {
 	}
 }
 
+// TestJournalPrune: an entry no Obtain came back for in 30 days (its names
+// or key type changed) is removed, private key and all, when another order
+// is made; a recent one stays.
+func TestJournalPrune(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, testca.Options{})
+	ctx := testContext(t)
+	iss := e.issuer(t, nil)
+	acct, err := iss.Account(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := EC256.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []struct {
+		name string
+		age  time.Duration
+		kept bool
+	}{
+		{"abandoned.example.test", 31 * 24 * time.Hour, false},
+		{"recent.example.test", 6 * 24 * time.Hour, true},
+	}
+	for _, en := range entries {
+		j := iss.journalFor(Request{Identifiers: ids(t, en.name)}, "shortlived")
+		if err := j.save(ctx, journalEntry{Order: "https://127.0.0.1:1/my-order/x", Account: acct.Location}, key); err != nil {
+			t.Fatal(err)
+		}
+		when := time.Now().Add(-en.age)
+		for _, f := range []string{"order.json", "key.pem"} {
+			if err := os.Chtimes(e.store.Path(path.Join(j.prefix, f)), when, when); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	res, err := iss.Obtain(ctx, Request{Identifiers: ids(t, "other.example.test"), Profile: "shortlived"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Done(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range entries {
+		j := iss.journalFor(Request{Identifiers: ids(t, en.name)}, "shortlived")
+		_, err := e.store.Stat(ctx, path.Join(j.prefix, "key.pem"))
+		if kept := err == nil; kept != en.kept {
+			t.Errorf("entry for %s, %v old: kept = %v, want %v", en.name, en.age, kept, en.kept)
+		}
+	}
+}
+
 // TestObtainRefusesUnwritableStorage: a storage that cannot take a write
 // (a full disk; a read-only directory when not root) fails Obtain before
 // the CA is asked for an order, naming the storage.
