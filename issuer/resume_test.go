@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -38,6 +39,10 @@ const (
 type faultProxy struct {
 	kind  faultKind
 	paths []string
+	// rate, when not 0, fails that fraction of every POST instead, with
+	// a reset before or after the CA handled it, drawn from rng.
+	rate float64
+	rng  *rand.Rand
 
 	mu       sync.Mutex
 	armed    bool
@@ -62,15 +67,23 @@ func (p *faultProxy) handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		hit := p.armed && r.Method == http.MethodPost && hasAnyPrefix(r.URL.Path, p.paths)
+		kind := p.kind
+		if p.rate > 0 {
+			hit = p.armed && r.Method == http.MethodPost && p.rng.Float64() < p.rate
+			kind = faultReset
+			if p.rng.IntN(2) == 0 {
+				kind = faultResetAfter
+			}
+		}
 		if hit {
 			p.failed++
 		}
-		if r.URL.Path == "/order-plz" && r.Method == http.MethodPost && !(hit && p.kind != faultResetAfter) {
+		if r.URL.Path == "/order-plz" && r.Method == http.MethodPost && !(hit && kind != faultResetAfter) {
 			p.newOrder++
 		}
 		p.mu.Unlock()
 		if hit {
-			switch p.kind {
+			switch kind {
 			case fault500:
 				w.Header().Set("Content-Type", "application/problem+json")
 				w.WriteHeader(http.StatusInternalServerError)
@@ -234,6 +247,48 @@ func TestResumeAfterCAFailure(t *testing.T) {
 				t.Errorf("journal after Done = %q, want empty", keys)
 			}
 		})
+	}
+}
+
+// TestRandomResets renews one certificate again and again through a CA
+// that resets 30% of the requests, half of them after handling them (the
+// answer is lost), as a flaky network or load balancer does. Every
+// certificate the CA issues must end up with the caller: an Obtain that
+// failed after issuance is resumed by the next one.
+func TestRandomResets(t *testing.T) {
+	t.Parallel()
+	proxy := &faultProxy{rate: 0.3, rng: rand.New(rand.NewPCG(8737, 1))}
+	e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+	ctx := testContext(t)
+	req := Request{Identifiers: ids(t, "flaky.example.test"), Profile: "shortlived"}
+	if _, err := e.issuer(t, nil).Account(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	failures := 0
+	renew := func() {
+		res, err := e.issuer(t, func(c *Config) { c.PollTimeout = 5 * time.Second }).Obtain(ctx, req)
+		if err != nil {
+			failures++
+			return
+		}
+		stored[res.Leaf.SerialNumber.String()] = true
+		if err := res.Done(ctx); err != nil {
+			t.Fatal(err)
+		}
+		req.Replaces = res.Leaf
+	}
+	proxy.arm(true)
+	for range 8 {
+		renew()
+	}
+	proxy.arm(false)
+	renew() // the CA is well again
+	failed, issued, orders := proxy.counts()
+	t.Logf("%d requests reset, %d Obtains failed: the CA issued %d certificates for %d orders, %d reached the caller",
+		failed, failures, issued, orders, len(stored))
+	if issued != len(stored) {
+		t.Errorf("the CA issued %d certificates, the caller got %d: issued certificates were thrown away", issued, len(stored))
 	}
 }
 
