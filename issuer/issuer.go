@@ -533,10 +533,15 @@ func (iss *Issuer) complete(ctx context.Context, o *order, ord acme.Order, key c
 		return nil, fmt.Errorf("downloading certificate for %s from %s: %w", o.label, ord.Certificate, err)
 	}
 	chosen, chain, err := pickChain(chains, o.req.PreferredChain)
-	if err != nil {
-		return nil, fmt.Errorf("certificate for %s: %w", o.label, err)
+	if err == nil {
+		err = checkLeaf(chain[0], key, o.names)
 	}
-	if err := checkLeaf(chain[0], key, o.names); err != nil {
+	if err != nil {
+		// Resuming would download the same unusable certificate again
+		// and fail every later run: the next one orders afresh.
+		if rerr := o.j.remove(context.WithoutCancel(ctx)); rerr != nil {
+			iss.logger.Warn("removing the order journal entry of an unusable certificate", "names", o.label, "error", rerr)
+		}
 		return nil, fmt.Errorf("certificate for %s from %s: %w", o.label, ord.Certificate, err)
 	}
 	keyPEM, err := EncodeKeyPEM(key)

@@ -406,6 +406,47 @@ func TestResumeDropsDeadOrders(t *testing.T) {
 	}
 }
 
+// TestResumeUnusableCertificate: a resumed certificate that does not match
+// the journaled key (the key file was replaced) fails that run, and the
+// entry is dropped so that the next run orders afresh instead of failing
+// the same way for ever.
+func TestResumeUnusableCertificate(t *testing.T) {
+	t.Parallel()
+	proxy := &faultProxy{kind: fault500, paths: []string{"/certZ/"}}
+	e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+	ctx := testContext(t)
+	req := Request{Identifiers: ids(t, "swapped.example.test"), Profile: "shortlived"}
+	iss := e.issuer(t, nil)
+	proxy.arm(true)
+	if _, err := iss.Obtain(ctx, req); err == nil {
+		t.Fatal("Obtain succeeded through the injected failures")
+	}
+	proxy.arm(false)
+	other, err := EC256.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPEM, _ := EncodeKeyPEM(other)
+	j := iss.journalFor(req, "shortlived")
+	if err := e.store.Put(ctx, path.Join(j.prefix, "key.pem"), otherPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = iss.Obtain(ctx, req)
+	if err == nil || !strings.Contains(err.Error(), "does not match our private key") {
+		t.Fatalf("resuming with a swapped key: %v; want a mismatch error", err)
+	}
+	res, err := iss.Obtain(ctx, req)
+	if err != nil {
+		t.Fatalf("the run after the mismatch: %v", err)
+	}
+	if res.Resumed {
+		t.Error("the run after the mismatch resumed the same order")
+	}
+	if _, issued, _ := proxy.counts(); issued != 2 {
+		t.Errorf("%d certificates issued, want 2", issued)
+	}
+}
+
 // TestJournalPrune: an entry no Obtain came back for in 30 days (its names
 // or key type changed) is removed, private key and all, when another order
 // is made; a recent one stays.
