@@ -28,8 +28,10 @@ import (
 // certificate.
 type issueCounter struct {
 	slowDownload time.Duration
-	mu           sync.Mutex
-	issued       int
+	// onIssue, if set, is called after each finalize Pebble accepted.
+	onIssue func()
+	mu      sync.Mutex
+	issued  int
 }
 
 func (c *issueCounter) wrap(next http.Handler) http.Handler {
@@ -47,6 +49,9 @@ func (c *issueCounter) wrap(next http.Handler) http.Handler {
 			c.mu.Lock()
 			c.issued++
 			c.mu.Unlock()
+			if c.onIssue != nil {
+				c.onIssue()
+			}
 		}
 	})
 }
