@@ -44,17 +44,28 @@ type faultProxy struct {
 	rate float64
 	rng  *rand.Rand
 
-	mu       sync.Mutex
-	armed    bool
-	failed   int // requests failed
-	issued   int // finalize requests Pebble answered 200
-	newOrder int // new-order requests that reached Pebble
+	mu         sync.Mutex
+	processing int // order answers still to turn from valid to processing
+	armed      bool
+	failed     int // requests failed
+	issued     int // finalize requests Pebble answered 200
+	newOrder   int // new-order requests that reached Pebble
 }
 
 func (p *faultProxy) arm(on bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.armed = on
+}
+
+// setProcessing makes the next n order answers that say "valid" say
+// "processing" instead, and returns how many of the previous setting were
+// left.
+func (p *faultProxy) setProcessing(n int) (left int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	left, p.processing = p.processing, n
+	return left
 }
 
 func (p *faultProxy) counts() (failed, issued, newOrder int) {
@@ -102,6 +113,29 @@ func (p *faultProxy) handler(next http.Handler) http.Handler {
 				rec := &recorder{header: http.Header{}}
 				p.serve(next, rec, r)
 				reset(w)
+				return
+			}
+		}
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/my-order/") {
+			p.mu.Lock()
+			slow := p.processing > 0
+			p.mu.Unlock()
+			if slow {
+				rec := &recorder{header: http.Header{}, code: http.StatusOK}
+				p.serve(next, rec, r)
+				body := rec.body.Bytes()
+				if valid := []byte(`"status": "valid"`); bytes.Contains(body, valid) {
+					body = bytes.Replace(body, valid, []byte(`"status": "processing"`), 1)
+					p.mu.Lock()
+					p.processing--
+					p.mu.Unlock()
+				}
+				for k, v := range rec.header {
+					w.Header()[k] = v
+				}
+				w.Header().Del("Content-Length")
+				w.WriteHeader(rec.code)
+				w.Write(body)
 				return
 			}
 		}
@@ -188,18 +222,30 @@ func TestResumeAfterCAFailure(t *testing.T) {
 		name  string
 		kind  faultKind
 		paths []string
+		// processing is how many order answers on the rerun say
+		// "processing" where Pebble said "valid": a CA slow to issue.
+		processing int
+		// readyFirst: the first Obtain fails before the CA issued, with
+		// the order ready; the rerun finalises it.
+		readyFirst bool
 	}{
-		{"download 500", fault500, []string{"/certZ/"}},
-		{"download 503 Retry-After", fault503, []string{"/certZ/"}},
-		{"download reset", faultReset, []string{"/certZ/"}},
-		{"order poll after finalize 500", fault500, []string{"/my-order/"}},
-		{"order poll after finalize reset", faultReset, []string{"/my-order/"}},
-		{"finalize accepted, answer lost", faultResetAfter, []string{"/finalize-order/", "/my-order/"}},
+		{"download 500", fault500, []string{"/certZ/"}, 0, false},
+		{"download 503 Retry-After", fault503, []string{"/certZ/"}, 0, false},
+		{"download reset", faultReset, []string{"/certZ/"}, 0, false},
+		{"order poll after finalize 500", fault500, []string{"/my-order/"}, 0, false},
+		{"order poll after finalize reset", faultReset, []string{"/my-order/"}, 0, false},
+		{"finalize accepted, answer lost", faultResetAfter, []string{"/finalize-order/", "/my-order/"}, 0, false},
+		{"resumed order still processing", fault500, []string{"/certZ/"}, 2, false},
+		{"finalize 500, order ready", fault500, []string{"/finalize-order/"}, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			proxy := &faultProxy{kind: tt.kind, paths: tt.paths}
+			wantFirst := 1
+			if tt.readyFirst {
+				wantFirst = 0
+			}
 			e := newTestEnv(t, testca.Options{Handler: proxy.handler})
 			ctx := testContext(t)
 			req := Request{Identifiers: ids(t, "resume.example.test"), Profile: "shortlived"}
@@ -215,8 +261,8 @@ func TestResumeAfterCAFailure(t *testing.T) {
 			if err == nil {
 				t.Fatal("Obtain succeeded through the injected failures")
 			}
-			if failed == 0 || issued != 1 {
-				t.Fatalf("%d requests failed and %d certificates issued; the test wants a failure after issuance", failed, issued)
+			if failed == 0 || issued != wantFirst {
+				t.Fatalf("%d requests failed and %d certificates issued; the test wants a failure with %d issued", failed, issued, wantFirst)
 			}
 			var re *RetryError
 			if tt.kind == fault503 && !errors.As(err, &re) {
@@ -228,6 +274,7 @@ func TestResumeAfterCAFailure(t *testing.T) {
 
 			// The CA recovers; a new Issuer, as a new process would have.
 			proxy.arm(false)
+			proxy.setProcessing(tt.processing)
 			res, err := e.issuer(t, nil).Obtain(ctx, req)
 			if err != nil {
 				t.Fatalf("second Obtain: %v", err)
@@ -238,6 +285,9 @@ func TestResumeAfterCAFailure(t *testing.T) {
 			}
 			if !res.Resumed {
 				t.Error("Result.Resumed is not set")
+			}
+			if left := proxy.setProcessing(0); left != 0 {
+				t.Errorf("%d of %d answers saying processing were never asked for: the order was not polled", left, tt.processing)
 			}
 			checkResult(t, e, res, []string{"resume.example.test"})
 			if err := res.Done(ctx); err != nil {
