@@ -706,7 +706,8 @@ var ErrNoARI = errors.New("the CA does not offer ACME Renewal Information")
 
 // Revoke revokes leaf, signing with the account key. reason is an RFC 5280
 // CRLReason code (0 unspecified, 1 keyCompromise, 4 superseded, 5
-// cessationOfOperation).
+// cessationOfOperation). When the CA says the account does not exist, the
+// account is registered again, as in Obtain, and the revocation retried once.
 func (iss *Issuer) Revoke(ctx context.Context, leaf *x509.Certificate, reason int) error {
 	acct, err := iss.Account(ctx)
 	if err != nil {

@@ -673,6 +673,13 @@ func TestAccountLost(t *testing.T) {
 			if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), lost) {
 				t.Errorf("no warning naming the lost account %s in the log:\n%s", lost, logs.String())
 			}
+			// Lost again: revocation registers again too.
+			if err := e.store.Put(ctx, path.Join(accountKey, "account.json"), rec, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.issuer(t, nil).Revoke(ctx, res.Leaf, 4); err != nil {
+				t.Errorf("Revoke with an account the CA lost: %v", err)
+			}
 		})
 	}
 }
