@@ -36,6 +36,11 @@ const OrdersPrefix = "orders"
 // key type changed), and its key is better not left lying around.
 const journalMaxAge = 30 * 24 * time.Hour
 
+// probeMaxAge is how old a writability probe must be for pruneJournal to
+// remove it: the probe lives for milliseconds, so one this old was left by
+// a process that was killed.
+const probeMaxAge = 15 * time.Minute
+
 // probeSize is what the writability probe writes: about what a certificate
 // and its key take, so that a file system with a few bytes left fails it.
 const probeSize = 16 << 10
@@ -165,6 +170,15 @@ func (iss *Issuer) pruneJournal(ctx context.Context) {
 	}
 	cutoff := time.Now().Add(-journalMaxAge)
 	for _, child := range children {
+		if strings.HasPrefix(path.Base(child), "probe-") {
+			// A writability probe that a killed process left.
+			if info, err := iss.cfg.Storage.Stat(ctx, child); err == nil && time.Since(info.Modified) > probeMaxAge {
+				if err := iss.cfg.Storage.Delete(ctx, child); err != nil {
+					iss.logger.Warn("removing a stale storage probe", "key", child, "error", err)
+				}
+			}
+			continue
+		}
 		newest, found := time.Time{}, false
 		for _, name := range []string{"order.json", "key.pem"} {
 			info, err := iss.cfg.Storage.Stat(ctx, path.Join(child, name))

@@ -497,9 +497,10 @@ func TestResumeUnusableCertificate(t *testing.T) {
 	}
 }
 
-// TestJournalPrune: an entry no Obtain came back for in 30 days (its names
-// or key type changed) is removed, private key and all, when another order
-// is made; a recent one stays.
+// TestJournalPrune: when another order is made, a writability probe a
+// killed process left is removed, and so is an entry no Obtain came back
+// for in 30 days (its names or key type changed), private key and all;
+// recent ones stay.
 func TestJournalPrune(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, testca.Options{})
@@ -533,12 +534,37 @@ func TestJournalPrune(t *testing.T) {
 			}
 		}
 	}
+	// Probes a killed process left: an old one goes, a fresh one (another
+	// process probing now) stays.
+	probes := []struct {
+		key  string
+		age  time.Duration
+		kept bool
+	}{
+		{path.Join(OrdersPrefix, CAKey(e.ca.DirectoryURL()), "probe-old"), time.Hour, false},
+		{path.Join(OrdersPrefix, CAKey(e.ca.DirectoryURL()), "probe-now"), 0, true},
+	}
+	for _, p := range probes {
+		if err := e.store.Put(ctx, p.key, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		when := time.Now().Add(-p.age)
+		if err := os.Chtimes(e.store.Path(p.key), when, when); err != nil {
+			t.Fatal(err)
+		}
+	}
 	res, err := iss.Obtain(ctx, Request{Identifiers: ids(t, "other.example.test"), Profile: "shortlived"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := res.Done(ctx); err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range probes {
+		_, err := e.store.Stat(ctx, p.key)
+		if kept := err == nil; kept != p.kept {
+			t.Errorf("probe %s, %v old: kept = %v, want %v", p.key, p.age, kept, p.kept)
+		}
 	}
 	for _, en := range entries {
 		j := iss.journalFor(Request{Identifiers: ids(t, en.name)}, "shortlived")
