@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,12 +56,61 @@ func (iss *Issuer) Account(ctx context.Context) (acme.Account, error) {
 		iss.account = &acct
 		return acct, nil
 	}
-	acct, err = iss.register(ctx)
+	acct, err = iss.register(ctx, nil)
 	if err != nil {
 		return acme.Account{}, err
 	}
 	iss.account = &acct
 	return acct, nil
+}
+
+// reregister is called when the CA answered accountDoesNotExist (cause) for
+// the account in use. A CA that lost its accounts (a private CA restored
+// from an old backup, a test CA restarted, an account purged) would
+// otherwise fail every renewal for ever. The account is registered again
+// with the same key (RFC 8555 §7.3: a CA that still knows the key returns
+// its account, one that lost it creates a new one) and stored; the caller
+// retries its operation once.
+//
+// The terms of service are agreed to again without --agree-tos: they were
+// agreed to when the account was first registered, and a renewal from cron
+// has nobody to ask.
+func (iss *Issuer) reregister(ctx context.Context, cause error) error {
+	iss.accountMu.Lock()
+	defer iss.accountMu.Unlock()
+	stale := iss.account
+	iss.account = nil
+	unlock, err := iss.cfg.Storage.Lock(ctx, "account-"+CAKey(iss.cfg.Directory)+"-"+safeSegment(iss.cfg.Email))
+	if err != nil {
+		return fmt.Errorf("locking account for %s: %w", iss.cfg.Directory, err)
+	}
+	defer unlock()
+	cur, err := iss.loadAccount(ctx)
+	if errors.Is(err, storage.ErrNotExist) {
+		acct, err := iss.register(ctx, nil)
+		if err != nil {
+			return err
+		}
+		iss.account = &acct
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if stale != nil && cur.Location != stale.Location {
+		// Another process registered it again meanwhile.
+		iss.account = &cur
+		return nil
+	}
+	acct, err := iss.register(ctx, cur.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("the CA at %s no longer knows account %s (%v), and registering it again failed: %w",
+			iss.cfg.Directory, cur.Location, cause, err)
+	}
+	iss.logger.Warn("the CA no longer knew the account; registered it again with the same key",
+		"ca", iss.cfg.Directory, "old_account", cur.Location, "account", acct.Location, "cause", cause)
+	iss.account = &acct
+	return nil
 }
 
 func (iss *Issuer) loadAccount(ctx context.Context) (acme.Account, error) {
@@ -87,7 +137,11 @@ func (iss *Issuer) loadAccount(ctx context.Context) (acme.Account, error) {
 	return acme.Account{Status: acme.StatusValid, Contact: rec.Contact, Location: rec.Location, PrivateKey: key}, nil
 }
 
-func (iss *Issuer) register(ctx context.Context) (acme.Account, error) {
+// register registers an account and stores it. key is the key of an
+// account the CA lost, registered again; nil registers a new account with a
+// new key.
+func (iss *Issuer) register(ctx context.Context, key crypto.Signer) (acme.Account, error) {
+	again := key != nil
 	dir, err := iss.client.GetDirectory(ctx)
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("reading the directory of the CA at %s: %w", iss.cfg.Directory, err)
@@ -100,16 +154,17 @@ func (iss *Issuer) register(ctx context.Context) (acme.Account, error) {
 				"(ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)", iss.cfg.Directory)
 		}
 	}
-	if tos != "" && !iss.cfg.AgreeTOS {
+	if tos != "" && !iss.cfg.AgreeTOS && !again {
 		return acme.Account{}, fmt.Errorf("%s requires agreeing to its terms of service (%s): read them, then pass --agree-tos", iss.cfg.Directory, tos)
 	}
-	// The account key is always P-256: it signs every request, and its size
-	// does not affect the certificates.
-	key, err := EC256.Generate()
-	if err != nil {
-		return acme.Account{}, err
+	if !again {
+		// The account key is always P-256: it signs every request, and
+		// its size does not affect the certificates.
+		if key, err = EC256.Generate(); err != nil {
+			return acme.Account{}, err
+		}
 	}
-	acct := acme.Account{PrivateKey: key, TermsOfServiceAgreed: iss.cfg.AgreeTOS}
+	acct := acme.Account{PrivateKey: key, TermsOfServiceAgreed: iss.cfg.AgreeTOS || again}
 	if iss.cfg.Email != "" {
 		acct.Contact = []string{"mailto:" + iss.cfg.Email}
 	}
@@ -118,7 +173,11 @@ func (iss *Issuer) register(ctx context.Context) (acme.Account, error) {
 			return acme.Account{}, fmt.Errorf("binding external account %q: %w", iss.cfg.EAB.KeyID, err)
 		}
 	}
-	iss.step(Step{Kind: StepAccount, Detail: "registering a new account with " + iss.cfg.Directory})
+	if again {
+		iss.step(Step{Kind: StepAccount, Detail: "the CA no longer knows the account: registering it again with " + iss.cfg.Directory})
+	} else {
+		iss.step(Step{Kind: StepAccount, Detail: "registering a new account with " + iss.cfg.Directory})
+	}
 	acct, err = iss.client.NewAccount(ctx, acct)
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("registering account with %s: %w", iss.cfg.Directory, err)
@@ -130,11 +189,11 @@ func (iss *Issuer) register(ctx context.Context) (acme.Account, error) {
 	prefix := iss.accountPrefix()
 	// Key first: an account.json without its key would be unusable.
 	if err := iss.cfg.Storage.Put(ctx, path.Join(prefix, "key.pem"), keyPEM, 0o600); err != nil {
-		return acme.Account{}, fmt.Errorf("saving account key: %w", err)
+		return acme.Account{}, fmt.Errorf("saving account key for %s: %w", acct.Location, err)
 	}
 	rec, _ := json.MarshalIndent(accountRecord{Directory: iss.cfg.Directory, Location: acct.Location, Contact: acct.Contact, Status: acct.Status}, "", "  ")
 	if err := iss.cfg.Storage.Put(ctx, path.Join(prefix, "account.json"), rec, 0o600); err != nil {
-		return acme.Account{}, fmt.Errorf("saving account: %w", err)
+		return acme.Account{}, fmt.Errorf("saving account %s: %w", acct.Location, err)
 	}
 	iss.step(Step{Kind: StepAccount, Detail: "account registered: " + acct.Location})
 	return acct, nil

@@ -239,6 +239,7 @@ type retryAfterRecorder struct {
 	mu      sync.Mutex
 	after   map[string]time.Duration
 	watched map[string]int // URL -> number of pollers
+	status  map[string]int // URL -> last HTTP status, for watched URLs
 	// lastError is the Retry-After of the latest error response (a rate
 	// limit, a 503): how long the CA asks to be left alone. Concurrent
 	// orders share it, which errs on the side of waiting.
@@ -250,8 +251,13 @@ func (r *retryAfterRecorder) RoundTrip(req *http.Request) (*http.Response, error
 	if err != nil || resp == nil {
 		return resp, err
 	}
+	u := req.URL.String()
+	r.mu.Lock()
+	if r.watched[u] > 0 {
+		r.status[u] = resp.StatusCode
+	}
+	r.mu.Unlock()
 	if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-		u := req.URL.String()
 		r.mu.Lock()
 		if r.watched[u] > 0 {
 			r.after[u] = d
@@ -277,7 +283,17 @@ func (r *retryAfterRecorder) forget(url string) {
 	if r.watched[url]--; r.watched[url] <= 0 {
 		delete(r.watched, url)
 		delete(r.after, url)
+		delete(r.status, url)
 	}
+}
+
+// lastStatus returns the HTTP status of the last response for a watched
+// url, or 0: acmez reports an error without a problem document (Pebble's
+// 404 for an unknown order) only as text.
+func (r *retryAfterRecorder) lastStatus(url string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status[url]
 }
 
 // take returns and forgets the last Retry-After seen for url.

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -41,6 +42,11 @@ func ParseKeyType(s string) (KeyType, error) {
 		}
 	}
 	return "", fmt.Errorf("unknown key type %q: use one of ec256, ec384, rsa2048, rsa3072, rsa4096", s)
+}
+
+// valid reports whether kt is one of KeyTypes, or "" (EC256).
+func (kt KeyType) valid() bool {
+	return kt == "" || slices.Contains(KeyTypes(), kt)
 }
 
 // Generate makes a fresh private key of type kt.

@@ -153,6 +153,7 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		return nil, err
 	}
 	res, err := iss.Obtain(ctx, issuer.Request{
+		Lineage:        id,
 		Identifiers:    ids,
 		KeyType:        spec.KeyType,
 		Profile:        spec.Profile,
@@ -175,6 +176,9 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	}
 	if err := m.save(ctx, rec, res.ChainPEM, res.KeyPEM); err != nil {
 		return nil, err
+	}
+	if err := res.Done(ctx); err != nil { // stored: the issuer's order journal may forget it
+		m.logger.Warn("certificate stored, but its order journal entry was not removed", "name", id, "error", err)
 	}
 	// A failed deployment is recorded: the certificate is safely stored,
 	// and the keeper or "tlsalpn renew" deploys it again without a new

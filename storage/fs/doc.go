@@ -13,6 +13,8 @@
 //	  certificates/<ca>/<name>/cert.pem     certificate chain, leaf first
 //	  certificates/<ca>/<name>/key.pem      certificate private key, 0600
 //	  certificates/<ca>/<name>/meta.json    issuance metadata (ARI, profile, names, ...)
+//	  orders/<ca>/<request>/order.json      an order in flight, journaled by package issuer so
+//	  orders/<ca>/<request>/key.pem         that a crash cannot lose an issued certificate; 0600
 //	  locks/<name>.lock                     flock(2) files, see Lock
 //
 // <ca> is storage.CAName of the ACME directory URL, for example
@@ -30,7 +32,9 @@
 // mode, fsyncs it, renames it over the target and fsyncs the directory, so a crash leaves either
 // the old or the new value and never a torn one. A failed Put removes its temporary file and
 // leaves the old value in place. A crash can leave a temporary file behind; List and Watch
-// ignore them (keys may not begin with a dot), and RemoveStaleTemp deletes them.
+// ignore them (keys may not begin with a dot), and New deletes those older than 15 minutes
+// (RemoveStaleTemp, WithStaleTempAge): a Put takes milliseconds, so a concurrent writer's
+// temporary file is never that old.
 //
 // # Locks
 //

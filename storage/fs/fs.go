@@ -24,14 +24,19 @@ const (
 	putAttempts  = 3 // a concurrent Delete may remove a directory that Put has just created
 	defaultPoll  = 2 * time.Second
 	lockPollWait = 50 * time.Millisecond
+	// staleTempAge is how old a temporary file must be before New removes
+	// it: a Put takes milliseconds, so one this old belongs to a process
+	// that died (kill -9, power loss), never to a writer still at work.
+	staleTempAge = 15 * time.Minute
 )
 
 // FS is a storage.Storage on a local directory. It is safe for concurrent use, also by several
 // processes sharing one root.
 type FS struct {
-	root string
-	poll time.Duration
-	log  *slog.Logger
+	root     string
+	poll     time.Duration
+	log      *slog.Logger
+	staleAge time.Duration
 }
 
 var _ storage.Storage = (*FS)(nil)
@@ -52,6 +57,12 @@ func WithPollInterval(d time.Duration) Option {
 // failed rescan in Watch. nil discards.
 func WithLogger(l *slog.Logger) Option {
 	return func(f *FS) { f.log = l }
+}
+
+// WithStaleTempAge sets how old a temporary file left by a crashed Put must be for New to remove
+// it (default 15 minutes); d < 0 makes New leave them all.
+func WithStaleTempAge(d time.Duration) Option {
+	return func(f *FS) { f.staleAge = d }
 }
 
 // SystemRoot is the default root for the superuser: where a system's state belongs (FHS
@@ -132,12 +143,24 @@ func New(root string, opts ...Option) (*FS, error) {
 			return nil, fmt.Errorf("storage/fs: tighten root %s to %#o: %w", abs, dirMode, err)
 		}
 	}
-	f := &FS{root: abs, poll: defaultPoll}
+	f := &FS{root: abs, poll: defaultPoll, staleAge: staleTempAge}
 	for _, o := range opts {
 		o(f)
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
+	}
+	if f.staleAge >= 0 {
+		// Every tlsalpn run opens its storage, so what one that was killed
+		// left behind (a private key among it, possibly) does not pile up.
+		// Not being able to tidy up does not make the storage unusable.
+		n, err := f.RemoveStaleTemp(context.Background(), f.staleAge)
+		if err != nil {
+			f.log.Warn("storage/fs: temporary files left by a crashed process could not be removed", "root", abs, "error", err)
+		}
+		if n > 0 {
+			f.log.Info("storage/fs: removed temporary files left by a crashed process", "root", abs, "count", n)
+		}
 	}
 	return f, nil
 }
@@ -472,8 +495,8 @@ func (f *FS) walk(ctx context.Context, prefix string, fn func(key string, fi os.
 }
 
 // RemoveStaleTemp deletes temporary files that a crashed Put left behind and that are older than
-// age (use an age well above the time a Put takes, such as an hour, since another process may be
-// writing one right now). It returns how many it removed.
+// age (use an age well above the time a Put takes, such as 15 minutes, since another process may
+// be writing one right now). It returns how many it removed. New calls it (see WithStaleTempAge).
 func (f *FS) RemoveStaleTemp(ctx context.Context, age time.Duration) (int, error) {
 	cutoff := time.Now().Add(-age)
 	n := 0

@@ -609,6 +609,50 @@ func TestRemoveStaleTemp(t *testing.T) {
 	}
 }
 
+// TestNewRemovesStaleTemp: opening a storage removes the temporary files a
+// killed process left (a certificate key among them), but not one a
+// concurrent writer is filling right now, nor anything else.
+func TestNewRemovesStaleTemp(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string // relative to the root
+		age     time.Duration
+		opts    []Option
+		removed bool
+	}{
+		{"stale key, killed writer", "certificates/ca/example.com/.tmp-123", 20 * time.Minute, nil, true},
+		{"stale at the root", ".tmp-9", 24 * time.Hour, nil, true},
+		{"concurrent writer", "certificates/ca/example.com/.tmp-456", time.Minute, nil, false},
+		{"not a temporary file", "certificates/ca/example.com/key.pem", 24 * time.Hour, nil, false},
+		{"other dot file", "certificates/ca/.keep", 24 * time.Hour, nil, false},
+		{"cleanup turned off", ".tmp-7", 24 * time.Hour, []Option{WithStaleTempAge(-1)}, false},
+		{"shorter age", ".tmp-8", 2 * time.Minute, []Option{WithStaleTempAge(time.Minute)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			p := filepath.Join(root, filepath.FromSlash(tt.file))
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("-----BEGIN PRIV"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			when := time.Now().Add(-tt.age)
+			if err := os.Chtimes(p, when, when); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := New(root, tt.opts...); err != nil {
+				t.Fatal(err)
+			}
+			_, err := os.Stat(p)
+			if gone := errors.Is(err, iofs.ErrNotExist); gone != tt.removed {
+				t.Errorf("%s, %v old: removed = %v, want %v", tt.file, tt.age, gone, tt.removed)
+			}
+		})
+	}
+}
+
 func BenchmarkPutGet4KiB(b *testing.B) {
 	f := newFS(b)
 	ctx := context.Background()
