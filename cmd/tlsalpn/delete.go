@@ -45,6 +45,9 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 	if !certNameStored(ctx, m, name) {
 		return usagef("no certificate named %q is stored in %s (see tlsalpn list)", name, store.Root())
 	}
+	if err := keptByServe(ctx, store, name, "deletion"); err != nil {
+		return err
+	}
 	res, err := m.Delete(ctx, name, removeFiles)
 	if err != nil {
 		return err

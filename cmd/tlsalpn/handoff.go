@@ -325,3 +325,21 @@ func defaultListen(a string) string {
 	}
 	return a
 }
+
+// keptByServe refuses a change that a running serve would undo: it keeps
+// the certificate named id as its config file says, so a record deleted or
+// reconfigured under it is obtained or deployed again its own way within
+// seconds. what names the change, for the message.
+func keptByServe(ctx context.Context, store storage.Storage, id, what string) error {
+	serves, err := liveServes(ctx, store)
+	if err != nil {
+		return nil
+	}
+	for _, l := range serves {
+		if l.manages(id) {
+			return usagef("%s keeps %s as its config file says, and would undo this %s within seconds: "+
+				"change its certificates in the config file, then reload it (SIGHUP, or systemctl reload)", l, id, what)
+		}
+	}
+	return nil
+}

@@ -82,6 +82,9 @@ func runReconfigure(ctx context.Context, e *env, args []string) error {
 	if !certNameStored(ctx, m, name) {
 		return usagef("no certificate named %q is stored in %s (see tlsalpn list)", name, store.Root())
 	}
+	if err := keptByServe(ctx, store, name, "change"); err != nil {
+		return err
+	}
 	rec, changed, err := m.Reconfigure(ctx, name, func(s *manager.Spec) {
 		if set["out"] {
 			s.Out = out

@@ -223,6 +223,16 @@ func TestServeRenewHandoff(t *testing.T) {
 	if code != exitFailure || !regexp.MustCompile(`port \d+ is held by tlsalpn serve \(pid \d+\), which manages example\.com already`).MatchString(errOut) {
 		t.Errorf("issue of a name serve manages: exit %d: %s", code, errOut)
 	}
+	// What serve would undo at once is refused, saying where to change it.
+	for _, args := range [][]string{
+		{"delete", "example.com", "--storage", store},
+		{"reconfigure", "example.com", "--deploy-hook", "true", "--storage", store},
+	} {
+		code, _, errOut = runCLI(t, ctx, args...)
+		if code != exitUsage || !strings.Contains(errOut, "keeps example.com as its config file says") {
+			t.Errorf("%s of a certificate serve keeps: exit %d: %s", args[0], code, errOut)
+		}
+	}
 }
 
 func TestServeLeaseLive(t *testing.T) {
