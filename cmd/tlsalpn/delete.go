@@ -37,15 +37,8 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		return usagef("give the certificate name to delete (see tlsalpn list)")
 	}
 	name := fs.pos[0]
-	store, err := openStorage(e, cf.storage, mustExist)
+	m, err := managerForChange(ctx, e, &cf, name, "deletion")
 	if err != nil {
-		return err
-	}
-	m := manager.New(store, nil, cf.logger(e))
-	if !certNameStored(ctx, m, name) {
-		return usagef("no certificate named %q is stored in %s (see tlsalpn list)", name, store.Root())
-	}
-	if err := keptByServe(ctx, store, name, "deletion"); err != nil {
 		return err
 	}
 	res, err := m.Delete(ctx, name, removeFiles)
@@ -65,6 +58,24 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	return nil
+}
+
+// managerForChange opens the storage of a command that changes the stored
+// certificate named name (what says how, for messages), after checking
+// that it is stored and that no running serve keeps it.
+func managerForChange(ctx context.Context, e *env, cf *caFlags, name, what string) (*manager.Manager, error) {
+	store, err := openStorage(e, cf.storage, mustExist)
+	if err != nil {
+		return nil, err
+	}
+	m := manager.New(store, nil, cf.logger(e))
+	if !certNameStored(ctx, m, name) {
+		return nil, usagef("no certificate named %q is stored in %s (see tlsalpn list)", name, store.Root())
+	}
+	if err := keptByServe(ctx, store, name, what); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // certNameStored reports whether name is a stored certificate name,

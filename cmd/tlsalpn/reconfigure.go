@@ -74,15 +74,8 @@ func runReconfigure(ctx context.Context, e *env, args []string) error {
 			return usagef("--out: %v", err)
 		}
 	}
-	store, err := openStorage(e, cf.storage, mustExist)
+	m, err := managerForChange(ctx, e, &cf, name, "change")
 	if err != nil {
-		return err
-	}
-	m := manager.New(store, nil, cf.logger(e))
-	if !certNameStored(ctx, m, name) {
-		return usagef("no certificate named %q is stored in %s (see tlsalpn list)", name, store.Root())
-	}
-	if err := keptByServe(ctx, store, name, "change"); err != nil {
 		return err
 	}
 	rec, changed, err := m.Reconfigure(ctx, name, func(s *manager.Spec) {
