@@ -237,3 +237,60 @@ func TestIssueAgainWhilePortHeld(t *testing.T) {
 		t.Errorf("%d orders placed while the port was held", n)
 	}
 }
+
+// TestReconfigureAndDelete: reconfigure changes what a certificate
+// remembers without an order and deploys to a new --out at once; delete
+// stops managing it, keeping its files unless asked.
+func TestReconfigureAndDelete(t *testing.T) {
+	ca := startCLICA(t, testca.Options{})
+	dir := t.TempDir()
+	storage, out, moved := filepath.Join(dir, "store"), filepath.Join(dir, "out"), filepath.Join(dir, "moved")
+	ctx := context.Background()
+	if code, _, stderr := runCLI(t, ctx, ca.issueArgs(storage, out, "example.com")...); code != exitOK {
+		t.Fatalf("issue: %s", stderr)
+	}
+	before := ca.orders.Load()
+	steps := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"reconfigure", "example.com", "--storage", storage}, exitUsage, "nothing to change"},
+		{[]string{"reconfigure", "nosuch.example", "--out", moved, "--storage", storage}, exitUsage, "no certificate named"},
+		{[]string{"reconfigure", "example.com", "--out", moved, "--key-type", "rsa2048", "--storage", storage}, exitOK, "updated out, key type; nothing ordered"},
+		{[]string{"reconfigure", "example.com", "--key-type", "rsa2048", "--storage", storage}, exitOK, "nothing changed"},
+		{[]string{"delete", "example.com", "--storage", storage}, exitOK, "its files in " + moved + " are kept"},
+		{[]string{"delete", "example.com", "--storage", storage}, exitUsage, "no certificate named"},
+	}
+	for _, st := range steps {
+		code, stdout, stderr := runCLI(t, ctx, st.args...)
+		if code != st.code || !strings.Contains(stdout+stderr, st.want) {
+			t.Errorf("%v: exit %d (want %d): %q %q; want %q", st.args, code, st.code, stdout, stderr, st.want)
+		}
+		if st.want == "updated out, key type; nothing ordered" {
+			verifyChain(t, ca, filepath.Join(moved, "fullchain.pem"), "example.com")
+			if e := listJSON(t, storage)["example.com"]; e.Out != moved || e.KeyType != "rsa2048" {
+				t.Errorf("after reconfigure: %+v", e)
+			}
+		}
+	}
+	if n := ca.orders.Load() - before; n != 0 {
+		t.Errorf("%d orders placed by reconfigure and delete", n)
+	}
+	if _, err := os.Stat(filepath.Join(moved, "fullchain.pem")); err != nil {
+		t.Errorf("delete removed the deployed files: %v", err)
+	}
+	if list := listJSON(t, storage); len(list) != 0 {
+		t.Errorf("still listed after delete: %+v", list)
+	}
+	// --remove-files removes them.
+	if code, _, stderr := runCLI(t, ctx, ca.issueArgs(storage, out, "other.example")...); code != exitOK {
+		t.Fatalf("issue: %s", stderr)
+	}
+	if code, stdout, stderr := runCLI(t, ctx, "delete", "other.example", "--remove-files", "--storage", storage); code != exitOK || !strings.Contains(stdout, "removed") {
+		t.Errorf("delete --remove-files: exit %d: %s %s", code, stdout, stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(out, "fullchain.pem")); err == nil {
+		t.Error("delete --remove-files left fullchain.pem")
+	}
+}
