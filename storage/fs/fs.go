@@ -326,7 +326,9 @@ func (f *FS) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("storage/fs: delete %q: %w", key, err)
 	}
 	dir := filepath.Dir(p)
-	if err := syncDir(dir); err != nil {
+	// A concurrent Delete of the directory's last other key may have
+	// removed the directory itself: then the removal is what it synced.
+	if err := syncDir(dir); err != nil && !isNotExist(err) {
 		return fmt.Errorf("storage/fs: delete %q: removed, but %w", key, err)
 	}
 	// Best effort: rmdir fails on a directory that is not empty (or that a concurrent Put is

@@ -476,6 +476,40 @@ func TestConcurrentPutGet(t *testing.T) {
 	wg.Wait()
 }
 
+// TestConcurrentPutDeleteOneDirectory: keys put and deleted at once in one
+// directory (issue --separate probes storage from every order) never fail:
+// a Delete that empties the directory removes it under another Delete that
+// is about to sync it.
+func TestConcurrentPutDeleteOneDirectory(t *testing.T) {
+	f := newFS(t)
+	ctx := t.Context()
+	for round := range 300 {
+		keys := make([]string, 8)
+		for w := range keys {
+			keys[w] = fmt.Sprintf("orders/ca/r%d/probe-%d", round, w)
+			if err := f.Put(ctx, keys[w], []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// All at once: the directory empties under the others.
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for _, k := range keys {
+			wg.Go(func() {
+				<-start
+				if err := f.Delete(ctx, k); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+}
+
 func TestDelete(t *testing.T) {
 	f := newFS(t)
 	ctx := t.Context()
