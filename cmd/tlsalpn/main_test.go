@@ -56,11 +56,29 @@ type buildError struct {
 func (e *buildError) Error() string { return "building " + e.pkg + ": " + e.err.Error() + "\n" + e.out }
 
 func TestMain(m *testing.M) {
+	// The preflight resolves the names it checks; here, with a DNS server
+	// on loopback that nothing answers on (refused at once), never the
+	// machine's resolver: a test sends nothing off this host. Commands
+	// run as processes inherit it.
+	if os.Getenv(envDNSServer) == "" {
+		os.Setenv(envDNSServer, closedLoopbackUDP())
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
+}
+
+// closedLoopbackUDP returns a loopback UDP address that nothing listens on.
+func closedLoopbackUDP() string {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:9"
+	}
+	addr := c.LocalAddr().String()
+	c.Close()
+	return addr
 }
 
 // runCLI runs the command in-process and returns exit code, stdout, stderr.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,7 +58,25 @@ func newPreflight(listen string, caPort int, logger *slog.Logger) *preflight {
 	if caPort == 0 {
 		caPort = check.DefaultPort
 	}
-	return &preflight{listen: listen, caPort: caPort, resolver: net.DefaultResolver, timeout: preflightTimeout, logger: logger}
+	return &preflight{listen: listen, caPort: caPort, resolver: preflightResolver(os.Getenv(envDNSServer)), timeout: preflightTimeout, logger: logger}
+}
+
+// envDNSServer names the environment variable that gives the preflight a
+// DNS server of its own (HOST:PORT): a lab CA's, whose names the system's
+// resolver does not know, and the test suite's, whose lookups must stay
+// on this machine. Unset means the system's resolver.
+const envDNSServer = "TLSALPN_DNS_SERVER"
+
+// preflightResolver resolves with server, over UDP and TCP, or with the
+// system's resolver when server is empty.
+func preflightResolver(server string) *net.Resolver {
+	if server == "" {
+		return net.DefaultResolver
+	}
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, server)
+	}}
 }
 
 // Preflight returns what it checked, in words for people, or why the CA
@@ -218,7 +237,7 @@ func (p *preflight) localTarget() (netip.Addr, int, error) {
 	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
 	if err != nil {
 		// A host name: let the resolver pick, as a client would.
-		ips, rerr := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+		ips, rerr := p.resolver.LookupNetIP(context.Background(), "ip", host)
 		if rerr != nil || len(ips) == 0 {
 			return netip.Addr{}, 0, errors.Join(fmt.Errorf("preflight: cannot resolve listen host %q", host), rerr)
 		}
