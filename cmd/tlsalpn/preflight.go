@@ -69,15 +69,32 @@ const envDNSServer = "TLSALPN_DNS_SERVER"
 
 // preflightResolver resolves with server, over UDP and TCP, or with the
 // system's resolver when server is empty.
-func preflightResolver(server string) *net.Resolver {
+func preflightResolver(server string) check.Resolver {
 	if server == "" {
 		return net.DefaultResolver
 	}
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+	return serverResolver{server: server, r: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, server)
-	}}
+	}}}
 }
+
+// serverResolver asks one DNS server, and says so in its errors (the
+// standard resolver names the one in resolv.conf, which it did not ask).
+type serverResolver struct {
+	server string
+	r      *net.Resolver
+}
+
+func (s serverResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	ips, err := s.r.LookupNetIP(ctx, network, host)
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		de.Server = s.server
+	}
+	return ips, err
+}
+
 
 // Preflight returns what it checked, in words for people, or why the CA
 // would fail.
