@@ -95,7 +95,6 @@ func (s serverResolver) LookupNetIP(ctx context.Context, network, host string) (
 	return ips, err
 }
 
-
 // Preflight returns what it checked, in words for people, or why the CA
 // would fail.
 func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyAuth string) (string, error) {
