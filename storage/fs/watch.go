@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/storage"
@@ -68,9 +67,7 @@ func (f *FS) scan(ctx context.Context, prefix string) (map[string]fileState, err
 	m := make(map[string]fileState)
 	err := f.walk(ctx, prefix, func(key string, fi os.FileInfo) error {
 		st := fileState{size: fi.Size(), mtime: fi.ModTime()}
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			st.ino = sys.Ino
-		}
+		st.ino = inode(fi)
 		m[key] = st
 		return nil
 	})
