@@ -3,7 +3,9 @@ package responder
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
 )
@@ -33,4 +35,46 @@ func (r *Responder) ServeConn(conn net.Conn, c *Challenge) {
 		}
 	}
 	r.handle(context.Background(), conn, cfg)
+}
+
+// holdCount counts publications and tells hook of the first ("pending")
+// and of the end of the last ("withdrawn"): the one reference count behind
+// both the responder's pending hook and OnDemand's listener. Calls to hook
+// are serialised with the count, so that no publication goes ahead before
+// the first one's hook has returned.
+type holdCount struct {
+	hook func(ctx context.Context, pending bool) error
+
+	mu   sync.Mutex
+	refs int
+}
+
+// acquire counts one more publication, running the hook first if it is
+// the first; if the hook fails nothing is counted.
+func (h *holdCount) acquire(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.refs == 0 && h.hook != nil {
+		if err := h.hook(ctx, true); err != nil {
+			return err
+		}
+	}
+	h.refs++
+	return nil
+}
+
+// release counts one publication less, running the hook after the last;
+// its error is logged, as nobody is left to return it to.
+func (h *holdCount) release(ctx context.Context, logger *slog.Logger) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.refs == 0 {
+		return
+	}
+	h.refs--
+	if h.refs == 0 && h.hook != nil {
+		if err := h.hook(context.WithoutCancel(ctx), false); err != nil {
+			logger.Warn("after the last challenge was withdrawn", "error", err)
+		}
+	}
 }

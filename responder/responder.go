@@ -95,15 +95,11 @@ type Responder struct {
 	// handshakeTimeout is HandshakeTimeout; tests shorten it.
 	handshakeTimeout time.Duration
 
-	// pendingHook, if set, is told of the first challenge before it is
-	// published and of the last one after it is withdrawn (see
-	// WithPendingHook). hookMu serialises it with refs, which counts the
-	// Publish calls that succeeded or are still waiting, not yet
-	// unpublished; it is apart from mu so that a slow hook never holds up
-	// a handshake's lookup.
-	pendingHook func(ctx context.Context, pending bool) error
-	hookMu      sync.Mutex
-	refs        int
+	// holds counts the Publish calls that succeeded or are still waiting,
+	// not yet unpublished, and tells the pending hook (WithPendingHook).
+	// Its lock is apart from mu so that a slow hook never holds up a
+	// handshake's lookup.
+	holds holdCount
 
 	mu      sync.RWMutex
 	pending map[string]*Challenge // keyed by the SNI the CA sends
@@ -129,7 +125,7 @@ func WithObserver(fn func(Event)) Option { return func(r *Responder) { r.observe
 // connection would not reach this responder; an error from fn(ctx,
 // false) is logged. Calls to fn are serialised.
 func WithPendingHook(fn func(ctx context.Context, pending bool) error) Option {
-	return func(r *Responder) { r.pendingHook = fn }
+	return func(r *Responder) { r.holds.hook = fn }
 }
 
 // New returns a Responder with no pending challenges.
@@ -168,7 +164,7 @@ func (r *Responder) Publish(ctx context.Context, serverName string, cert *tls.Ce
 	if cert == nil || len(cert.Certificate) == 0 {
 		return nil, fmt.Errorf("publishing challenge for %q: no certificate", serverName)
 	}
-	if err := r.acquire(ctx); err != nil {
+	if err := r.holds.acquire(ctx); err != nil {
 		return nil, fmt.Errorf("publishing challenge for %q: %w", serverName, err)
 	}
 	e := &Challenge{name: name, cert: cert, seen: make(chan struct{}, 1), done: make(chan struct{})}
@@ -186,7 +182,7 @@ func (r *Responder) Publish(ctx context.Context, serverName string, cert *tls.Ce
 		select {
 		case <-cur.done:
 		case <-ctx.Done():
-			r.release(ctx)
+			r.holds.release(ctx, r.logger)
 			return nil, fmt.Errorf("publishing challenge for %q: waited for another pending challenge for that name to be withdrawn: %w", serverName, ctx.Err())
 		}
 	}
@@ -207,39 +203,9 @@ func (r *Responder) Unpublish(ctx context.Context, serverName string) error {
 	}
 	r.mu.Unlock()
 	if e != nil {
-		r.release(ctx)
+		r.holds.release(ctx, r.logger)
 	}
 	return nil
-}
-
-// acquire counts one more Publish and runs the pending hook if it is the
-// first.
-func (r *Responder) acquire(ctx context.Context) error {
-	r.hookMu.Lock()
-	defer r.hookMu.Unlock()
-	if r.refs == 0 && r.pendingHook != nil {
-		if err := r.pendingHook(ctx, true); err != nil {
-			return err
-		}
-	}
-	r.refs++
-	return nil
-}
-
-// release counts one Publish less and runs the pending hook after the
-// last.
-func (r *Responder) release(ctx context.Context) {
-	r.hookMu.Lock()
-	defer r.hookMu.Unlock()
-	if r.refs == 0 {
-		return
-	}
-	r.refs--
-	if r.refs == 0 && r.pendingHook != nil {
-		if err := r.pendingHook(context.WithoutCancel(ctx), false); err != nil {
-			r.logger.Warn("after the last challenge was withdrawn", "error", err)
-		}
-	}
 }
 
 // Pending reports how many challenges are published now.
