@@ -162,3 +162,24 @@ func TestServeConnLookedUp(t *testing.T) {
 	r.Unpublish(ctx, "example.com")
 	checkOutcome(t, handshake(t, addr, "example.com", acmeOnly, nil), refused, id, nil)
 }
+
+// TestLookupAllocs: the decision a front door makes on every connection
+// allocates nothing, for a normal hello and for the CA's alike.
+func TestLookupAllocs(t *testing.T) {
+	_, cert := challengeCert(t, "example.com")
+	r := New()
+	r.Publish(context.Background(), "example.com", cert)
+	h2 := []string{"h2", "http/1.1"}
+	for _, tc := range []struct {
+		sni  string
+		alpn []string
+	}{
+		{"example.com", h2},
+		{"example.com", acmeOnly},
+		{"other.example", acmeOnly},
+	} {
+		if n := testing.AllocsPerRun(100, func() { r.Lookup(tc.sni, tc.alpn) }); n != 0 {
+			t.Errorf("Lookup(%q, %q): %v allocations, want 0", tc.sni, tc.alpn, n)
+		}
+	}
+}
