@@ -39,7 +39,7 @@ func (c *Cache) Put(names []string, cert *tls.Certificate) {
 		next[k] = v
 	}
 	for _, n := range names {
-		next[strings.ToLower(n)] = cert
+		next[cacheKey(n)] = cert
 	}
 	c.table.Store(&next)
 }
@@ -66,5 +66,22 @@ func (c *Cache) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 
 // Get returns the certificate stored under exactly name.
 func (c *Cache) Get(name string) *tls.Certificate {
-	return (*c.table.Load())[strings.ToLower(name)]
+	return (*c.table.Load())[cacheKey(name)]
+}
+
+// cacheKey is the key a certificate name is stored and found under: the
+// name as a handshake's server name normalises (challenge.NormalizeServerName,
+// which GetCertificate applies to the SNI), keeping a wildcard's "*.", so
+// that "App.Example." and the SNI "app.example" meet. A name that is no
+// server name (an IP address, which SNI never carries) stays as it is.
+func cacheKey(name string) string {
+	rest, wild := strings.CutPrefix(name, "*.")
+	n := challenge.NormalizeServerName(rest)
+	switch {
+	case n == "":
+		return name
+	case wild:
+		return "*." + n
+	}
+	return n
 }

@@ -413,8 +413,8 @@ func (m *Manager) Find(ctx context.Context, name string) ([]*Stored, error) {
 	}
 	if id, err := challenge.ParseIdentifier(name); err == nil {
 		name = id.Value
-	} else {
-		name = strings.ToLower(strings.TrimSuffix(name, "."))
+	} else if n := challenge.NormalizeServerName(name); n != "" {
+		name = n
 	}
 	var out []*Stored
 	for _, s := range all {

@@ -396,9 +396,13 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	conn.SetReadDeadline(time.Time{})
 	name := challenge.NormalizeServerName(hello.ServerName)
 
-	if responder.IsValidationHello(hello.ALPN) && s.acme != nil && s.acme.IsPending(name) {
-		s.acme.ServeConn(&replayConn{Conn: conn, prefix: prefix, remote: client})
-		return
+	if s.acme != nil {
+		// One lookup decides: the handshake that follows serves what it
+		// found. Any other acme-tls/1 hello is the backend's.
+		if c, _ := s.acme.Lookup(name, hello.ALPN); c != nil {
+			s.acme.ServeConn(&replayConn{Conn: conn, prefix: prefix, remote: client}, c)
+			return
+		}
 	}
 	// Route by the configuration current now, not the one at accept: a
 	// reload while the client was still sending its hello applies to it,

@@ -20,8 +20,13 @@ type OnDemand struct {
 	// pass their own to learn the port or to use a namespace.
 	listen func(ctx context.Context, addr string) (net.Listener, error)
 
-	mu     sync.Mutex
-	refs   int
+	// holds binds on the first pending challenge and closes after the
+	// last, by the same count as the responder's pending hook: several
+	// OnDemands (one per address) share one responder, so each keeps
+	// its own.
+	holds holdCount
+
+	mu     sync.Mutex // guards what the hook sets
 	ln     net.Listener
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -36,7 +41,9 @@ func NewOnDemand(r *Responder, addr string, listen func(ctx context.Context, add
 			return lc.Listen(ctx, "tcp", addr)
 		}
 	}
-	return &OnDemand{r: r, addr: addr, listen: listen}
+	o := &OnDemand{r: r, addr: addr, listen: listen}
+	o.holds.hook = o.pending
+	return o
 }
 
 // Publish binds the listener if this is the first pending challenge, then
@@ -44,27 +51,12 @@ func NewOnDemand(r *Responder, addr string, listen func(ctx context.Context, add
 // another challenge for serverName is pending. The listener stays bound
 // while it waits; if Publish fails it is released as if unpublished.
 func (o *OnDemand) Publish(ctx context.Context, serverName string, cert *tls.Certificate) (<-chan struct{}, error) {
-	o.mu.Lock()
-	if o.refs == 0 {
-		ln, err := o.listen(ctx, o.addr)
-		if err != nil {
-			o.mu.Unlock()
-			return nil, fmt.Errorf("binding %s to answer the CA: %w%s", o.addr, err, bindHint(err))
-		}
-		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		o.ln, o.cancel, o.done = ln, cancel, make(chan struct{})
-		go func(done chan struct{}) {
-			defer close(done)
-			if err := o.r.Serve(sctx, ln); err != nil {
-				o.r.logger.Error("tls-alpn-01 listener stopped; pending validations will fail", "addr", o.addr, "error", err)
-			}
-		}(o.done)
+	if err := o.holds.acquire(ctx); err != nil {
+		return nil, err
 	}
-	o.refs++
-	o.mu.Unlock()
 	seen, err := o.r.Publish(ctx, serverName, cert)
 	if err != nil {
-		o.release()
+		o.holds.release(ctx, o.r.logger)
 		return nil, err
 	}
 	return seen, nil
@@ -74,22 +66,34 @@ func (o *OnDemand) Publish(ctx context.Context, serverName string, cert *tls.Cer
 // pending challenge.
 func (o *OnDemand) Unpublish(ctx context.Context, serverName string) error {
 	err := o.r.Unpublish(ctx, serverName)
-	o.release()
+	o.holds.release(ctx, o.r.logger)
 	return err
 }
 
-func (o *OnDemand) release() {
+// pending is o's hook: bind before the first challenge, close after the
+// last.
+func (o *OnDemand) pending(ctx context.Context, pending bool) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.refs == 0 {
-		return
-	}
-	o.refs--
-	if o.refs == 0 {
+	if !pending {
 		o.cancel()
 		<-o.done
 		o.ln, o.cancel, o.done = nil, nil, nil
+		return nil
 	}
+	ln, err := o.listen(ctx, o.addr)
+	if err != nil {
+		return fmt.Errorf("binding %s to answer the CA: %w%s", o.addr, err, bindHint(err))
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	o.ln, o.cancel, o.done = ln, cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		if err := o.r.Serve(sctx, ln); err != nil {
+			o.r.logger.Error("tls-alpn-01 listener stopped; pending validations will fail", "addr", o.addr, "error", err)
+		}
+	}(o.done)
+	return nil
 }
 
 // Addr returns the bound address while a challenge is pending, else nil.

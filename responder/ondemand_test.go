@@ -38,8 +38,11 @@ func refusesConnections(addr string) bool {
 	if err != nil {
 		return errors.Is(err, syscall.ECONNREFUSED)
 	}
-	c.Close()
-	return false
+	defer c.Close()
+	// With nothing listening, a dial whose ephemeral port happens to be
+	// addr's own connects to itself (TCP simultaneous open): that is not
+	// a listener.
+	return c.LocalAddr().String() == c.RemoteAddr().String()
 }
 
 // countingListen is the default listen, counting binds.

@@ -363,6 +363,7 @@ func TestOnDemandTakesTurns(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.Addr() != nil || !refusesConnections(addr) || r.Pending() != 0 {
-		t.Error("state left behind after every Publish was withdrawn: the failed wait unbalanced the count")
+		t.Errorf("state left behind after every Publish was withdrawn: the failed wait unbalanced the count (addr %v, refused %v, pending %d)",
+			o.Addr(), refusesConnections(addr), r.Pending())
 	}
 }

@@ -58,10 +58,24 @@ var ErrNoChallenge = errors.New("no pending tls-alpn-01 challenge for this serve
 // does not offer exactly acme-tls/1: it has no real certificate to give.
 var ErrNotACME = errors.New("client did not offer exactly ALPN acme-tls/1; this listener only answers ACME validation")
 
-type entry struct {
+// Challenge is one published challenge, as Lookup finds it for a
+// handshake. It is opaque: a front door passes it back to ServeConn, so
+// that one lookup decides the whole handshake.
+type Challenge struct {
+	name string // as normalised; the key in Responder.pending
 	cert *tls.Certificate
 	seen chan struct{} // capacity 1; a send means "the CA has been served"
 	done chan struct{} // closed by the Unpublish that removes this entry
+}
+
+// withdrawn reports whether c was unpublished since it was looked up.
+func (c *Challenge) withdrawn() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Responder holds the pending challenge certificates and answers for them.
@@ -81,8 +95,14 @@ type Responder struct {
 	// handshakeTimeout is HandshakeTimeout; tests shorten it.
 	handshakeTimeout time.Duration
 
+	// holds counts the Publish calls that succeeded or are still waiting,
+	// not yet unpublished, and tells the pending hook (WithPendingHook).
+	// Its lock is apart from mu so that a slow hook never holds up a
+	// handshake's lookup.
+	holds holdCount
+
 	mu      sync.RWMutex
-	pending map[string]*entry // keyed by the SNI the CA sends
+	pending map[string]*Challenge // keyed by the SNI the CA sends
 }
 
 // Option configures a Responder.
@@ -95,9 +115,22 @@ func WithLogger(l *slog.Logger) Option { return func(r *Responder) { r.logger = 
 // on the handshake's goroutine and must not block.
 func WithObserver(fn func(Event)) Option { return func(r *Responder) { r.observe = fn } }
 
+// WithPendingHook calls fn(ctx, true) before the first challenge is
+// published (ctx is that Publish's) and fn(ctx, false) after the last one
+// is withdrawn: "first pending, last withdrawn". Whatever must hold while
+// the CA may connect hangs on it: a front door stops steering connections
+// past itself, a standalone listener binds. A Publish that waits for its
+// name's turn counts as pending. If fn(ctx, true) fails, that Publish
+// fails with its error and publishes nothing, because the CA's
+// connection would not reach this responder; an error from fn(ctx,
+// false) is logged. Calls to fn are serialised.
+func WithPendingHook(fn func(ctx context.Context, pending bool) error) Option {
+	return func(r *Responder) { r.holds.hook = fn }
+}
+
 // New returns a Responder with no pending challenges.
 func New(opts ...Option) *Responder {
-	r := &Responder{pending: make(map[string]*entry), handshakeTimeout: HandshakeTimeout}
+	r := &Responder{pending: make(map[string]*Challenge), handshakeTimeout: HandshakeTimeout}
 	for _, o := range opts {
 		o(r)
 	}
@@ -131,7 +164,10 @@ func (r *Responder) Publish(ctx context.Context, serverName string, cert *tls.Ce
 	if cert == nil || len(cert.Certificate) == 0 {
 		return nil, fmt.Errorf("publishing challenge for %q: no certificate", serverName)
 	}
-	e := &entry{cert: cert, seen: make(chan struct{}, 1), done: make(chan struct{})}
+	if err := r.holds.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("publishing challenge for %q: %w", serverName, err)
+	}
+	e := &Challenge{name: name, cert: cert, seen: make(chan struct{}, 1), done: make(chan struct{})}
 	for {
 		r.mu.Lock()
 		cur := r.pending[name]
@@ -146,6 +182,7 @@ func (r *Responder) Publish(ctx context.Context, serverName string, cert *tls.Ce
 		select {
 		case <-cur.done:
 		case <-ctx.Done():
+			r.holds.release(ctx, r.logger)
 			return nil, fmt.Errorf("publishing challenge for %q: waited for another pending challenge for that name to be withdrawn: %w", serverName, ctx.Err())
 		}
 	}
@@ -156,14 +193,18 @@ func (r *Responder) Publish(ctx context.Context, serverName string, cert *tls.Ce
 // serverName, if any, go ahead. Unpublishing a name that is not pending is
 // not an error and does nothing. Pair it with one successful Publish: see
 // there.
-func (r *Responder) Unpublish(_ context.Context, serverName string) error {
+func (r *Responder) Unpublish(ctx context.Context, serverName string) error {
 	name := challenge.NormalizeServerName(serverName)
 	r.mu.Lock()
-	if e := r.pending[name]; e != nil {
+	e := r.pending[name]
+	if e != nil {
 		delete(r.pending, name)
 		close(e.done)
 	}
 	r.mu.Unlock()
+	if e != nil {
+		r.holds.release(ctx, r.logger)
+	}
 	return nil
 }
 
@@ -182,34 +223,64 @@ func IsValidationHello(alpn []string) bool {
 	return len(alpn) == 1 && alpn[0] == challenge.ALPNProto
 }
 
+// Lookup decides whether a handshake offering alpn for serverName is
+// answered here: it returns (nil, nil) when it is not a validation
+// handshake (see IsValidationHello), the pending Challenge when it is one
+// for a name with a challenge published, and (nil, ErrNoChallenge)
+// otherwise. It is the one place the acme-tls/1 decision is made, for
+// GetConfigForClient and for a front door that peeked the ClientHello
+// and hands the connection to ServeConn with what Lookup returned.
+func (r *Responder) Lookup(serverName string, alpn []string) (*Challenge, error) {
+	if !IsValidationHello(alpn) {
+		return nil, nil
+	}
+	if c := r.lookup(challenge.NormalizeServerName(serverName)); c != nil {
+		return c, nil
+	}
+	return nil, ErrNoChallenge
+}
+
+func (r *Responder) lookup(name string) *Challenge {
+	if name == "" {
+		return nil
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.pending[name]
+}
+
 // GetConfigForClient returns the TLS configuration for a validation
 // handshake, an error refusing it when no challenge is pending for its SNI,
 // and (nil, nil) for every other handshake, so that a server's own
 // configuration applies unchanged. It has the signature of
 // tls.Config.GetConfigForClient.
 func (r *Responder) GetConfigForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	if !IsValidationHello(hello.SupportedProtos) {
+	c, err := r.Lookup(hello.ServerName, hello.SupportedProtos)
+	if c == nil && err == nil {
 		return nil, nil
 	}
-	name := challenge.NormalizeServerName(hello.ServerName)
+	return r.answer(hello, c)
+}
+
+// answer serves c, as Lookup found it for hello, or refuses hello when c
+// is nil or was withdrawn since.
+func (r *Responder) answer(hello *tls.ClientHelloInfo, c *Challenge) (*tls.Config, error) {
 	var remote net.Addr
 	if hello.Conn != nil {
 		remote = hello.Conn.RemoteAddr()
 	}
-	ev := Event{RemoteAddr: remote, ServerName: name, ALPN: hello.SupportedProtos}
-
-	r.mu.RLock()
-	e := r.pending[name]
-	r.mu.RUnlock()
-	if name == "" || e == nil {
+	ev := Event{RemoteAddr: remote, ALPN: hello.SupportedProtos}
+	if c == nil || c.withdrawn() {
+		ev.ServerName = challenge.NormalizeServerName(hello.ServerName)
 		ev.Err = ErrNoChallenge
 		r.emit(ev)
 		return nil, fmt.Errorf("tls-alpn-01 handshake for %q from %v: %w", hello.ServerName, remote, ErrNoChallenge)
 	}
+	ev.ServerName = c.name
 	ev.Served = true
 	r.emit(ev)
 	return &tls.Config{
-		Certificates: []tls.Certificate{*e.cert},
+		Certificates: []tls.Certificate{*c.cert},
 		NextProtos:   []string{challenge.ALPNProto},
 		// The CA requires TLS 1.2 at least; nothing older is offered.
 		MinVersion: tls.VersionTLS12,
@@ -222,7 +293,7 @@ func (r *Responder) GetConfigForClient(hello *tls.ClientHelloInfo) (*tls.Config,
 		// the CA has what it came for, so the issuer may poll now.
 		VerifyConnection: func(tls.ConnectionState) error {
 			select {
-			case e.seen <- struct{}{}:
+			case c.seen <- struct{}{}:
 			default:
 			}
 			return nil

@@ -675,7 +675,7 @@ func TestServeConn(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r.ServeConn(c)
+				r.ServeConn(c, nil)
 			}()
 		}
 	}()

@@ -5,7 +5,6 @@ package steer
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/responder"
 )
 
 // A test binary started with STEER_TEST_CHILD=ADDR is a backend in
@@ -460,46 +462,60 @@ func TestClose(t *testing.T) {
 	}
 }
 
-// fakePublisher records what reaches the responder.
-type fakePublisher struct {
-	fail      bool
-	published []string
-}
-
-func (f *fakePublisher) Publish(_ context.Context, name string, _ *tls.Certificate) (<-chan struct{}, error) {
-	if f.fail {
-		return nil, errors.New("refused")
+// pendingResponder returns a responder whose pending hook is w, as the
+// front door wires it, and a publish func for names with a real challenge
+// certificate.
+func pendingResponder(t *testing.T, w *Switch) (*responder.Responder, func(ctx context.Context, name string) error) {
+	t.Helper()
+	r := responder.New(responder.WithPendingHook(w.Pending))
+	return r, func(ctx context.Context, name string) error {
+		id, err := challenge.ParseIdentifier(strings.TrimSuffix(name, "."))
+		if err != nil {
+			return err
+		}
+		cert, err := challenge.Build(id, "token.thumbprint")
+		if err != nil {
+			return err
+		}
+		_, err = r.Publish(ctx, name, cert)
+		return err
 	}
-	f.published = append(f.published, name)
-	return nil, nil
 }
 
-func (f *fakePublisher) Unpublish(context.Context, string) error { return nil }
-
-func TestGate(t *testing.T) {
+// TestSwitch: steering is held from the first challenge published on the
+// responder until the last is withdrawn, whatever the calls between.
+func TestSwitch(t *testing.T) {
 	back := listenTag(t, "127.0.0.1:0", "backend")
 	front := listenTag(t, "127.0.0.1:0", "front")
 	s := newSteerer(t, Config{Front: addrPort(t, front.Addr()), Backend: addrPort(t, back.Addr())})
-	pub := &fakePublisher{}
-	g := NewGate(s, pub)
+	var w Switch
+	if old, err := w.Swap(s); err != nil || old != nil {
+		t.Fatalf("Swap = %v, %v", old, err)
+	}
+	r, publish := pendingResponder(t, &w)
 	ctx := context.Background()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
 	addr := front.Addr().String()
 	steps := []struct {
 		name string
 		do   func() error
 		want string
 	}{
-		{"publish a", func() error { _, err := g.Publish(ctx, "a.example", nil); return err }, "front"},
-		{"publish b", func() error { _, err := g.Publish(ctx, "B.example.", nil); return err }, "front"},
-		{"unpublish c, never published", func() error { return g.Unpublish(ctx, "c.example") }, "front"},
-		{"unpublish a", func() error { return g.Unpublish(ctx, "a.example") }, "front"},
-		{"unpublish a again", func() error { return g.Unpublish(ctx, "a.example") }, "front"},
-		{"unpublish b", func() error { return g.Unpublish(ctx, "b.example") }, "backend"},
+		{"publish a", func() error { return publish(ctx, "a.example") }, "front"},
+		{"publish b", func() error { return publish(ctx, "B.example.") }, "front"},
+		{"unpublish c, never published", func() error { return r.Unpublish(ctx, "c.example") }, "front"},
+		{"unpublish a", func() error { return r.Unpublish(ctx, "a.example") }, "front"},
+		{"unpublish a again", func() error { return r.Unpublish(ctx, "a.example") }, "front"},
+		{"publish b again, given up while waiting its turn", func() error {
+			if err := publish(cancelled, "b.example"); err == nil {
+				return errors.New("publish did not fail")
+			}
+			return nil
+		}, "front"},
+		{"unpublish b", func() error { return r.Unpublish(ctx, "b.example") }, "backend"},
 		{"failed publish", func() error {
-			pub.fail = true
-			_, err := g.Publish(ctx, "d.example", nil)
-			pub.fail = false
-			if err == nil {
+			if _, err := r.Publish(ctx, "d.example", nil); err == nil {
 				return errors.New("publish did not fail")
 			}
 			return nil
@@ -513,41 +529,40 @@ func TestGate(t *testing.T) {
 			t.Fatalf("after %s, reached %q; want %q", st.name, tag, st.want)
 		}
 	}
-	// A nil Steerer passes through.
-	if _, err := NewGate(nil, pub).Publish(ctx, "e.example", nil); err != nil {
+	// A Switch without a Steerer lets challenges through.
+	_, publish2 := pendingResponder(t, &Switch{})
+	if err := publish2(ctx, "e.example"); err != nil {
 		t.Fatal(err)
-	}
-	if got := strings.Join(pub.published, ","); got != "a.example,B.example.,e.example" {
-		t.Errorf("published %s", got)
 	}
 }
 
 // Swapping the Steerer while a challenge is pending keeps new
 // connections on the front door until it is withdrawn.
-func TestGateSwap(t *testing.T) {
+func TestSwitchSwap(t *testing.T) {
 	back := listenTag(t, "127.0.0.1:0", "backend")
 	front := listenTag(t, "127.0.0.1:0", "front")
 	cfg := Config{Front: addrPort(t, front.Addr()), Backend: addrPort(t, back.Addr())}
-	g := NewGate(nil, &fakePublisher{})
+	var w Switch
+	r, publish := pendingResponder(t, &w)
 	ctx := context.Background()
 	addr := front.Addr().String()
-	if _, err := g.Publish(ctx, "a.example", nil); err != nil {
+	if err := publish(ctx, "a.example"); err != nil {
 		t.Fatal(err)
 	}
 	s1 := newSteerer(t, cfg)
-	if old, err := g.Swap(s1); err != nil || old != nil {
+	if old, err := w.Swap(s1); err != nil || old != nil {
 		t.Fatalf("Swap = %v, %v", old, err)
 	}
 	if tag, _ := who(t, addr); tag != "front" {
 		t.Fatalf("pending challenge, new steerer: reached %q", tag)
 	}
-	if err := g.Unpublish(ctx, "a.example"); err != nil {
+	if err := r.Unpublish(ctx, "a.example"); err != nil {
 		t.Fatal(err)
 	}
 	if tag, _ := who(t, addr); tag != "backend" {
 		t.Fatalf("after Unpublish: reached %q", tag)
 	}
-	if old, err := g.Swap(nil); err != nil || old != s1 {
+	if old, err := w.Swap(nil); err != nil || old != s1 {
 		t.Fatalf("Swap(nil) = %v, %v", old, err)
 	}
 }

@@ -369,8 +369,9 @@ func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) 
 		return nil, err
 	}
 	rt := &serveRuntime{logger: logger, store: store, cache: manager.NewCache(), noPreflight: noPreflight,
-		r: responder.New(responder.WithLogger(logger)), wake: map[string]chan struct{}{}, handling: map[string]bool{}}
-	rt.steer.gate = steer.NewGate(nil, rt.r)
+		wake: map[string]chan struct{}{}, handling: map[string]bool{}}
+	rt.steer.gate = &steer.Switch{}
+	rt.r = responder.New(responder.WithLogger(logger), responder.WithPendingHook(rt.steer.gate.Pending))
 	if rt.host, err = os.Hostname(); err != nil || rt.host == "" {
 		rt.host = "localhost"
 	}
@@ -397,7 +398,7 @@ func (rt *serveRuntime) manager(cfg *config.Config) (*manager.Manager, []manager
 		return nil, nil, usagef("acme.ca: %v", err)
 	}
 	is := newIssuers(rt.store, rt.logger, rt.r)
-	is.publisher = rt.steer.gate
+	is.publisher = rt.r
 	is.noPreflight = rt.noPreflight
 	is.agreeTOS = cfg.ACME.AgreeTOS
 	if cfg.ACME.EAB != nil {

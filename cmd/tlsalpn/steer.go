@@ -36,10 +36,10 @@ func steerBackend(cfg *config.Config) (backend, why string) {
 	return cfg.Routes[0].Backend, ""
 }
 
-// steering is the front door's current steering: its Gate, through which
-// every challenge is published, and the Steerer in it, if any.
+// steering is the front door's current steering: its Switch, which the
+// responder holds while a challenge is pending, and the Steerer in it.
 type steering struct {
-	gate *steer.Gate
+	gate *steer.Switch
 	key  string // "front backend" the current Steerer was made for
 }
 
