@@ -423,19 +423,12 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 }
 
 func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, route *Route, cfg *Config) {
-	d := net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1} // see Listen on keep-alive
-	backend, err := d.Dial("tcp", route.Backend)
+	backend, err := dialBackend(route, cfg, client, conn.LocalAddr())
 	if err != nil {
 		s.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "remote", client, "error", err)
 		return
 	}
 	defer backend.Close()
-	if route.SendProxy != 0 {
-		if err := writeProxyHeader(backend, route.SendProxy, client, conn.LocalAddr()); err != nil {
-			s.logger.Warn("writing PROXY header to backend", "backend", route.Backend, "error", err)
-			return
-		}
-	}
 	backend.SetWriteDeadline(time.Now().Add(cfg.IdleTimeout))
 	if _, err := backend.Write(prefix); err != nil {
 		s.logger.Debug("replaying ClientHello to backend", "backend", route.Backend, "error", err)
