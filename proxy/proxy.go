@@ -28,6 +28,7 @@ import (
 
 	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/clienthello"
+	"github.com/tlsalpn/tlsalpn/internal/acceptretry"
 	"github.com/tlsalpn/tlsalpn/responder"
 )
 
@@ -198,7 +199,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var delay time.Duration
+	var backoff acceptretry.Backoff
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -208,16 +209,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if closed || ctx.Err() != nil {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if delay, ok := backoff.Next(err); ok {
 				s.logger.Warn("accept failed; retrying", "error", err, "delay", delay)
 				time.Sleep(delay)
 				continue
 			}
 			return fmt.Errorf("accepting on %s: %w", ln.Addr(), err)
 		}
-		delay = 0
+		backoff.Reset()
 		st := s.cur.Load()
 		w, ok := s.admit(conn, st)
 		if !ok {

@@ -1,6 +1,0 @@
-package proxy
-
-import "syscall"
-
-// errTooManyFiles is EMFILE: out of descriptors, worth a retry after a pause.
-const errTooManyFiles = syscall.EMFILE
