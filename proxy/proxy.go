@@ -338,7 +338,7 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	if !trusted {
 		// A PROXY header would come first; a balancer is trusted not
 		// to dribble.
-		if err := awaitFirstRecord(conn); err != nil {
+		if err := clienthello.AwaitRecord(conn); err != nil {
 			s.logger.Debug("refused connection", "remote", client, "error", fmt.Errorf("waiting for the ClientHello: %w", err))
 			return
 		}
@@ -396,7 +396,7 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	name := challenge.NormalizeServerName(hello.ServerName)
 
 	if responder.IsValidationHello(hello.ALPN) && s.acme != nil && s.acme.IsPending(name) {
-		s.acme.ServeConn(&replayConn{Conn: conn, prefix: prefix, remote: client})
+		s.acme.ServeConn(clienthello.Replay(conn, prefix, client))
 		return
 	}
 	// Route by the configuration current now, not the one at accept: a
@@ -413,7 +413,7 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 			s.passthrough(conn, prefix, client, route, &st.cfg)
 			return
 		}
-		if st.terminator.serve(&replayConn{Conn: conn, prefix: prefix, remote: client}, route, &st.cfg) || s.cur.Load() == st {
+		if st.terminator.serve(clienthello.Replay(conn, prefix, client), route, &st.cfg) || s.cur.Load() == st {
 			return
 		}
 		// A reload retired st's terminator before it took the
@@ -440,30 +440,6 @@ func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, rout
 
 // helloReaders are the buffered readers ClientHellos are read through.
 var helloReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
-
-// replayConn reads prefix before the rest of the connection, and may report
-// the client address a PROXY header gave.
-type replayConn struct {
-	net.Conn
-	prefix []byte
-	remote net.Addr
-}
-
-func (c *replayConn) Read(b []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(b, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b)
-}
-
-func (c *replayConn) RemoteAddr() net.Addr {
-	if c.remote != nil {
-		return c.remote
-	}
-	return c.Conn.RemoteAddr()
-}
 
 // Listen opens the front door's listening socket. TCP keep-alive probes are
 // off, on accepted and dialled connections alike: the idle timeout already
