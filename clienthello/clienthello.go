@@ -10,7 +10,10 @@
 // and allocates little: Parse of a typical hello makes two allocations.
 //
 // The package is pure: it does no I/O other than reading from the
-// io.Reader or net.Conn it is handed, and has no mutable state.
+// io.Reader or net.Conn it is handed (and, in AwaitRecord, peeking at the
+// socket's receive queue without consuming it), and has no mutable state.
+// It is the only code in tlsalpn that reads a ClientHello ahead of the
+// handler it goes to: package proxy uses AwaitRecord, Read and Replay.
 //
 // Parsing follows RFC 8446 section 4.1.2 (and RFC 5246 for hellos without
 // extensions), RFC 6066 section 3 (server_name) and RFC 7301 section 3.1

@@ -125,17 +125,33 @@ func readError(err error, have int) error {
 // and a *Conn that replays them, for a caller that wants to answer, say,
 // plain HTTP itself; most callers just close it.
 func Peek(conn net.Conn) (*Info, net.Conn, error) {
-	c := &Conn{Conn: conn}
-	err := read(conn, &c.info)
-	c.pending = c.info.Raw
+	p := &peeked{Conn: Conn{Conn: conn}}
+	err := read(conn, &p.info)
+	p.pending = p.info.Raw
 	if err != nil {
-		return &c.info, c, fmt.Errorf("reading ClientHello from %v: %w", conn.RemoteAddr(), err)
+		return &p.info, &p.Conn, fmt.Errorf("reading ClientHello from %v: %w", conn.RemoteAddr(), err)
 	}
-	return &c.info, c, nil
+	return &p.info, &p.Conn, nil
 }
 
-// Conn is the connection returned by Peek: a net.Conn whose reads replay
-// the bytes Peek consumed before reading on from the socket.
+// peeked is what Peek allocates: the Info and the Conn in one allocation.
+type peeked struct {
+	Conn
+	info Info
+}
+
+// Replay returns a *Conn that replays prefix and then reads on from conn,
+// for a server that read the ClientHello itself (with Read, through a
+// buffer of its own that may also have held a PROXY header) and must hand
+// the connection on as it came: prefix is then Info.Raw and whatever the
+// buffer held past it. remote, if not nil, is what RemoteAddr reports: the
+// client a PROXY header named, rather than the balancer that connected.
+func Replay(conn net.Conn, prefix []byte, remote net.Addr) *Conn {
+	return &Conn{Conn: conn, pending: prefix, remote: remote}
+}
+
+// Conn is the connection returned by Peek and Replay: a net.Conn whose
+// reads replay the bytes read before reading on from the socket.
 //
 // To keep a proxy's copy zero-copy, Conn implements io.WriterTo and
 // io.ReaderFrom: io.Copy(backend, c) writes the replayed bytes to backend
@@ -147,9 +163,18 @@ func Peek(conn net.Conn) (*Info, net.Conn, error) {
 type Conn struct {
 	net.Conn // the connection that was peeked
 
-	info    Info // returned by Peek; here to save an allocation
+	remote  net.Addr // if not nil, what RemoteAddr reports (Replay)
 	mu      sync.Mutex
-	pending []byte // the part of info.Raw not yet returned by Read
+	pending []byte // the part of the replayed bytes not yet returned by Read
+}
+
+// RemoteAddr is the client's address: the one given to Replay, if any, or
+// the connection's.
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
 }
 
 // NetConn returns the underlying connection, a *net.TCPConn for a TCP
@@ -157,7 +182,8 @@ type Conn struct {
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
 // Buffered returns the peeked bytes that have not yet been read from c: all
-// of Info.Raw until the first Read, nil once they have been replayed.
+// of Info.Raw (or Replay's prefix) until the first Read, nil once they have
+// been replayed.
 func (c *Conn) Buffered() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -13,12 +14,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
 )
 
-var (
-	keyTypes = []string{"ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"}
-	modes    = []string{ModePassthrough, ModeHTTP, ModeTCP}
-)
+var modes = []string{ModePassthrough, ModeHTTP, ModeTCP}
 
 // validator reports problems at the position Parse recorded for each path,
 // or without a position for a Config built in code.
@@ -143,12 +143,24 @@ func isBase64(s string) bool {
 	return err == nil
 }
 
+// checkKeyType leaves the meaning of a key type to issuer, which uses it,
+// and says where in the file an unknown one is, with the nearest known.
 func checkKeyType(v *validator, path, kt string) {
-	if kt == "" || slices.Contains(keyTypes, strings.ToLower(kt)) {
+	_, err := issuer.ParseKeyType(kt)
+	var unknown *issuer.UnknownKeyTypeError
+	switch {
+	case err == nil:
+		return
+	case !errors.As(err, &unknown):
+		v.errorf(path, "%v", err)
 		return
 	}
-	msg := fmt.Sprintf("unknown key type %q: want %s", kt, orList(keyTypes))
-	if near := nearest(kt, keyTypes); near != "" {
+	var known []string
+	for _, k := range issuer.KeyTypes() {
+		known = append(known, string(k))
+	}
+	msg := fmt.Sprintf("unknown key type %q: want %s", unknown.Value, orList(known))
+	if near := nearest(unknown.Value, known); near != "" {
 		msg += fmt.Sprintf("; did you mean %q?", near)
 	}
 	v.errorf(path, "%s", msg)

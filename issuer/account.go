@@ -22,11 +22,7 @@ type accountRecord struct {
 }
 
 func (iss *Issuer) accountPrefix() string {
-	email := iss.cfg.Email
-	if email == "" {
-		email = "default"
-	}
-	return path.Join("accounts", CAKey(iss.cfg.Directory), safeSegment(email))
+	return storage.AccountDir(iss.cfg.Directory, iss.cfg.Email)
 }
 
 // Account returns the ACME account for this CA and email, loading it from
@@ -46,7 +42,7 @@ func (iss *Issuer) Account(ctx context.Context) (acme.Account, error) {
 	if !errors.Is(err, storage.ErrNotExist) {
 		return acme.Account{}, err
 	}
-	unlock, err := iss.cfg.Storage.Lock(ctx, "account-"+CAKey(iss.cfg.Directory)+"-"+safeSegment(iss.cfg.Email))
+	unlock, err := iss.cfg.Storage.Lock(ctx, storage.AccountLockName(iss.cfg.Directory, iss.cfg.Email))
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("locking account for %s: %w", iss.cfg.Directory, err)
 	}
@@ -80,7 +76,7 @@ func (iss *Issuer) reregister(ctx context.Context, cause error) error {
 	defer iss.accountMu.Unlock()
 	stale := iss.account
 	iss.account = nil
-	unlock, err := iss.cfg.Storage.Lock(ctx, "account-"+CAKey(iss.cfg.Directory)+"-"+safeSegment(iss.cfg.Email))
+	unlock, err := iss.cfg.Storage.Lock(ctx, storage.AccountLockName(iss.cfg.Directory, iss.cfg.Email))
 	if err != nil {
 		return fmt.Errorf("locking account for %s: %w", iss.cfg.Directory, err)
 	}
@@ -115,7 +111,7 @@ func (iss *Issuer) reregister(ctx context.Context, cause error) error {
 
 func (iss *Issuer) loadAccount(ctx context.Context) (acme.Account, error) {
 	prefix := iss.accountPrefix()
-	data, err := iss.cfg.Storage.Get(ctx, path.Join(prefix, "account.json"))
+	data, err := iss.cfg.Storage.Get(ctx, path.Join(prefix, storage.AccountFile))
 	if err != nil {
 		return acme.Account{}, err
 	}
@@ -123,7 +119,7 @@ func (iss *Issuer) loadAccount(ctx context.Context) (acme.Account, error) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return acme.Account{}, fmt.Errorf("reading account %s: %w", prefix, err)
 	}
-	keyPEM, err := iss.cfg.Storage.Get(ctx, path.Join(prefix, "key.pem"))
+	keyPEM, err := iss.cfg.Storage.Get(ctx, path.Join(prefix, storage.KeyFile))
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("reading account key %s: %w", prefix, err)
 	}
@@ -188,11 +184,11 @@ func (iss *Issuer) register(ctx context.Context, key crypto.Signer) (acme.Accoun
 	}
 	prefix := iss.accountPrefix()
 	// Key first: an account.json without its key would be unusable.
-	if err := iss.cfg.Storage.Put(ctx, path.Join(prefix, "key.pem"), keyPEM, 0o600); err != nil {
+	if err := iss.cfg.Storage.Put(ctx, path.Join(prefix, storage.KeyFile), keyPEM, 0o600); err != nil {
 		return acme.Account{}, fmt.Errorf("saving account key for %s: %w", acct.Location, err)
 	}
 	rec, _ := json.MarshalIndent(accountRecord{Directory: iss.cfg.Directory, Location: acct.Location, Contact: acct.Contact, Status: acct.Status}, "", "  ")
-	if err := iss.cfg.Storage.Put(ctx, path.Join(prefix, "account.json"), rec, 0o600); err != nil {
+	if err := iss.cfg.Storage.Put(ctx, path.Join(prefix, storage.AccountFile), rec, 0o600); err != nil {
 		return acme.Account{}, fmt.Errorf("saving account %s: %w", acct.Location, err)
 	}
 	iss.step(Step{Kind: StepAccount, Detail: "account registered: " + acct.Location})

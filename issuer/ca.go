@@ -9,8 +9,6 @@ import (
 	"strings"
 
 	"github.com/mholt/acmez/v3/acme"
-
-	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 // knownCAs maps the short names --ca accepts to ACME directory URLs. It is
@@ -77,34 +75,6 @@ func ResolveCA(s string) (string, error) {
 	return u.String(), nil
 }
 
-// CAKey is the storage path segment for a CA directory URL, readable and
-// stable: "acme-v02.api.letsencrypt.org-directory". It is storage.CAName,
-// the layout storage/fs documents, made safe for any input.
-func CAKey(directory string) string {
-	if name, err := storage.CAName(directory); err == nil {
-		return safeSegment(name)
-	}
-	return safeSegment(directory)
-}
-
-// safeSegment keeps letters, digits, '.', '-', '_' and '@' and turns anything
-// else into '-', so a path segment can never escape its directory.
-func safeSegment(s string) string {
-	b := []byte(strings.Trim(s, "/"))
-	for i, c := range b {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '-', c == '_', c == '@':
-		default:
-			b[i] = '-'
-		}
-	}
-	out := strings.Trim(string(b), ".")
-	if out == "" {
-		return "-"
-	}
-	return out
-}
-
 // FetchDirectory reads a CA's directory without an account or storage, so a
 // command can find out that the CA is unreachable, or wants EAB, before it
 // writes anything.
@@ -116,6 +86,3 @@ func FetchDirectory(ctx context.Context, directory string, hc *http.Client) (acm
 	}
 	return d, nil
 }
-
-// AccountSegment is the storage path segment for an account's email.
-func AccountSegment(email string) string { return safeSegment(email) }

@@ -262,7 +262,7 @@ func ChooseProfile(offered map[string]string, want string) (string, error) {
 // CA sent Retry-After with an error, the error is a *RetryError.
 //
 // Obtain first checks that storage accepts writes, then journals the order
-// (URL and certificate key, under OrdersPrefix) as soon as the CA has
+// (URL and certificate key, under storage.OrdersPrefix) as soon as the CA has
 // created it. If an earlier Obtain for the same request left an order in
 // the journal (it crashed, the CA failed after finalisation, or its caller
 // never called Result.Done), that order is resumed: finalised with the

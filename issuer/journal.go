@@ -20,15 +20,14 @@ import (
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
-// OrdersPrefix holds the order journal:
-// orders/<ca>/<request id>/{order.json,key.pem}. An entry is written right
+// The order journal lives under storage.OrdersPrefix:
+// orders/<ca>/<request id>/{order.json,key.pem} (storage.OrderDir). An entry is written right
 // after the CA created an order, before anything is finalised, and removed
 // when the caller has stored the certificate (Result.Done). A certificate
 // the CA issued is therefore never thrown away by a crash, a CA error after
 // finalisation or a failed save: the next Obtain for the same request
 // resumes the order and downloads it, instead of ordering another one
 // (Let's Encrypt allows five duplicate certificates a week).
-const OrdersPrefix = "orders"
 
 // journalMaxAge is how long an entry that no Obtain came back for is kept:
 // far beyond an order's life at the CA (a week at Let's Encrypt), so an
@@ -85,11 +84,10 @@ func (iss *Issuer) journalFor(req Request, profile string) journal {
 		}
 	}
 	id := hex.EncodeToString(h.Sum(nil)[:16])
-	ca := CAKey(iss.cfg.Directory)
 	return journal{
 		store:  iss.cfg.Storage,
-		prefix: path.Join(OrdersPrefix, ca, id),
-		lock:   "order-" + ca + "-" + id,
+		prefix: storage.OrderDir(iss.cfg.Directory, id),
+		lock:   storage.OrderLockName(iss.cfg.Directory, id),
 	}
 }
 
@@ -104,7 +102,7 @@ func keyTypeName(kt KeyType) KeyType {
 // A damaged entry is removed and reported as absent: it cannot be resumed,
 // and keeping it would fail every later order.
 func (j journal) load(ctx context.Context) (journalEntry, crypto.Signer, error) {
-	data, err := j.store.Get(ctx, path.Join(j.prefix, "order.json"))
+	data, err := j.store.Get(ctx, path.Join(j.prefix, storage.OrderFile))
 	if err != nil {
 		return journalEntry{}, nil, err
 	}
@@ -112,7 +110,7 @@ func (j journal) load(ctx context.Context) (journalEntry, crypto.Signer, error) 
 	if err := json.Unmarshal(data, &e); err != nil || e.Order == "" {
 		return journalEntry{}, nil, fmt.Errorf("order journal %s is damaged (%v): %w", j.prefix, err, errJournalDamaged)
 	}
-	keyPEM, err := j.store.Get(ctx, path.Join(j.prefix, "key.pem"))
+	keyPEM, err := j.store.Get(ctx, path.Join(j.prefix, storage.KeyFile))
 	if err != nil {
 		if errors.Is(err, storage.ErrNotExist) {
 			return e, nil, fmt.Errorf("order journal %s has no key: %w", j.prefix, errJournalDamaged)
@@ -135,14 +133,14 @@ func (j journal) save(ctx context.Context, e journalEntry, key crypto.Signer) er
 	if err != nil {
 		return err
 	}
-	if err := j.store.Put(ctx, path.Join(j.prefix, "key.pem"), keyPEM, 0o600); err != nil {
+	if err := j.store.Put(ctx, path.Join(j.prefix, storage.KeyFile), keyPEM, 0o600); err != nil {
 		return fmt.Errorf("journaling the key of order %s: %w", e.Order, err)
 	}
 	data, err := json.MarshalIndent(e, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := j.store.Put(ctx, path.Join(j.prefix, "order.json"), data, 0o600); err != nil {
+	if err := j.store.Put(ctx, path.Join(j.prefix, storage.OrderFile), data, 0o600); err != nil {
 		return fmt.Errorf("journaling order %s: %w", e.Order, err)
 	}
 	return nil
@@ -151,7 +149,7 @@ func (j journal) save(ctx context.Context, e journalEntry, key crypto.Signer) er
 // remove deletes the entry, order.json first: a key without its order is
 // never resumed, and is overwritten by the next entry.
 func (j journal) remove(ctx context.Context) error {
-	for _, name := range []string{"order.json", "key.pem"} {
+	for _, name := range []string{storage.OrderFile, storage.KeyFile} {
 		if err := j.store.Delete(ctx, path.Join(j.prefix, name)); err != nil {
 			return fmt.Errorf("removing order journal %s: %w", j.prefix, err)
 		}
@@ -162,7 +160,7 @@ func (j journal) remove(ctx context.Context) error {
 // pruneJournal removes the entries of this CA that are older than
 // journalMaxAge. It is tidying, not correctness: failures are logged.
 func (iss *Issuer) pruneJournal(ctx context.Context) {
-	prefix := path.Join(OrdersPrefix, CAKey(iss.cfg.Directory))
+	prefix := storage.OrdersDir(iss.cfg.Directory)
 	children, err := iss.cfg.Storage.List(ctx, prefix, false)
 	if err != nil {
 		iss.logger.Warn("listing the order journal", "prefix", prefix, "error", err)
@@ -170,7 +168,7 @@ func (iss *Issuer) pruneJournal(ctx context.Context) {
 	}
 	cutoff := time.Now().Add(-journalMaxAge)
 	for _, child := range children {
-		if strings.HasPrefix(path.Base(child), "probe-") {
+		if strings.HasPrefix(path.Base(child), storage.ProbePrefix) {
 			// A writability probe that a killed process left.
 			if info, err := iss.cfg.Storage.Stat(ctx, child); err == nil && time.Since(info.Modified) > probeMaxAge {
 				if err := iss.cfg.Storage.Delete(ctx, child); err != nil {
@@ -180,7 +178,7 @@ func (iss *Issuer) pruneJournal(ctx context.Context) {
 			continue
 		}
 		newest, found := time.Time{}, false
-		for _, name := range []string{"order.json", "key.pem"} {
+		for _, name := range []string{storage.OrderFile, storage.KeyFile} {
 			info, err := iss.cfg.Storage.Stat(ctx, path.Join(child, name))
 			if err != nil {
 				continue
@@ -208,7 +206,7 @@ func (iss *Issuer) pruneJournal(ctx context.Context) {
 func (iss *Issuer) checkWritable(ctx context.Context, label string) error {
 	var rnd [8]byte
 	rand.Read(rnd[:])
-	key := path.Join(OrdersPrefix, CAKey(iss.cfg.Directory), "probe-"+hex.EncodeToString(rnd[:]))
+	key := storage.ProbeKey(iss.cfg.Directory, hex.EncodeToString(rnd[:]))
 	err := iss.cfg.Storage.Put(ctx, key, make([]byte, probeSize), 0o600)
 	if err == nil {
 		err = iss.cfg.Storage.Delete(ctx, key)

@@ -41,7 +41,18 @@ func ParseKeyType(s string) (KeyType, error) {
 			return k, nil
 		}
 	}
-	return "", fmt.Errorf("unknown key type %q: use one of ec256, ec384, rsa2048, rsa3072, rsa4096", s)
+	return "", &UnknownKeyTypeError{Value: s}
+}
+
+// UnknownKeyTypeError is ParseKeyType's error for a name that is none of
+// KeyTypes, typed so that a caller (a config file's validator) can say
+// where the value was and suggest the nearest one.
+type UnknownKeyTypeError struct {
+	Value string // as given
+}
+
+func (e *UnknownKeyTypeError) Error() string {
+	return fmt.Sprintf("unknown key type %q: use one of ec256, ec384, rsa2048, rsa3072, rsa4096", e.Value)
 }
 
 // valid reports whether kt is one of KeyTypes, or "" (EC256).

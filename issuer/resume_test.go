@@ -203,7 +203,7 @@ func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 // journalKeys lists what the order journal holds.
 func journalKeys(t *testing.T, st storage.Storage) []string {
 	t.Helper()
-	keys, err := st.List(testContext(t), OrdersPrefix, true)
+	keys, err := st.List(testContext(t), storage.OrdersPrefix, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,8 +541,8 @@ func TestJournalPrune(t *testing.T) {
 		age  time.Duration
 		kept bool
 	}{
-		{path.Join(OrdersPrefix, CAKey(e.ca.DirectoryURL()), "probe-old"), time.Hour, false},
-		{path.Join(OrdersPrefix, CAKey(e.ca.DirectoryURL()), "probe-now"), 0, true},
+		{storage.ProbeKey(e.ca.DirectoryURL(), "old"), time.Hour, false},
+		{storage.ProbeKey(e.ca.DirectoryURL(), "now"), 0, true},
 	}
 	for _, p := range probes {
 		if err := e.store.Put(ctx, p.key, []byte("x"), 0o600); err != nil {
@@ -650,7 +650,7 @@ func TestAccountLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	accountKey := path.Join(storage.AccountsPrefix, CAKey(e.ca.DirectoryURL()), "default")
+	accountKey := storage.AccountDir(e.ca.DirectoryURL(), "")
 	tests := []struct {
 		name    string
 		newKey  bool // the CA knows neither the URL nor the key, as after a reset

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tlsalpn/tlsalpn/internal/testca"
 	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 // countOrders returns a CA handler that counts new orders into n.
@@ -317,7 +318,7 @@ func TestRecordWithoutDeployed(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Rewrite meta.json as an older version wrote it.
-			key := metaKey(name)
+			key := storage.LineageMetaKey(name)
 			data, err := e.store.Get(ctx, key)
 			if err != nil {
 				t.Fatal(err)

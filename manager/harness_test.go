@@ -11,6 +11,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/internal/testca"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
@@ -102,6 +103,6 @@ func (e *testEnv) storedKeys(t *testing.T, name string) (meta, cert, key string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := path.Join(lineagePrefix(name), rec.Version)
-	return metaKey(name), path.Join(v, "cert.pem"), path.Join(v, "key.pem")
+	v := storage.LineageVersionDir(name, rec.Version)
+	return storage.LineageMetaKey(name), path.Join(v, "cert.pem"), path.Join(v, "key.pem")
 }

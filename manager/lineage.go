@@ -403,13 +403,13 @@ func (m *Manager) Delete(ctx context.Context, id string, removeFiles bool) (*Del
 	default:
 		return nil, err
 	}
-	keys, err := m.store.List(ctx, lineagePrefix(id), true)
+	keys, err := m.store.List(ctx, storage.LineageDir(id), true)
 	if err != nil {
 		return nil, fmt.Errorf("deleting %s: %w", id, err)
 	}
 	// The record goes first: without it nothing renews or deploys the
 	// versions, whatever happens to them after.
-	for _, k := range append([]string{metaKey(id)}, keys...) {
+	for _, k := range append([]string{storage.LineageMetaKey(id)}, keys...) {
 		if err := m.store.Delete(ctx, k); err != nil {
 			return nil, fmt.Errorf("deleting %s (%s): %w", id, k, err)
 		}

@@ -71,15 +71,6 @@ func New(store storage.Storage, issuerFor IssuerFunc, logger *slog.Logger) *Mana
 	return &Manager{store: store, issuerFor: issuerFor, logger: logger, now: time.Now}
 }
 
-// lineagePrefix is where one certificate's record and versions live:
-// lineages/<id>/meta.json, the record, and lineages/<id>/<version>/ with
-// cert.pem and key.pem.
-func lineagePrefix(id string) string {
-	return path.Join(storage.LineagesPrefix, id)
-}
-
-func metaKey(id string) string { return path.Join(lineagePrefix(id), "meta.json") }
-
 // certLockName is the storage lock held by whoever writes a certificate's
 // record or files: renewals, deployments, the renewal information stored
 // in its record, reconfiguration and deletion.
@@ -201,11 +192,10 @@ func (m *Manager) save(ctx context.Context, rec *Record, chainPEM, keyPEM []byte
 		return fmt.Errorf("not storing the certificate for %s: %w", rec.Name(), err)
 	}
 	rec.Version = rec.Serial
-	vdir := path.Join(lineagePrefix(rec.Name()), rec.Version)
-	if err := m.store.Put(ctx, path.Join(vdir, "key.pem"), keyPEM, 0o600); err != nil {
+	if err := m.store.Put(ctx, storage.LineageKey(rec.Name(), rec.Version, storage.KeyFile), keyPEM, 0o600); err != nil {
 		return fmt.Errorf("storing the key for %s: %w", rec.Name(), err)
 	}
-	if err := m.store.Put(ctx, path.Join(vdir, "cert.pem"), chainPEM, 0o644); err != nil {
+	if err := m.store.Put(ctx, storage.LineageKey(rec.Name(), rec.Version, storage.CertFile), chainPEM, 0o644); err != nil {
 		return fmt.Errorf("storing the certificate for %s: %w", rec.Name(), err)
 	}
 	if err := m.saveRecord(ctx, rec); err != nil {
@@ -220,7 +210,7 @@ func (m *Manager) save(ctx context.Context, rec *Record, chainPEM, keyPEM []byte
 // half-written by a crash before its switch. Failing to prune loses
 // nothing, so it is only logged.
 func (m *Manager) pruneVersions(ctx context.Context, rec *Record) {
-	keys, err := m.store.List(ctx, lineagePrefix(rec.Name()), false)
+	keys, err := m.store.List(ctx, storage.LineageDir(rec.Name()), false)
 	if err != nil {
 		m.logger.Debug("old certificate versions not pruned", "name", rec.Name(), "error", err)
 		return
@@ -231,10 +221,10 @@ func (m *Manager) pruneVersions(ctx context.Context, rec *Record) {
 	}
 	var old []version
 	for _, k := range keys {
-		if path.Base(k) == "meta.json" || path.Base(k) == rec.Version {
+		if path.Base(k) == storage.MetaFile || path.Base(k) == rec.Version {
 			continue
 		}
-		info, err := m.store.Stat(ctx, path.Join(k, "cert.pem"))
+		info, err := m.store.Stat(ctx, path.Join(k, storage.CertFile))
 		if err != nil {
 			// No certificate: half-written, never switched to.
 			info.Modified = time.Time{}
@@ -246,7 +236,7 @@ func (m *Manager) pruneVersions(ctx context.Context, rec *Record) {
 		if i < keepVersions-1 && !v.mod.IsZero() {
 			continue
 		}
-		for _, f := range []string{"cert.pem", "key.pem"} {
+		for _, f := range []string{storage.CertFile, storage.KeyFile} {
 			if err := m.store.Delete(ctx, path.Join(v.dir, f)); err != nil {
 				m.logger.Debug("old certificate version not pruned", "name", rec.Name(), "version", v.dir, "error", err)
 			}
@@ -275,7 +265,7 @@ func (m *Manager) saveRecord(ctx context.Context, rec *Record) error {
 	if err != nil {
 		return err
 	}
-	if err := m.store.Put(ctx, metaKey(rec.Name()), data, 0o644); err != nil {
+	if err := m.store.Put(ctx, storage.LineageMetaKey(rec.Name()), data, 0o644); err != nil {
 		return fmt.Errorf("storing the record of %s: %w", rec.Name(), err)
 	}
 	return nil
@@ -306,19 +296,20 @@ func (m *Manager) Load(ctx context.Context, id string) (*Stored, error) {
 func (m *Manager) loadVersion(ctx context.Context, rec *Record) (*Stored, error) {
 	id := rec.Name()
 	if rec.Version == "" {
-		return nil, &DamagedError{Name: id, Key: metaKey(id), Err: errors.New("the record names no certificate version")}
+		return nil, &DamagedError{Name: id, Key: storage.LineageMetaKey(id), Err: errors.New("the record names no certificate version")}
 	}
-	vdir := path.Join(lineagePrefix(id), rec.Version)
+	vdir := storage.LineageVersionDir(id, rec.Version)
+	certKey, keyKey := path.Join(vdir, storage.CertFile), path.Join(vdir, storage.KeyFile)
 	s := &Stored{Record: *rec}
 	var err error
-	if s.ChainPEM, err = m.store.Get(ctx, path.Join(vdir, "cert.pem")); err != nil {
-		return nil, damaged(id, path.Join(vdir, "cert.pem"), err)
+	if s.ChainPEM, err = m.store.Get(ctx, certKey); err != nil {
+		return nil, damaged(id, certKey, err)
 	}
-	if s.KeyPEM, err = m.store.Get(ctx, path.Join(vdir, "key.pem")); err != nil {
-		return nil, damaged(id, path.Join(vdir, "key.pem"), err)
+	if s.KeyPEM, err = m.store.Get(ctx, keyKey); err != nil {
+		return nil, damaged(id, keyKey, err)
 	}
 	if s.Chain, err = issuer.ParseChainPEM(s.ChainPEM); err != nil {
-		return nil, damaged(id, path.Join(vdir, "cert.pem"), err)
+		return nil, damaged(id, certKey, err)
 	}
 	if err := checkPair(s.ChainPEM, s.KeyPEM, rec.Serial); err != nil {
 		return nil, damaged(id, vdir, err)
@@ -330,7 +321,7 @@ func (m *Manager) loadVersion(ctx context.Context, rec *Record) (*Stored, error)
 // A missing record is an error wrapping storage.ErrNotExist; an
 // unreadable one a *DamagedError.
 func (m *Manager) loadRecord(ctx context.Context, id string) (*Record, error) {
-	key := metaKey(id)
+	key := storage.LineageMetaKey(id)
 	meta, err := m.store.Get(ctx, key)
 	if errors.Is(err, storage.ErrNotExist) {
 		return nil, fmt.Errorf("no certificate named %s: %w", id, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/internal/testca"
 	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 func TestFallbackRenewAt(t *testing.T) {
@@ -166,7 +167,7 @@ func TestObtainStoreDeployList(t *testing.T) {
 	if _, err := e.m.Obtain(ctx, e.spec("shortlived", "api.example.test", "127.0.0.1"), nil); err != nil {
 		t.Fatalf("Obtain without Out: %v", err)
 	}
-	broken := metaKey("broken.example.test")
+	broken := storage.LineageMetaKey("broken.example.test")
 	if err := e.store.Put(ctx, broken, []byte(`{"names": [`), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func (m *Manager) migrate(ctx context.Context) error {
 	}
 	var metas []string
 	for _, k := range keys {
-		if path.Base(k) == "meta.json" {
+		if path.Base(k) == storage.MetaFile {
 			metas = append(metas, k)
 		}
 	}
@@ -101,7 +101,7 @@ func (m *Manager) migrateLegacy(ctx context.Context, metas []string) error {
 			}
 		}
 		dir := path.Dir(l.key)
-		for _, f := range []string{"meta.json", "cert.pem", "key.pem"} {
+		for _, f := range []string{storage.MetaFile, storage.CertFile, storage.KeyFile} {
 			if err := m.store.Delete(ctx, path.Join(dir, f)); err != nil {
 				return fmt.Errorf("removing %s after migrating it: %w", dir, err)
 			}
@@ -149,10 +149,10 @@ func (m *Manager) readLegacy(ctx context.Context, metaKey string) (legacy, error
 		return l, errors.New("the record has no names")
 	}
 	dir := path.Dir(metaKey)
-	if l.chain, err = m.store.Get(ctx, path.Join(dir, "cert.pem")); err != nil {
+	if l.chain, err = m.store.Get(ctx, path.Join(dir, storage.CertFile)); err != nil {
 		return l, err
 	}
-	if l.key2, err = m.store.Get(ctx, path.Join(dir, "key.pem")); err != nil {
+	if l.key2, err = m.store.Get(ctx, path.Join(dir, storage.KeyFile)); err != nil {
 		return l, err
 	}
 	return l, checkPair(l.chain, l.key2, l.rec.Serial)
@@ -168,7 +168,7 @@ func (m *Manager) legacyLeft(ctx context.Context) []*DamagedError {
 	}
 	var bad []*DamagedError
 	for _, k := range keys {
-		if path.Base(k) != "meta.json" {
+		if path.Base(k) != storage.MetaFile {
 			continue
 		}
 		_, err := m.readLegacy(ctx, k)

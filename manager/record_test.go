@@ -110,14 +110,14 @@ func TestMismatchedPairIsDamaged(t *testing.T) {
 	}{
 		{"key of another certificate", func(t *testing.T) {}},
 		{"truncated record", func(t *testing.T) {
-			e.store.Put(ctx, metaKey("a.example.test"), []byte(`{"names": [`), 0o644)
+			e.store.Put(ctx, storage.LineageMetaKey("a.example.test"), []byte(`{"names": [`), 0o644)
 		}},
 		{"record without its version", func(t *testing.T) {
 			rec, _ := e.m.loadRecord(ctx, "b.example.test")
 			rec.Names, rec.CertName = []string{"a.example.test"}, ""
 			rec.Version = "nonexistent"
 			data, _ := json.Marshal(rec)
-			e.store.Put(ctx, metaKey("a.example.test"), data, 0o644)
+			e.store.Put(ctx, storage.LineageMetaKey("a.example.test"), data, 0o644)
 		}},
 	}
 	for _, tt := range tests {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/clienthello"
+	"github.com/tlsalpn/tlsalpn/internal/acceptretry"
 	"github.com/tlsalpn/tlsalpn/responder"
 )
 
@@ -198,7 +199,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var delay time.Duration
+	var backoff acceptretry.Backoff
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -208,16 +209,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if closed || ctx.Err() != nil {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if delay, ok := backoff.Next(err); ok {
 				s.logger.Warn("accept failed; retrying", "error", err, "delay", delay)
 				time.Sleep(delay)
 				continue
 			}
 			return fmt.Errorf("accepting on %s: %w", ln.Addr(), err)
 		}
-		delay = 0
+		backoff.Reset()
 		st := s.cur.Load()
 		w, ok := s.admit(conn, st)
 		if !ok {
@@ -339,7 +338,7 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	if !trusted {
 		// A PROXY header would come first; a balancer is trusted not
 		// to dribble.
-		if err := awaitFirstRecord(conn); err != nil {
+		if err := clienthello.AwaitRecord(conn); err != nil {
 			s.logger.Debug("refused connection", "remote", client, "error", fmt.Errorf("waiting for the ClientHello: %w", err))
 			return
 		}
@@ -400,7 +399,7 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 		// One lookup decides: the handshake that follows serves what it
 		// found. Any other acme-tls/1 hello is the backend's.
 		if c, _ := s.acme.Lookup(name, hello.ALPN); c != nil {
-			s.acme.ServeConn(&replayConn{Conn: conn, prefix: prefix, remote: client}, c)
+			s.acme.ServeConn(clienthello.Replay(conn, prefix, client), c)
 			return
 		}
 	}
@@ -418,7 +417,7 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 			s.passthrough(conn, prefix, client, route, &st.cfg)
 			return
 		}
-		if st.terminator.serve(&replayConn{Conn: conn, prefix: prefix, remote: client}, route, &st.cfg) || s.cur.Load() == st {
+		if st.terminator.serve(clienthello.Replay(conn, prefix, client), route, &st.cfg) || s.cur.Load() == st {
 			return
 		}
 		// A reload retired st's terminator before it took the
@@ -427,19 +426,12 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 }
 
 func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, route *Route, cfg *Config) {
-	d := net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1} // see Listen on keep-alive
-	backend, err := d.Dial("tcp", route.Backend)
+	backend, err := dialBackend(route, cfg, client, conn.LocalAddr())
 	if err != nil {
 		s.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "remote", client, "error", err)
 		return
 	}
 	defer backend.Close()
-	if route.SendProxy != 0 {
-		if err := writeProxyHeader(backend, route.SendProxy, client, conn.LocalAddr()); err != nil {
-			s.logger.Warn("writing PROXY header to backend", "backend", route.Backend, "error", err)
-			return
-		}
-	}
 	backend.SetWriteDeadline(time.Now().Add(cfg.IdleTimeout))
 	if _, err := backend.Write(prefix); err != nil {
 		s.logger.Debug("replaying ClientHello to backend", "backend", route.Backend, "error", err)
@@ -452,30 +444,6 @@ func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, rout
 
 // helloReaders are the buffered readers ClientHellos are read through.
 var helloReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
-
-// replayConn reads prefix before the rest of the connection, and may report
-// the client address a PROXY header gave.
-type replayConn struct {
-	net.Conn
-	prefix []byte
-	remote net.Addr
-}
-
-func (c *replayConn) Read(b []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(b, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b)
-}
-
-func (c *replayConn) RemoteAddr() net.Addr {
-	if c.remote != nil {
-		return c.remote
-	}
-	return c.Conn.RemoteAddr()
-}
 
 // Listen opens the front door's listening socket. TCP keep-alive probes are
 // off, on accepted and dialled connections alike: the idle timeout already

@@ -56,3 +56,22 @@ func writeProxyHeader(w io.Writer, version int, client, local net.Addr) error {
 	_, err := hdr.WriteTo(w)
 	return err
 }
+
+// dialBackend connects to route's backend for a connection from client to
+// local and, when the route asks for it, sends the PROXY header first: the
+// one way both passthrough and TCP termination reach a backend. Keep-alive
+// probes are off, as on accepted connections (see Listen).
+func dialBackend(route *Route, cfg *Config, client, local net.Addr) (net.Conn, error) {
+	d := net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1}
+	backend, err := d.Dial("tcp", route.Backend)
+	if err != nil {
+		return nil, fmt.Errorf("dialling backend %s: %w", route.Backend, err)
+	}
+	if route.SendProxy != 0 {
+		if err := writeProxyHeader(backend, route.SendProxy, client, local); err != nil {
+			backend.Close()
+			return nil, fmt.Errorf("writing PROXY header to backend %s: %w", route.Backend, err)
+		}
+	}
+	return backend, nil
+}

@@ -59,19 +59,11 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 			t.logger.Debug("TLS handshake failed", "remote", conn.RemoteAddr(), "error", err)
 			return true
 		}
-		d := net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1} // see Listen on keep-alive
-		backend, err := d.Dial("tcp", route.Backend)
+		backend, err := dialBackend(route, cfg, conn.RemoteAddr(), conn.LocalAddr())
 		if err != nil {
-			t.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "error", err)
+			t.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "remote", conn.RemoteAddr(), "error", err)
 			tc.Close()
 			return true
-		}
-		if route.SendProxy != 0 {
-			if err := writeProxyHeader(backend, route.SendProxy, conn.RemoteAddr(), conn.LocalAddr()); err != nil {
-				backend.Close()
-				tc.Close()
-				return true
-			}
 		}
 		pipe(tc, backend, cfg.IdleTimeout)
 	case TerminateHTTP:

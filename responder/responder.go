@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/internal/acceptretry"
 )
 
 // HandshakeTimeout bounds one validation connection from accept to close; the
@@ -385,23 +386,22 @@ func (r *Responder) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer wg.Wait()
-	var delay time.Duration
+	var backoff acceptretry.Backoff
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if isTemporaryAccept(err) {
+			if delay, ok := backoff.Next(err); ok {
 				// Temporary resource exhaustion (EMFILE and the like):
-				// back off as net/http does instead of spinning.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				// back off instead of spinning.
 				time.Sleep(delay)
 				continue
 			}
 			return fmt.Errorf("accepting validation connections on %s: %w", ln.Addr(), err)
 		}
-		delay = 0
+		backoff.Reset()
 		select {
 		case sem <- struct{}{}:
 		default:

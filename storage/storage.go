@@ -5,9 +5,9 @@
 // The interface is deliberately backend-neutral so that the same issuer and manager code runs on
 // local files (package storage/fs) and on etcd. Keys are slash-separated relative paths such as
 //
-//	certificates/acme-v02.api.letsencrypt.org-directory/example.com/cert.pem
+//	lineages/example.com/meta.json
 //
-// and every backend must accept exactly the keys that ValidateKey accepts, so that state can be
+// laid out as layout.go documents (every key tlsalpn uses is built there), and every backend must accept exactly the keys that ValidateKey accepts, so that state can be
 // moved between backends without renaming anything.
 //
 // Prefixes, as taken by List and Watch, follow path semantics, not string semantics: the prefix
@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -34,23 +33,6 @@ var ErrNotExist = errors.New("storage: key does not exist")
 // ErrWatchUnsupported is returned, possibly wrapped, by Watch on backends that cannot report
 // changes. Callers should fall back to re-reading on their own schedule.
 var ErrWatchUnsupported = errors.New("storage: watch not supported")
-
-// Top-level prefixes of the layout shared by all backends. Keys for Lock live in their own
-// namespace; backends that keep locks next to keys (storage/fs keeps them under LocksPrefix)
-// refuse keys under LocksPrefix so that the two cannot collide.
-const (
-	// AccountsPrefix holds ACME accounts: accounts/<ca>/<email>/{account.json,key.pem}.
-	AccountsPrefix = "accounts"
-	// LineagesPrefix holds managed certificates, one directory per certificate name:
-	// lineages/<name>/meta.json (the record, written last: the switch) and
-	// lineages/<name>/<version>/{cert.pem,key.pem}.
-	LineagesPrefix = "lineages"
-	// CertificatesPrefix held certificates before LineagesPrefix, keyed by CA and first name:
-	// certificates/<ca>/<name>/{cert.pem,key.pem,meta.json}. It is migrated on first use.
-	CertificatesPrefix = "certificates"
-	// LocksPrefix is reserved for locks and is never a valid key prefix.
-	LocksPrefix = "locks"
-)
 
 // Storage is the durable state of tlsalpn. Implementations must be safe for concurrent use by
 // multiple goroutines, and Put must be atomic: a reader sees either the old or the new value,
@@ -170,27 +152,4 @@ func HasPrefix(key, prefix string) bool {
 		return true
 	}
 	return key == prefix || strings.HasPrefix(key, prefix+"/")
-}
-
-// CAName turns an ACME directory URL into the <ca> segment of the layout, the same way for every
-// backend: host (with ':' replaced by '_') and path (with '/' replaced by '-'), for example
-// "https://acme-v02.api.letsencrypt.org/directory" becomes
-// "acme-v02.api.letsencrypt.org-directory" and "https://127.0.0.1:14000/dir" becomes
-// "127.0.0.1_14000-dir". Query and fragment are ignored.
-func CAName(directoryURL string) (string, error) {
-	u, err := url.Parse(directoryURL)
-	if err != nil {
-		return "", fmt.Errorf("storage: CA name of %q: %w", directoryURL, err)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("storage: CA name of %q: no host", directoryURL)
-	}
-	name := strings.ReplaceAll(strings.ToLower(u.Host), ":", "_")
-	if p := strings.Trim(u.Path, "/"); p != "" {
-		name += "-" + strings.ReplaceAll(p, "/", "-")
-	}
-	if err := validatePath(name); err != nil || strings.Contains(name, "/") {
-		return "", fmt.Errorf("storage: CA name of %q: %q is not a valid key segment", directoryURL, name)
-	}
-	return name, nil
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -46,11 +45,7 @@ const (
 // is named by its certificate name (manager.Spec.ID) in a serve lease, in
 // a renewal request and in storage (lineages/<name>/meta.json).
 func certIDOfKey(key string) (string, bool) {
-	parts := strings.Split(key, "/")
-	if len(parts) != 3 || parts[0] != storage.LineagesPrefix || parts[2] != "meta.json" {
-		return "", false
-	}
-	return parts[1], true
+	return storage.LineageOfMetaKey(key)
 }
 
 // serveLease is what a running serve says about itself.

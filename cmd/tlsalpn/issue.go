@@ -17,6 +17,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
@@ -425,10 +426,7 @@ func needAccountOrEAB(e *env, storageFlag, caURL, email string) error {
 	if err != nil {
 		return err
 	}
-	if email == "" {
-		email = "default"
-	}
-	acct := filepath.Join(root, "accounts", issuer.CAKey(caURL), issuer.AccountSegment(email), "account.json")
+	acct := filepath.Join(root, filepath.FromSlash(storage.AccountKey(caURL, email, storage.AccountFile)))
 	if _, err := os.Stat(acct); err == nil {
 		return nil
 	}

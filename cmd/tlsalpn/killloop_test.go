@@ -18,6 +18,7 @@ import (
 
 	"github.com/tlsalpn/tlsalpn/internal/testca"
 	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 // issueCounter counts, in front of Pebble, the finalize requests Pebble
@@ -159,7 +160,7 @@ func TestKillLoopKeepsIssuedCertificates(t *testing.T) {
 		if kill > 0 && d >= kill {
 			killed++
 		}
-		if m, _ := filepath.Glob(filepath.Join(store, issuer.OrdersPrefix, "*", "*", "order.json")); len(m) > 0 {
+		if m, _ := filepath.Glob(filepath.Join(store, storage.OrdersPrefix, "*", "*", "order.json")); len(m) > 0 {
 			journaled++ // an order for the next run to resume
 		}
 		storedSerials(t, seen, store, out)
@@ -176,7 +177,7 @@ func TestKillLoopKeepsIssuedCertificates(t *testing.T) {
 	// Temporary files of a killed Put may stay (storage/fs removes them
 	// once 15 minutes old); a journaled order or key must not.
 	for _, name := range []string{"order.json", "key.pem"} {
-		if m, _ := filepath.Glob(filepath.Join(store, issuer.OrdersPrefix, "*", "*", name)); len(m) > 0 {
+		if m, _ := filepath.Glob(filepath.Join(store, storage.OrdersPrefix, "*", "*", name)); len(m) > 0 {
 			t.Errorf("order journal after a completed run holds %q, want nothing (stored certificates are forgotten)", m)
 		}
 	}

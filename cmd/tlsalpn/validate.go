@@ -15,6 +15,7 @@ import (
 
 	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 // maxNamesPerCert is how many names a CA puts in one certificate: Let's
@@ -221,10 +222,7 @@ func accountExists(e *env, storageDir, caURL, email string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if email == "" {
-		email = "default"
-	}
-	acct := filepath.Join(root, "accounts", issuer.CAKey(caURL), issuer.AccountSegment(email), "account.json")
+	acct := filepath.Join(root, filepath.FromSlash(storage.AccountKey(caURL, email, storage.AccountFile)))
 	_, err = os.Stat(acct)
 	return err == nil, nil
 }

@@ -4,22 +4,16 @@
 //
 // # On-disk layout
 //
-// A key maps to the file root/<key>, with slashes as directory separators. tlsalpn uses:
+// A key maps to the file root/<key>, with slashes as directory separators. The keys tlsalpn uses
+// are those of storage's layout (storage/layout.go: accounts/, lineages/, orders/ and the older
+// certificates/); this backend adds:
 //
 //	root/                                   0700, tightened to 0700 by New if looser
 //	                                        (default: DefaultRoot)
-//	  accounts/<ca>/<email>/account.json    ACME account (registration URL, contact)
-//	  accounts/<ca>/<email>/key.pem         account private key, 0600
-//	  certificates/<ca>/<name>/cert.pem     certificate chain, leaf first
-//	  certificates/<ca>/<name>/key.pem      certificate private key, 0600
-//	  certificates/<ca>/<name>/meta.json    issuance metadata (ARI, profile, names, ...)
-//	  orders/<ca>/<request>/order.json      an order in flight, journaled by package issuer so
-//	  orders/<ca>/<request>/key.pem         that a crash cannot lose an issued certificate; 0600
 //	  locks/<name>.lock                     flock(2) files, see Lock
 //
-// <ca> is storage.CAName of the ACME directory URL, for example
-// "acme-v02.api.letsencrypt.org-directory". Every directory tlsalpn creates is 0700 and every file
-// has exactly the mode given to Put (0600 when the mode is 0), regardless of umask.
+// Every directory tlsalpn creates is 0700 and every file has exactly the mode given to Put (0600
+// when the mode is 0), regardless of umask.
 //
 // The root is tightened to 0700 rather than refused when it is group- or world-accessible: it
 // holds private keys, it belongs to tlsalpn alone (servers read the copies that package deploy

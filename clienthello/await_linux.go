@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package clienthello
 
 import (
 	"encoding/binary"
@@ -11,21 +11,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// queuedIoctl asks how many bytes a socket has queued to be read.
-const queuedIoctl = unix.SIOCINQ
-
-// tlsHandshakeRecord is the content type of a record carrying a ClientHello.
-const tlsHandshakeRecord = 0x16
-
-// awaitFirstRecord waits, holding no buffer of its own, until conn has its
+// AwaitRecord waits, holding no buffer of its own, until conn has its
 // first TLS record whole in the kernel's receive queue (or the read
-// deadline passes). A client that sends its ClientHello a byte at a time,
-// as a slowloris does, then costs the front door no user-space memory until
+// deadline passes), consuming nothing: it peeks (MSG_PEEK) at the record
+// header and asks the kernel how much is queued (SIOCINQ). A client that
+// sends its ClientHello a byte at a time, as a slowloris does, then costs
+// a server that calls AwaitRecord before Read no user-space memory until
 // it has sent it: only the kernel's socket buffer, which it pays anyway.
-// Anything that is not a TLS record header ends the wait at once, for the
-// ClientHello reader to refuse. A nil error does not promise a record: the
-// reader that follows sees whatever came (or the end of the stream).
-func awaitFirstRecord(conn net.Conn) error {
+// Anything that is not a TLS record header ends the wait at once, for Read
+// to refuse. A nil error does not promise a record: the Read that follows
+// sees whatever came (or the end of the stream).
+//
+// AwaitRecord sets no deadline: set a read deadline on conn first. A conn
+// that is not a socket (no syscall.Conn) returns at once, as on systems
+// other than Linux, where the Read that follows holds its buffer from the
+// first byte.
+func AwaitRecord(conn net.Conn) error {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return nil
@@ -46,13 +47,13 @@ func awaitFirstRecord(conn net.Conn) error {
 			return true
 		case n == 0:
 			return true // end of stream: the reader reports it
-		case hdr[0] != tlsHandshakeRecord:
+		case hdr[0] != recordTypeHandshake:
 			return true // not TLS: the reader refuses it
 		case n < len(hdr):
 			return peerDone(int(fd)) // the header is not all here yet
 		}
 		need := len(hdr) + int(binary.BigEndian.Uint16(hdr[3:5]))
-		queued, err := unix.IoctlGetInt(int(fd), queuedIoctl)
+		queued, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
 		if err != nil || queued >= need {
 			return true
 		}

@@ -1,0 +1,22 @@
+//go:build unix
+
+package acceptretry
+
+import (
+	"errors"
+	"syscall"
+)
+
+// Temporary reports whether an Accept error passes with time: the process
+// or the system is out of descriptors or buffers, or a client gave up
+// before it was accepted. net/http retries these (through the deprecated
+// net.Error.Temporary) rather than stop serving.
+func Temporary(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.ECONNRESET} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
