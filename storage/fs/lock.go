@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/storage"
@@ -19,7 +18,8 @@ func (f *FS) LockPath(name string) string {
 	return filepath.Join(f.root, storage.LocksPrefix, filepath.FromSlash(name)+lockSuffix)
 }
 
-// Lock implements storage.Storage with an exclusive flock(2) on root/locks/<name>.lock. While the
+// Lock implements storage.Storage with an exclusive lock (flock(2); LockFileEx on Windows) on
+// root/locks/<name>.lock. While the
 // lock is held by someone else it retries every 50ms until ctx ends; nothing is left running
 // when it returns. Locks exclude goroutines of the same process as well, since each Lock opens
 // its own file description. The returned unlock may be called more than once; only the first
@@ -46,15 +46,14 @@ func (f *FS) Lock(ctx context.Context, name string) (func() error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage/fs: lock %q: open %s: %w", name, p, err)
 	}
-	fd := int(file.Fd())
 	for {
-		err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+		ok, err := tryLock(file)
+		if err != nil {
 			file.Close()
-			return nil, fmt.Errorf("storage/fs: lock %q: flock %s: %w", name, p, err)
+			return nil, fmt.Errorf("storage/fs: lock %q: %s %s: %w", name, lockCall, p, err)
+		}
+		if ok {
+			break
 		}
 		select {
 		case <-ctx.Done():
@@ -72,7 +71,7 @@ func (f *FS) Lock(ctx context.Context, name string) (func() error, error) {
 	return func() error {
 		var err error
 		once.Do(func() {
-			err = syscall.Flock(fd, syscall.LOCK_UN)
+			err = unlock(file)
 			if cerr := file.Close(); err == nil {
 				err = cerr
 			}

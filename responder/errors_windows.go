@@ -1,0 +1,29 @@
+package responder
+
+import (
+	"errors"
+
+	"golang.org/x/sys/windows"
+)
+
+// Winsock reports socket errors with its own codes (WSAE…), not the POSIX
+// errno values syscall.EADDRINUSE and the like stand for on Windows, so
+// errors.Is against the syscall names would never match.
+
+func isAddrInUse(err error) bool { return errors.Is(err, windows.WSAEADDRINUSE) }
+
+func isPermission(err error) bool {
+	return errors.Is(err, windows.WSAEACCES) || errors.Is(err, windows.ERROR_ACCESS_DENIED)
+}
+
+// isTemporaryAccept reports whether an Accept error passes with time, as
+// errors_unix.go does with the Winsock equivalents.
+func isTemporaryAccept(err error) bool {
+	for _, errno := range []windows.Errno{windows.WSAEMFILE, windows.WSAENOBUFS, windows.WSAECONNABORTED, windows.WSAECONNRESET} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	var ne interface{ Timeout() bool }
+	return errors.Is(err, windows.ERROR_NOT_ENOUGH_MEMORY) || errors.As(err, &ne) && ne.Timeout()
+}
