@@ -99,8 +99,7 @@ func (l *serveLease) live(now time.Time) bool {
 	if l.PID <= 0 {
 		return false
 	}
-	err := syscall.Kill(l.PID, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	return processAlive(l.PID)
 }
 
 func leaseKey(host string) string { return serveLeasePrefix + "/" + host + ".json" }
