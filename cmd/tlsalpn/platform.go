@@ -6,7 +6,7 @@ import "errors"
 // half-working: its configuration is reloaded with SIGHUP, which Windows
 // cannot send (signal.Notify accepts it and never delivers it, so a reload
 // would be lost silently), and nothing there has run its tests.
-var errServeWindows = errors.New("serve is not supported on windows: it is reloaded with SIGHUP, which windows cannot send; run serve on Linux, macOS or FreeBSD (issue, renew, revoke, list, check and plan work on windows)")
+var errServeWindows = errors.New("serve is not supported on windows: it is reloaded with SIGHUP, which windows cannot send; run serve on Linux, macOS or FreeBSD")
 
 // servePlatform reports whether serve can run on goos (runtime.GOOS; a
 // parameter so that every system's answer is tested on any of them).
