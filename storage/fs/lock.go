@@ -62,7 +62,7 @@ func (f *FS) Lock(ctx context.Context, name string) (func() error, error) {
 		case <-time.After(lockPollWait):
 		}
 	}
-	// For people wondering who holds it; the lock is the flock, not the content, so failures to
+	// For people wondering who holds it; the lock is the file lock, not the content, so failures to
 	// record this do not matter.
 	if err := file.Truncate(0); err == nil {
 		file.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
