@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -393,11 +392,7 @@ func treeSnapshot(t *testing.T, dirs ...string) map[string]string {
 				m[p] = "error: " + err.Error()
 				return nil
 			}
-			var ino uint64
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				ino = st.Ino
-			}
-			desc := fmt.Sprintf("%v %d %d inode %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano(), ino)
+			desc := fmt.Sprintf("%v %d %d inode %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano(), fileInode(fi))
 			switch {
 			case fi.Mode()&os.ModeSymlink != 0:
 				target, _ := os.Readlink(p)

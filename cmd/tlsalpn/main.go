@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -59,6 +60,15 @@ type env struct {
 	// geteuid is the effective user id, which picks the default storage
 	// (fs.DefaultRootFor); nil means os.Geteuid.
 	geteuid func() int
+	// goos is the system serve decides it can run on; "" means runtime.GOOS.
+	goos string
+}
+
+func (e *env) goOS() string {
+	if e.goos == "" {
+		return runtime.GOOS
+	}
+	return e.goos
 }
 
 func (e *env) euid() int {

@@ -7,9 +7,8 @@ import (
 	"syscall"
 )
 
-// processAlive reports whether a process with this id exists on this host
-// (signal 0 checks without sending anything; EPERM means it exists but is
-// another user's).
+// processAlive reports whether a process pid exists on this host: signal 0
+// checks without sending anything; EPERM means it exists as another user.
 func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)

@@ -7,10 +7,11 @@ import (
 )
 
 // stillActive is the exit code GetExitCodeProcess reports for a process
-// that has not exited.
+// that has not exited (STILL_ACTIVE).
 const stillActive = 259
 
-// processAlive reports whether a process with this id exists on this host.
+// processAlive reports whether a process pid exists on this host and has
+// not exited. Access denied means it exists as another user.
 func processAlive(pid int) bool {
 	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
 	if err != nil {
@@ -18,5 +19,8 @@ func processAlive(pid int) bool {
 	}
 	defer windows.CloseHandle(h)
 	var code uint32
-	return windows.GetExitCodeProcess(h, &code) == nil && code == stillActive
+	if err := windows.GetExitCodeProcess(h, &code); err != nil {
+		return true
+	}
+	return code == stillActive
 }

@@ -119,6 +119,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%s: OK: %s\n", f.checkConfig, cfg.Summary())
 		return nil
 	}
+	if err := servePlatform(e.goOS()); err != nil {
+		return err
+	}
 	cfg, err := serveConfig(e, &f)
 	if err != nil {
 		return err

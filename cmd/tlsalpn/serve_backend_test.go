@@ -241,7 +241,9 @@ func TestServeSteeringReload(t *testing.T) {
 	} {
 		write(step.steer)
 		before := strings.Count(stderr.String(), step.log)
-		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		if self, err := os.FindProcess(os.Getpid()); err == nil {
+			self.Signal(syscall.SIGHUP)
+		}
 		waitFor(t, "the reload to log "+step.log, 10*time.Second, func() bool { return strings.Count(stderr.String(), step.log) > before })
 		checkRemote(t, ngx, listen, fmt.Sprintf("/reload-%d", i), step.remote)
 		keepAlive(fmt.Sprintf("/open-%d", i+2))

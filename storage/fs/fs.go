@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -292,6 +293,11 @@ func (f *FS) mkdirs(dir string) error {
 }
 
 func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		// Windows has no fsync for a directory: FlushFileBuffers needs a handle opened for
+		// writing, which os.Open cannot give for a directory. NTFS journals the rename itself.
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open directory %s for fsync: %w", dir, err)

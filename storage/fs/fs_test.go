@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,8 +72,7 @@ func runHelper(role, root string) int {
 	case "put-too-big":
 		// A file size limit makes write(2) fail with EFBIG part-way, like a full disk does with
 		// ENOSPC, without needing a small file system. Go ignores SIGXFSZ.
-		lim := syscall.Rlimit{Cur: 4096, Max: 4096}
-		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		if err := limitFileSize(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -115,8 +113,8 @@ func newFS(t testing.TB, opts ...Option) *FS {
 
 // withUmask runs fn with the process umask set to mask. Tests using it must not be parallel.
 func withUmask(mask int, fn func()) {
-	old := syscall.Umask(mask)
-	defer syscall.Umask(old)
+	old := setUmask(mask)
+	defer setUmask(old)
 	fn()
 }
 

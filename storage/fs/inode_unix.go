@@ -7,8 +7,8 @@ import (
 	"syscall"
 )
 
-// inode is fi's inode number: a file replaced by rename keeps its size and
-// may keep its modification time, but not its inode.
+// inode returns fi's inode number, so that a file replaced by rename with
+// the same size and modification time still shows as changed.
 func inode(fi os.FileInfo) uint64 {
 	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return uint64(sys.Ino)

@@ -18,8 +18,8 @@ func (f *FS) LockPath(name string) string {
 	return filepath.Join(f.root, storage.LocksPrefix, filepath.FromSlash(name)+lockSuffix)
 }
 
-// Lock implements storage.Storage with an exclusive lock on root/locks/<name>.lock: flock(2),
-// or LockFileEx on Windows. While the
+// Lock implements storage.Storage with an exclusive lock (flock(2); LockFileEx on Windows) on
+// root/locks/<name>.lock. While the
 // lock is held by someone else it retries every 50ms until ctx ends; nothing is left running
 // when it returns. Locks exclude goroutines of the same process as well, since each Lock opens
 // its own file description. The returned unlock may be called more than once; only the first
@@ -47,13 +47,13 @@ func (f *FS) Lock(ctx context.Context, name string) (func() error, error) {
 		return nil, fmt.Errorf("storage/fs: lock %q: open %s: %w", name, p, err)
 	}
 	for {
-		held, err := tryLockFile(file)
-		if held {
-			break
-		}
+		ok, err := tryLock(file)
 		if err != nil {
 			file.Close()
-			return nil, fmt.Errorf("storage/fs: lock %q: locking %s: %w", name, p, err)
+			return nil, fmt.Errorf("storage/fs: lock %q: %s %s: %w", name, lockCall, p, err)
+		}
+		if ok {
+			break
 		}
 		select {
 		case <-ctx.Done():
@@ -62,7 +62,7 @@ func (f *FS) Lock(ctx context.Context, name string) (func() error, error) {
 		case <-time.After(lockPollWait):
 		}
 	}
-	// For people wondering who holds it; the lock is the flock, not the content, so failures to
+	// For people wondering who holds it; the lock is the file lock, not the content, so failures to
 	// record this do not matter.
 	if err := file.Truncate(0); err == nil {
 		file.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
@@ -71,7 +71,7 @@ func (f *FS) Lock(ctx context.Context, name string) (func() error, error) {
 	return func() error {
 		var err error
 		once.Do(func() {
-			err = unlockFile(file)
+			err = unlock(file)
 			if cerr := file.Close(); err == nil {
 				err = cerr
 			}

@@ -8,19 +8,19 @@ import (
 	"syscall"
 )
 
-// tryLockFile takes an exclusive flock(2) on f without waiting. It reports
-// false with no error when another holds it.
-func tryLockFile(f *os.File) (bool, error) {
-	err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, syscall.EWOULDBLOCK), errors.Is(err, syscall.EINTR):
+// lockCall names the system call in errors.
+const lockCall = "flock"
+
+// tryLock takes an exclusive flock(2) on file without waiting; ok is false
+// when another open file description holds it. flock locks belong to the
+// open file description, so they exclude other processes and other Locks
+// of this one alike, on Linux, the BSDs and macOS.
+func tryLock(file *os.File) (ok bool, err error) {
+	err = syscall.Flock(int(file.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EINTR) {
 		return false, nil
 	}
-	return false, err
+	return err == nil, err
 }
 
-func unlockFile(f *os.File) error {
-	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-}
+func unlock(file *os.File) error { return syscall.Flock(int(file.Fd()), syscall.LOCK_UN) }

@@ -7,23 +7,25 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// tryLockFile takes an exclusive LockFileEx lock on f's first byte without
-// waiting: like flock(2), it excludes other processes and other handles
-// of this one, and goes when the handle is closed. It reports false with
-// no error when another holds it.
-func tryLockFile(f *os.File) (bool, error) {
-	var ol windows.Overlapped
-	err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ol)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, windows.ERROR_LOCK_VIOLATION), errors.Is(err, windows.ERROR_IO_PENDING):
+// lockCall names the system call in errors.
+const lockCall = "LockFileEx"
+
+// allBytes locks the whole file, whatever its length, as Go's own
+// cmd/go/internal/lockedfile does.
+const allBytes = ^uint32(0)
+
+// tryLock takes an exclusive LockFileEx lock on file without waiting; ok
+// is false when another handle holds it. Like flock, the lock belongs to
+// the handle, so it excludes other processes and other Locks of this one.
+func tryLock(file *os.File) (ok bool, err error) {
+	ol := new(windows.Overlapped)
+	err = windows.LockFileEx(windows.Handle(file.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, allBytes, allBytes, ol)
+	if errors.Is(err, windows.ERROR_LOCK_VIOLATION) {
 		return false, nil
 	}
-	return false, err
+	return err == nil, err
 }
 
-func unlockFile(f *os.File) error {
-	var ol windows.Overlapped
-	return windows.UnlockFileEx(windows.Handle(f.Fd()), 0, 1, 0, &ol)
+func unlock(file *os.File) error {
+	return windows.UnlockFileEx(windows.Handle(file.Fd()), 0, allBytes, allBytes, new(windows.Overlapped))
 }

@@ -66,9 +66,7 @@ func (f *FS) Watch(ctx context.Context, prefix string) (<-chan storage.Event, er
 func (f *FS) scan(ctx context.Context, prefix string) (map[string]fileState, error) {
 	m := make(map[string]fileState)
 	err := f.walk(ctx, prefix, func(key string, fi os.FileInfo) error {
-		st := fileState{size: fi.Size(), mtime: fi.ModTime()}
-		st.ino = inode(fi)
-		m[key] = st
+		m[key] = fileState{size: fi.Size(), mtime: fi.ModTime(), ino: inode(fi)}
 		return nil
 	})
 	return m, err
