@@ -380,12 +380,12 @@ func caWords(err error) string {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return "Timeout after connect (your server may be slow or overloaded)"
 	}
-	return genericWords
+	return GenericWords
 }
 
-// genericWords is Boulder's catch-all for a connection error it has no
+// GenericWords is Boulder's catch-all for a connection error it has no
 // better words for.
-const genericWords = "Error getting validation data"
+const GenericWords = "Error getting validation data"
 
 // staleAAAA is appended to connection fixes for IPv6 addresses.
 const staleAAAA = "; if the AAAA record is stale, remove it — the CA tries IPv6 first"

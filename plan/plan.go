@@ -1,4 +1,4 @@
-package check
+package plan
 
 // This file answers "which validation method should I automate here?" by
 // probing: the names' records against this host's addresses, who holds
@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/check"
 	"github.com/tlsalpn/tlsalpn/procnet"
 	challengeresponder "github.com/tlsalpn/tlsalpn/responder"
 )
@@ -140,7 +141,7 @@ type Outside struct {
 	ALPN   string `json:"alpn"`
 	Detail string `json:"detail"`
 	// Certificate is what ordinary clients (h2, http/1.1) get, if any.
-	Certificate *Certificate `json:"certificate,omitempty"`
+	Certificate *check.Certificate `json:"certificate,omitempty"`
 	// Skipped are records not probed (Planner.Dialable refused them).
 	Skipped []netip.Addr `json:"skipped,omitempty"`
 }
@@ -171,7 +172,7 @@ type NameFinding struct {
 	FrontEvidence string   `json:"front_evidence"`
 	Outside       *Outside `json:"outside,omitempty"`
 	// LocalCertificate is what this host's TLS port serves for the name.
-	LocalCertificate *Certificate `json:"local_certificate,omitempty"`
+	LocalCertificate *check.Certificate `json:"local_certificate,omitempty"`
 	// ListenTest: acme-tls/1 with a throwaway challenge through the public
 	// address to a listener bound here for the test.
 	ListenTest ProbeResult `json:"listen_test"`
@@ -222,7 +223,7 @@ type Plan struct {
 // modified while in use.
 type Planner struct {
 	// Resolver looks up A and AAAA records; nil means net.DefaultResolver.
-	Resolver Resolver
+	Resolver check.Resolver
 	// InterfaceAddrs returns this host's addresses; nil means those of
 	// net.InterfaceAddrs.
 	InterfaceAddrs func() ([]netip.Addr, error)
@@ -253,7 +254,7 @@ type Planner struct {
 	Logger *slog.Logger
 }
 
-func (p *Planner) tlsPort() int  { return cmp0(p.TLSPort, DefaultPort) }
+func (p *Planner) tlsPort() int  { return cmp0(p.TLSPort, check.DefaultPort) }
 func (p *Planner) httpPort() int { return cmp0(p.HTTPPort, DefaultHTTPPort) }
 
 func cmp0(v, def int) int {
@@ -267,7 +268,7 @@ func (p *Planner) timeout() time.Duration {
 	if p.Timeout > 0 {
 		return p.Timeout
 	}
-	return DialTimeout
+	return check.DialTimeout
 }
 
 func (p *Planner) logger() *slog.Logger {
@@ -374,22 +375,7 @@ func (p *Planner) localAddrs() ([]netip.Addr, error) {
 	if p.InterfaceAddrs != nil {
 		return p.InterfaceAddrs()
 	}
-	return HostAddrs()
-}
-
-// HostAddrs returns the addresses of this host's interfaces, without zones.
-func HostAddrs() ([]netip.Addr, error) {
-	ifaddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, err
-	}
-	var out []netip.Addr
-	for _, ia := range ifaddrs {
-		if pfx, err := netip.ParsePrefix(ia.String()); err == nil {
-			out = append(out, pfx.Addr().WithZone(""))
-		}
-	}
-	return out, nil
+	return check.HostAddrs()
 }
 
 func isGlobal6(a netip.Addr) bool {
@@ -459,13 +445,13 @@ func (p *Planner) resolve(ctx context.Context, f *NameFinding, h *Host) {
 		}
 		fix := fmt.Sprintf("%s A %s is not this host (this host has %s): fix it", f.Name, a, hostHas(h.Addresses, false))
 		if onlyPrivate4(h.Addresses) && a.IsGlobalUnicast() && !a.IsPrivate() {
-			fix += fmt.Sprintf(", or, if this host is behind NAT at %s, forward TCP %d there to this host", a, DefaultPort)
+			fix += fmt.Sprintf(", or, if this host is behind NAT at %s, forward TCP %d there to this host", a, check.DefaultPort)
 		}
 		f.RecordFixes = append(f.RecordFixes, fix)
 	}
 }
 
-func lookup(ctx context.Context, r Resolver, network, host string) ([]netip.Addr, error) {
+func lookup(ctx context.Context, r check.Resolver, network, host string) ([]netip.Addr, error) {
 	got, err := r.LookupNetIP(ctx, network, host)
 	var out []netip.Addr
 	for _, a := range got {
@@ -534,10 +520,10 @@ func (p *Planner) probeOutside(ctx context.Context, f *NameFinding, h *Host) {
 			skipped = append(skipped, a)
 		}
 	}
-	target := Target{ID: f.id, Port: p.tlsPort()}
+	target := check.Target{ID: f.id, Port: p.tlsPort()}
 	if len(addrs) > 0 {
 		wg.Go(func() {
-			c := &Checker{Addresses: addrs, Timeout: p.timeout(), Roots: p.Roots, Logger: p.Logger}
+			c := &check.Checker{Addresses: addrs, Timeout: p.timeout(), Roots: p.Roots, Logger: p.Logger}
 			f.Outside = outsideOf(c.Check(ctx, target))
 			f.Outside.Skipped = skipped
 		})
@@ -547,7 +533,7 @@ func (p *Planner) probeOutside(ctx context.Context, f *NameFinding, h *Host) {
 	if !h.TLSPort.Free {
 		if la, ok := localDialAddr(h.TLSPort); ok && p.dialable(la) {
 			wg.Go(func() {
-				c := &Checker{Addresses: []netip.Addr{la}, Timeout: p.timeout(), Roots: p.Roots, Logger: p.Logger}
+				c := &check.Checker{Addresses: []netip.Addr{la}, Timeout: p.timeout(), Roots: p.Roots, Logger: p.Logger}
 				r := c.Check(ctx, target)
 				for _, a := range r.Addresses {
 					if a.Production != nil {
@@ -582,7 +568,7 @@ func localDialAddr(ps PortState) (netip.Addr, bool) {
 
 // outsideOf summarises a Report: the ALPN outcome at the CA's first
 // address and the production certificate seen.
-func outsideOf(r *Report) *Outside {
+func outsideOf(r *check.Report) *Outside {
 	o := &Outside{ALPN: ALPNInconclusive, Detail: r.Summary}
 	for _, a := range r.Addresses {
 		if o.Certificate == nil && a.Production != nil {
@@ -598,7 +584,7 @@ func outsideOf(r *Report) *Outside {
 	return o
 }
 
-func alpnState(a AddressReport) (string, string) {
+func alpnState(a check.AddressReport) (string, string) {
 	for _, res := range a.Results {
 		if res.Pass || !res.Rule.IsCARule() {
 			continue
@@ -609,20 +595,20 @@ func alpnState(a AddressReport) (string, string) {
 		if ap, err := netip.ParseAddrPort(a.Address); err == nil {
 			words = strings.TrimPrefix(words, ap.Addr().String()+": ")
 		}
-		if words == "" || strings.HasSuffix(words, genericWords) {
+		if words == "" || strings.HasSuffix(words, check.GenericWords) {
 			words = strings.TrimSpace(words + " (" + res.Detail + ")")
 		}
 		switch res.Rule {
-		case RuleConnect:
+		case check.RuleConnect:
 			return ALPNUnreachable, words
-		case RuleTLSHandshake:
+		case check.RuleTLSHandshake:
 			if strings.Contains(res.Detail, "no application protocol") || strings.Contains(res.Detail, "unsupported application protocols") {
 				return ALPNRefused, words
 			}
 			return ALPNInconclusive, words
-		case RuleCertificates:
+		case check.RuleCertificates:
 			return ALPNInconclusive, words
-		case RuleALPN:
+		case check.RuleALPN:
 			return ALPNRefused, words
 		}
 		return ALPNNegotiated, "acme-tls/1 negotiated; the certificate then fails " + string(res.Rule) + " (expected: no challenge is pending)"
@@ -632,12 +618,12 @@ func alpnState(a AddressReport) (string, string) {
 
 // sameCertificate reports whether two descriptions are of the same
 // certificate.
-func sameCertificate(a, b *Certificate) bool {
+func sameCertificate(a, b *check.Certificate) bool {
 	return a != nil && b != nil && a.Subject == b.Subject && a.Issuer == b.Issuer &&
 		a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter) && slices.Equal(a.Names, b.Names)
 }
 
-func describeCert(c *Certificate) string {
+func describeCert(c *check.Certificate) string {
 	if c == nil {
 		return "none"
 	}
@@ -776,8 +762,8 @@ func (p *Planner) tlsListenTest(ctx context.Context, names []*NameFinding) {
 			}
 		}
 		wg.Go(func() {
-			c := &Checker{Addresses: addrs, Timeout: p.timeout(), SkipProduction: true, Logger: p.Logger}
-			rep := c.Check(ctx, Target{ID: f.id, Port: port, KeyAuthorization: keyAuth})
+			c := &check.Checker{Addresses: addrs, Timeout: p.timeout(), SkipProduction: true, Logger: p.Logger}
+			rep := c.Check(ctx, check.Target{ID: f.id, Port: port, KeyAuthorization: keyAuth})
 			if rep.CA.Pass {
 				f.ListenTest = ProbeResult{Ran: true, Pass: true, Detail: "a throwaway acme-tls/1 challenge was answered: " + rep.CA.Summary + fromHere}
 				return
@@ -1386,4 +1372,11 @@ func steeringNote(proc string, names []*NameFinding) string {
 		note += "; IPv6 clients are always relayed, since the socket on 127.0.0.1 takes IPv4 only"
 	}
 	return note + "; without steering (not root, a kernel before 5.9) every connection is relayed and appears to come from 127.0.0.1"
+}
+
+// isNotFound reports whether err says the name has no such record, which
+// is a finding, not a failure to look.
+func isNotFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && (de.IsNotFound || de.Err == "no suitable address found")
 }
