@@ -39,8 +39,13 @@ func perName(question string, names []*NameFinding, fn func(f *NameFinding) (ans
 }
 
 func (p *Planner) table(plan *Plan) []Row {
-	var rows []Row
+	rows := []Row{wildcardRow(plan), dnsRow(plan)}
+	rows = append(rows, portRows(plan)...)
+	return append(rows, p.reachRow(plan), alpnRow(plan), frontRow(plan), httpRow(plan))
+}
 
+// wildcardRow says whether a wildcard rules out TLS-ALPN-01 and HTTP-01.
+func wildcardRow(plan *Plan) Row {
 	wild := Row{Question: "wildcard requested?", Answer: "no"}
 	var plain []string
 	for _, f := range plan.Names {
@@ -54,8 +59,11 @@ func (p *Planner) table(plan *Plan) []Row {
 	if wild.Answer == "no" {
 		wild.Evidence = []string{"none of " + strings.Join(plain, ", ")}
 	}
-	rows = append(rows, wild)
+	return wild
+}
 
+// dnsRow says whether the names' records point at this host.
+func dnsRow(plan *Plan) Row {
 	dns := perName("names resolve to this host?", plan.Names, func(f *NameFinding) (string, string) {
 		ev := fmt.Sprintf("A %s; AAAA %s", addrList(f.A, f.Here), addrList(f.AAAA, f.Here))
 		if f.LookupError != "" {
@@ -82,8 +90,12 @@ func (p *Planner) table(plan *Plan) []Row {
 	if !plan.Host.GlobalIPv6 {
 		dns.Evidence[len(dns.Evidence)-1] += " (no global IPv6)"
 	}
-	rows = append(rows, dns)
+	return dns
+}
 
+// portRows say who holds the TLS and HTTP ports here.
+func portRows(plan *Plan) []Row {
+	var rows []Row
 	for _, ps := range []PortState{plan.Host.TLSPort, plan.Host.HTTPPort} {
 		r := Row{Question: fmt.Sprintf("port %d held here?", ps.Port), Answer: "free"}
 		if ps.Free {
@@ -97,9 +109,13 @@ func (p *Planner) table(plan *Plan) []Row {
 		}
 		rows = append(rows, r)
 	}
+	return rows
+}
 
+// reachRow says whether the TLS port is reachable through the names.
+func (p *Planner) reachRow(plan *Plan) Row {
 	tlsPort := p.tlsPort()
-	rows = append(rows, perName(fmt.Sprintf("port %d reachable?", tlsPort), plan.Names, func(f *NameFinding) (string, string) {
+	return perName(fmt.Sprintf("port %d reachable?", tlsPort), plan.Names, func(f *NameFinding) (string, string) {
 		switch {
 		case f.ListenTest.Ran && f.ListenTest.Pass:
 			return "yes", "the listen test connected through " + joinAddrs(f.Here)
@@ -115,9 +131,12 @@ func (p *Planner) table(plan *Plan) []Row {
 			ev += "; not probed: " + joinAddrs(f.Outside.Skipped)
 		}
 		return "yes", ev
-	}))
+	})
+}
 
-	rows = append(rows, perName("acme-tls/1 passes?", plan.Names, func(f *NameFinding) (string, string) {
+// alpnRow says whether acme-tls/1 reaches a responder through the names.
+func alpnRow(plan *Plan) Row {
+	return perName("acme-tls/1 passes?", plan.Names, func(f *NameFinding) (string, string) {
 		switch {
 		case f.ListenTest.Ran && f.ListenTest.Pass:
 			return "yes", f.ListenTest.Detail
@@ -139,9 +158,12 @@ func (p *Planner) table(plan *Plan) []Row {
 			return "not tested", f.ListenTest.Detail
 		}
 		return "unknown", f.Outside.Detail
-	}))
+	})
+}
 
-	rows = append(rows, perName("behind a proxy or CDN?", plan.Names, func(f *NameFinding) (string, string) {
+// frontRow says what stands between the CA and this host.
+func frontRow(plan *Plan) Row {
+	return perName("behind a proxy or CDN?", plan.Names, func(f *NameFinding) (string, string) {
 		switch f.Front {
 		case FrontDirect:
 			return "no", f.FrontEvidence
@@ -155,9 +177,12 @@ func (p *Planner) table(plan *Plan) []Row {
 			return "no: DNS points elsewhere", f.FrontEvidence
 		}
 		return "unknown", f.FrontEvidence
-	}))
+	})
+}
 
-	rows = append(rows, perName("HTTP-01 reachable?", plan.Names, func(f *NameFinding) (string, string) {
+// httpRow says whether HTTP-01 reached a listener here.
+func httpRow(plan *Plan) Row {
+	return perName("HTTP-01 reachable?", plan.Names, func(f *NameFinding) (string, string) {
 		switch {
 		case f.HTTPTest.Ran && f.HTTPTest.Pass:
 			return "yes", f.HTTPTest.Detail
@@ -165,8 +190,7 @@ func (p *Planner) table(plan *Plan) []Row {
 			return "no", f.HTTPTest.Detail
 		}
 		return "not tested", f.HTTPTest.Detail
-	}))
-	return rows
+	})
 }
 
 // addrList writes addresses, marking this host's.
