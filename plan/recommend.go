@@ -44,6 +44,8 @@ func nameList(names []*NameFinding) string {
 	return strings.Join(s, ", ")
 }
 
+// recommend picks the one method for all the names: DNS-01 as soon as one
+// is a wildcard, with the others' own method as a note.
 func (p *Planner) recommend(plan *Plan) Recommendation {
 	var wild, plain []*NameFinding
 	for _, f := range plan.Names {
@@ -64,6 +66,7 @@ func (p *Planner) recommend(plan *Plan) Recommendation {
 	return p.recommendFor(plan, plain)
 }
 
+// recommendFor picks the method for names without wildcards.
 func (p *Planner) recommendFor(plan *Plan, names []*NameFinding) Recommendation {
 	var before []string
 	var blocked []*NameFinding
@@ -77,63 +80,75 @@ func (p *Planner) recommendFor(plan *Plan, names []*NameFinding) Recommendation 
 	}
 
 	if len(blocked) > 0 {
-		var why []string
-		for _, f := range blocked {
-			switch f.Front {
-			case FrontCDN:
-				why = append(why, f.Name+": "+f.FrontEvidence+"; the CA's acme-tls/1 handshake never reaches this host")
-			case FrontProxy:
-				why = append(why, f.Name+": "+f.FrontEvidence+"; the CA's acme-tls/1 handshake would be answered there, not here")
-			case FrontNoRecords:
-				why = append(why, f.Name+": "+f.FrontEvidence+"; the CA has nowhere to connect")
-			default:
-				why = append(why, f.Name+": "+f.FrontEvidence+"; the CA would connect there, not here")
-			}
-		}
-		httpOK := true
-		for _, f := range names {
-			httpOK = httpOK && f.HTTPTest.Ran && f.HTTPTest.Pass
-		}
-		if httpOK && plan.Host.HTTPPort.Free {
-			why = append(why, fmt.Sprintf("port %d is free here and a token served on it was fetched through the names' public addresses: HTTP-01 requests reach this host", plan.Host.HTTPPort.Port))
-			return Recommendation{
-				Method:  HTTP01,
-				Summary: "HTTP-01 on port 80: TLS-ALPN-01 cannot reach this host, plain HTTP does",
-				Why:     why,
-				Before:  before,
-				Commands: []string{
-					fmt.Sprintf("certbot certonly --standalone %s --email %s --agree-tos", dFlags(names), p.email()),
-					"systemctl enable --now certbot-renew.timer   # or the certbot.timer your package installs",
-				},
-				Notes: []string{"HTTP-01 needs port 80 free at renewal time too (certbot --standalone binds it for a few seconds); lego --http does the same"},
-			}
-		}
-		// DNS-01 connects to nothing: wrong records do not stop it.
-		rec := p.dns01(names, why)
-		switch {
-		case !plan.Host.HTTPPort.Free:
-			rec.Notes = append(rec.Notes, fmt.Sprintf("HTTP-01 was not tested: port %d is held by %s here", plan.Host.HTTPPort.Port, plan.Host.HTTPPort.Holder()))
-		case !plan.ListenTest:
-			rec.Notes = append(rec.Notes, "HTTP-01 may work if what is in front forwards port 80 here: run tlsalpn plan again with --listen-test (as root) to find out")
-		default:
-			rec.Notes = append(rec.Notes, "HTTP-01 was tested and does not reach this host (see the table)")
-		}
-		for _, f := range blocked {
-			switch f.Front {
-			case FrontCDN, FrontProxy:
-				rec.Notes = append(rec.Notes, f.Name+": to use TLS-ALPN-01 instead, switch the CDN or proxy to DNS-only or TCP pass-through for this name, then run tlsalpn plan again")
-			case FrontElsewhere, FrontNoRecords:
-				rec.Notes = append(rec.Notes, fmt.Sprintf("%s: to use TLS-ALPN-01 instead, point its A (and AAAA) record at this host (%s), then run tlsalpn plan again", f.Name, hostHas(plan.Host.Addresses, false)))
-			}
-		}
-		return rec
+		return p.blockedAdvice(plan, names, blocked, before)
 	}
-
 	// Every name reaches this host.
-	ps := plan.Host.TLSPort
-	if !ps.Free {
+	if ps := plan.Host.TLSPort; !ps.Free {
 		return p.serveAdvice(ps, names, before)
 	}
+	return p.issueAdvice(plan, names, before)
+}
+
+// blockedAdvice is for names whose TLS-ALPN-01 handshake cannot reach this
+// host (a CDN, a proxy, records pointing elsewhere): HTTP-01 when a token
+// was fetched through them, DNS-01 otherwise.
+func (p *Planner) blockedAdvice(plan *Plan, names, blocked []*NameFinding, before []string) Recommendation {
+	var why []string
+	for _, f := range blocked {
+		switch f.Front {
+		case FrontCDN:
+			why = append(why, f.Name+": "+f.FrontEvidence+"; the CA's acme-tls/1 handshake never reaches this host")
+		case FrontProxy:
+			why = append(why, f.Name+": "+f.FrontEvidence+"; the CA's acme-tls/1 handshake would be answered there, not here")
+		case FrontNoRecords:
+			why = append(why, f.Name+": "+f.FrontEvidence+"; the CA has nowhere to connect")
+		default:
+			why = append(why, f.Name+": "+f.FrontEvidence+"; the CA would connect there, not here")
+		}
+	}
+	httpOK := true
+	for _, f := range names {
+		httpOK = httpOK && f.HTTPTest.Ran && f.HTTPTest.Pass
+	}
+	if httpOK && plan.Host.HTTPPort.Free {
+		why = append(why, fmt.Sprintf("port %d is free here and a token served on it was fetched through the names' public addresses: HTTP-01 requests reach this host", plan.Host.HTTPPort.Port))
+		return Recommendation{
+			Method:  HTTP01,
+			Summary: "HTTP-01 on port 80: TLS-ALPN-01 cannot reach this host, plain HTTP does",
+			Why:     why,
+			Before:  before,
+			Commands: []string{
+				fmt.Sprintf("certbot certonly --standalone %s --email %s --agree-tos", dFlags(names), p.email()),
+				"systemctl enable --now certbot-renew.timer   # or the certbot.timer your package installs",
+			},
+			Notes: []string{"HTTP-01 needs port 80 free at renewal time too (certbot --standalone binds it for a few seconds); lego --http does the same"},
+		}
+	}
+	// DNS-01 connects to nothing: wrong records do not stop it.
+	rec := p.dns01(names, why)
+	switch {
+	case !plan.Host.HTTPPort.Free:
+		rec.Notes = append(rec.Notes, fmt.Sprintf("HTTP-01 was not tested: port %d is held by %s here", plan.Host.HTTPPort.Port, plan.Host.HTTPPort.Holder()))
+	case !plan.ListenTest:
+		rec.Notes = append(rec.Notes, "HTTP-01 may work if what is in front forwards port 80 here: run tlsalpn plan again with --listen-test (as root) to find out")
+	default:
+		rec.Notes = append(rec.Notes, "HTTP-01 was tested and does not reach this host (see the table)")
+	}
+	for _, f := range blocked {
+		switch f.Front {
+		case FrontCDN, FrontProxy:
+			rec.Notes = append(rec.Notes, f.Name+": to use TLS-ALPN-01 instead, switch the CDN or proxy to DNS-only or TCP pass-through for this name, then run tlsalpn plan again")
+		case FrontElsewhere, FrontNoRecords:
+			rec.Notes = append(rec.Notes, fmt.Sprintf("%s: to use TLS-ALPN-01 instead, point its A (and AAAA) record at this host (%s), then run tlsalpn plan again", f.Name, hostHas(plan.Host.Addresses, false)))
+		}
+	}
+	return rec
+}
+
+// issueAdvice is for names that reach this host with the TLS port free:
+// tlsalpn issue binds it only while the CA validates.
+func (p *Planner) issueAdvice(plan *Plan, names []*NameFinding, before []string) Recommendation {
+	ps := plan.Host.TLSPort
 	rec := Recommendation{
 		Method:  TLSALPN01,
 		Summary: fmt.Sprintf("TLS-ALPN-01 with tlsalpn issue: port %d is free and the names resolve to this host", ps.Port),
