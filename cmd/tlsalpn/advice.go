@@ -1,0 +1,28 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+)
+
+// advice is what to do about err in this program's flags, appended to the
+// message by oneLine. The libraries return typed errors that say what is
+// wrong in their own terms; only this command knows which flag fixes it.
+// It returns "" for an error without advice.
+func advice(err error) string {
+	var pe *issuer.PreflightError
+	switch {
+	case errors.Is(err, issuer.ErrEABRequired):
+		return ": pass --eab-kid and --eab-hmac-key (ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)"
+	case errors.Is(err, issuer.ErrTOSRequired):
+		return ": read them, then pass --agree-tos"
+	case errors.Is(err, issuer.ErrNoProfiles):
+		return ": drop --profile"
+	case errors.Is(err, issuer.ErrDirectory):
+		return " (check --ca, --ca-root and the network)"
+	case errors.As(err, &pe):
+		return " (--no-preflight skips this check)"
+	}
+	return ""
+}
