@@ -2,8 +2,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/manager"
 )
 
 // advice is what to do about err in this program's flags, appended to the
@@ -12,6 +14,7 @@ import (
 // It returns "" for an error without advice.
 func advice(err error) string {
 	var pe *issuer.PreflightError
+	var de *manager.DamagedError
 	switch {
 	case errors.Is(err, issuer.ErrEABRequired):
 		return ": pass --eab-kid and --eab-hmac-key (ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)"
@@ -23,6 +26,17 @@ func advice(err error) string {
 		return " (check --ca, --ca-root and the network)"
 	case errors.As(err, &pe):
 		return " (--no-preflight skips this check)"
+	case errors.As(err, &de):
+		return fmt.Sprintf("; repair it, or remove it with tlsalpn delete %s", de.Name)
 	}
 	return ""
+}
+
+// decisionText is a renewal decision's reason for people, with what to do
+// about a revoked certificate.
+func decisionText(d manager.Decision) string {
+	if d.Revoked {
+		return d.Reason + "; issue a new certificate with tlsalpn issue"
+	}
+	return d.Reason
 }

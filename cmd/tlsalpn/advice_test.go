@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/manager"
 )
 
 // TestAdvice: the libraries' typed errors reach people with this command's
@@ -26,6 +27,8 @@ func TestAdvice(t *testing.T) {
 			"cannot reach the CA at https://x/dir: EOF (check --ca, --ca-root and the network)"},
 		{"preflight", &issuer.PreflightError{Identifier: "example.com", Err: errors.New("refused")},
 			"preflight for example.com failed, so the CA was not asked to validate (no failed attempt counted against its limits): refused (--no-preflight skips this check)"},
+		{"damaged", &manager.DamagedError{Name: "example.com", Key: "certificates/example.com/record.json", Err: errors.New("bad JSON")},
+			"stored certificate example.com is damaged (certificates/example.com/record.json): bad JSON; repair it, or remove it with tlsalpn delete example.com"},
 		{"other", errors.New("disk full"), "disk full"},
 	}
 	for _, tt := range tests {
@@ -34,5 +37,22 @@ func TestAdvice(t *testing.T) {
 				t.Errorf("oneLine = %q\nwant        %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDecisionText: a revoked certificate's reason says what to do, in this
+// command's words; other reasons are the manager's.
+func TestDecisionText(t *testing.T) {
+	tests := []struct {
+		d    manager.Decision
+		want string
+	}{
+		{manager.Decision{Reason: "revoked", Revoked: true}, "revoked; issue a new certificate with tlsalpn issue"},
+		{manager.Decision{Reason: "due when a third of its lifetime remains"}, "due when a third of its lifetime remains"},
+	}
+	for _, tt := range tests {
+		if got := decisionText(tt.d); got != tt.want {
+			t.Errorf("decisionText(%+v) = %q, want %q", tt.d, got, tt.want)
+		}
 	}
 }
