@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
@@ -39,4 +40,16 @@ func decisionText(d manager.Decision) string {
 		return d.Reason + "; issue a new certificate with tlsalpn issue"
 	}
 	return d.Reason
+}
+
+// adviseErrors is a slog ReplaceAttr that adds this command's advice to the
+// errors the libraries log (a daemon's failed preflight, say), so that the
+// log says what to do as the command line does.
+func adviseErrors(_ []string, a slog.Attr) slog.Attr {
+	if err, ok := a.Value.Any().(error); ok {
+		if adv := advice(err); adv != "" {
+			return slog.String(a.Key, err.Error()+adv)
+		}
+	}
+	return a
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/tlsalpn/tlsalpn/issuer"
@@ -54,5 +56,16 @@ func TestDecisionText(t *testing.T) {
 		if got := decisionText(tt.d); got != tt.want {
 			t.Errorf("decisionText(%+v) = %q, want %q", tt.d, got, tt.want)
 		}
+	}
+}
+
+// TestAdviseErrors: an error a library logs carries the same advice as one
+// the command prints.
+func TestAdviseErrors(t *testing.T) {
+	var b strings.Builder
+	logger := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{ReplaceAttr: adviseErrors}))
+	logger.Warn("obtaining", "err", &issuer.PreflightError{Identifier: "example.com", Err: errors.New("refused")}, "other", errors.New("plain"))
+	if got := b.String(); !strings.Contains(got, "refused (--no-preflight skips this check)") || !strings.Contains(got, "other=plain") {
+		t.Errorf("log = %q; want the preflight advice, and the plain error as it is", got)
 	}
 }
