@@ -251,7 +251,7 @@ func certResults(t Target, ap netip.AddrPort, leaf *x509.Certificate) []Result {
 	if err != nil && !errors.As(err, &ve) {
 		// Only argument errors are not *VerifyError; the identifier type
 		// was checked before connecting, so this is not expected.
-		return []Result{{Rule: RuleSelfSigned, CAMessage: err.Error(), Detail: err.Error(), Fix: "report this as a bug in tlsalpn check"}}
+		return []Result{{Rule: RuleSelfSigned, CAMessage: err.Error(), Detail: err.Error(), Fix: "report this as a bug: the identifier was checked before connecting"}}
 	}
 	failed := Rule("")
 	if ve != nil {
