@@ -451,7 +451,7 @@ func finish(out CAConclusion, p *addrProbe, fellBack string, keyAuthChecked bool
 	if f := p.firstCAFailure(); f != nil {
 		out.Problem = f.CAMessage
 		words := f.CAMessage
-		if strings.HasSuffix(words, genericWords) {
+		if strings.HasSuffix(words, GenericWords) {
 			// Boulder's catch-all says nothing; say what happened.
 			words += " (" + f.Detail + ")"
 		}

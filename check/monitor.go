@@ -194,7 +194,7 @@ func (c *Checker) judgeClient(id challenge.Identifier, ap netip.AddrPort, h hand
 		out.Handshake = h.err.Error()
 		if h.dialErr {
 			words := caWords(h.err)
-			if words == genericWords {
+			if words == GenericWords {
 				words = h.err.Error()
 			}
 			out.Problem = "connect failed: " + words

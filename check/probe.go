@@ -251,7 +251,7 @@ func certResults(t Target, ap netip.AddrPort, leaf *x509.Certificate) []Result {
 	if err != nil && !errors.As(err, &ve) {
 		// Only argument errors are not *VerifyError; the identifier type
 		// was checked before connecting, so this is not expected.
-		return []Result{{Rule: RuleSelfSigned, CAMessage: err.Error(), Detail: err.Error(), Fix: "report this as a bug in tlsalpn check"}}
+		return []Result{{Rule: RuleSelfSigned, CAMessage: err.Error(), Detail: err.Error(), Fix: "report this as a bug: the identifier was checked before connecting"}}
 	}
 	failed := Rule("")
 	if ve != nil {
@@ -380,12 +380,12 @@ func caWords(err error) string {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return "Timeout after connect (your server may be slow or overloaded)"
 	}
-	return genericWords
+	return GenericWords
 }
 
-// genericWords is Boulder's catch-all for a connection error it has no
+// GenericWords is Boulder's catch-all for a connection error it has no
 // better words for.
-const genericWords = "Error getting validation data"
+const GenericWords = "Error getting validation data"
 
 // staleAAAA is appended to connection fixes for IPv6 addresses.
 const staleAAAA = "; if the AAAA record is stale, remove it — the CA tries IPv6 first"

@@ -146,12 +146,11 @@ func (iss *Issuer) register(ctx context.Context, key crypto.Signer) (acme.Accoun
 	if dir.Meta != nil {
 		tos = dir.Meta.TermsOfService
 		if dir.Meta.ExternalAccountRequired && iss.cfg.EAB == nil {
-			return acme.Account{}, fmt.Errorf("%s requires External Account Binding: pass --eab-kid and --eab-hmac-key "+
-				"(ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)", iss.cfg.Directory)
+			return acme.Account{}, fmt.Errorf("%s %w", iss.cfg.Directory, ErrEABRequired)
 		}
 	}
 	if tos != "" && !iss.cfg.AgreeTOS && !again {
-		return acme.Account{}, fmt.Errorf("%s requires agreeing to its terms of service (%s): read them, then pass --agree-tos", iss.cfg.Directory, tos)
+		return acme.Account{}, fmt.Errorf("%s %w (%s)", iss.cfg.Directory, ErrTOSRequired, tos)
 	}
 	if !again {
 		// The account key is always P-256: it signs every request, and

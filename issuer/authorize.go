@@ -211,7 +211,7 @@ type PreflightError struct {
 }
 
 func (e *PreflightError) Error() string {
-	return fmt.Sprintf("preflight for %s failed, so the CA was not asked to validate (no failed attempt counted against its limits; --no-preflight skips this check): %v", e.Identifier, e.Err)
+	return fmt.Sprintf("preflight for %s failed, so the CA was not asked to validate (no failed attempt counted against its limits): %v", e.Identifier, e.Err)
 }
 
 func (e *PreflightError) Unwrap() error { return e.Err }

@@ -82,7 +82,7 @@ func FetchDirectory(ctx context.Context, directory string, hc *http.Client) (acm
 	c := &acme.Client{Directory: directory, HTTPClient: hc, UserAgent: "tlsalpn"}
 	d, err := c.GetDirectory(ctx)
 	if err != nil {
-		return d, fmt.Errorf("cannot reach the CA at %s (check --ca, --ca-root and the network): %w", directory, err)
+		return d, fmt.Errorf("%w at %s: %w", ErrDirectory, directory, err)
 	}
 	return d, nil
 }

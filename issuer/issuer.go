@@ -235,7 +235,7 @@ func (iss *Issuer) step(s Step) {
 func ChooseProfile(offered map[string]string, want string) (string, error) {
 	if len(offered) == 0 {
 		if want != "" {
-			return "", fmt.Errorf("profile %q requested but the CA offers no profiles: drop --profile", want)
+			return "", fmt.Errorf("profile %q requested but %w", want, ErrNoProfiles)
 		}
 		return "", nil
 	}

@@ -237,8 +237,8 @@ func TestEAB(t *testing.T) {
 	req := Request{Identifiers: ids(t, "eab.example.test"), Profile: "shortlived"}
 
 	_, err := e.issuer(t, nil).Obtain(testContext(t), req)
-	if err == nil || !strings.Contains(err.Error(), "--eab-kid") {
-		t.Fatalf("Obtain without EAB: %v; want an error naming --eab-kid", err)
+	if !errors.Is(err, ErrEABRequired) {
+		t.Fatalf("Obtain without EAB: %v; want ErrEABRequired", err)
 	}
 	if keys, _ := e.store.List(testContext(t), "", true); len(keys) != 0 {
 		t.Errorf("storage after the refused registration = %q, want nothing", keys)
@@ -292,7 +292,7 @@ func TestChooseProfile(t *testing.T) {
 		errText string // substring of the error; "" means no error
 	}{
 		{"no profiles, none wanted", nil, "", "", ""},
-		{"no profiles, one wanted", nil, "shortlived", "", "drop --profile"},
+		{"no profiles, one wanted", nil, "shortlived", "", "the CA offers no profiles"},
 		{"classic preferred", le, "", "classic", ""},
 		{"default preferred", pebble, "", "default", ""},
 		{"first sorted otherwise", map[string]string{"zeta": "", "alpha": ""}, "", "alpha", ""},

@@ -201,7 +201,7 @@ func (m *Manager) planIssue(ctx context.Context, spec Spec, opts IssueOptions) (
 	id := spec.ID()
 	for _, d := range bad {
 		if d.Name == id {
-			return nil, fmt.Errorf("%w; repair it, or remove it with tlsalpn delete %s", d, id)
+			return nil, d
 		}
 	}
 	var cur *Stored

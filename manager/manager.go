@@ -597,6 +597,9 @@ type Decision struct {
 	Due    bool
 	At     time.Time // when it becomes due (past when Due)
 	Reason string
+	// Revoked means the certificate was revoked: it is never renewed, and
+	// a new one must be issued for its names.
+	Revoked bool
 }
 
 // Due decides whether s should be renewed now. It asks the CA for renewal
@@ -609,7 +612,7 @@ func (m *Manager) Due(ctx context.Context, iss Issuer, s *Stored) Decision {
 		return Decision{Reason: fmt.Sprintf("retired: %s took over %s", r.By, r.Out)}
 	}
 	if !s.Revoked.IsZero() {
-		return Decision{Reason: "revoked; issue a new certificate with tlsalpn issue"}
+		return Decision{Reason: "revoked", Revoked: true}
 	}
 	if iss != nil {
 		m.refreshARI(ctx, iss, s, now)

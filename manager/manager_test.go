@@ -483,7 +483,7 @@ func TestRevoke(t *testing.T) {
 		t.Fatal("record not marked revoked")
 	}
 	iss, _ := e.m.issuerFor(ctx, s.Spec)
-	if d := e.m.Due(ctx, iss, s); d.Due || !strings.Contains(d.Reason, "revoked") {
+	if d := e.m.Due(ctx, iss, s); d.Due || !d.Revoked || !strings.Contains(d.Reason, "revoked") {
 		t.Errorf("Due = %+v; want not due because revoked", d)
 	}
 	for _, force := range []bool{false, true} {

@@ -87,7 +87,7 @@ func (m *Manager) migrateLegacy(ctx context.Context, metas []string) error {
 			}
 			if by, ok := outs[rec.Out]; ok && rec.Out != "" {
 				rec.Retired = &Retirement{At: m.now().UTC(), By: by, Out: rec.Out}
-				m.logger.Warn("two stored certificates fed one output directory; the older is kept but no longer renewed (tlsalpn delete removes it)",
+				m.logger.Warn("two stored certificates fed one output directory; the older is kept, marked retired, and no longer renewed",
 					"out", rec.Out, "kept", by, "retired", id, "retired_ca", rec.CA)
 			}
 			if err := m.save(ctx, rec, l.chain, l.key2); err != nil {

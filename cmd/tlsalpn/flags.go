@@ -309,7 +309,7 @@ func (c *caFlags) logger(e *env) *slog.Logger {
 	if e.getenv("TLSALPN_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: adviseErrors}))
 }
 
 // storageDir is the storage directory a command uses: --storage when

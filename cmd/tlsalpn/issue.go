@@ -190,7 +190,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if _, err := issuer.ChooseProfile(profilesOf(dir), f.profile); err != nil {
-		return usagef("--profile: %v", err)
+		return usagef("--profile: %v%s", err, advice(err))
 	}
 	if err := checkAgreeTOS(e, f.storage, caURL, f.email, f.agreeTOS, dir); err != nil {
 		return err

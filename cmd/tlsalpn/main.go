@@ -198,9 +198,10 @@ func run(ctx context.Context, e *env, args []string) int {
 
 // oneLine folds a possibly multi-line error (errors.Join) into one line,
 // in words meant for people: without the package prefixes libraries put
-// on their errors for programmers (see internalPrefixes).
+// on their errors for programmers (see internalPrefixes), and with this
+// command's advice for the libraries' typed errors (see advice).
 func oneLine(err error) string {
-	s := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	s := strings.Join(strings.Fields(strings.ReplaceAll(err.Error()+advice(err), "\n", "; ")), " ")
 	for _, p := range internalPrefixes {
 		s = strings.TrimPrefix(s, p)
 		s = strings.ReplaceAll(s, ": "+p, ": ")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/check"
+	"github.com/tlsalpn/tlsalpn/plan"
 )
 
 const planUsage = `
@@ -54,12 +55,12 @@ type planFlags struct {
 }
 
 func runPlan(ctx context.Context, e *env, args []string) error {
-	return plan(ctx, e, args, &check.Planner{})
+	return planWith(ctx, e, args, &plan.Planner{})
 }
 
-// plan runs the command with base's probing hooks (resolver, interfaces,
+// planWith runs the command with base's probing hooks (resolver, interfaces,
 // /proc, ports, listen, dial filter); tests inject them there.
-func plan(ctx context.Context, e *env, args []string, base *check.Planner) error {
+func planWith(ctx context.Context, e *env, args []string, base *plan.Planner) error {
 	var f planFlags
 	fs := newFlagSet(e, "plan", planUsage)
 	fs.Var(&f.names, "d", "a `NAME` to plan for (DNS name, IP address or wildcard); repeat for more, or comma-separate")
@@ -75,7 +76,7 @@ func plan(ctx context.Context, e *env, args []string, base *check.Planner) error
 		return usagef("no names: give at least one -d NAME (see tlsalpn plan --help)")
 	}
 	for _, n := range f.names {
-		if _, _, err := check.ParsePlanName(n); err != nil {
+		if _, _, err := plan.ParsePlanName(n); err != nil {
 			return usagef("-d %q: %v", n, strings.TrimPrefix(err.Error(), "check: "))
 		}
 	}
@@ -104,7 +105,7 @@ func plan(ctx context.Context, e *env, args []string, base *check.Planner) error
 
 // printPlan prints the decision table (question | answer | evidence, one
 // evidence per line) and the recommendation.
-func printPlan(w io.Writer, p *check.Plan) {
+func printPlan(w io.Writer, p *plan.Plan) {
 	names := make([]string, len(p.Names))
 	for i, f := range p.Names {
 		names[i] = f.Name

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/check"
+	"github.com/tlsalpn/tlsalpn/plan"
 )
 
 // planTestResolver answers every name with one IPv4 address.
@@ -28,9 +28,9 @@ func (r planTestResolver) LookupNetIP(_ context.Context, network, host string) (
 
 // planTestPlanner makes "this host" 127.0.0.1, the names resolve to it, the
 // ports are tlsPort and httpPort, and nothing but loopback may be dialed.
-func planTestPlanner(tlsPort, httpPort int) *check.Planner {
+func planTestPlanner(tlsPort, httpPort int) *plan.Planner {
 	lo := netip.MustParseAddr("127.0.0.1")
-	return &check.Planner{
+	return &plan.Planner{
 		Resolver:       planTestResolver(lo),
 		InterfaceAddrs: func() ([]netip.Addr, error) { return []netip.Addr{lo}, nil },
 		TLSPort:        tlsPort,
@@ -43,13 +43,13 @@ func planTestPlanner(tlsPort, httpPort int) *check.Planner {
 	}
 }
 
-func runPlanWith(t *testing.T, base *check.Planner, args ...string) (string, error) {
+func runPlanWith(t *testing.T, base *plan.Planner, args ...string) (string, error) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := plan(ctx, e, args, base)
+	err := planWith(ctx, e, args, base)
 	t.Logf("tlsalpn plan %s\n%s%s", strings.Join(args, " "), out.String(), errb.String())
 	return out.String(), err
 }
@@ -133,12 +133,12 @@ func TestPlanCommandServeAdvice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got check.Plan
+	var got plan.Plan
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("--json: %v", err)
 	}
-	if got.Recommendation.Method != check.TLSALPN01 || got.Host.TLSPort.Free || got.Host.TLSPort.Port != port ||
-		len(got.Names) != 1 || got.Names[0].Front != check.FrontDirect || len(got.Table) == 0 {
+	if got.Recommendation.Method != plan.TLSALPN01 || got.Host.TLSPort.Free || got.Host.TLSPort.Port != port ||
+		len(got.Names) != 1 || got.Names[0].Front != plan.FrontDirect || len(got.Table) == 0 {
 		t.Errorf("--json: %+v", got)
 	}
 }

@@ -195,7 +195,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "%-30s deployed (%s); not due: renews around %s\n", renewLabel(r), why, r.Decision.At.Local().Format("2006-01-02 15:04"))
 		case r.Decision.At.IsZero():
 			// Revoked or retired: not renewed at all, and the reason says why.
-			fmt.Fprintf(e.stdout, "%-30s not renewed: %s\n", renewLabel(r), r.Decision.Reason)
+			fmt.Fprintf(e.stdout, "%-30s not renewed: %s\n", renewLabel(r), decisionText(r.Decision))
 		default:
 			fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", renewLabel(r), r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
 		}

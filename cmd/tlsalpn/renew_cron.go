@@ -127,5 +127,5 @@ func quietLogger(e *env) *slog.Logger {
 	if e.getenv("TLSALPN_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: adviseErrors}))
 }

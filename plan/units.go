@@ -1,4 +1,4 @@
-package check
+package plan
 
 // RenewServiceUnit and RenewTimerUnit are the systemd units plan recommends
 // with "tlsalpn issue", byte for byte the files in contrib/systemd/ and the

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/manager"
+)
+
+// advice is what to do about err in this program's flags, appended to the
+// message by oneLine. The libraries return typed errors that say what is
+// wrong in their own terms; only this command knows which flag fixes it.
+// It returns "" for an error without advice.
+func advice(err error) string {
+	var pe *issuer.PreflightError
+	var de *manager.DamagedError
+	switch {
+	case errors.Is(err, issuer.ErrEABRequired):
+		return ": pass --eab-kid and --eab-hmac-key (ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)"
+	case errors.Is(err, issuer.ErrTOSRequired):
+		return ": read them, then pass --agree-tos"
+	case errors.Is(err, issuer.ErrNoProfiles):
+		return ": drop --profile"
+	case errors.Is(err, issuer.ErrDirectory):
+		return " (check --ca, --ca-root and the network)"
+	case errors.As(err, &pe):
+		return " (--no-preflight skips this check)"
+	case errors.As(err, &de):
+		return fmt.Sprintf("; repair it, or remove it with tlsalpn delete %s", de.Name)
+	}
+	return ""
+}
+
+// decisionText is a renewal decision's reason for people, with what to do
+// about a revoked certificate.
+func decisionText(d manager.Decision) string {
+	if d.Revoked {
+		return d.Reason + "; issue a new certificate with tlsalpn issue"
+	}
+	return d.Reason
+}
+
+// adviseErrors is a slog ReplaceAttr that adds this command's advice to the
+// errors the libraries log (a daemon's failed preflight, say), so that the
+// log says what to do as the command line does.
+func adviseErrors(_ []string, a slog.Attr) slog.Attr {
+	if err, ok := a.Value.Any().(error); ok {
+		if adv := advice(err); adv != "" {
+			return slog.String(a.Key, err.Error()+adv)
+		}
+	}
+	return a
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/manager"
+)
+
+// TestAdvice: the libraries' typed errors reach people with this command's
+// flags named, wherever they are wrapped; other errors get no advice.
+func TestAdvice(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"eab", fmt.Errorf("registering: https://ca/dir %w", issuer.ErrEABRequired),
+			"registering: https://ca/dir requires External Account Binding: pass --eab-kid and --eab-hmac-key (ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)"},
+		{"tos", fmt.Errorf("https://ca/dir %w (https://ca/tos)", issuer.ErrTOSRequired),
+			"https://ca/dir requires agreeing to its terms of service (https://ca/tos): read them, then pass --agree-tos"},
+		{"profile", func() error { _, err := issuer.ChooseProfile(nil, "shortlived"); return err }(),
+			`profile "shortlived" requested but the CA offers no profiles: drop --profile`},
+		{"directory", fmt.Errorf("%w at https://x/dir: EOF", issuer.ErrDirectory),
+			"cannot reach the CA at https://x/dir: EOF (check --ca, --ca-root and the network)"},
+		{"preflight", &issuer.PreflightError{Identifier: "example.com", Err: errors.New("refused")},
+			"preflight for example.com failed, so the CA was not asked to validate (no failed attempt counted against its limits): refused (--no-preflight skips this check)"},
+		{"damaged", &manager.DamagedError{Name: "example.com", Key: "certificates/example.com/record.json", Err: errors.New("bad JSON")},
+			"stored certificate example.com is damaged (certificates/example.com/record.json): bad JSON; repair it, or remove it with tlsalpn delete example.com"},
+		{"other", errors.New("disk full"), "disk full"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := oneLine(tt.err); got != tt.want {
+				t.Errorf("oneLine = %q\nwant        %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecisionText: a revoked certificate's reason says what to do, in this
+// command's words; other reasons are the manager's.
+func TestDecisionText(t *testing.T) {
+	tests := []struct {
+		d    manager.Decision
+		want string
+	}{
+		{manager.Decision{Reason: "revoked", Revoked: true}, "revoked; issue a new certificate with tlsalpn issue"},
+		{manager.Decision{Reason: "due when a third of its lifetime remains"}, "due when a third of its lifetime remains"},
+	}
+	for _, tt := range tests {
+		if got := decisionText(tt.d); got != tt.want {
+			t.Errorf("decisionText(%+v) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}
+
+// TestAdviseErrors: an error a library logs carries the same advice as one
+// the command prints.
+func TestAdviseErrors(t *testing.T) {
+	var b strings.Builder
+	logger := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{ReplaceAttr: adviseErrors}))
+	logger.Warn("obtaining", "err", &issuer.PreflightError{Identifier: "example.com", Err: errors.New("refused")}, "other", errors.New("plain"))
+	if got := b.String(); !strings.Contains(got, "refused (--no-preflight skips this check)") || !strings.Contains(got, "other=plain") {
+		t.Errorf("log = %q; want the preflight advice, and the plain error as it is", got)
+	}
+}
