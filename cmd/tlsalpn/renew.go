@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
 )
@@ -102,7 +103,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	// A certificate that a running "tlsalpn serve" manages is renewed by
 	// that serve, through the port it holds: renew would only find the
 	// port taken.
-	serves, err := liveServes(ctx, store)
+	serves, err := frontdoor.LiveServes(ctx, store)
 	if err != nil {
 		logger.Warn("cannot tell whether tlsalpn serve runs on this storage; renewing here", "error", err)
 	}
@@ -118,7 +119,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			id := s.Name()
 			wheres[s.Name()] = where{id, s.Listen}
 			for _, l := range serves {
-				if !l.manages(id) {
+				if !l.Manages(id) {
 					continue
 				}
 				handed[id] = &handoff{serve: l}
