@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/check"
 	"github.com/tlsalpn/tlsalpn/deploy"
 	"github.com/tlsalpn/tlsalpn/internal/testca"
 	"github.com/tlsalpn/tlsalpn/issuer"
@@ -194,10 +195,10 @@ func identifierValues(ids []challenge.Identifier) []string {
 
 // demoPreflight resolves through the demo's DNS stub and dials the port
 // the demo CA validates on, as the demo CA does.
-func demoPreflight(listen, dnsAddr string, logger *slog.Logger) *preflight {
+func demoPreflight(listen, dnsAddr string, logger *slog.Logger) *check.Preflight {
 	ap, _ := netip.ParseAddrPort(listen)
 	p := newPreflight(listen, int(ap.Port()), logger)
-	p.resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+	p.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, dnsAddr)
 	}}

@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 
 	"github.com/mholt/acmez/v3/acme"
 
+	"github.com/tlsalpn/tlsalpn/check"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
@@ -177,4 +179,16 @@ func (is *issuers) listenWithHooks(spec manager.Spec) func(ctx context.Context, 
 		}
 		return base(ctx, addr)
 	}
+}
+
+// envDNSServer names the environment variable that gives the preflight a
+// DNS server of its own (HOST:PORT): a lab CA's, whose names the system's
+// resolver does not know, and the test suite's, whose lookups must stay
+// on this machine. Unset means the system's resolver.
+const envDNSServer = "TLSALPN_DNS_SERVER"
+
+// newPreflight is the preflight of a responder on listen that the CA
+// reaches on caPort, resolving as envDNSServer says.
+func newPreflight(listen string, caPort int, logger *slog.Logger) *check.Preflight {
+	return check.NewPreflight(listen, caPort, check.ResolverAt(os.Getenv(envDNSServer)), logger)
 }
