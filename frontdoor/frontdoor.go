@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mholt/acmez/v3/acme"
+
 	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/config"
 	"github.com/tlsalpn/tlsalpn/issuer"
@@ -26,13 +28,6 @@ import (
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
-// IssuersFunc returns how the daemon's manager gets an issuer for a
-// certificate: every challenge is to be published through pub, the front
-// door's own gate on r, never on a listener of its own, since the daemon
-// holds the port. It is a parameter so that the issuer pool (CA trust,
-// accounts, preflight) stays where the command line shares it.
-type IssuersFunc func(r *responder.Responder, pub issuer.Publisher, acme config.ACME) manager.IssuerFunc
-
 // Config is what a front door runs with.
 type Config struct {
 	// Config is the configuration at start; Reload replaces it.
@@ -40,7 +35,10 @@ type Config struct {
 	// Storage holds certificates, the serve lease and renewal requests.
 	Storage storage.Storage
 	Logger  *slog.Logger
-	Issuers IssuersFunc
+	// NewPool returns a new issuer pool with how the caller trusts CAs
+	// and preflights challenges (nil Preflight checks nothing); the
+	// daemon sets its publisher and account. nil means a bare pool.
+	NewPool func() *manager.Pool
 	// Reload, when it delivers, asks for Load's configuration to be
 	// applied; a configuration Load or the daemon refuses is logged and
 	// the current one keeps running. Load nil means there is nothing to
@@ -154,7 +152,7 @@ func (d *Daemon) drain(cfg *config.Config, served <-chan error) error {
 type runtime struct {
 	logger  *slog.Logger
 	store   storage.Storage
-	issuers IssuersFunc
+	newPool func() *manager.Pool
 	host    string // names serve's lease, and the requests for it
 	r       *responder.Responder
 	cache   *manager.Cache
@@ -184,7 +182,7 @@ type runtime struct {
 
 func newRuntime(c Config) (*runtime, error) {
 	cfg, logger := c.Config, c.Logger
-	rt := &runtime{logger: logger, store: c.Storage, issuers: c.Issuers, cache: manager.NewCache(),
+	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, cache: manager.NewCache(),
 		r: responder.New(responder.WithLogger(logger)), wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	rt.steer.gate = steer.NewGate(nil, rt.r)
 	var err error
@@ -234,7 +232,22 @@ func (rt *runtime) manager(cfg *config.Config) (*manager.Manager, []manager.Spec
 		}
 		specs = append(specs, spec)
 	}
-	return manager.New(rt.store, rt.issuers(rt.r, rt.steer.gate, cfg.ACME), rt.logger), specs, nil
+	return manager.New(rt.store, rt.pool(cfg.ACME).Get, rt.logger), specs, nil
+}
+
+// pool is an issuer pool whose every challenge is published through the
+// front door's gate, never on a listener of its own: the daemon holds the
+// port.
+func (rt *runtime) pool(a config.ACME) *manager.Pool {
+	p := &manager.Pool{}
+	if rt.newPool != nil {
+		p = rt.newPool()
+	}
+	p.Store, p.Logger, p.Publisher, p.AgreeTOS = rt.store, rt.logger, rt.steer.gate, a.AgreeTOS
+	if a.EAB != nil {
+		p.EAB = &acme.EAB{KeyID: a.EAB.KID, MACKey: a.EAB.HMACKey}
+	}
+	return p
 }
 
 // ProxyConfig is the proxy's part of cfg.

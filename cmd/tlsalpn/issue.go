@@ -210,15 +210,18 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	logger := f.logger(e)
 	r := responder.New(responder.WithLogger(logger))
 	is := newIssuers(store, logger, r)
-	is.eab, is.agreeTOS, is.noPreflight = eab, f.agreeTOS, f.noPreflight
-	is.validationPort = f.validationPort
-	if f.verbose {
-		is.onStep = stepPrinter(e)
+	is.EAB, is.AgreeTOS = eab, f.agreeTOS
+	if f.noPreflight {
+		is.Preflight = nil
 	}
-	is.httpClientSet(f.caRoot, hc)
-	is.hooks = newStandaloneHooks(logger, "", "")
-	defer is.closeIdle()
-	m := manager.New(store, is.get, logger)
+	is.ValidationPort = f.validationPort
+	if f.verbose {
+		is.OnStep = stepPrinter(e)
+	}
+	is.SetHTTPClient(f.caRoot, hc)
+	is.Hooks = manager.NewStandaloneHooks(logger, "", "")
+	defer is.CloseIdle()
+	m := manager.New(store, is.Get, logger)
 
 	// Settings not given on the command line keep what a certificate
 	// already stored under this name has (see manager.Issue).
@@ -290,7 +293,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	// The server the pre-hook stopped comes back whatever happened.
-	if err := is.hooks.finish(ctx); err != nil {
+	if err := is.Hooks.Finish(ctx); err != nil {
 		failed = append(failed, err)
 	}
 	var recs []*manager.Record

@@ -87,7 +87,7 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 	}
 	logger := cf.logger(e)
 	is := newIssuers(store, logger, responder.New())
-	m := manager.New(store, is.get, logger)
+	m := manager.New(store, is.Get, logger)
 	found, err := m.Find(ctx, name)
 	if err != nil {
 		return err

@@ -12,15 +12,11 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/mholt/acmez/v3/acme"
-
 	"github.com/tlsalpn/tlsalpn/config"
 	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/proxy"
-	"github.com/tlsalpn/tlsalpn/responder"
-	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 const serveUsage = `
@@ -151,7 +147,13 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 	hup := make(chan os.Signal, 1)
 	reload := make(chan struct{}, 1)
 	fc := frontdoor.Config{Config: cfg, Storage: store, Logger: logger, Reload: reload,
-		Issuers: serveIssuers(store, logger, f.noPreflight)}
+		NewPool: func() *manager.Pool {
+			is := newIssuers(store, logger, nil)
+			if f.noPreflight {
+				is.Preflight = nil
+			}
+			return is
+		}}
 	if f.configFile != "" {
 		fc.Load = func() (*config.Config, error) {
 			next, err := config.Load(f.configFile)
@@ -191,21 +193,6 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 		}
 	}()
 	return d.Serve(ctx, ln)
-}
-
-// serveIssuers is the issuer pool serve's manager obtains with: every
-// challenge is published on the front door's own gate.
-func serveIssuers(store storage.Storage, logger *slog.Logger, noPreflight bool) frontdoor.IssuersFunc {
-	return func(r *responder.Responder, pub issuer.Publisher, a config.ACME) manager.IssuerFunc {
-		is := newIssuers(store, logger, r)
-		is.publisher = pub
-		is.noPreflight = noPreflight
-		is.agreeTOS = a.AgreeTOS
-		if a.EAB != nil {
-			is.eab = &acme.EAB{KeyID: a.EAB.KID, MACKey: a.EAB.HMACKey}
-		}
-		return is.get
-	}
 }
 
 // serveConfig reads --config, or builds the same configuration from flags.
