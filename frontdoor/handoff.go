@@ -24,6 +24,8 @@ import (
 // and writes the outcome into the request, and the command line prints it
 // and deletes the request.
 const (
+	// LeasePrefix holds the serve leases; RenewRequestPrefix the renewal
+	// requests.
 	LeasePrefix        = "serve"
 	RenewRequestPrefix = "requests/renew"
 	// LeaseRefresh is how often serve rewrites its lease; a lease not
@@ -62,11 +64,14 @@ type Lease struct {
 	Refreshed    time.Time   `json:"refreshed"`
 }
 
+// LeaseCert is one certificate a lease says its serve keeps.
 type LeaseCert struct {
 	ID    string   `json:"id"`
 	Names []string `json:"names"`
 }
 
+// String names l's serve for people: its pid, and its host when that is
+// another.
 func (l *Lease) String() string {
 	host, _ := os.Hostname()
 	if l.Host == host {
@@ -102,6 +107,7 @@ func (l *Lease) Live(now time.Time) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
+// LeaseKey is where the serve on host keeps its lease.
 func LeaseKey(host string) string { return LeasePrefix + "/" + host + ".json" }
 
 // LiveServes returns the leases of the serves running on store.
@@ -169,14 +175,18 @@ type RenewOutcome struct {
 	Done        time.Time `json:"done"`
 }
 
+// RequestKey is where the renewal request id is kept.
 func RequestKey(id string) string { return RenewRequestPrefix + "/" + id + ".json" }
 
+// NewRequestID names a new renewal request: random, so that requests
+// from several command lines never collide.
 func NewRequestID() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
+// PutRequest writes req where the serve it asks watches.
 func PutRequest(ctx context.Context, store storage.Storage, req *RenewRequest) error {
 	data, err := json.MarshalIndent(req, "", "  ")
 	if err != nil {
@@ -188,6 +198,8 @@ func PutRequest(ctx context.Context, store storage.Storage, req *RenewRequest) e
 	return nil
 }
 
+// GetRequest reads the renewal request at key; a missing one is
+// storage.ErrNotExist.
 func GetRequest(ctx context.Context, store storage.Storage, key string) (*RenewRequest, error) {
 	data, err := store.Get(ctx, key)
 	if err != nil {
