@@ -4,18 +4,20 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/check"
+	"github.com/tlsalpn/tlsalpn/issuer"
 )
 
 const checkUsage = `
@@ -357,20 +359,24 @@ func parseDays(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// rootPool is the system roots plus the PEM roots in file.
+// rootPool is issuer.RootPool, with a bad --ca-root a usage error.
 func rootPool(file string) (*x509.CertPool, error) {
-	pemData, err := os.ReadFile(file)
+	pool, err := issuer.RootPool(file)
 	if err != nil {
-		return nil, usagef("reading --ca-root: %v", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pemData) {
-		return nil, usagef("--ca-root %s holds no PEM certificate", file)
+		return nil, caRootError(file, err)
 	}
 	return pool, nil
+}
+
+// caRootError says what is wrong with --ca-root file in the flag's words.
+func caRootError(file string, err error) error {
+	if errors.Is(err, issuer.ErrNoRootCertificate) {
+		return usagef("--ca-root %s holds no PEM certificate", file)
+	}
+	if pe, ok := errors.AsType[*iofs.PathError](err); ok {
+		return usagef("reading --ca-root: %v", pe)
+	}
+	return usagef("--ca-root: %v", err)
 }
 
 // printReport prints one name: a table of every rule at every address, the

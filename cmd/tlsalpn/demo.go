@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/check"
 	"github.com/tlsalpn/tlsalpn/deploy"
 	"github.com/tlsalpn/tlsalpn/internal/testca"
 	"github.com/tlsalpn/tlsalpn/issuer"
@@ -43,30 +44,9 @@ Examples:
 `
 
 func runDemo(ctx context.Context, e *env, args []string) error {
-	var dir string
-	var names listFlag
-	var verbose bool
-	f := newFlagSet(e, "demo", demoUsage)
-	f.StringVar(&dir, "dir", "", "`DIR` to write the certificate, key and demo CA root to (default: a new temporary directory)")
-	f.Var(&names, "d", "`NAME` to certify (repeatable; default demo.example.com and www.demo.example.com)")
-	f.BoolVar(&verbose, "v", false, "also show the CA's and tlsalpn's logs")
-	if err := f.parse(args, 0); err != nil {
-		return err
-	}
-	if len(names) == 0 {
-		names = listFlag{"demo.example.com", "www.demo.example.com"}
-	}
-	ids, err := parseNames(names)
+	dir, ids, verbose, err := demoFlags(e, args)
 	if err != nil {
 		return err
-	}
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "tlsalpn-demo-"); err != nil {
-			return fmt.Errorf("creating the demo directory: %w", err)
-		}
-	}
-	if dir, err = filepath.Abs(dir); err != nil {
-		return usagef("--dir: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -100,21 +80,8 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	say("demo ACME CA (Pebble, strict mode) ready: directory %s", ca.DirectoryURL())
 	say("DNS stub on %s answers every name with 127.0.0.1; the CA validates on port %d (Let's Encrypt: 443)", ca.DNSAddr(), port)
 
-	r := responder.New(responder.WithLogger(logger), responder.WithObserver(func(ev responder.Event) {
-		verdict := "served the validation certificate"
-		if !ev.Served {
-			verdict = "refused: " + ev.Err.Error()
-		}
-		say("validation connection from the CA: %v, ALPN %q, SNI %q: %s", ev.RemoteAddr, ev.ALPN, ev.ServerName, verdict)
-	}))
-	srvCtx, stopSrv := context.WithCancel(ctx)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		r.Serve(srvCtx, ln)
-	}()
-	defer func() { stopSrv(); <-served }()
-	say("responder listening on %s: answers only ClientHellos offering exactly ALPN %q for a pending name", ln.Addr(), challenge.ALPNProto)
+	r, stopResponder := startDemoResponder(ctx, ln, logger, say)
+	defer stopResponder()
 
 	store, err := fs.New(filepath.Join(dir, "storage"))
 	if err != nil {
@@ -146,22 +113,82 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	paths := deploy.PathsIn(rec.Out)
 	say("certificate written: %s (key %s, mode 0600)", paths.FullChain, paths.Key)
 
-	// Verify the chain the way a client that trusts the demo CA would.
+	issuerRootFile, err := verifyDemoChain(ctx, ca, dir, paths.FullChain, spec.Names)
+	if err != nil {
+		return err
+	}
+	say("chain verified for %s against the demo CA's root (%s)", strings.Join(spec.Names, ", "), issuerRootFile)
+	printDemoDone(e, time.Since(start), dir, paths.Cert)
+	return nil
+}
+
+// demoFlags parses demo's flags: the directory (a new temporary one by
+// default) and the names to certify.
+func demoFlags(e *env, args []string) (dir string, ids []challenge.Identifier, verbose bool, err error) {
+	var names listFlag
+	f := newFlagSet(e, "demo", demoUsage)
+	f.StringVar(&dir, "dir", "", "`DIR` to write the certificate, key and demo CA root to (default: a new temporary directory)")
+	f.Var(&names, "d", "`NAME` to certify (repeatable; default demo.example.com and www.demo.example.com)")
+	f.BoolVar(&verbose, "v", false, "also show the CA's and tlsalpn's logs")
+	if err := f.parse(args, 0); err != nil {
+		return "", nil, false, err
+	}
+	if len(names) == 0 {
+		names = listFlag{"demo.example.com", "www.demo.example.com"}
+	}
+	if ids, err = parseNames(names); err != nil {
+		return "", nil, false, err
+	}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "tlsalpn-demo-"); err != nil {
+			return "", nil, false, fmt.Errorf("creating the demo directory: %w", err)
+		}
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", nil, false, usagef("--dir: %v", err)
+	}
+	return dir, ids, verbose, nil
+}
+
+// startDemoResponder serves a responder on ln that says each validation
+// connection, until the returned stop is called.
+func startDemoResponder(ctx context.Context, ln net.Listener, logger *slog.Logger, say func(string, ...any)) (*responder.Responder, func()) {
+	r := responder.New(responder.WithLogger(logger), responder.WithObserver(func(ev responder.Event) {
+		verdict := "served the validation certificate"
+		if !ev.Served {
+			verdict = "refused: " + ev.Err.Error()
+		}
+		say("validation connection from the CA: %v, ALPN %q, SNI %q: %s", ev.RemoteAddr, ev.ALPN, ev.ServerName, verdict)
+	}))
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		r.Serve(srvCtx, ln)
+	}()
+	say("responder listening on %s: answers only ClientHellos offering exactly ALPN %q for a pending name", ln.Addr(), challenge.ALPNProto)
+	return r, func() { stopSrv(); <-served }
+}
+
+// verifyDemoChain verifies the chain in fullChain for names the way a
+// client that trusts the demo CA would, and returns the file the CA's
+// issuing root was written to, in dir.
+func verifyDemoChain(ctx context.Context, ca *testca.CA, dir, fullChain string, names []string) (string, error) {
 	issuerRoots, err := ca.IssuerRootsPEM(ctx)
 	if err != nil {
-		return fmt.Errorf("fetching the demo CA's issuing root: %w", err)
+		return "", fmt.Errorf("fetching the demo CA's issuing root: %w", err)
 	}
 	issuerRootFile := filepath.Join(dir, "issuer-root.pem")
 	if err := deploy.WriteFileAtomic(issuerRootFile, issuerRoots, 0o644); err != nil {
-		return err
+		return "", err
 	}
-	chainPEM, err := os.ReadFile(paths.FullChain)
+	chainPEM, err := os.ReadFile(fullChain)
 	if err != nil {
-		return err
+		return "", err
 	}
 	chain, err := issuer.ParseChainPEM(chainPEM)
 	if err != nil {
-		return err
+		return "", err
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(issuerRoots)
@@ -169,19 +196,22 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	for _, n := range spec.Names {
+	for _, n := range names {
 		if _, err := chain[0].Verify(x509.VerifyOptions{DNSName: n, Roots: roots, Intermediates: inter}); err != nil {
-			return fmt.Errorf("verifying the issued chain for %s: %w", n, err)
+			return "", fmt.Errorf("verifying the issued chain for %s: %w", n, err)
 		}
 	}
-	say("chain verified for %s against the demo CA's root (%s)", strings.Join(spec.Names, ", "), issuerRootFile)
-	fmt.Fprintf(e.stdout, "\ndone in %.2fs. Files are in %s:\n", time.Since(start).Seconds(), dir)
+	return issuerRootFile, nil
+}
+
+// printDemoDone says where the demo's files are and how to look at them.
+func printDemoDone(e *env, took time.Duration, dir, cert string) {
+	fmt.Fprintf(e.stdout, "\ndone in %.2fs. Files are in %s:\n", took.Seconds(), dir)
 	fmt.Fprintf(e.stdout, "  live/fullchain.pem, live/key.pem   the certificate and its key\n")
 	fmt.Fprintf(e.stdout, "  issuer-root.pem                    the demo CA's issuing root\n")
 	fmt.Fprintf(e.stdout, "  storage/                           tlsalpn's account, key and metadata\n")
-	fmt.Fprintf(e.stdout, "Inspect: openssl x509 -in %s -noout -text\n", paths.Cert)
+	fmt.Fprintf(e.stdout, "Inspect: openssl x509 -in %s -noout -text\n", cert)
 	fmt.Fprintln(e.stdout, dir)
-	return nil
 }
 
 func identifierValues(ids []challenge.Identifier) []string {
@@ -194,10 +224,10 @@ func identifierValues(ids []challenge.Identifier) []string {
 
 // demoPreflight resolves through the demo's DNS stub and dials the port
 // the demo CA validates on, as the demo CA does.
-func demoPreflight(listen, dnsAddr string, logger *slog.Logger) *preflight {
+func demoPreflight(listen, dnsAddr string, logger *slog.Logger) *check.Preflight {
 	ap, _ := netip.ParseAddrPort(listen)
 	p := newPreflight(listen, int(ap.Port()), logger)
-	p.resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+	p.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, dnsAddr)
 	}}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -415,18 +414,13 @@ func isDefaultStorage(e *env, root string) bool {
 	return err == nil && d == root
 }
 
-// httpClient trusts the system roots plus, when given, the PEM roots in
-// caRoot.
+// httpClient is issuer.HTTPClient, with a bad --ca-root a usage error.
 func httpClient(caRoot string) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if caRoot != "" {
-		pool, err := rootPool(caRoot)
-		if err != nil {
-			return nil, err
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c, err := issuer.HTTPClient(caRoot)
+	if err != nil {
+		return nil, caRootError(caRoot, err)
 	}
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
+	return c, nil
 }
 
 func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {

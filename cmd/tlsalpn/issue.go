@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,33 +141,10 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
-	in, err := validateIssueFlags(e, &f)
+	in, err := issueInputOf(ctx, e, &f)
 	if err != nil {
 		return err
 	}
-	if f.certName != "" {
-		if err := manager.ValidateCertName(f.certName); err != nil {
-			return usagef("--cert-name: %v", err)
-		}
-		if f.separate && len(in.ids) > 1 {
-			return usagef("--cert-name names one certificate; --separate makes one per name, each named by its name")
-		}
-	}
-	if f.validationPort < 1 || f.validationPort > 65535 {
-		return usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
-	}
-	if in.portErr != nil {
-		if store, id, need := needsPort(ctx, e, &f, in); need {
-			if store == nil {
-				return in.portErr
-			}
-			return servePortError(ctx, store, in.portErr, id, in.ids[0].Value, f.listen)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	ids, caURL, kt, eab := in.ids, in.caURL, in.kt, in.eab
 	hc, err := httpClient(f.caRoot)
 	if err != nil {
 		return err
@@ -177,22 +156,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	ctx, cancel := withTimeout(ctx, f.timeout)
 	defer cancel()
-
-	// Reach the CA before writing anything: an unreachable CA, or one
-	// that needs EAB or a profile we were not given, is a clean failure.
-	dir, err := issuer.FetchDirectory(ctx, caURL, hc)
-	if err != nil {
-		return err
-	}
-	if dir.Meta != nil && dir.Meta.ExternalAccountRequired && eab == nil {
-		if err := needAccountOrEAB(e, f.storage, caURL, f.email); err != nil {
-			return err
-		}
-	}
-	if _, err := issuer.ChooseProfile(profilesOf(dir), f.profile); err != nil {
-		return usagef("--profile: %v%s", err, advice(err))
-	}
-	if err := checkAgreeTOS(e, f.storage, caURL, f.email, f.agreeTOS, dir); err != nil {
+	if err := issueCAReady(ctx, e, &f, in, hc); err != nil {
 		return err
 	}
 
@@ -207,30 +171,108 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	liveDir := filepath.Join(store.Root(), "live")
-
 	logger := f.logger(e)
+	is := issuePool(e, &f, store, logger, in.eab, hc)
+	defer is.CloseIdle()
+	m := manager.New(store, is.Get, logger)
+	specs := issueSpecs(&f, fs.setFlags(), in, out)
+	opts := manager.IssueOptions{
+		Force: f.force,
+		// The port was bind-tested before anything was contacted; it
+		// matters only now that something is to be ordered.
+		BeforeOrder: func(context.Context, manager.Spec) error { return in.portErr },
+		Defaults:    manager.Spec{KeyType: in.kt, Listen: f.listen},
+		DefaultOut:  func(name string) string { return filepath.Join(liveDir, name) },
+	}
+	recs, failed := issueEach(ctx, e, m, store, specs, opts)
+	// The server the pre-hook stopped comes back whatever happened.
+	if err := is.Hooks.Finish(ctx); err != nil {
+		failed = append(failed, err)
+	}
+	printRenewHint(e, store.Root(), storedNames(recs))
+	return errors.Join(failed...)
+}
+
+// issueInputOf checks issue's flags before anything is contacted, and,
+// when --listen cannot be bound, whether that matters: a certificate a
+// running serve keeps is that serve's to renew.
+func issueInputOf(ctx context.Context, e *env, f *issueFlags) (issueInput, error) {
+	in, err := validateIssueFlags(e, f)
+	if err != nil {
+		return in, err
+	}
+	if f.certName != "" {
+		if err := manager.ValidateCertName(f.certName); err != nil {
+			return in, usagef("--cert-name: %v", err)
+		}
+		if f.separate && len(in.ids) > 1 {
+			return in, usagef("--cert-name names one certificate; --separate makes one per name, each named by its name")
+		}
+	}
+	if f.validationPort < 1 || f.validationPort > 65535 {
+		return in, usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
+	}
+	if in.portErr != nil {
+		if store, id, need := needsPort(ctx, e, f, in); need {
+			if store == nil {
+				return in, in.portErr
+			}
+			return in, servePortError(ctx, store, in.portErr, id, in.ids[0].Value, f.listen)
+		}
+	}
+	return in, nil
+}
+
+// issueCAReady reaches the CA before anything is written: an unreachable
+// CA, or one that needs EAB, a profile or terms we were not given, is a
+// clean failure.
+func issueCAReady(ctx context.Context, e *env, f *issueFlags, in issueInput, hc *http.Client) error {
+	dir, err := issuer.FetchDirectory(ctx, in.caURL, hc)
+	if err != nil {
+		return err
+	}
+	if dir.Meta != nil && dir.Meta.ExternalAccountRequired && in.eab == nil {
+		if err := needAccountOrEAB(e, f.storage, in.caURL, f.email); err != nil {
+			return err
+		}
+	}
+	if _, err := issuer.ChooseProfile(profilesOf(dir), f.profile); err != nil {
+		return usagef("--profile: %v%s", err, advice(err))
+	}
+	return checkAgreeTOS(e, f.storage, in.caURL, f.email, f.agreeTOS, dir)
+}
+
+// issuePool is issue's issuer pool: a standalone listener answers, with
+// the account, preflight and step printing the flags ask for, and the
+// CA client already made.
+func issuePool(e *env, f *issueFlags, store storage.Storage, logger *slog.Logger, eab *acme.EAB, hc *http.Client) *manager.Pool {
 	r := responder.New(responder.WithLogger(logger))
 	is := newIssuers(store, logger, r)
-	is.eab, is.agreeTOS, is.noPreflight = eab, f.agreeTOS, f.noPreflight
-	is.validationPort = f.validationPort
-	if f.verbose {
-		is.onStep = stepPrinter(e)
+	is.EAB, is.AgreeTOS = eab, f.agreeTOS
+	if f.noPreflight {
+		is.Preflight = nil
 	}
-	is.httpClientSet(f.caRoot, hc)
-	is.hooks = newStandaloneHooks(logger, "", "")
-	defer is.closeIdle()
-	m := manager.New(store, is.get, logger)
+	is.ValidationPort = f.validationPort
+	if f.verbose {
+		is.OnStep = stepPrinter(e)
+	}
+	is.SetHTTPClient(f.caRoot, hc)
+	is.Hooks = manager.NewStandaloneHooks(logger, "", "")
+	return is
+}
 
-	// Settings not given on the command line keep what a certificate
-	// already stored under this name has (see manager.Issue).
-	set := fs.setFlags()
+// issueSpecs is what issue asks for: one certificate, or one per name
+// with --separate, each in its own directory under out. Settings not
+// given on the command line (set) keep what a certificate already stored
+// under this name has (see manager.Issue).
+func issueSpecs(f *issueFlags, set map[string]bool, in issueInput, out string) []manager.Spec {
 	specFor := func(names []string, out string) manager.Spec {
 		spec := manager.Spec{
-			CertName: f.certName, Names: names, CA: caURL, CARoot: f.caRoot, Email: f.email, Profile: f.profile,
+			CertName: f.certName, Names: names, CA: in.caURL, CARoot: f.caRoot, Email: f.email, Profile: f.profile,
 			PreferredChain: f.preferredChain, Out: out, DeployHook: f.hook, PreHook: f.preHook, PostHook: f.postHook,
 		}
 		if set["key-type"] {
-			spec.KeyType = kt
+			spec.KeyType = in.kt
 		}
 		if set["listen"] {
 			spec.Listen = f.listen
@@ -240,27 +282,23 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 		return spec
 	}
+	if !f.separate {
+		return []manager.Spec{specFor(identifierValues(in.ids), out)}
+	}
 	var specs []manager.Spec
-	if f.separate {
-		for _, id := range ids {
-			o := out
-			if o != "" {
-				o = filepath.Join(out, id.Value)
-			}
-			specs = append(specs, specFor([]string{id.Value}, o))
+	for _, id := range in.ids {
+		o := out
+		if o != "" {
+			o = filepath.Join(out, id.Value)
 		}
-	} else {
-		specs = append(specs, specFor(identifierValues(ids), out))
+		specs = append(specs, specFor([]string{id.Value}, o))
 	}
-	opts := manager.IssueOptions{
-		Force: f.force,
-		// The port was bind-tested before anything was contacted; it
-		// matters only now that something is to be ordered.
-		BeforeOrder: func(context.Context, manager.Spec) error { return in.portErr },
-		Defaults:    manager.Spec{KeyType: kt, Listen: f.listen},
-		DefaultOut:  func(name string) string { return filepath.Join(liveDir, name) },
-	}
+	return specs
+}
 
+// issueEach issues specs at once, prints each result, and returns the
+// records stored and the failures.
+func issueEach(ctx context.Context, e *env, m *manager.Manager, store storage.Storage, specs []manager.Spec, opts manager.IssueOptions) ([]*manager.Record, []error) {
 	start := time.Now()
 	errs := make([]error, len(specs))
 	results := make([]*manager.IssueResult, len(specs))
@@ -277,9 +315,11 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	wg.Wait()
 	var failed []error
+	var recs []*manager.Record
 	for i, res := range results {
 		if res != nil {
 			printIssueResult(e, res, time.Since(start))
+			recs = append(recs, res.Record)
 		}
 		if errs[i] != nil {
 			var clash *manager.IdentityClashError
@@ -290,18 +330,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 			failed = append(failed, errs[i])
 		}
 	}
-	// The server the pre-hook stopped comes back whatever happened.
-	if err := is.hooks.finish(ctx); err != nil {
-		failed = append(failed, err)
-	}
-	var recs []*manager.Record
-	for _, res := range results {
-		if res != nil {
-			recs = append(recs, res.Record)
-		}
-	}
-	printRenewHint(e, store.Root(), storedNames(recs))
-	return errors.Join(failed...)
+	return recs, failed
 }
 
 // needsPort reports whether issue will order anything, and so needs

@@ -58,7 +58,7 @@ func TestPreflightLocalListener(t *testing.T) {
 	cert, _ := challenge.Build(id, good)
 	r.Publish(ctx, challenge.ServerName(id), cert)
 	p := newPreflight(listen, 443, nil)
-	p.resolver = fakeResolver{}
+	p.Resolver = fakeResolver{}
 	checked, err := p.Preflight(ctx, id, good)
 	if err != nil {
 		t.Fatalf("correct challenge: %v", err)
@@ -135,7 +135,7 @@ func TestPreflightCAPortAndNAT(t *testing.T) {
 			}
 			logs := &syncBuffer{}
 			p := newPreflight(listen, caPort, slog.New(slog.NewTextHandler(logs, nil)))
-			p.resolver = stubResolver(ca.DNSAddr())
+			p.Resolver = stubResolver(ca.DNSAddr())
 			store, err := fs.New(filepath.Join(t.TempDir(), "store"))
 			if err != nil {
 				t.Fatal(err)
@@ -195,34 +195,6 @@ func stubResolver(dnsAddr string) *net.Resolver {
 	}}
 }
 
-func TestPreflightOnThisHost(t *testing.T) {
-	here := netip.MustParseAddr("192.0.2.10")
-	p := &preflight{localAddrs: func() ([]netip.Addr, error) { return []netip.Addr{here, netip.MustParseAddr("127.0.0.1")}, nil }}
-	for a, want := range map[string]bool{"192.0.2.10": true, "::ffff:192.0.2.10": true, "198.51.100.7": false, "127.0.0.1": true, "127.0.0.7": false} {
-		if got := p.onThisHost(netip.MustParseAddr(a)); got != want {
-			t.Errorf("%s: onThisHost = %v, want %v", a, got, want)
-		}
-	}
-	if p.onThisHost(netip.Addr{}) {
-		t.Error("no address is on this host")
-	}
-}
-
-func TestPreflightLocalTarget(t *testing.T) {
-	for listen, want := range map[string]string{
-		":443": "127.0.0.1:443", "0.0.0.0:8443": "127.0.0.1:8443", "[::]:443": "[::1]:443", "127.0.0.5:5001": "127.0.0.5:5001",
-	} {
-		p := newPreflight(listen, 443, nil)
-		a, port, err := p.localTarget()
-		if err != nil || netip.AddrPortFrom(a, uint16(port)).String() != want {
-			t.Errorf("%s: %v:%d %v, want %s", listen, a, port, err, want)
-		}
-	}
-	if _, _, err := newPreflight("nonsense", 443, nil).localTarget(); err == nil {
-		t.Error("a listen address without a port was accepted")
-	}
-}
-
 // TestIssueValidationPortUsage: a port that cannot be the CA's is refused
 // before anything is written or any CA contacted.
 func TestIssueValidationPortUsage(t *testing.T) {
@@ -258,7 +230,7 @@ func TestPreflightSaysFallback(t *testing.T) {
 	cert, _ := challenge.Build(id, keyAuth)
 	r.Publish(ctx, challenge.ServerName(id), cert)
 	p := newPreflight("127.0.0.1:"+strconv.Itoa(caPort), caPort, nil)
-	p.resolver = fakeResolver{"ip6 both.example": {netip.IPv6Loopback()}, "ip4 both.example": {netip.MustParseAddr("127.0.0.1")}}
+	p.Resolver = fakeResolver{"ip6 both.example": {netip.IPv6Loopback()}, "ip4 both.example": {netip.MustParseAddr("127.0.0.1")}}
 	checked, err := p.Preflight(ctx, id, keyAuth)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
 )
@@ -88,21 +89,21 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	if quiet {
 		logger = quietLogger(e)
 	}
-	hooks := newStandaloneHooks(logger, preHook, postHook)
+	hooks := manager.NewStandaloneHooks(logger, preHook, postHook)
 	if dryRun {
 		return dryRunRenew(ctx, e, store, logger, hooks, cf.verbose)
 	}
 	is := newIssuers(store, logger, responder.New(responder.WithLogger(logger)))
-	is.hooks = hooks
-	defer is.closeIdle()
+	is.Hooks = hooks
+	defer is.CloseIdle()
 	if cf.verbose {
-		is.onStep = stepPrinter(e)
+		is.OnStep = stepPrinter(e)
 	}
-	m := manager.New(store, is.get, logger)
+	m := manager.New(store, is.Get, logger)
 	// A certificate that a running "tlsalpn serve" manages is renewed by
 	// that serve, through the port it holds: renew would only find the
 	// port taken.
-	serves, err := liveServes(ctx, store)
+	serves, err := frontdoor.LiveServes(ctx, store)
 	if err != nil {
 		logger.Warn("cannot tell whether tlsalpn serve runs on this storage; renewing here", "error", err)
 	}
@@ -118,7 +119,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 			id := s.Name()
 			wheres[s.Name()] = where{id, s.Listen}
 			for _, l := range serves {
-				if !l.manages(id) {
+				if !l.Manages(id) {
 					continue
 				}
 				handed[id] = &handoff{serve: l}
@@ -143,7 +144,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	})
 	// A post-hook that failed (the server did not come back) is a
 	// failure of this run, reported after what was renewed.
-	hookErr := hooks.finish(ctx)
+	hookErr := hooks.Finish(ctx)
 	if err != nil {
 		return errors.Join(err, hookErr)
 	}

@@ -26,7 +26,7 @@ import (
 // Nothing is written to store or to any output directory, and no
 // "replaces" is sent: a rehearsal must not mark the real certificate as
 // replaced at the CA.
-func dryRunRenew(ctx context.Context, e *env, store *fs.FS, logger *slog.Logger, hooks *standaloneHooks, verbose bool) (err error) {
+func dryRunRenew(ctx context.Context, e *env, store *fs.FS, logger *slog.Logger, hooks *manager.StandaloneHooks, verbose bool) (err error) {
 	all, bad, err := manager.New(store, nil, logger).List(ctx)
 	if err != nil {
 		return err
@@ -50,13 +50,13 @@ func dryRunRenew(ctx context.Context, e *env, store *fs.FS, logger *slog.Logger,
 	is := newIssuers(scratch, logger, responder.New(responder.WithLogger(logger)))
 	// The account at a staging CA is a new one; agreeing to its terms was
 	// done for the production CA at issue.
-	is.agreeTOS = true
-	is.hooks = hooks
-	defer is.closeIdle()
+	is.AgreeTOS = true
+	is.Hooks = hooks
+	defer is.CloseIdle()
 	if verbose {
-		is.onStep = stepPrinter(e)
+		is.OnStep = stepPrinter(e)
 	}
-	m := manager.New(scratch, is.get, logger)
+	m := manager.New(scratch, is.Get, logger)
 	var failed []error
 	for _, d := range bad {
 		// The real renewal would fail on it: so does the rehearsal.
@@ -86,7 +86,7 @@ func dryRunRenew(ctx context.Context, e *env, store *fs.FS, logger *slog.Logger,
 		}
 		fmt.Fprintf(e.stdout, "dry run: would renew %s: ok (ordered and validated at %s; nothing stored or deployed)\n", s.Name(), where)
 	}
-	hookErr := hooks.finish(ctx)
+	hookErr := hooks.Finish(ctx)
 	if len(failed) > 0 {
 		return errors.Join(fmt.Errorf("dry run: %d of %d failed: %w", len(failed), len(all)+len(bad), errors.Join(failed...)), hookErr)
 	}

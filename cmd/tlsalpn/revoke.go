@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
 )
@@ -86,7 +87,7 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 	}
 	logger := cf.logger(e)
 	is := newIssuers(store, logger, responder.New())
-	m := manager.New(store, is.get, logger)
+	m := manager.New(store, is.Get, logger)
 	found, err := m.Find(ctx, name)
 	if err != nil {
 		return err
@@ -115,9 +116,9 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "revoked %s: serial %s from %s\n", strings.Join(s.Names, ", "), s.Serial, s.CA)
-	if serves, err := liveServes(ctx, store); err == nil {
+	if serves, err := frontdoor.LiveServes(ctx, store); err == nil {
 		for _, l := range serves {
-			if l.manages(s.Name()) {
+			if l.Manages(s.Name()) {
 				fmt.Fprintf(e.stdout, "%s keeps %s: it obtains and deploys a new certificate within seconds\n", l, s.Name())
 			}
 		}

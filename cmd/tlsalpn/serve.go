@@ -5,25 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
-
-	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/tlsalpn/tlsalpn/config"
+	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/proxy"
-	"github.com/tlsalpn/tlsalpn/responder"
-	"github.com/tlsalpn/tlsalpn/steer"
-	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 const serveUsage = `
@@ -144,8 +137,40 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if cfg.Storage, err = resolveStorage(e, cfg.Storage); err != nil {
 		return err
 	}
-	rt, err := newServeRuntime(cfg, logger, f.noPreflight)
+	return runFrontDoor(ctx, e, &f, cfg, logger)
+}
+
+// runFrontDoor builds the front door for cfg, binds its listener, and
+// serves until ctx ends; SIGHUP re-reads --config.
+func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config, logger *slog.Logger) error {
+	store, err := openStorageDir(cfg.Storage, create)
 	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	reload := make(chan struct{}, 1)
+	fc := frontdoor.Config{Config: cfg, Storage: store, Logger: logger, Reload: reload,
+		NewPool: func() *manager.Pool {
+			is := newIssuers(store, logger, nil)
+			if f.noPreflight {
+				is.Preflight = nil
+			}
+			return is
+		}}
+	if f.configFile != "" {
+		fc.Load = func() (*config.Config, error) {
+			next, err := config.Load(f.configFile)
+			if err == nil {
+				err = checkConfigFiles(next)
+			}
+			return next, err
+		}
+	}
+	d, err := frontdoor.New(fc)
+	if err != nil {
+		if ce, ok := errors.AsType[*frontdoor.ConfigError](err); ok {
+			return usagef("%v", ce.Err)
+		}
 		return err
 	}
 	ln, err := proxy.Listen(ctx, cfg.Listen)
@@ -153,68 +178,24 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("listening on %s: %w%s", cfg.Listen, err, listenHint(err))
 	}
 	fmt.Fprintf(e.stdout, "tlsalpn serve: listening on %s; %s\n", ln.Addr(), summaryAfterListen(cfg))
-	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-
-	rt.front = ln.Addr()
-	// Steering outlives the drain: connections that arrive while the old
-	// ones finish still reach the backend.
-	rt.applySteering(ctx, cfg, rt.front)
-	defer rt.closeSteering()
-
-	served := make(chan error, 1)
-	go func() { served <- rt.srv.Serve(context.WithoutCancel(ctx), ln) }()
-	rt.startKeeping(ctx, cfg)
-	// What the command line does to storage (revoke, renew, delete,
-	// reconfigure) reaches the keeper in seconds, not at its next look.
-	wctx, stopWatching := context.WithCancel(ctx)
-	defer stopWatching()
-	if err := rt.watchStorage(wctx); err != nil {
-		logger.Warn("storage changes made while serve runs are noticed only at the keeper's next look (up to 6 h)", "error", err)
-	}
-	rt.announce(ctx, cfg.Listen)
-	defer rt.stopAnnouncing()
-
-	for {
-		select {
-		case err := <-served:
-			stopWatching()
-			rt.stopKeeping()
-			rt.waitRequests()
-			return err
-		case <-hup:
-			if f.configFile == "" {
-				logger.Warn("SIGHUP: no --config file to re-read; nothing to do")
-				continue
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for {
+			select {
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			case <-sctx.Done():
+				return
 			}
-			next, err := config.Load(f.configFile)
-			if err == nil {
-				err = checkConfigFiles(next)
-			}
-			if err == nil {
-				err = rt.reload(ctx, cfg, next)
-			}
-			if err != nil {
-				logger.Error("SIGHUP: new configuration refused; the current one keeps running", "error", err)
-				continue
-			}
-			cfg = next
-			logger.Info("SIGHUP: configuration reloaded", "summary", cfg.Summary())
-		case <-ctx.Done():
-			logger.Info("shutting down: no new connections; draining", "open", rt.srv.Active(), "within", time.Duration(cfg.Proxy.DrainTimeout))
-			dctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.Proxy.DrainTimeout))
-			err := rt.srv.Shutdown(dctx)
-			cancel()
-			rt.stopKeeping()
-			rt.waitRequests()
-			<-served
-			if err != nil {
-				logger.Warn("drain incomplete", "error", err)
-			}
-			return nil
 		}
-	}
+	}()
+	return d.Serve(ctx, ln)
 }
 
 // serveConfig reads --config, or builds the same configuration from flags.
@@ -330,187 +311,6 @@ func checkConfigFiles(cfg *config.Config) error {
 		}
 	}
 	return nil
-}
-
-// serveRuntime is what serve runs: the front door, the responder it
-// answers the CA with, the certificate cache, and the renewal keeper.
-type serveRuntime struct {
-	logger *slog.Logger
-	store  *fs.FS
-	host   string // names serve's lease, and the requests for it
-	r      *responder.Responder
-	cache  *manager.Cache
-	srv    *proxy.Server
-	steer  steering
-	front  net.Addr // the listener's address, once bound
-
-	noPreflight bool
-
-	mu         sync.Mutex
-	keepCancel context.CancelFunc
-	keepDone   chan struct{}
-	// keepMgr and specs are what the keeper runs with; wake holds each
-	// of its certificates' wake-up channel, by certID.
-	keepMgr *manager.Manager
-	specs   []manager.Spec
-	wake    map[string]chan struct{}
-	// handling holds the renewal requests being carried out, by key;
-	// requests counts them, for the drain.
-	handling map[string]bool
-	requests sync.WaitGroup
-	closing  bool // no more requests are started
-	// leaseNow asks for the lease to be rewritten; leaseDone is closed
-	// once it was removed at the end.
-	leaseNow    chan struct{}
-	leaseCancel context.CancelFunc
-	leaseDone   chan struct{}
-}
-
-func newServeRuntime(cfg *config.Config, logger *slog.Logger, noPreflight bool) (*serveRuntime, error) {
-	store, err := openStorageDir(cfg.Storage, create)
-	if err != nil {
-		return nil, err
-	}
-	rt := &serveRuntime{logger: logger, store: store, cache: manager.NewCache(), noPreflight: noPreflight,
-		wake: map[string]chan struct{}{}, handling: map[string]bool{}}
-	rt.steer.gate = &steer.Switch{}
-	rt.r = responder.New(responder.WithLogger(logger), responder.WithPendingHook(rt.steer.gate.Pending))
-	if rt.host, err = os.Hostname(); err != nil || rt.host == "" {
-		rt.host = "localhost"
-	}
-	// Certificates already stored are served from the first connection.
-	m, specs, err := rt.manager(cfg)
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range specs {
-		m.LoadIntoCache(context.Background(), s, rt.cache)
-	}
-	rt.srv, err = proxy.New(proxyConfig(cfg), rt.r, rt.cache, logger)
-	if err != nil {
-		return nil, usagef("%v", err)
-	}
-	return rt, nil
-}
-
-// manager builds a manager whose issuers publish challenges on the
-// front door's own responder, and the specs of cfg's certificates.
-func (rt *serveRuntime) manager(cfg *config.Config) (*manager.Manager, []manager.Spec, error) {
-	caURL, err := issuer.ResolveCA(cfg.ACME.CA)
-	if err != nil {
-		return nil, nil, usagef("acme.ca: %v", err)
-	}
-	is := newIssuers(rt.store, rt.logger, rt.r)
-	is.publisher = rt.r
-	is.noPreflight = rt.noPreflight
-	is.agreeTOS = cfg.ACME.AgreeTOS
-	if cfg.ACME.EAB != nil {
-		is.eab = &acme.EAB{KeyID: cfg.ACME.EAB.KID, MACKey: cfg.ACME.EAB.HMACKey}
-	}
-	var specs []manager.Spec
-	for _, c := range cfg.Certificates {
-		ids, err := parseNames(c.Names)
-		if err != nil {
-			return nil, nil, err
-		}
-		kt, _ := issuer.ParseKeyType(c.KeyType)
-		spec := manager.Spec{
-			Names: identifierValues(ids), CA: caURL, CARoot: cfg.ACME.CARoot, Email: cfg.ACME.Email,
-			KeyType: kt, Profile: c.Profile, PreferredChain: cfg.ACME.PreferredChain,
-			Out: c.Out, DeployHook: c.DeployHook, HookTimeout: time.Duration(c.HookTimeout), Listen: cfg.Listen,
-		}
-		if c.HAProxy != nil {
-			spec.HAProxySocket, spec.HAProxyCert = c.HAProxy.Socket, c.HAProxy.Cert
-		}
-		specs = append(specs, spec)
-	}
-	return manager.New(rt.store, is.get, rt.logger), specs, nil
-}
-
-func proxyConfig(cfg *config.Config) proxy.Config {
-	pc := proxy.Config{
-		ClientHelloTimeout: time.Duration(cfg.Proxy.ClientHelloTimeout),
-		IdleTimeout:        time.Duration(cfg.Proxy.IdleTimeout),
-		DialTimeout:        time.Duration(cfg.Proxy.DialTimeout),
-		MaxConns:           cfg.Proxy.MaxConnections,
-		TrustedProxies:     cfg.Proxy.TrustedProxies,
-	}
-	pc.MaxHelloWaitsPerSource = cfg.Proxy.MaxHelloWaitsPerSource
-	for _, r := range cfg.Routes {
-		pc.Routes = append(pc.Routes, proxy.Route{Names: r.Names, Backend: r.Backend, Mode: proxy.Mode(r.Mode), SendProxy: r.SendProxy})
-	}
-	return pc
-}
-
-// startKeeping runs the renewal keeper for cfg's certificates.
-func (rt *serveRuntime) startKeeping(ctx context.Context, cfg *config.Config) error {
-	m, specs, err := rt.manager(cfg)
-	if err != nil {
-		return err
-	}
-	kctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	rt.mu.Lock()
-	rt.keepCancel, rt.keepDone = cancel, done
-	rt.keepMgr, rt.specs, rt.wake = m, specs, map[string]chan struct{}{}
-	rt.mu.Unlock()
-	rt.reannounce()
-	go func() {
-		defer close(done)
-		m.Keep(kctx, specs, manager.KeepOptions{
-			Cache: rt.cache,
-			Wake:  rt.wakeFor,
-			OnRenewed: func(rec *manager.Record, err error) {
-				switch {
-				case rec != nil && err != nil:
-					rt.logger.Warn("certificate obtained, but its deployment failed (retried with backoff)", "names", rec.Names, "serial", rec.Serial, "not_after", rec.NotAfter, "deploy_error", err)
-				case rec != nil:
-					rt.logger.Info("certificate obtained", "names", rec.Names, "serial", rec.Serial, "not_after", rec.NotAfter)
-				}
-			},
-		})
-	}()
-	return nil
-}
-
-// stopAnnouncing removes the lease and waits until it is gone.
-func (rt *serveRuntime) stopAnnouncing() {
-	if rt.leaseDone != nil {
-		rt.leaseCancel()
-		<-rt.leaseDone
-	}
-}
-
-func (rt *serveRuntime) stopKeeping() {
-	rt.mu.Lock()
-	cancel, done := rt.keepCancel, rt.keepDone
-	rt.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
-}
-
-// reload applies next: the front door's routes and limits at once, then
-// the keeper restarts with the new certificate list. The listen address
-// and storage cannot change without a restart.
-func (rt *serveRuntime) reload(ctx context.Context, cur, next *config.Config) error {
-	if next.Listen != cur.Listen {
-		return fmt.Errorf("listen changed from %s to %s: that needs a restart", cur.Listen, next.Listen)
-	}
-	if next.Storage != cur.Storage && next.Storage != "" {
-		return errors.New("storage changed: that needs a restart")
-	}
-	next.Storage = cur.Storage
-	if _, _, err := rt.manager(next); err != nil {
-		return err
-	}
-	if err := rt.srv.Reload(proxyConfig(next)); err != nil {
-		return err
-	}
-	rt.applySteering(ctx, next, rt.front)
-	rt.stopKeeping()
-	return rt.startKeeping(ctx, next)
 }
 
 func listenHint(err error) string {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/deploy"
+	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/internal/backend"
 	"github.com/tlsalpn/tlsalpn/internal/testca"
 )
@@ -255,7 +256,7 @@ func TestServeLeaseLive(t *testing.T) {
 		{"another host, not refreshed", serveLease{Host: "node-b.invalid", PID: 1, Refreshed: now.Add(-leaseStale - time.Second)}, false},
 	}
 	for _, tc := range tests {
-		if got := tc.l.live(now); got != tc.want {
+		if got := tc.l.Live(now); got != tc.want {
 			t.Errorf("%s: live = %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -298,9 +299,9 @@ func TestCertIDOfKey(t *testing.T) {
 		{"requests/renew/x.json", "", false},
 	}
 	for _, tc := range tests {
-		got, ok := certIDOfKey(tc.key)
+		got, ok := frontdoor.CertIDOfKey(tc.key)
 		if got != tc.want || ok != tc.wantOK {
-			t.Errorf("certIDOfKey(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.wantOK)
+			t.Errorf("frontdoor.CertIDOfKey(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.wantOK)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package frontdoor
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 // wakeFor is the keeper's KeepOptions.Wake: one channel per certificate,
 // which watchStorage signals when that certificate's record changes.
-func (rt *serveRuntime) wakeFor(spec manager.Spec) <-chan struct{} {
+func (rt *runtime) wakeFor(spec manager.Spec) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	rt.mu.Lock()
 	rt.wake[spec.ID()] = ch
@@ -24,7 +24,7 @@ func (rt *serveRuntime) wakeFor(spec manager.Spec) <-chan struct{} {
 
 // wakeKeeper tells the keeper of the certificate id, if serve keeps it,
 // to look at its record again. A wake already pending is enough.
-func (rt *serveRuntime) wakeKeeper(id string) {
+func (rt *runtime) wakeKeeper(id string) {
 	rt.mu.Lock()
 	ch := rt.wake[id]
 	rt.mu.Unlock()
@@ -42,18 +42,18 @@ func (rt *serveRuntime) wakeKeeper(id string) {
 // wakes that certificate's keeper, and a renewal request from "tlsalpn
 // renew" is carried out through the port serve holds. It returns once
 // both watches are set up; they end with ctx.
-func (rt *serveRuntime) watchStorage(ctx context.Context) error {
+func (rt *runtime) watchStorage(ctx context.Context) error {
 	certs, err := rt.store.Watch(ctx, storage.LineagesPrefix)
 	if err != nil {
 		return fmt.Errorf("watching %s for changes: %w", storage.LineagesPrefix, err)
 	}
-	reqs, err := rt.store.Watch(ctx, renewRequestPrefix)
+	reqs, err := rt.store.Watch(ctx, RenewRequestPrefix)
 	if err != nil {
-		return fmt.Errorf("watching %s for renewal requests: %w", renewRequestPrefix, err)
+		return fmt.Errorf("watching %s for renewal requests: %w", RenewRequestPrefix, err)
 	}
 	// Requests written before the watch began (while serve restarted)
 	// are still to be answered.
-	pending, err := rt.store.List(ctx, renewRequestPrefix, true)
+	pending, err := rt.store.List(ctx, RenewRequestPrefix, true)
 	if err != nil {
 		rt.logger.Warn("renewal requests written before serve started not read", "error", err)
 	}
@@ -68,7 +68,7 @@ func (rt *serveRuntime) watchStorage(ctx context.Context) error {
 					certs = nil
 					continue
 				}
-				if id, ok := certIDOfKey(ev.Key); ok {
+				if id, ok := CertIDOfKey(ev.Key); ok {
 					rt.wakeKeeper(id)
 				}
 			case ev, ok := <-reqs:
@@ -88,7 +88,7 @@ func (rt *serveRuntime) watchStorage(ctx context.Context) error {
 // startRequest handles the request at key unless it is being handled.
 // Writing the outcome into the request changes it again, which the watch
 // reports: the request is then found answered and left to its requester.
-func (rt *serveRuntime) startRequest(ctx context.Context, key string) {
+func (rt *runtime) startRequest(ctx context.Context, key string) {
 	rt.mu.Lock()
 	if rt.handling[key] || rt.closing {
 		rt.mu.Unlock()
@@ -108,7 +108,7 @@ func (rt *serveRuntime) startRequest(ctx context.Context, key string) {
 
 // waitRequests waits for the requests being carried out, and lets no
 // more start.
-func (rt *serveRuntime) waitRequests() {
+func (rt *runtime) waitRequests() {
 	rt.mu.Lock()
 	rt.closing = true
 	rt.mu.Unlock()
@@ -118,8 +118,8 @@ func (rt *serveRuntime) waitRequests() {
 // handleRequest carries out the renewal request at key, if serve manages
 // its certificate, and writes the outcome into it. Requests too old to
 // have a requester waiting are deleted.
-func (rt *serveRuntime) handleRequest(ctx context.Context, key string) {
-	req, err := getRequest(ctx, rt.store, key)
+func (rt *runtime) handleRequest(ctx context.Context, key string) {
+	req, err := GetRequest(ctx, rt.store, key)
 	if errors.Is(err, storage.ErrNotExist) {
 		return
 	}
@@ -131,11 +131,11 @@ func (rt *serveRuntime) handleRequest(ctx context.Context, key string) {
 	}
 	switch {
 	case req.Result != nil:
-		if now.Sub(req.Result.Done) > requestMaxAge {
+		if now.Sub(req.Result.Done) > RequestMaxAge {
 			rt.store.Delete(ctx, key)
 		}
 		return
-	case now.Sub(req.Requested) > requestMaxAge || (!req.Deadline.IsZero() && now.After(req.Deadline)):
+	case now.Sub(req.Requested) > RequestMaxAge || (!req.Deadline.IsZero() && now.After(req.Deadline)):
 		rt.logger.Warn("dropping a renewal request nobody waits for any more", "name", req.Name, "requested", req.Requested, "by", req.By)
 		rt.store.Delete(ctx, key)
 		return
@@ -161,15 +161,15 @@ func (rt *serveRuntime) handleRequest(ctx context.Context, key string) {
 	}
 	rt.logger.Info("renewing at the request of tlsalpn renew", "name", req.Name, "by", req.By, "force", req.Force, "reason", req.Reason)
 	req.Accepted = time.Now().UTC()
-	if err := putRequest(ctx, rt.store, req); err != nil {
+	if err := PutRequest(ctx, rt.store, req); err != nil {
 		rt.logger.Warn("renewal request not marked as taken; renewing anyway", "name", req.Name, "error", err)
 	}
 	host, _ := os.Hostname()
-	out := &renewOutcome{Server: fmt.Sprintf("%s pid %d", host, os.Getpid())}
+	out := &RenewOutcome{Server: fmt.Sprintf("%s pid %d", host, os.Getpid())}
 	rt.renewFor(rctx, m, *spec, req, out)
 	out.Done = time.Now().UTC()
 	req.Result = out
-	if err := putRequest(ctx, rt.store, req); err != nil {
+	if err := PutRequest(ctx, rt.store, req); err != nil {
 		rt.logger.Error("the outcome of a requested renewal could not be written back", "name", req.Name, "error", err)
 		return
 	}
@@ -177,14 +177,14 @@ func (rt *serveRuntime) handleRequest(ctx context.Context, key string) {
 	// that was killed meanwhile leaves it, to be dropped here.
 	select {
 	case <-ctx.Done():
-	case <-time.After(requestMaxAge):
+	case <-time.After(RequestMaxAge):
 		rt.store.Delete(ctx, key)
 	}
 }
 
 // renewFor renews spec's certificate as req asks, through m, the keeper's
 // manager, and fills out.
-func (rt *serveRuntime) renewFor(ctx context.Context, m *manager.Manager, spec manager.Spec, req *renewRequest, out *renewOutcome) {
+func (rt *runtime) renewFor(ctx context.Context, m *manager.Manager, spec manager.Spec, req *RenewRequest, out *RenewOutcome) {
 	s, err := m.Load(ctx, spec.ID())
 	if err != nil {
 		out.Error = fmt.Sprintf("reading the stored certificate: %v", err)
@@ -218,20 +218,20 @@ func (rt *serveRuntime) renewFor(ctx context.Context, m *manager.Manager, spec m
 
 // announce writes serve's lease, so that the command line knows which
 // certificates a running serve manages, and rewrites it every
-// leaseRefresh until ctx ends, when it is removed.
-func (rt *serveRuntime) announce(ctx context.Context, listen string) {
+// LeaseRefresh until ctx ends, when it is removed.
+func (rt *runtime) announce(ctx context.Context, listen string) {
 	host := rt.host
-	lease := serveLease{Host: host, PID: os.Getpid(), Listen: listen, Started: time.Now().UTC()}
+	lease := Lease{Host: host, PID: os.Getpid(), Listen: listen, Started: time.Now().UTC()}
 	write := func(ctx context.Context) {
 		rt.mu.Lock()
 		lease.Certificates = lease.Certificates[:0]
 		for _, s := range rt.specs {
-			lease.Certificates = append(lease.Certificates, leaseCert{ID: s.ID(), Names: s.Names})
+			lease.Certificates = append(lease.Certificates, LeaseCert{ID: s.ID(), Names: s.Names})
 		}
 		rt.mu.Unlock()
 		lease.Refreshed = time.Now().UTC()
 		data, _ := json.MarshalIndent(&lease, "", "  ")
-		if err := rt.store.Put(ctx, leaseKey(host), data, 0o644); err != nil && ctx.Err() == nil {
+		if err := rt.store.Put(ctx, LeaseKey(host), data, 0o644); err != nil && ctx.Err() == nil {
 			rt.logger.Warn("serve lease not written: tlsalpn renew cannot hand renewals to this serve", "error", err)
 		}
 	}
@@ -241,7 +241,7 @@ func (rt *serveRuntime) announce(ctx context.Context, listen string) {
 	rt.leaseNow = make(chan struct{}, 1)
 	go func() {
 		defer close(rt.leaseDone)
-		t := time.NewTicker(leaseRefresh)
+		t := time.NewTicker(LeaseRefresh)
 		defer t.Stop()
 		for {
 			select {
@@ -250,10 +250,10 @@ func (rt *serveRuntime) announce(ctx context.Context, listen string) {
 				defer cancel()
 				// Removed only if still this process's: a serve
 				// started since on this host has written its own.
-				if data, err := rt.store.Get(dctx, leaseKey(host)); err == nil {
-					var cur serveLease
+				if data, err := rt.store.Get(dctx, LeaseKey(host)); err == nil {
+					var cur Lease
 					if json.Unmarshal(data, &cur) == nil && cur.PID == lease.PID {
-						rt.store.Delete(dctx, leaseKey(host))
+						rt.store.Delete(dctx, LeaseKey(host))
 					}
 				}
 				return
@@ -266,7 +266,7 @@ func (rt *serveRuntime) announce(ctx context.Context, listen string) {
 }
 
 // reannounce rewrites the lease now (the certificates changed).
-func (rt *serveRuntime) reannounce() {
+func (rt *runtime) reannounce() {
 	if rt.leaseNow == nil {
 		return
 	}

@@ -1,4 +1,4 @@
-package main
+package manager
 
 import (
 	"context"
@@ -9,17 +9,16 @@ import (
 	"sync"
 
 	"github.com/tlsalpn/tlsalpn/deploy"
-	"github.com/tlsalpn/tlsalpn/manager"
 )
 
-// standaloneHooks runs the pre- and post-hooks around the standalone
+// StandaloneHooks runs the pre- and post-hooks around the standalone
 // validation listener, as certbot's --pre-hook and --post-hook do around
 // its standalone server: each distinct pre-hook once, just before the
 // first bind of a run (so a run with nothing due stops nothing), and each
-// post-hook once, by finish, after the last listener is released, whether
+// post-hook once, by Finish, after the last listener is released, whether
 // the validations succeeded or not, so that a server stopped to free :443
 // is always started again.
-type standaloneHooks struct {
+type StandaloneHooks struct {
 	// extraPre and extraPost are given on the command line of this run
 	// (renew --pre-hook) besides the ones each record remembers.
 	extraPre, extraPost string
@@ -29,17 +28,22 @@ type standaloneHooks struct {
 	// the server holding the port was stopped.
 	mu   sync.Mutex
 	pre  map[string]error // pre-hooks run in this run, and how they ended
-	post []string         // post-hooks finish runs, in order, each once
+	post []string         // post-hooks Finish runs, in order, each once
 }
 
-func newStandaloneHooks(logger *slog.Logger, extraPre, extraPost string) *standaloneHooks {
-	return &standaloneHooks{extraPre: extraPre, extraPost: extraPost, logger: logger, pre: map[string]error{}}
+// NewStandaloneHooks returns the hooks of one run, with extraPre and
+// extraPost run besides each record's own; a nil logger discards.
+func NewStandaloneHooks(logger *slog.Logger, extraPre, extraPost string) *StandaloneHooks {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &StandaloneHooks{extraPre: extraPre, extraPost: extraPost, logger: logger, pre: map[string]error{}}
 }
 
-// beforeBind runs spec's pre-hook (and this run's) unless it ran already,
+// BeforeBind runs spec's pre-hook (and this run's) unless it ran already,
 // and schedules the post-hooks. A failed pre-hook fails the bind: the
 // server it should have stopped may still hold the port.
-func (h *standaloneHooks) beforeBind(ctx context.Context, spec manager.Spec) error {
+func (h *StandaloneHooks) BeforeBind(ctx context.Context, spec Spec) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	// Scheduled first: a pre-hook that fails halfway may have stopped the
@@ -68,10 +72,10 @@ func (h *standaloneHooks) beforeBind(ctx context.Context, spec manager.Spec) err
 	return errors.Join(errs...)
 }
 
-// finish runs the scheduled post-hooks, even when ctx is done (the run
+// Finish runs the scheduled post-hooks, even when ctx is done (the run
 // timed out or was interrupted): the server they start must come back.
 // Each hook keeps its own timeout.
-func (h *standaloneHooks) finish(ctx context.Context) error {
+func (h *StandaloneHooks) Finish(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	h.mu.Lock()
 	posts := h.post

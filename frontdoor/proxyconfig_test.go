@@ -1,4 +1,4 @@
-package main
+package frontdoor
 
 import (
 	"testing"
@@ -14,7 +14,7 @@ func TestProxyConfigLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := proxyConfig(cfg)
+	pc := ProxyConfig(cfg)
 	if pc.MaxConns != 900 || pc.MaxHelloWaitsPerSource != 7 {
 		t.Errorf("proxy.Config has MaxConns %d, MaxHelloWaitsPerSource %d; want 900 and 7 from the file", pc.MaxConns, pc.MaxHelloWaitsPerSource)
 	}

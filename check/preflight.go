@@ -1,4 +1,4 @@
-package main
+package check
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,11 +14,10 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/check"
 )
 
-// preflight checks a published challenge the way the CA will, with the
-// check package, before the issuer tells the CA it is ready, and says
+// Preflight is an issuer.Preflighter: it checks a published challenge
+// the way the CA will, with a Checker, before the issuer tells the CA it is ready, and says
 // exactly what it could check from here.
 //
 // The CA connects to the name's A and AAAA addresses on port 443 (caPort;
@@ -33,43 +31,45 @@ import (
 // depends on the router looping the connection back, which many do not
 // (and some answer with their own web interface instead): a failure then
 // proves nothing, so the preflight checks the local listener and says that
-// this is all it could check. The same holds when the name does not
+// this is all it could  The same holds when the name does not
 // resolve from here.
-type preflight struct {
-	listen string // the responder's address, e.g. ":443"
-	// caPort is the port the CA connects to: 443 (RFC 8737 §3), or
+type Preflight struct {
+	Listen string // the responder's address, e.g. ":443"
+	// CAPort is the port the CA connects to: 443 (RFC 8737 §3), or
 	// another for a test CA whose validation dials elsewhere.
-	caPort   int
-	resolver check.Resolver
-	// timeout bounds each connection, connect and handshake together.
-	timeout time.Duration
-	// logger gets a warning when only the local listener could be
+	CAPort   int
+	Resolver Resolver
+	// Timeout bounds each connection, connect and handshake together.
+	Timeout time.Duration
+	// Logger gets a warning when only the local listener could be
 	// checked; nil discards.
-	logger *slog.Logger
-	// localAddrs reports this host's addresses; nil means the interfaces'.
-	localAddrs func() ([]netip.Addr, error)
+	Logger *slog.Logger
+	// LocalAddrs reports this host's addresses; nil means the interfaces'.
+	LocalAddrs func() ([]netip.Addr, error)
 }
 
 // preflightTimeout bounds each preflight connection. A responder on this
 // host answers in milliseconds; the budget is for a loop through a router.
 const preflightTimeout = 3 * time.Second
 
-func newPreflight(listen string, caPort int, logger *slog.Logger) *preflight {
+// NewPreflight returns the preflight for a responder on listen that the
+// CA reaches on caPort (0 means 443), resolving names with resolver (nil
+// means the system's).
+func NewPreflight(listen string, caPort int, resolver Resolver, logger *slog.Logger) *Preflight {
 	if caPort == 0 {
-		caPort = check.DefaultPort
+		caPort = DefaultPort
 	}
-	return &preflight{listen: listen, caPort: caPort, resolver: preflightResolver(os.Getenv(envDNSServer)), timeout: preflightTimeout, logger: logger}
+	if resolver == nil {
+		resolver = net.DefaultResolver
+	}
+	return &Preflight{Listen: listen, CAPort: caPort, Resolver: resolver, Timeout: preflightTimeout, Logger: logger}
 }
 
-// envDNSServer names the environment variable that gives the preflight a
-// DNS server of its own (HOST:PORT): a lab CA's, whose names the system's
-// resolver does not know, and the test suite's, whose lookups must stay
-// on this machine. Unset means the system's resolver.
-const envDNSServer = "TLSALPN_DNS_SERVER"
-
-// preflightResolver resolves with server, over UDP and TCP, or with the
-// system's resolver when server is empty.
-func preflightResolver(server string) check.Resolver {
+// ResolverAt resolves with the DNS server at server (HOST:PORT), over UDP
+// and TCP, or with the system's resolver when server is empty: a lab CA's
+// server, whose names the system's resolver does not know, or a test's on
+// loopback.
+func ResolverAt(server string) Resolver {
 	if server == "" {
 		return net.DefaultResolver
 	}
@@ -97,7 +97,7 @@ func (s serverResolver) LookupNetIP(ctx context.Context, network, host string) (
 
 // Preflight returns what it checked, in words for people, or why the CA
 // would fail.
-func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyAuth string) (string, error) {
+func (p *Preflight) Preflight(ctx context.Context, id challenge.Identifier, keyAuth string) (string, error) {
 	addrs, lookupErr := p.resolve(ctx, id)
 	if len(addrs) == 0 {
 		why := fmt.Sprintf("%s does not resolve from here", id.Value)
@@ -107,8 +107,8 @@ func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyA
 		return p.localOnly(ctx, id, keyAuth, why)
 	}
 
-	checker := &check.Checker{Addresses: addrs, Timeout: p.timeout, SkipProduction: true}
-	rep := checker.Check(ctx, check.Target{ID: id, Port: p.caPort, KeyAuthorization: keyAuth})
+	checker := &Checker{Addresses: addrs, Timeout: p.Timeout, SkipProduction: true}
+	rep := checker.Check(ctx, Target{ID: id, Port: p.CAPort, KeyAuthorization: keyAuth})
 	decisive := netip.AddrPort{}
 	if n := len(rep.CA.Tried); n > 0 {
 		decisive, _ = netip.ParseAddrPort(rep.CA.Tried[n-1])
@@ -122,18 +122,18 @@ func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyA
 	switch {
 	case rep.CA.Pass && here:
 		return fmt.Sprintf("checked %s at %s, an address of this host, on the CA's port %d (a firewall in front of this host cannot be seen from here)%s",
-			id.Value, decisive, p.caPort, fellBack), nil
+			id.Value, decisive, p.CAPort, fellBack), nil
 	case rep.CA.Pass:
 		return fmt.Sprintf("checked %s at %s on the CA's port %d from this host (%s is not on this host: the connection went through it and back to this responder; a firewall rule for outside sources cannot be seen from here)%s",
-			id.Value, decisive, p.caPort, decisive.Addr(), fellBack), nil
+			id.Value, decisive, p.CAPort, decisive.Addr(), fellBack), nil
 	case here || !decisive.IsValid():
-		msg := problem(rep)
-		if _, port, err := p.localTarget(); err == nil && port != p.caPort {
+		msg := preflightProblem(rep)
+		if _, port, err := p.localTarget(); err == nil && port != p.CAPort {
 			msg += fmt.Sprintf("; tlsalpn answers on --listen %s, not on the CA's port %d: listen on :%d, or forward port %d to %d "+
 				"(a firewall redirect of incoming connections does not apply to this host's own: if one is in place, --no-preflight)",
-				p.listen, p.caPort, p.caPort, p.caPort, port)
+				p.Listen, p.CAPort, p.CAPort, p.CAPort, port)
 		}
-		return "", fmt.Errorf("checked %s at %s, an address of this host, on the CA's port %d: %s", id.Value, decisive, p.caPort, msg)
+		return "", fmt.Errorf("checked %s at %s, an address of this host, on the CA's port %d: %s", id.Value, decisive, p.CAPort, msg)
 	}
 	why := fmt.Sprintf("address %s is not on this host, and from here %s gave: %s, which may be the router's doing rather than what the CA will see",
 		decisive.Addr(), decisive, rep.CA.Problem)
@@ -143,25 +143,25 @@ func (p *preflight) Preflight(ctx context.Context, id challenge.Identifier, keyA
 // localOnly checks the local listener, when nothing better could be
 // checked, and says so: on success in its words and in a warning, since
 // the CA may still fail to connect from outside.
-func (p *preflight) localOnly(ctx context.Context, id challenge.Identifier, keyAuth, why string) (string, error) {
+func (p *Preflight) localOnly(ctx context.Context, id challenge.Identifier, keyAuth, why string) (string, error) {
 	host, port, err := p.localTarget()
 	if err != nil {
 		return "", err
 	}
 	local := netip.AddrPortFrom(host, uint16(port))
-	checker := &check.Checker{Addresses: []netip.Addr{host}, Timeout: p.timeout, SkipProduction: true}
-	rep := checker.Check(ctx, check.Target{ID: id, Port: port, KeyAuthorization: keyAuth})
+	checker := &Checker{Addresses: []netip.Addr{host}, Timeout: p.Timeout, SkipProduction: true}
+	rep := checker.Check(ctx, Target{ID: id, Port: port, KeyAuthorization: keyAuth})
 	words := fmt.Sprintf("checked only the local listener on %s; could not check from outside (%s)", local, why)
 	if !rep.CA.Pass {
-		return "", fmt.Errorf("%s: %s", words, problem(rep))
+		return "", fmt.Errorf("%s: %s", words, preflightProblem(rep))
 	}
-	p.log().Warn("preflight: "+words+"; if the CA then cannot connect, forward TCP port "+strconv.Itoa(p.caPort)+
+	p.log().Warn("preflight: "+words+"; if the CA then cannot connect, forward TCP port "+strconv.Itoa(p.CAPort)+
 		" of the public address to this host and open it in the firewall or security group", "identifier", id.Value)
 	return words, nil
 }
 
-// problem is the CA's words for a failed report and the first fix.
-func problem(rep *check.Report) string {
+// preflightProblem is the CA's words for a failed report and the first fix.
+func preflightProblem(rep *Report) string {
 	msg := rep.CA.Problem
 	if fix := rep.FirstFix(); fix != "" {
 		msg += "; fix: " + fix
@@ -169,16 +169,16 @@ func problem(rep *check.Report) string {
 	return msg
 }
 
-func (p *preflight) log() *slog.Logger {
-	if p.logger != nil {
-		return p.logger
+func (p *Preflight) log() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
 // resolve returns the addresses the CA would connect to, as resolved from
 // here: the address itself for an IP identifier.
-func (p *preflight) resolve(ctx context.Context, id challenge.Identifier) ([]netip.Addr, error) {
+func (p *Preflight) resolve(ctx context.Context, id challenge.Identifier) ([]netip.Addr, error) {
 	if id.Type == challenge.IP {
 		a, err := netip.ParseAddr(id.Value)
 		if err != nil {
@@ -196,8 +196,8 @@ func (p *preflight) resolve(ctx context.Context, id challenge.Identifier) ([]net
 		v6, v4     []netip.Addr
 		err6, err4 error
 	)
-	wg.Go(func() { v6, err6 = p.resolver.LookupNetIP(lctx, "ip6", id.Value) })
-	wg.Go(func() { v4, err4 = p.resolver.LookupNetIP(lctx, "ip4", id.Value) })
+	wg.Go(func() { v6, err6 = p.Resolver.LookupNetIP(lctx, "ip6", id.Value) })
+	wg.Go(func() { v4, err4 = p.Resolver.LookupNetIP(lctx, "ip4", id.Value) })
 	wg.Wait()
 	var out []netip.Addr
 	for _, a := range append(v6, v4...) {
@@ -213,7 +213,7 @@ func (p *preflight) resolve(ctx context.Context, id challenge.Identifier) ([]net
 
 // onThisHost reports whether a is an address of one of this host's
 // interfaces, where a connection from here reaches this host directly.
-func (p *preflight) onThisHost(a netip.Addr) bool {
+func (p *Preflight) onThisHost(a netip.Addr) bool {
 	if !a.IsValid() {
 		return false
 	}
@@ -229,23 +229,23 @@ func (p *preflight) onThisHost(a netip.Addr) bool {
 	return false
 }
 
-func (p *preflight) local() ([]netip.Addr, error) {
-	if p.localAddrs != nil {
-		return p.localAddrs()
+func (p *Preflight) local() ([]netip.Addr, error) {
+	if p.LocalAddrs != nil {
+		return p.LocalAddrs()
 	}
-	return check.HostAddrs()
+	return HostAddrs()
 }
 
 // localTarget turns the listen address into one to connect to: an
 // unspecified host (":443", "0.0.0.0:443", "[::]:443") means loopback.
-func (p *preflight) localTarget() (netip.Addr, int, error) {
-	host, portStr, err := net.SplitHostPort(p.listen)
+func (p *Preflight) localTarget() (netip.Addr, int, error) {
+	host, portStr, err := net.SplitHostPort(p.Listen)
 	if err != nil {
-		return netip.Addr{}, 0, fmt.Errorf("preflight: listen address %q: %w", p.listen, err)
+		return netip.Addr{}, 0, fmt.Errorf("preflight: listen address %q: %w", p.Listen, err)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port <= 0 || port > 65535 {
-		return netip.Addr{}, 0, fmt.Errorf("preflight: listen address %q has no numeric port", p.listen)
+		return netip.Addr{}, 0, fmt.Errorf("preflight: listen address %q has no numeric port", p.Listen)
 	}
 	if host == "" {
 		return netip.MustParseAddr("127.0.0.1"), port, nil
@@ -253,7 +253,7 @@ func (p *preflight) localTarget() (netip.Addr, int, error) {
 	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
 	if err != nil {
 		// A host name: let the resolver pick, as a client would.
-		ips, rerr := p.resolver.LookupNetIP(context.Background(), "ip", host)
+		ips, rerr := p.Resolver.LookupNetIP(context.Background(), "ip", host)
 		if rerr != nil || len(ips) == 0 {
 			return netip.Addr{}, 0, errors.Join(fmt.Errorf("preflight: cannot resolve listen host %q", host), rerr)
 		}

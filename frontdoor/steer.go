@@ -1,4 +1,4 @@
-package main
+package frontdoor
 
 import (
 	"context"
@@ -46,7 +46,7 @@ type steering struct {
 // apply starts, keeps or stops steering for cfg on the listener at front.
 // It never fails: where steering cannot be had, the front door relays, and
 // the log says why.
-func (rt *serveRuntime) applySteering(ctx context.Context, cfg *config.Config, front net.Addr) {
+func (rt *runtime) applySteering(ctx context.Context, cfg *config.Config, front net.Addr) {
 	backend, why := steerBackend(cfg)
 	fp, err := netip.ParseAddrPort(front.String())
 	if why == "" && err != nil {
@@ -87,7 +87,7 @@ func (rt *serveRuntime) applySteering(ctx context.Context, cfg *config.Config, f
 
 // startSteering steers fp to the first of backend's addresses that has a
 // listening socket on this host.
-func startSteering(ctx context.Context, rt *serveRuntime, fp netip.AddrPort, backend string) (*steer.Steerer, string) {
+func startSteering(ctx context.Context, rt *runtime, fp netip.AddrPort, backend string) (*steer.Steerer, string) {
 	host, portStr, err := net.SplitHostPort(backend)
 	if err != nil {
 		return nil, fmt.Sprintf("backend %s: %v", backend, err)
@@ -122,7 +122,7 @@ func startSteering(ctx context.Context, rt *serveRuntime, fp netip.AddrPort, bac
 }
 
 // closeSteering stops steering: from now on :443 is only the front door.
-func (rt *serveRuntime) closeSteering() {
+func (rt *runtime) closeSteering() {
 	if old, _ := rt.steer.gate.Swap(nil); old != nil {
 		old.Close()
 	}
