@@ -13,7 +13,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // TestCheckAgreesWithPebble runs a real ACME order against the embedded
@@ -32,14 +32,14 @@ func TestCheckAgreesWithPebble(t *testing.T) {
 	t.Cleanup(cancel)
 	root := newTestRoot(t)
 	tlsResp := newResponder(t, "127.0.0.1:0", nil)
-	cas := map[serverKind]*testca.CA{}
+	cas := map[serverKind]*democa.CA{}
 	ports := map[serverKind]int{
 		tlsServer: tlsResp.port(),
 		plainHTTP: httpServer(t, "127.0.0.1:0"),
 		noServer:  closedPort(t, "127.0.0.1:0"),
 	}
 	for kind, port := range ports {
-		ca, err := testca.Start(ctx, testca.Options{TLSPort: port, NoSleep: true, Strict: true})
+		ca, err := democa.Start(ctx, democa.Options{TLSPort: port, NoSleep: true, Strict: true})
 		if err != nil {
 			t.Fatal(err)
 		}

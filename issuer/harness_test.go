@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/responder"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
@@ -14,21 +14,21 @@ import (
 // testEnv is a real Pebble CA, a responder on the port its VA dials, and
 // file storage: everything an Issuer talks to, in process, on loopback.
 type testEnv struct {
-	ca    *testca.CA
+	ca    *democa.CA
 	resp  *responder.Responder
 	store *fs.FS
 }
 
 // newTestEnv starts a responder and a CA for opts (TLSPort, NoSleep and
 // Strict are set here). Both stop when t ends.
-func newTestEnv(t *testing.T, opts testca.Options) *testEnv {
+func newTestEnv(t *testing.T, opts democa.Options) *testEnv {
 	t.Helper()
 	return newTestEnvListener(t, opts, nil)
 }
 
 // newTestEnvListener is newTestEnv with the responder's listener passed
 // through wrap, when not nil.
-func newTestEnvListener(t *testing.T, opts testca.Options, wrap func(net.Listener) net.Listener) *testEnv {
+func newTestEnvListener(t *testing.T, opts democa.Options, wrap func(net.Listener) net.Listener) *testEnv {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,7 +49,7 @@ func newTestEnvListener(t *testing.T, opts testca.Options, wrap func(net.Listene
 		}
 	})
 	opts.NoSleep, opts.Strict = true, true
-	ca, err := testca.Start(testContext(t), opts)
+	ca, err := democa.Start(testContext(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

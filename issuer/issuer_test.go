@@ -25,7 +25,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
@@ -93,7 +93,7 @@ func checkResult(t *testing.T, e *testEnv, res *Result, names []string) {
 
 func TestObtain(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{})
+	e := newTestEnv(t, democa.Options{})
 	var steps sync.Map // StepKind -> true
 	iss := e.issuer(t, func(c *Config) { c.OnStep = func(s Step) { steps.Store(s.Kind, true) } })
 	// Each case has names of its own: the orders run at once through one
@@ -181,7 +181,7 @@ func (r *authzRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 // wherever it is.
 func TestChallengeChoice(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{})
+	e := newTestEnv(t, democa.Options{})
 	rec := &authzRecorder{next: e.ca.HTTPClient().Transport}
 	iss := e.issuer(t, func(c *Config) { c.HTTPClient = &http.Client{Transport: rec} })
 	const orders = 5
@@ -233,7 +233,7 @@ func TestEAB(t *testing.T) {
 	rand.Read(macKey)
 	const kid = "kid-1"
 	mac := base64.RawURLEncoding.EncodeToString(macKey)
-	e := newTestEnv(t, testca.Options{EABRequired: true, EABKeys: map[string]string{kid: mac}})
+	e := newTestEnv(t, democa.Options{EABRequired: true, EABKeys: map[string]string{kid: mac}})
 	req := Request{Identifiers: ids(t, "eab.example.test"), Profile: "shortlived"}
 
 	_, err := e.issuer(t, nil).Obtain(testContext(t), req)
@@ -254,7 +254,7 @@ func TestEAB(t *testing.T) {
 
 func TestBadNonces(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{NonceRejectPercent: 30})
+	e := newTestEnv(t, democa.Options{NonceRejectPercent: 30})
 	iss := e.issuer(t, nil)
 	for i := range 3 {
 		name := "nonce" + string(rune('a'+i)) + ".example.test"
@@ -268,7 +268,7 @@ func TestBadNonces(t *testing.T) {
 
 func TestUnknownProfile(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{})
+	e := newTestEnv(t, democa.Options{})
 	_, err := e.issuer(t, nil).Obtain(testContext(t), Request{Identifiers: ids(t, "p.example.test"), Profile: "longlived"})
 	if err == nil {
 		t.Fatal("Obtain with an unknown profile succeeded")
@@ -317,7 +317,7 @@ func TestChooseProfile(t *testing.T) {
 
 func TestPreferredChain(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{AlternateRoots: 1})
+	e := newTestEnv(t, democa.Options{AlternateRoots: 1})
 	iss := e.issuer(t, nil)
 	rootsPEM, err := e.ca.IssuerRootsPEM(testContext(t))
 	if err != nil {
@@ -387,7 +387,7 @@ func TestReplaces(t *testing.T) {
 	// after the write for the race detector (through the log's mutex,
 	// which every Pebble request takes first).
 	replaced := make(chan struct{}, 1)
-	e := newTestEnv(t, testca.Options{Logger: slog.New(lineWatcher{"has been marked as replaced", replaced})})
+	e := newTestEnv(t, democa.Options{Logger: slog.New(lineWatcher{"has been marked as replaced", replaced})})
 	var (
 		mu      sync.Mutex
 		details []string
@@ -449,7 +449,7 @@ func TestReplaces(t *testing.T) {
 // waits at least 1 s whichever form it takes.
 func TestRetryAfter(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{RetryAfterAuthz: 1, RetryAfterOrder: 2})
+	e := newTestEnv(t, democa.Options{RetryAfterAuthz: 1, RetryAfterOrder: 2})
 	iss := e.issuer(t, nil)
 	if _, err := iss.Account(testContext(t)); err != nil {
 		t.Fatal(err)
@@ -514,7 +514,7 @@ func TestRetryAfterZero(t *testing.T) {
 			next.ServeHTTP(zeroRetryAfter{w}, r)
 		})
 	}
-	e := newTestEnvListener(t, testca.Options{RetryAfterAuthz: 1, Handler: zero},
+	e := newTestEnvListener(t, democa.Options{RetryAfterAuthz: 1, Handler: zero},
 		func(ln net.Listener) net.Listener { return slowListener{ln, 500 * time.Millisecond} })
 	iss := e.issuer(t, nil)
 	start := time.Now()
@@ -579,7 +579,7 @@ func TestCAFailures(t *testing.T) {
 	var fail atomic.Bool
 	var count atomic.Int32
 	fail.Store(true)
-	e := newTestEnv(t, testca.Options{Handler: failingCA("/order-plz", &fail, &count)})
+	e := newTestEnv(t, democa.Options{Handler: failingCA("/order-plz", &fail, &count)})
 
 	// A directory URL on a port where nothing listens.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -660,7 +660,7 @@ func (p wrongKeyPublisher) Publish(ctx context.Context, serverName string, _ *tl
 
 func TestValidationFails(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{})
+	e := newTestEnv(t, democa.Options{})
 	iss := e.issuer(t, func(c *Config) { c.Publisher = wrongKeyPublisher{e.resp} })
 	start := time.Now()
 	_, err := iss.Obtain(testContext(t), Request{Identifiers: ids(t, "wrong.example.test", "wrong2.example.test"), Profile: "shortlived"})
@@ -717,7 +717,7 @@ func TestParseRetryAfter(t *testing.T) {
 
 func TestRenewalInfo(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{})
+	e := newTestEnv(t, democa.Options{})
 	iss := e.issuer(t, nil)
 	ctx := testContext(t)
 	res, err := iss.Obtain(ctx, Request{Identifiers: ids(t, "ari.example.test"), Profile: "default"})

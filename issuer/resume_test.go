@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
@@ -33,7 +33,7 @@ const (
 	faultResetAfter                  // the CA handles the request, then the connection is reset: the answer is lost
 )
 
-// faultProxy stands in front of Pebble's ACME API (testca.Options.Handler)
+// faultProxy stands in front of Pebble's ACME API (democa.Options.Handler)
 // and fails, while armed, every POST whose path starts with one of paths. It
 // counts the finalisations Pebble accepted: each is a certificate issued.
 type faultProxy struct {
@@ -246,7 +246,7 @@ func TestResumeAfterCAFailure(t *testing.T) {
 			if tt.readyFirst {
 				wantFirst = 0
 			}
-			e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+			e := newTestEnv(t, democa.Options{Handler: proxy.handler})
 			ctx := testContext(t)
 			req := Request{Identifiers: ids(t, "resume.example.test"), Profile: "shortlived"}
 			iss := e.issuer(t, func(c *Config) { c.PollTimeout = 5 * time.Second })
@@ -308,7 +308,7 @@ func TestResumeAfterCAFailure(t *testing.T) {
 func TestRandomResets(t *testing.T) {
 	t.Parallel()
 	proxy := &faultProxy{rate: 0.3, rng: rand.New(rand.NewPCG(8737, 1))}
-	e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+	e := newTestEnv(t, democa.Options{Handler: proxy.handler})
 	ctx := testContext(t)
 	req := Request{Identifiers: ids(t, "flaky.example.test"), Profile: "shortlived"}
 	if _, err := e.issuer(t, nil).Account(ctx); err != nil {
@@ -350,7 +350,7 @@ func TestRandomResets(t *testing.T) {
 func TestResumeUntilStored(t *testing.T) {
 	t.Parallel()
 	proxy := &faultProxy{}
-	e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+	e := newTestEnv(t, democa.Options{Handler: proxy.handler})
 	ctx := testContext(t)
 	req := Request{Identifiers: ids(t, "unsaved.example.test", "unsaved2.example.test"), Profile: "shortlived", KeyType: EC384}
 
@@ -405,7 +405,7 @@ func TestResumeUntilStored(t *testing.T) {
 // later Obtain.
 func TestResumeDropsDeadOrders(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{})
+	e := newTestEnv(t, democa.Options{})
 	ctx := testContext(t)
 	iss := e.issuer(t, nil)
 	req := Request{Identifiers: ids(t, "dead.example.test"), Profile: "shortlived"}
@@ -463,7 +463,7 @@ func TestResumeDropsDeadOrders(t *testing.T) {
 func TestResumeUnusableCertificate(t *testing.T) {
 	t.Parallel()
 	proxy := &faultProxy{kind: fault500, paths: []string{"/certZ/"}}
-	e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+	e := newTestEnv(t, democa.Options{Handler: proxy.handler})
 	ctx := testContext(t)
 	req := Request{Identifiers: ids(t, "swapped.example.test"), Profile: "shortlived"}
 	iss := e.issuer(t, nil)
@@ -503,7 +503,7 @@ func TestResumeUnusableCertificate(t *testing.T) {
 // recent ones stay.
 func TestJournalPrune(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{})
+	e := newTestEnv(t, democa.Options{})
 	ctx := testContext(t)
 	iss := e.issuer(t, nil)
 	acct, err := iss.Account(ctx)
@@ -581,7 +581,7 @@ func TestJournalPrune(t *testing.T) {
 func TestObtainRefusesUnwritableStorage(t *testing.T) {
 	t.Parallel()
 	proxy := &faultProxy{}
-	e := newTestEnv(t, testca.Options{Handler: proxy.handler})
+	e := newTestEnv(t, democa.Options{Handler: proxy.handler})
 	ctx := testContext(t)
 	root := filepath.Join(t.TempDir(), "store")
 	if err := os.Mkdir(root, 0o700); err != nil {
@@ -644,7 +644,7 @@ func TestObtainRefusesUnwritableStorage(t *testing.T) {
 // goes through.
 func TestAccountLost(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{})
+	e := newTestEnv(t, democa.Options{})
 	ctx := testContext(t)
 	acct, err := e.issuer(t, nil).Account(ctx)
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/mholt/acmez/v3/acme"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // heldIssuer is a real issuer whose renewal information, once the CA has
@@ -35,7 +35,7 @@ func (h heldIssuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (ac
 // the old record back over the renewed one.
 func TestARIRefreshDuringRenewal(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{}, nil)
+	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	spec := e.spec("shortlived", "race.example.test")
 	first, err := e.m.Obtain(ctx, spec, nil)
@@ -106,7 +106,7 @@ func TestARIRefreshDuringRenewal(t *testing.T) {
 // with ctx.
 func TestARIRefreshWaitsForLock(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{}, nil)
+	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	spec := e.spec("shortlived", "locked.example.test")
 	first, err := e.m.Obtain(ctx, spec, nil)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
@@ -78,7 +78,7 @@ func (b *syncBuffer) String() string {
 func TestKeepRetriesFailedDeploy(t *testing.T) {
 	t.Parallel()
 	var orders atomic.Int32
-	e := newTestEnv(t, testca.Options{Handler: countOrders(&orders)}, nil)
+	e := newTestEnv(t, democa.Options{Handler: countOrders(&orders)}, nil)
 	ctx := testContext(t)
 	tests := []struct {
 		name string
@@ -221,7 +221,7 @@ func TestKeepRetriesFailedDeploy(t *testing.T) {
 func TestRenewRedeploys(t *testing.T) {
 	t.Parallel()
 	var orders atomic.Int32
-	e := newTestEnv(t, testca.Options{Handler: countOrders(&orders)}, nil)
+	e := newTestEnv(t, democa.Options{Handler: countOrders(&orders)}, nil)
 	ctx := testContext(t)
 	dir := t.TempDir()
 	out, flag, marker := filepath.Join(dir, "out"), filepath.Join(dir, "broken"), filepath.Join(dir, "hook-runs")
@@ -295,7 +295,7 @@ func TestRenewRedeploys(t *testing.T) {
 func TestRecordWithoutDeployed(t *testing.T) {
 	t.Parallel()
 	var orders atomic.Int32
-	e := newTestEnv(t, testca.Options{Handler: countOrders(&orders)}, nil)
+	e := newTestEnv(t, democa.Options{Handler: countOrders(&orders)}, nil)
 	ctx := testContext(t)
 	tests := []struct {
 		name    string

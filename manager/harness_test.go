@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/responder"
 	"github.com/tlsalpn/tlsalpn/storage"
@@ -18,7 +18,7 @@ import (
 // testEnv is a real Pebble CA, a responder on the port its VA dials, file
 // storage, one issuer for the CA and a Manager using them.
 type testEnv struct {
-	ca    *testca.CA
+	ca    *democa.CA
 	resp  *responder.Responder
 	store *fs.FS
 	m     *Manager
@@ -27,7 +27,7 @@ type testEnv struct {
 // newTestEnv starts a responder and a CA for opts (TLSPort, NoSleep and
 // Strict are set here); both stop when t ends. wrap, when not nil, wraps
 // the responder as the issuer's publisher.
-func newTestEnv(t *testing.T, opts testca.Options, wrap func(issuer.Publisher) issuer.Publisher) *testEnv {
+func newTestEnv(t *testing.T, opts democa.Options, wrap func(issuer.Publisher) issuer.Publisher) *testEnv {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,7 +45,7 @@ func newTestEnv(t *testing.T, opts testca.Options, wrap func(issuer.Publisher) i
 	})
 	opts.TLSPort = ln.Addr().(*net.TCPAddr).Port
 	opts.NoSleep, opts.Strict = true, true
-	ca, err := testca.Start(testContext(t), opts)
+	ca, err := democa.Start(testContext(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

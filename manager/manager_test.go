@@ -16,7 +16,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
@@ -96,7 +96,7 @@ func hookTo(marker string) string {
 
 func TestObtainStoreDeployList(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{}, nil)
+	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	dir := t.TempDir()
 	out, marker := filepath.Join(dir, "out", "www"), filepath.Join(dir, "marker")
@@ -252,7 +252,7 @@ func TestDueAndRenew(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var opts testca.Options
+			var opts democa.Options
 			if !tt.retryAfter {
 				opts.Handler = stripARIRetryAfter
 			}
@@ -385,7 +385,7 @@ func TestRenewFailureKeepsCertificate(t *testing.T) {
 		})
 	}
 	var published atomic.Int32
-	e := newTestEnv(t, testca.Options{Handler: fail}, func(p issuer.Publisher) issuer.Publisher {
+	e := newTestEnv(t, democa.Options{Handler: fail}, func(p issuer.Publisher) issuer.Publisher {
 		return breakablePublisher{p, &badValidation, &published}
 	})
 	ctx := testContext(t)
@@ -459,7 +459,7 @@ func TestRenewFailureKeepsCertificate(t *testing.T) {
 
 func TestRevoke(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{}, nil)
+	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	out := filepath.Join(t.TempDir(), "out")
 	spec := e.spec("shortlived", "revoke.example.test")

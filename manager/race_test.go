@@ -14,7 +14,7 @@ import (
 
 	"github.com/mholt/acmez/v3/acme"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/issuer"
 )
 
@@ -42,7 +42,7 @@ func (h heldRevoker) Revoke(ctx context.Context, leaf *x509.Certificate, reason 
 // record renewed meanwhile as it is.
 func TestRevokeDuringRenewal(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{}, nil)
+	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	iss, err := e.m.issuerFor(ctx, e.spec("shortlived", "x.test"))
 	if err != nil {
@@ -213,7 +213,7 @@ func TestRenewAfterRenewal(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	e := newTestEnv(t, testca.Options{Handler: count}, nil)
+	e := newTestEnv(t, democa.Options{Handler: count}, nil)
 	ctx := testContext(t)
 	iss, err := e.m.issuerFor(ctx, e.spec("shortlived", "x.test"))
 	if err != nil {

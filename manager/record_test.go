@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
@@ -39,7 +39,7 @@ func (f *faultyStore) Put(ctx context.Context, key string, value []byte, mode os
 func TestTornRecordNeverDeployed(t *testing.T) {
 	for _, failing := range []string{"cert.pem", "key.pem", "meta.json"} {
 		t.Run(failing, func(t *testing.T) {
-			e := newTestEnv(t, testca.Options{}, nil)
+			e := newTestEnv(t, democa.Options{}, nil)
 			ctx := testContext(t)
 			fst := &faultyStore{Storage: e.store}
 			e.m.store = fst
@@ -82,7 +82,7 @@ func TestTornRecordNeverDeployed(t *testing.T) {
 // certificate (swapped by hand, a bad restore) is damaged: Load says so,
 // List reports it, Renew fails on it naming it, and nothing is deployed.
 func TestMismatchedPairIsDamaged(t *testing.T) {
-	e := newTestEnv(t, testca.Options{}, nil)
+	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	out := filepath.Join(t.TempDir(), "out")
 	a, b := e.spec("shortlived", "a.example.test"), e.spec("shortlived", "b.example.test")
@@ -161,7 +161,7 @@ func TestMismatchedPairIsDamaged(t *testing.T) {
 // move to lineages on first use, nothing lost; two CAs' records for one
 // name feeding one output become two certificate names, the older retired.
 func TestMigrateLegacyLayout(t *testing.T) {
-	e := newTestEnv(t, testca.Options{}, nil)
+	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	out := filepath.Join(t.TempDir(), "out")
 	spec := e.spec("shortlived", "old.example.test", "www.old.example.test")

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // TestKeepReplacesRevoked: serve's keeper, told to keep names certified,
@@ -17,7 +17,7 @@ import (
 // leaves it alone (TestRevoke).
 func TestKeepReplacesRevoked(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, testca.Options{}, nil)
+	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	name := "revoked.keep.example.test"
 	spec := e.spec("shortlived", name)

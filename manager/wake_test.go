@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
@@ -37,7 +37,7 @@ func TestKeepWake(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := newTestEnv(t, testca.Options{}, nil)
+			e := newTestEnv(t, democa.Options{}, nil)
 			ctx := testContext(t)
 			dir := t.TempDir()
 			marker := filepath.Join(dir, "hook-ran")

@@ -30,7 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/responder"
 )
 
@@ -121,7 +121,7 @@ func TestFlood(t *testing.T) {
 			p := startProxy(t, Config{MaxConns: tt.maxConns, ClientHelloTimeout: time.Minute, Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, r, nil)
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
-			ca, err := testca.Start(ctx, testca.Options{TLSPort: portOf(t, p.addr), NoSleep: true})
+			ca, err := democa.Start(ctx, democa.Options{TLSPort: portOf(t, p.addr), NoSleep: true})
 			if err != nil {
 				t.Fatalf("starting Pebble: %v", err)
 			}
@@ -276,7 +276,7 @@ func portOf(t testing.TB, addr string) int {
 // port ca was started with; its DNS stub says 127.0.0.1). It returns nil
 // once Pebble has found the authorization valid: its validator connected
 // through the front door and got the validation certificate.
-func pebbleValidates(ctx context.Context, ca *testca.CA, r *responder.Responder, name string) error {
+func pebbleValidates(ctx context.Context, ca *democa.CA, r *responder.Responder, name string) error {
 	client := &acme.Client{Directory: ca.DirectoryURL(), HTTPClient: ca.HTTPClient(), PollInterval: 20 * time.Millisecond, PollTimeout: 10 * time.Second}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

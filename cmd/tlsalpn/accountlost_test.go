@@ -9,14 +9,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // TestRenewAfterCALostAccount: when the CA no longer knows the stored
 // account (accountDoesNotExist, as from a CA that lost its database), renew
 // registers it again and renews, instead of failing every run for ever.
 func TestRenewAfterCALostAccount(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	store, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 	ctx := context.Background()

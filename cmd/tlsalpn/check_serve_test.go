@@ -10,7 +10,7 @@ import (
 
 	"github.com/tlsalpn/tlsalpn/deploy"
 	"github.com/tlsalpn/tlsalpn/internal/backend"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // TestCheckMonitorBehindServe (issue 8, finding 5): monitoring a healthy
@@ -20,7 +20,7 @@ import (
 // a handshake failure. Serve has no challenge pending, so an acme-tls/1
 // probe would fail: monitoring must not make one.
 func TestCheckMonitorBehindServe(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	certPEM, keyPEM := backend.SelfSigned(t, "example.com")

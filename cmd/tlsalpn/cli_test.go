@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/issuer"
 )
 
@@ -110,7 +110,7 @@ func TestUnreachableCA(t *testing.T) {
 // cliCA starts the embedded Pebble for command-line tests; fail500 makes
 // its ACME API answer 500 to every POST while set.
 type cliCA struct {
-	*testca.CA
+	*democa.CA
 	// finalized counts finalize requests let through: orders that reached
 	// their end.
 	finalized atomic.Int32
@@ -121,7 +121,7 @@ type cliCA struct {
 	orders  atomic.Int64 // new orders placed at the CA
 }
 
-func startCLICA(t *testing.T, opts testca.Options) *cliCA {
+func startCLICA(t *testing.T, opts democa.Options) *cliCA {
 	t.Helper()
 	c := &cliCA{}
 	port := freePort(t)
@@ -142,7 +142,7 @@ func startCLICA(t *testing.T, opts testca.Options) *cliCA {
 			next.ServeHTTP(w, r)
 		})
 	}
-	ca, err := testca.Start(context.Background(), opts)
+	ca, err := democa.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func verifyChain(t *testing.T, ca *cliCA, path string, names ...string) *x509.Ce
 }
 
 func TestIssueRenewListRevoke(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 	marker := filepath.Join(dir, "hook-ran")
@@ -291,7 +291,7 @@ func TestIssueRenewListRevoke(t *testing.T) {
 }
 
 func TestIssueIPAndSeparate(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "store")
 	ctx := context.Background()
@@ -324,7 +324,7 @@ func TestIssueIPAndSeparate(t *testing.T) {
 // TestCAFailureKeepsOldCertificate: a CA answering 500 gives a clear error
 // and leaves the deployed certificate byte for byte.
 func TestCAFailureKeepsOldCertificate(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 	ctx := context.Background()
@@ -357,7 +357,7 @@ func TestCAFailureKeepsOldCertificate(t *testing.T) {
 // TestOutNotWritable: the CA is not asked for anything when --out cannot
 // be written.
 func TestOutNotWritable(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	blocker := filepath.Join(dir, "file")
 	os.WriteFile(blocker, []byte("x"), 0o644)
@@ -371,7 +371,7 @@ func TestOutNotWritable(t *testing.T) {
 }
 
 func TestEABRequired(t *testing.T) {
-	ca := startCLICA(t, testca.Options{EABRequired: true, EABKeys: map[string]string{"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"}})
+	ca := startCLICA(t, democa.Options{EABRequired: true, EABKeys: map[string]string{"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"}})
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "store")
 	code, _, stderr := runCLI(t, context.Background(), ca.issueArgs(storage, filepath.Join(dir, "out"), "example.com")...)
@@ -389,7 +389,7 @@ func TestEABRequired(t *testing.T) {
 }
 
 func TestNonceRejection(t *testing.T) {
-	ca := startCLICA(t, testca.Options{NonceRejectPercent: 30})
+	ca := startCLICA(t, democa.Options{NonceRejectPercent: 30})
 	dir := t.TempDir()
 	code, _, stderr := runCLI(t, context.Background(), append(ca.issueArgs(filepath.Join(dir, "store"), filepath.Join(dir, "out"), "a.example", "b.example", "c.example", "d.example"), "--separate")...)
 	if code != exitOK {

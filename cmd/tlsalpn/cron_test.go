@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
@@ -249,7 +249,7 @@ func TestREADMECommandsRenew(t *testing.T) {
 		}
 	}
 
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	home, fakeRoot, bin := filepath.Join(dir, "home"), filepath.Join(dir, "root"), filepath.Join(dir, "bin")
 	for _, d := range []string{home, fakeRoot, bin} {
@@ -322,7 +322,7 @@ func TestREADMECommandsRenew(t *testing.T) {
 // TestIssueSaysHowToRenew: a storage other than the default is named in
 // the renew line issue prints, so that cron looks where issue stored.
 func TestIssueSaysHowToRenew(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "my store")
 	code, stdout, stderr := runCLI(t, context.Background(), ca.issueArgs(storage, filepath.Join(dir, "out"), "example.com")...)
@@ -343,7 +343,7 @@ func TestIssueSaysHowToRenew(t *testing.T) {
 // TestRenewQuiet: -q prints nothing when nothing was due, prints what was
 // renewed, and reports a failure on stderr with exit 1.
 func TestRenewQuiet(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 	ctx := context.Background()
@@ -430,7 +430,7 @@ func diffSnapshots(before, after map[string]string) []string {
 // deploy hook does not run; a failing rehearsal exits 1, changing nothing
 // either.
 func TestRenewDryRun(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 	marker := filepath.Join(dir, "deployed")
@@ -603,7 +603,7 @@ func sameHookRun(got, want string) bool {
 // hooks; remembered for renew; not run when nothing is due; and the
 // post-hook runs even when the validation failed.
 func TestPrePostHooks(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	h := startPortHolder(t, ca.listen)
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "store")

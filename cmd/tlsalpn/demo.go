@@ -16,7 +16,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/check"
 	"github.com/tlsalpn/tlsalpn/deploy"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
@@ -67,11 +67,11 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 
-	caOpts := testca.Options{TLSPort: port, NoSleep: true, Strict: true}
+	caOpts := democa.Options{TLSPort: port, NoSleep: true, Strict: true}
 	if verbose {
 		caOpts.Logger = logger
 	}
-	ca, err := testca.Start(ctx, caOpts)
+	ca, err := democa.Start(ctx, caOpts)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("starting the demo CA: %w", err)
@@ -173,7 +173,7 @@ func startDemoResponder(ctx context.Context, ln net.Listener, logger *slog.Logge
 // verifyDemoChain verifies the chain in fullChain for names the way a
 // client that trusts the demo CA would, and returns the file the CA's
 // issuing root was written to, in dir.
-func verifyDemoChain(ctx context.Context, ca *testca.CA, dir, fullChain string, names []string) (string, error) {
+func verifyDemoChain(ctx context.Context, ca *democa.CA, dir, fullChain string, names []string) (string, error) {
 	issuerRoots, err := ca.IssuerRootsPEM(ctx)
 	if err != nil {
 		return "", fmt.Errorf("fetching the demo CA's issuing root: %w", err)

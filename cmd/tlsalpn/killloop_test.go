@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
@@ -204,7 +204,7 @@ func startCountingCA(t *testing.T, counter *issueCounter) *cliCA {
 	c := &cliCA{}
 	port := freePort(t)
 	c.listen = "127.0.0.1:" + itoa(port)
-	ca, err := testca.Start(context.Background(), testca.Options{TLSPort: port, NoSleep: true, Strict: true, Handler: counter.wrap})
+	ca, err := democa.Start(context.Background(), democa.Options{TLSPort: port, NoSleep: true, Strict: true, Handler: counter.wrap})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 func listJSON(t *testing.T, storage string) map[string]listEntry {
@@ -42,7 +42,7 @@ func TestTwoCAsOneOut(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			staging, production := startCLICA(t, testca.Options{}), startCLICA(t, testca.Options{})
+			staging, production := startCLICA(t, democa.Options{}), startCLICA(t, democa.Options{})
 			dir := t.TempDir()
 			storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 			ctx := context.Background()
@@ -99,7 +99,7 @@ func TestTwoCAsOneOut(t *testing.T) {
 // another order, never silently drops a certificate from renewal nor makes
 // a second one, and the same names again order nothing.
 func TestSubsetOfNames(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage, ab := filepath.Join(dir, "store"), filepath.Join(dir, "ab")
 	ctx := context.Background()
@@ -171,7 +171,7 @@ func TestDamagedRecordIsLoud(t *testing.T) {
 			os.Remove(m[0])
 		}},
 	}
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -204,7 +204,7 @@ func TestDamagedRecordIsLoud(t *testing.T) {
 // (an idempotent provisioning run); anything that would order refuses
 // before the CA is asked.
 func TestIssueAgainWhilePortHeld(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 	ctx := context.Background()
@@ -242,7 +242,7 @@ func TestIssueAgainWhilePortHeld(t *testing.T) {
 // remembers without an order and deploys to a new --out at once; delete
 // stops managing it, keeping its files unless asked.
 func TestReconfigureAndDelete(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage, out, moved := filepath.Join(dir, "store"), filepath.Join(dir, "out"), filepath.Join(dir, "moved")
 	ctx := context.Background()

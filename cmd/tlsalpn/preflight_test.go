@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/responder"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
@@ -122,7 +122,7 @@ func TestPreflightCAPortAndNAT(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			caPort := freePort(t)
-			ca, err := testca.Start(ctx, testca.Options{TLSPort: caPort, NoSleep: true, Strict: true,
+			ca, err := democa.Start(ctx, democa.Options{TLSPort: caPort, NoSleep: true, Strict: true,
 				DNS: map[string][]netip.Addr{"here.example": {tt.addr}}})
 			if err != nil {
 				t.Fatal(err)

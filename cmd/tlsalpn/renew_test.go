@@ -7,14 +7,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // TestRenewRedeploysFailedDeployment: a certificate issued but not
 // deployed (the hook failed) is deployed by the next renew, which says so,
 // and left alone by the one after.
 func TestRenewRedeploysFailedDeployment(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
 	flag, marker := filepath.Join(dir, "broken"), filepath.Join(dir, "hook-ran")

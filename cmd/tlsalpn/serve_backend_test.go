@@ -20,7 +20,7 @@ import (
 
 	"github.com/tlsalpn/tlsalpn/deploy"
 	"github.com/tlsalpn/tlsalpn/internal/backend"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // clientLoop requests "/" through the front door every few milliseconds
@@ -133,7 +133,7 @@ func TestServeNginxZeroDowntime(t *testing.T) {
 		{"off", "127.0.0.1", "steering off"},
 	} {
 		t.Run("steer="+tc.steer, func(t *testing.T) {
-			ca := startCLICA(t, testca.Options{})
+			ca := startCLICA(t, democa.Options{})
 			dir := t.TempDir()
 			out := filepath.Join(dir, "out")
 			certPEM, keyPEM := backend.SelfSigned(t, "example.com")
@@ -258,7 +258,7 @@ func TestServeSteeringReload(t *testing.T) {
 func TestServeHAProxyRuntimeAPI(t *testing.T) {
 	for _, byFlags := range []bool{false, true} {
 		t.Run(map[bool]string{false: "config", true: "flags"}[byFlags], func(t *testing.T) {
-			ca := startCLICA(t, testca.Options{})
+			ca := startCLICA(t, democa.Options{})
 			dir := t.TempDir()
 			certPEM, keyPEM := backend.SelfSigned(t, "example.com")
 			hap := backend.StartHAProxy(t, append(certPEM, keyPEM...), backend.HAProxyOptions{Mode: "http"})

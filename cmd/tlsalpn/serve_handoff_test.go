@@ -17,7 +17,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/deploy"
 	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/internal/backend"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // servedLeaf returns the serial (hex, as tlsalpn prints it) and issuer
@@ -110,7 +110,7 @@ func asProcess(t *testing.T, args ...string) *syncBuffer {
 // replaced in seconds, and "tlsalpn renew --force" is handed to it and
 // prints the new serial; when serve stops, its lease goes with it.
 func TestServeProcessSeesRevokeAndRenew(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	// Runs after serve stopped (cleanups run last first).
 	t.Cleanup(func() {
@@ -151,7 +151,7 @@ func TestServeProcessSeesRevokeAndRenew(t *testing.T) {
 // serve has obtained a new certificate, deployed it to nginx, and clients
 // no longer get the revoked serial.
 func TestServeSeesRevoke(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	store, out, revoked, stderr := startServeNginx(t, ca, t.TempDir(), inProcess)
 
 	code, stdout, errOut := runCLI(t, context.Background(), "revoke", "example.com", "--storage", store)
@@ -183,7 +183,7 @@ func TestServeSeesRevoke(t *testing.T) {
 // prints the new serial and exits 0, and nginx serves it. Issuing a name
 // serve does not manage says that serve holds the port.
 func TestServeRenewHandoff(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	store, out, old, stderr := startServeNginx(t, ca, t.TempDir(), inProcess)
 
 	ctx := context.Background()
@@ -310,7 +310,7 @@ func TestCertIDOfKey(t *testing.T) {
 // process exited) hands nothing to anyone: renew renews here, as without
 // serve.
 func TestRenewStaleServeLease(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	store := filepath.Join(dir, "store")
 	ctx := context.Background()

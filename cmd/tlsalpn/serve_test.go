@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
@@ -90,7 +90,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 }
 
 func TestServeFlagsModeObtainsAndProxies(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	backend := echoTLSBackend(t, "backend.example")
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/internal/testca"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
 )
 
 // TestBadValuesExit2BeforeAnything: one table of bad invocations, each
@@ -260,7 +260,7 @@ func TestEABSources(t *testing.T) {
 // External Account Binding with the HMAC key read from a file.
 func TestIssueEABKeyFile(t *testing.T) {
 	const kid, key = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
-	ca := startCLICA(t, testca.Options{EABRequired: true, EABKeys: map[string]string{kid: key}})
+	ca := startCLICA(t, democa.Options{EABRequired: true, EABKeys: map[string]string{kid: key}})
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "eab.key")
 	os.WriteFile(keyFile, []byte(key+"\n"), 0o600)
@@ -276,7 +276,7 @@ func TestIssueEABKeyFile(t *testing.T) {
 // service, a missing --agree-tos is a usage error before anything is
 // written; with the account stored, it is not needed.
 func TestIssueWithoutAgreeTOS(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "store")
 	without := func(args []string) []string {
@@ -308,7 +308,7 @@ func TestIssueWithoutAgreeTOS(t *testing.T) {
 // --reason keyCompromise (the CA records reason 1), and renews: the line
 // for the revoked certificate names all of its names and no zero date.
 func TestRevokeReasonKeyCompromiseAndRoughEdges(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "store")
 	ctx := context.Background()
@@ -434,7 +434,7 @@ func TestHelpHasExamplesAndVersion(t *testing.T) {
 // and a certificate obtained and deployed is logged without
 // deploy_error=<nil>.
 func TestServeBannerAndLogs(t *testing.T) {
-	ca := startCLICA(t, testca.Options{})
+	ca := startCLICA(t, democa.Options{})
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	stdout, stderr, stop := startServe(t, "--listen", ca.listen, "--backend", echoTLSBackend(t, "backend.example"), "-d", "example.com",

@@ -1,4 +1,4 @@
-// Package testca runs a local ACME certificate authority for tests and demos:
+// Package democa runs a local ACME certificate authority for tests and demos:
 // Pebble's own packages (ca, db, va, wfe) in-process, serving ACME and
 // Pebble's management API over HTTPS on loopback, plus a DNS stub that the
 // validation authority uses to resolve the names it validates.
@@ -13,7 +13,7 @@
 // va.New and wfe.New; Start sets them from Options around those two calls,
 // under a process-wide lock, and restores the previous values afterwards (see
 // env.go).
-package testca
+package democa
 
 import (
 	"bytes"
@@ -163,7 +163,7 @@ func Start(ctx context.Context, opts Options) (*CA, error) {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("testca: starting: %w", err)
+		return nil, fmt.Errorf("democa: starting: %w", err)
 	}
 	c := &CA{log: opts.Logger}
 	if c.log == nil {
@@ -175,7 +175,7 @@ func Start(ctx context.Context, opts Options) (*CA, error) {
 
 	srvTLS, rootsPEM, err := newServerTLS()
 	if err != nil {
-		return nil, fmt.Errorf("testca: creating the HTTPS certificate: %w", err)
+		return nil, fmt.Errorf("democa: creating the HTTPS certificate: %w", err)
 	}
 	c.rootsPEM = rootsPEM
 	pool := x509.NewCertPool()
@@ -195,13 +195,13 @@ func Start(ctx context.Context, opts Options) (*CA, error) {
 	for kid, key := range opts.EABKeys {
 		if err := store.AddExternalAccountKeyByID(kid, key); err != nil {
 			c.closeDNS()
-			return nil, fmt.Errorf("testca: adding EAB key %q: %w", kid, err)
+			return nil, fmt.Errorf("democa: adding EAB key %q: %w", kid, err)
 		}
 	}
 	for _, name := range opts.BlockedDomains {
 		if err := store.AddBlockedDomain(name); err != nil {
 			c.closeDNS()
-			return nil, fmt.Errorf("testca: blocking domain %q: %w", name, err)
+			return nil, fmt.Errorf("democa: blocking domain %q: %w", name, err)
 		}
 	}
 
@@ -218,40 +218,40 @@ func Start(ctx context.Context, opts Options) (*CA, error) {
 	c.acmeSrv, c.acmeURL, err = c.serve(srvTLS, acmeHandler)
 	if err != nil {
 		c.closeDNS()
-		return nil, fmt.Errorf("testca: starting the ACME server: %w", err)
+		return nil, fmt.Errorf("democa: starting the ACME server: %w", err)
 	}
 	c.mgmtSrv, c.mgmtURL, err = c.serve(srvTLS, wfeImpl.ManagementHandler())
 	if err != nil {
 		c.acmeSrv.Close()
 		c.serving.Wait()
 		c.closeDNS()
-		return nil, fmt.Errorf("testca: starting the management server: %w", err)
+		return nil, fmt.Errorf("democa: starting the management server: %w", err)
 	}
-	c.log.Debug("testca started", "directory", c.DirectoryURL(), "management", c.mgmtURL, "dns", c.dns.addr)
+	c.log.Debug("democa started", "directory", c.DirectoryURL(), "management", c.mgmtURL, "dns", c.dns.addr)
 	return c, nil
 }
 
 func (o *Options) validate() error {
 	switch {
 	case o.TLSPort <= 0 || o.TLSPort > 65535:
-		return fmt.Errorf("testca: TLSPort %d is not a port number", o.TLSPort)
+		return fmt.Errorf("democa: TLSPort %d is not a port number", o.TLSPort)
 	case o.HTTPPort < 0 || o.HTTPPort > 65535:
-		return fmt.Errorf("testca: HTTPPort %d is not a port number", o.HTTPPort)
+		return fmt.Errorf("democa: HTTPPort %d is not a port number", o.HTTPPort)
 	case o.ChainLength < 0:
-		return fmt.Errorf("testca: ChainLength %d is negative", o.ChainLength)
+		return fmt.Errorf("democa: ChainLength %d is negative", o.ChainLength)
 	case o.AlternateRoots < 0:
-		return fmt.Errorf("testca: AlternateRoots %d is negative", o.AlternateRoots)
+		return fmt.Errorf("democa: AlternateRoots %d is negative", o.AlternateRoots)
 	case o.NonceRejectPercent < 0 || o.NonceRejectPercent > 99:
 		// Pebble clips 100 to 99: every nonce rejected would make the CA unusable.
-		return fmt.Errorf("testca: NonceRejectPercent %d is not in [0, 99]", o.NonceRejectPercent)
+		return fmt.Errorf("democa: NonceRejectPercent %d is not in [0, 99]", o.NonceRejectPercent)
 	case o.AuthzReuse < 0 || o.AuthzReuse > 100:
-		return fmt.Errorf("testca: AuthzReuse %d is not in [0, 100]", o.AuthzReuse)
+		return fmt.Errorf("democa: AuthzReuse %d is not in [0, 100]", o.AuthzReuse)
 	case o.RetryAfterAuthz < 0 || o.RetryAfterOrder < 0:
-		return errors.New("testca: negative Retry-After")
+		return errors.New("democa: negative Retry-After")
 	case o.DNSIPv4.IsValid() && !o.DNSIPv4.Unmap().Is4():
-		return fmt.Errorf("testca: DNSIPv4 %s is not an IPv4 address", o.DNSIPv4)
+		return fmt.Errorf("democa: DNSIPv4 %s is not an IPv4 address", o.DNSIPv4)
 	case o.DNSIPv6.IsValid() && (!o.DNSIPv6.Is6() || o.DNSIPv6.Is4In6()):
-		return fmt.Errorf("testca: DNSIPv6 %s is not an IPv6 address", o.DNSIPv6)
+		return fmt.Errorf("democa: DNSIPv6 %s is not an IPv6 address", o.DNSIPv6)
 	}
 	return nil
 }
@@ -261,7 +261,7 @@ func (o *Options) validate() error {
 func (c *CA) newPebble(store *db.MemoryStore, opts Options) (w *wfe.WebFrontEndImpl, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("testca: constructing Pebble: %v", r)
+			err = fmt.Errorf("democa: constructing Pebble: %v", r)
 		}
 	}()
 	profiles := opts.Profiles
@@ -315,7 +315,7 @@ func (c *CA) serve(tlsConf *tls.Config, h http.Handler) (*http.Server, string, e
 	go func() {
 		defer c.serving.Done()
 		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			c.log.Debug("testca: HTTPS server stopped", "addr", ln.Addr().String(), "err", err)
+			c.log.Debug("democa: HTTPS server stopped", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
 	return srv, "https://" + ln.Addr().String(), nil
@@ -358,7 +358,7 @@ func (c *CA) IssuerRootsPEM(ctx context.Context) ([]byte, error) {
 		u := c.mgmtURL + wfe.RootCertPath + strconv.Itoa(i)
 		body, err := c.mgmtDo(ctx, http.MethodGet, u, nil)
 		if err != nil {
-			return nil, fmt.Errorf("testca: fetching issuer root %d: %w", i, err)
+			return nil, fmt.Errorf("democa: fetching issuer root %d: %w", i, err)
 		}
 		out = append(out, body...)
 	}
@@ -378,7 +378,7 @@ func (c *CA) SetRenewalInfo(ctx context.Context, cert *x509.Certificate, start, 
 	ari.SuggestedWindow.End = end.UTC()
 	raw, err := json.Marshal(ari)
 	if err != nil {
-		return fmt.Errorf("testca: encoding renewal info: %w", err)
+		return fmt.Errorf("democa: encoding renewal info: %w", err)
 	}
 	return c.SetRenewalInfoRaw(ctx, cert, string(raw))
 }
@@ -393,10 +393,10 @@ func (c *CA) SetRenewalInfoRaw(ctx context.Context, cert *x509.Certificate, ariR
 		ARIResponse string
 	}{string(certPEM), ariResponse})
 	if err != nil {
-		return fmt.Errorf("testca: encoding renewal info: %w", err)
+		return fmt.Errorf("democa: encoding renewal info: %w", err)
 	}
 	if _, err := c.mgmtDo(ctx, http.MethodPost, c.mgmtURL+"/set-renewal-info/", body); err != nil {
-		return fmt.Errorf("testca: setting renewal info for serial %x: %w", cert.SerialNumber, err)
+		return fmt.Errorf("democa: setting renewal info for serial %x: %w", cert.SerialNumber, err)
 	}
 	return nil
 }
@@ -439,7 +439,7 @@ func (c *CA) Close() error {
 		var errs []error
 		for _, srv := range []*http.Server{c.acmeSrv, c.mgmtSrv} {
 			if err := srv.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("testca: shutting down HTTPS server: %w", err))
+				errs = append(errs, fmt.Errorf("democa: shutting down HTTPS server: %w", err))
 				srv.Close()
 			}
 		}

@@ -1,4 +1,4 @@
-package testca
+package democa
 
 import (
 	"crypto/ecdsa"
@@ -34,7 +34,7 @@ func newServerTLS() (*tls.Config, []byte, error) {
 	}
 	rootTmpl := &x509.Certificate{
 		SerialNumber:          rootSerial,
-		Subject:               pkix.Name{CommonName: fmt.Sprintf("testca HTTPS root %.8x", rootSerial)},
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("democa HTTPS root %.8x", rootSerial)},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(serverCertLifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,

@@ -1,4 +1,4 @@
-package testca
+package democa
 
 import (
 	"context"
@@ -52,7 +52,7 @@ func startDNS(ctx context.Context, log *slog.Logger, v4, v6 netip.Addr, override
 
 	pc, ln, err := listenUDPAndTCP()
 	if err != nil {
-		return nil, fmt.Errorf("testca: starting the DNS stub: %w", err)
+		return nil, fmt.Errorf("democa: starting the DNS stub: %w", err)
 	}
 	s.addr = ln.Addr().String()
 	s.udp = &dns.Server{PacketConn: pc, Handler: s}
@@ -65,7 +65,7 @@ func startDNS(ctx context.Context, log *slog.Logger, v4, v6 netip.Addr, override
 		srv.NotifyStartedFunc = func() { started <- struct{}{} }
 		go func() {
 			if err := srv.ActivateAndServe(); err != nil {
-				log.Debug("testca: DNS server stopped", "addr", s.addr, "err", err)
+				log.Debug("democa: DNS server stopped", "addr", s.addr, "err", err)
 			}
 		}()
 	}
@@ -77,7 +77,7 @@ func startDNS(ctx context.Context, log *slog.Logger, v4, v6 netip.Addr, override
 			// closing the sockets makes ActivateAndServe return either way.
 			pc.Close()
 			ln.Close()
-			return nil, fmt.Errorf("testca: starting the DNS stub: %w", ctx.Err())
+			return nil, fmt.Errorf("democa: starting the DNS stub: %w", ctx.Err())
 		}
 	}
 	return s, nil
@@ -164,9 +164,9 @@ func (s *dnsStub) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			}
 		}
 	}
-	s.log.Debug("testca: DNS query", "question", questionString(req), "answers", len(resp.Answer), "rcode", dns.RcodeToString[resp.Rcode])
+	s.log.Debug("democa: DNS query", "question", questionString(req), "answers", len(resp.Answer), "rcode", dns.RcodeToString[resp.Rcode])
 	if err := w.WriteMsg(resp); err != nil {
-		s.log.Debug("testca: writing DNS answer", "err", err)
+		s.log.Debug("democa: writing DNS answer", "err", err)
 	}
 }
 
@@ -182,7 +182,7 @@ func (s *dnsStub) shutdown(ctx context.Context) error {
 	var errs []error
 	for _, srv := range []*dns.Server{s.udp, s.tcp} {
 		if err := srv.ShutdownContext(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("testca: shutting down the DNS stub on %s: %w", s.addr, err))
+			errs = append(errs, fmt.Errorf("democa: shutting down the DNS stub on %s: %w", s.addr, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,4 +1,4 @@
-package testca
+package democa
 
 import (
 	"log/slog"
