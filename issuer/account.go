@@ -175,7 +175,7 @@ func (iss *Issuer) register(ctx context.Context, key crypto.Signer) (acme.Accoun
 	}
 	acct, err = iss.client.NewAccount(ctx, acct)
 	if err != nil {
-		return acme.Account{}, fmt.Errorf("registering account with %s: %w", iss.cfg.Directory, err)
+		return acme.Account{}, fmt.Errorf("registering an account with the CA at %s: %w", iss.cfg.Directory, err)
 	}
 	keyPEM, err := EncodeKeyPEM(key)
 	if err != nil {
