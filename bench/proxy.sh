@@ -122,7 +122,7 @@ compare "1. keep-alive requests/s, 1 KiB file, wrk -t2 -c64, $rounds rounds of $
 compare "2. new TLS connections/s (full handshake per request), wrk -t2 -c64 -H 'Connection: close', $rounds rounds of ${secs}s" -H "Connection: close"
 
 # 3. Terminate mode against a minimal crypto/tls server, same certificate.
-ca=$(sed -n 's/.*"ca": "\(.*\)".*/\1/p' "$work/demo/storage/certificates/"*/demo.example.com/meta.json | head -1)
+ca=$(sed -n 's/.*"ca": "\(.*\)".*/\1/p' "$work/demo/storage/lineages/demo.example.com/meta.json" | head -1)
 cat > "$work/terminate.yaml" <<YML
 listen: "127.0.0.1:19446"
 storage: $work/demo/storage
