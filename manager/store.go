@@ -1,0 +1,235 @@
+package manager
+
+// Records: a certificate name's record (the switch) and its versions,
+// written whole before the switch and checked on every load.
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
+)
+
+// keepVersions is how many certificate versions a record keeps: the
+// current one and the one before it, so that a bad renewal can still be
+// looked at or put back by hand.
+const keepVersions = 2
+
+// save stores a new version of rec's certificate: key and chain go into a
+// version directory of their own, and only then is the record, the
+// switch, pointed at it. Whatever fails before the switch leaves the
+// previous record, and the pair it names, as they were. The caller holds
+// the certificate's lock.
+func (m *Manager) save(ctx context.Context, rec *Record, chainPEM, keyPEM []byte) error {
+	if err := checkPair(chainPEM, keyPEM, rec.Serial); err != nil {
+		return fmt.Errorf("not storing the certificate for %s: %w", rec.Name(), err)
+	}
+	rec.Version = rec.Serial
+	if err := m.store.Put(ctx, storage.LineageKey(rec.Name(), rec.Version, storage.KeyFile), keyPEM, 0o600); err != nil {
+		return fmt.Errorf("storing the key for %s: %w", rec.Name(), err)
+	}
+	if err := m.store.Put(ctx, storage.LineageKey(rec.Name(), rec.Version, storage.CertFile), chainPEM, 0o644); err != nil {
+		return fmt.Errorf("storing the certificate for %s: %w", rec.Name(), err)
+	}
+	if err := m.saveRecord(ctx, rec); err != nil {
+		return err
+	}
+	m.pruneVersions(ctx, rec)
+	return nil
+}
+
+// pruneVersions removes the versions of rec's certificate that are
+// neither current nor among the keepVersions newest, and any version left
+// half-written by a crash before its switch. Failing to prune loses
+// nothing, so it is only logged.
+func (m *Manager) pruneVersions(ctx context.Context, rec *Record) {
+	keys, err := m.store.List(ctx, storage.LineageDir(rec.Name()), false)
+	if err != nil {
+		m.logger.Debug("old certificate versions not pruned", "name", rec.Name(), "error", err)
+		return
+	}
+	type version struct {
+		dir string
+		mod time.Time
+	}
+	var old []version
+	for _, k := range keys {
+		if path.Base(k) == storage.MetaFile || path.Base(k) == rec.Version {
+			continue
+		}
+		info, err := m.store.Stat(ctx, path.Join(k, storage.CertFile))
+		if err != nil {
+			// No certificate: half-written, never switched to.
+			info.Modified = time.Time{}
+		}
+		old = append(old, version{k, info.Modified})
+	}
+	sort.Slice(old, func(i, j int) bool { return old[i].mod.After(old[j].mod) })
+	for i, v := range old {
+		if i < keepVersions-1 && !v.mod.IsZero() {
+			continue
+		}
+		for _, f := range []string{storage.CertFile, storage.KeyFile} {
+			if err := m.store.Delete(ctx, path.Join(v.dir, f)); err != nil {
+				m.logger.Debug("old certificate version not pruned", "name", rec.Name(), "version", v.dir, "error", err)
+			}
+		}
+	}
+}
+
+// checkPair reports whether key belongs to the first certificate of
+// chain, and that certificate has serial (in hex) when serial is not
+// empty: a record whose pair does not match must never be deployed.
+func checkPair(chainPEM, keyPEM []byte, serial string) error {
+	pair, err := tls.X509KeyPair(chainPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("key and certificate do not belong together: %w", err)
+	}
+	if serial != "" {
+		if got := pair.Leaf.SerialNumber.Text(16); got != serial {
+			return fmt.Errorf("the stored certificate has serial %s, the record says %s", got, serial)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) saveRecord(ctx context.Context, rec *Record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := m.store.Put(ctx, storage.LineageMetaKey(rec.Name()), data, 0o644); err != nil {
+		return fmt.Errorf("storing the record of %s: %w", rec.Name(), err)
+	}
+	return nil
+}
+
+// Stored is a record with its certificate chain and key.
+type Stored struct {
+	Record
+	Chain    []*x509.Certificate
+	ChainPEM []byte
+	KeyPEM   []byte
+}
+
+// Load reads one stored certificate by its certificate name, and checks
+// that its key and certificate belong together and are the ones its
+// record names.
+func (m *Manager) Load(ctx context.Context, id string) (*Stored, error) {
+	if err := m.migrate(ctx); err != nil {
+		return nil, err
+	}
+	rec, err := m.loadRecord(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return m.loadVersion(ctx, rec)
+}
+
+func (m *Manager) loadVersion(ctx context.Context, rec *Record) (*Stored, error) {
+	id := rec.Name()
+	if rec.Version == "" {
+		return nil, &DamagedError{Name: id, Key: storage.LineageMetaKey(id), Err: errors.New("the record names no certificate version")}
+	}
+	vdir := storage.LineageVersionDir(id, rec.Version)
+	certKey, keyKey := path.Join(vdir, storage.CertFile), path.Join(vdir, storage.KeyFile)
+	s := &Stored{Record: *rec}
+	var err error
+	if s.ChainPEM, err = m.store.Get(ctx, certKey); err != nil {
+		return nil, damaged(id, certKey, err)
+	}
+	if s.KeyPEM, err = m.store.Get(ctx, keyKey); err != nil {
+		return nil, damaged(id, keyKey, err)
+	}
+	if s.Chain, err = issuer.ParseChainPEM(s.ChainPEM); err != nil {
+		return nil, damaged(id, certKey, err)
+	}
+	if err := checkPair(s.ChainPEM, s.KeyPEM, rec.Serial); err != nil {
+		return nil, damaged(id, vdir, err)
+	}
+	return s, nil
+}
+
+// loadRecord reads one certificate's record, without its chain and key.
+// A missing record is an error wrapping storage.ErrNotExist; an
+// unreadable one a *DamagedError.
+func (m *Manager) loadRecord(ctx context.Context, id string) (*Record, error) {
+	key := storage.LineageMetaKey(id)
+	meta, err := m.store.Get(ctx, key)
+	if errors.Is(err, storage.ErrNotExist) {
+		return nil, fmt.Errorf("no certificate named %s: %w", id, err)
+	}
+	if err != nil {
+		return nil, damaged(id, key, err)
+	}
+	rec := &Record{}
+	if err := json.Unmarshal(meta, rec); err != nil {
+		return nil, damaged(id, key, err)
+	}
+	if rec.Name() != id {
+		return nil, damaged(id, key, fmt.Errorf("the record is for %q", rec.Name()))
+	}
+	return rec, nil
+}
+
+// DamagedError is a stored certificate that cannot be used: its record
+// is unreadable, or its key or certificate is missing, unreadable or does
+// not match. It is never skipped in silence: list shows it, renew fails
+// on it, and it is never deployed.
+type DamagedError struct {
+	Name string // certificate name
+	Key  string // the storage key found damaged
+	Err  error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("stored certificate %s is damaged (%s): %v", e.Name, e.Key, e.Err)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Err }
+
+func damaged(id, key string, err error) error {
+	return &DamagedError{Name: id, Key: key, Err: err}
+}
+
+// List returns every stored certificate, sorted by name, and every
+// damaged one: one bad file hides neither the others nor itself.
+func (m *Manager) List(ctx context.Context) ([]*Stored, []*DamagedError, error) {
+	if err := m.migrate(ctx); err != nil {
+		return nil, nil, err
+	}
+	ids, err := m.store.List(ctx, storage.LineagesPrefix, false)
+	if err != nil && !errors.Is(err, storage.ErrNotExist) {
+		return nil, nil, fmt.Errorf("listing certificates: %w", err)
+	}
+	var out []*Stored
+	var bad []*DamagedError
+	for _, k := range ids {
+		id := path.Base(k)
+		s, err := m.Load(ctx, id)
+		var de *DamagedError
+		switch {
+		case errors.As(err, &de):
+			bad = append(bad, de)
+		case errors.Is(err, storage.ErrNotExist):
+			// Versions without a record: a first order that crashed
+			// before its switch. Nothing was ever deployed from it.
+			m.logger.Debug("certificate versions without a record", "name", id)
+		case err != nil:
+			return nil, nil, err
+		default:
+			out = append(out, s)
+		}
+	}
+	bad = append(bad, m.legacyLeft(ctx)...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out, bad, nil
+}
