@@ -10,6 +10,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 const renewUsage = `
@@ -56,92 +57,66 @@ Exit codes: 0 nothing failed (renewed, or nothing due), 1 a renewal, a
 deployment or a hook failed, or there is no storage.
 `
 
+type renewFlags struct {
+	caFlags
+	force, quiet, dryRun bool
+	preHook, postHook    string
+	timeout              time.Duration
+}
+
+func (f *renewFlags) register(fs *flagSet) {
+	f.caFlags.register(fs, false)
+	fs.BoolVar(&f.force, "force", false, "renew every certificate now, due or not")
+	fs.BoolVar(&f.quiet, "q", false, "quiet: print nothing unless a certificate was renewed or deployed, or something failed (for cron)")
+	fs.BoolVar(&f.quiet, "quiet", false, "the same as -q")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "rehearse every renewal (a real order, at the CA's staging when known); store, write and deploy nothing")
+	fs.StringVar(&f.preHook, "pre-hook", "", "shell `COMMAND` to run before the validation listener binds (e.g. stop the server holding :443), once per run")
+	fs.StringVar(&f.postHook, "post-hook", "", "shell `COMMAND` to run after the validation listener was released (e.g. start that server again), once per run")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Minute, "give up after this `DURATION`")
+}
+
 func runRenew(ctx context.Context, e *env, args []string) error {
-	var cf caFlags
-	var force, quiet, dryRun bool
-	var preHook, postHook string
-	var timeout time.Duration
+	var f renewFlags
 	fs := newFlagSet(e, "renew", renewUsage)
-	cf.register(fs, false)
-	fs.BoolVar(&force, "force", false, "renew every certificate now, due or not")
-	fs.BoolVar(&quiet, "q", false, "quiet: print nothing unless a certificate was renewed or deployed, or something failed (for cron)")
-	fs.BoolVar(&quiet, "quiet", false, "the same as -q")
-	fs.BoolVar(&dryRun, "dry-run", false, "rehearse every renewal (a real order, at the CA's staging when known); store, write and deploy nothing")
-	fs.StringVar(&preHook, "pre-hook", "", "shell `COMMAND` to run before the validation listener binds (e.g. stop the server holding :443), once per run")
-	fs.StringVar(&postHook, "post-hook", "", "shell `COMMAND` to run after the validation listener was released (e.g. start that server again), once per run")
-	fs.DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this `DURATION`")
+	f.register(fs)
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
-	if quiet && cf.verbose {
+	if f.quiet && f.verbose {
 		return usagef("-q and -v contradict each other: give one")
 	}
-	if err := checkTimeout(timeout); err != nil {
+	if err := checkTimeout(f.timeout); err != nil {
 		return err
 	}
-	ctx, cancel := withTimeout(ctx, timeout)
+	ctx, cancel := withTimeout(ctx, f.timeout)
 	defer cancel()
-	store, err := openStorage(e, cf.storage, mustExist)
+	store, err := openStorage(e, f.storage, mustExist)
 	if err != nil {
 		return err
 	}
-	logger := cf.logger(e)
-	if quiet {
+	logger := f.logger(e)
+	if f.quiet {
 		logger = quietLogger(e)
 	}
-	hooks := manager.NewStandaloneHooks(logger, preHook, postHook)
-	if dryRun {
-		return dryRunRenew(ctx, e, store, logger, hooks, cf.verbose)
+	hooks := manager.NewStandaloneHooks(logger, f.preHook, f.postHook)
+	if f.dryRun {
+		return dryRunRenew(ctx, e, store, logger, hooks, f.verbose)
 	}
 	is := newIssuers(store, logger, responder.New(responder.WithLogger(logger)))
 	is.Hooks = hooks
 	defer is.CloseIdle()
-	if cf.verbose {
+	if f.verbose {
 		is.OnStep = stepPrinter(e)
 	}
 	m := manager.New(store, is.Get, logger)
+	h := &renewHandoff{e: e, store: store, force: f.force, handed: map[string]*handed{}, wheres: map[string]where{}}
 	// A certificate that a running "tlsalpn serve" manages is renewed by
 	// that serve, through the port it holds: renew would only find the
 	// port taken.
-	serves, err := frontdoor.LiveServes(ctx, store)
-	if err != nil {
+	if h.serves, err = frontdoor.LiveServes(ctx, store); err != nil {
 		logger.Warn("cannot tell whether tlsalpn serve runs on this storage; renewing here", "error", err)
 	}
-	type handoff struct {
-		serve   *serveLease
-		byOther bool // serve found it renewed already
-	}
-	handed := map[string]*handoff{} // by certID
-	type where struct{ id, listen string }
-	wheres := map[string]where{} // by name, for a port taken
-	results, err := m.RenewWith(ctx, manager.RenewOptions{Force: force,
-		Elsewhere: func(ctx context.Context, s *manager.Stored, d manager.Decision) (*manager.Record, bool, error) {
-			id := s.Name()
-			wheres[s.Name()] = where{id, s.Listen}
-			for _, l := range serves {
-				if !l.Manages(id) {
-					continue
-				}
-				handed[id] = &handoff{serve: l}
-				fmt.Fprintf(e.stdout, "%-30s handing the renewal (%s) to %s, which holds the port...\n", s.Name(), d.Reason, l)
-				out, err := requestRenewal(ctx, store, l, id, s.Name(), s.Serial, force, d.Reason)
-				switch {
-				case err != nil:
-					return nil, true, err
-				case out.Error != "":
-					return nil, true, fmt.Errorf("%s could not renew it: %s", l, out.Error)
-				}
-				rec := &manager.Record{Spec: s.Spec, Serial: out.Serial, NotAfter: out.NotAfter}
-				handed[id].byOther = out.ByOther
-				var derr error
-				if out.DeployError != "" {
-					derr = fmt.Errorf("%s stored it but deploying it failed: %s", l, out.DeployError)
-				}
-				return rec, true, derr
-			}
-			return nil, false, nil
-		},
-	})
+	results, err := m.RenewWith(ctx, manager.RenewOptions{Force: f.force, Elsewhere: h.elsewhere})
 	// A post-hook that failed (the server did not come back) is a
 	// failure of this run, reported after what was renewed.
 	hookErr := hooks.Finish(ctx)
@@ -149,63 +124,115 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 		return errors.Join(err, hookErr)
 	}
 	if len(results) == 0 {
-		if !quiet {
+		if !f.quiet {
 			fmt.Fprintf(e.stdout, "no certificates stored in %s: issue one with tlsalpn issue\n", store.Root())
 		}
 		return nil
 	}
 	total := len(results)
-	if quiet {
+	if f.quiet {
 		results = worthSaying(results)
 	}
 	var failed []error
 	for _, r := range results {
-		var de *manager.DamagedError
-		switch {
-		case errors.As(r.Err, &de):
-			fmt.Fprintf(e.stdout, "%-30s DAMAGED: %s: re-issue it (tlsalpn issue --force --cert-name %s -d …) or delete it (tlsalpn delete %s)\n",
-				r.Name, oneLine(de.Err), r.Name, r.Name)
-			failed = append(failed, r.Err)
-		case r.Err != nil && ctx.Err() != nil && errors.Is(r.Err, context.Canceled):
-			fmt.Fprintf(e.stdout, "%-30s interrupted: not renewed\n", renewLabel(r))
-			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
-		case r.Err != nil:
-			r.Err = servePortError(ctx, store, r.Err, wheres[r.Name].id, r.Name, wheres[r.Name].listen)
-			fmt.Fprintf(e.stdout, "%-30s FAILED: %s\n", renewLabel(r), oneLine(r.Err))
-			failed = append(failed, fmt.Errorf("%s: %w", r.Name, r.Err))
-		case r.Renewed != nil && handed[r.Renewed.Name()] != nil:
-			h := handed[r.Renewed.Name()]
-			if h.byOther {
-				fmt.Fprintf(e.stdout, "%-30s renewed meanwhile (%s found it renewed already): serial %s, valid until %s\n", r.Name, h.serve,
-					r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
-				break
-			}
-			fmt.Fprintf(e.stdout, "%-30s renewed by %s (%s): serial %s, valid until %s\n", r.Name, h.serve, r.Decision.Reason,
-				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
-		case r.Renewed != nil && r.ByOther:
-			fmt.Fprintf(e.stdout, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", renewLabel(r),
-				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
-		case r.Renewed != nil:
-			fmt.Fprintf(e.stdout, "%-30s renewed (%s): serial %s, valid until %s\n", renewLabel(r), r.Decision.Reason,
-				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
-		case r.Redeployed:
-			why := "previous attempt had failed"
-			if r.LastDeployError == "" {
-				why = "no earlier deployment recorded"
-			}
-			fmt.Fprintf(e.stdout, "%-30s deployed (%s); not due: renews around %s\n", renewLabel(r), why, r.Decision.At.Local().Format("2006-01-02 15:04"))
-		case r.Decision.At.IsZero():
-			// Revoked or retired: not renewed at all, and the reason says why.
-			fmt.Fprintf(e.stdout, "%-30s not renewed: %s\n", renewLabel(r), decisionText(r.Decision))
-		default:
-			fmt.Fprintf(e.stdout, "%-30s not due: renews around %s (%s)\n", renewLabel(r), r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
+		if err := h.print(ctx, r); err != nil {
+			failed = append(failed, err)
 		}
 	}
 	if len(failed) > 0 {
 		return errors.Join(fmt.Errorf("%d of %d renewals failed: %w", len(failed), total, errors.Join(failed...)), hookErr)
 	}
-	if hookErr != nil {
-		return hookErr
+	return hookErr
+}
+
+// renewHandoff hands renewals of the certificates a running serve keeps
+// to that serve, and remembers what it did for the lines renew prints.
+type renewHandoff struct {
+	e      *env
+	store  storage.Storage
+	force  bool
+	serves []*serveLease
+	handed map[string]*handed // by certificate name
+	wheres map[string]where   // by certificate name, for a port taken
+}
+
+type handed struct {
+	serve   *serveLease
+	byOther bool // serve found it renewed already
+}
+
+type where struct{ id, listen string }
+
+// elsewhere is manager.RenewOptions.Elsewhere: it hands s to the serve
+// that keeps it, if one runs, and waits for its outcome.
+func (h *renewHandoff) elsewhere(ctx context.Context, s *manager.Stored, d manager.Decision) (*manager.Record, bool, error) {
+	id := s.Name()
+	h.wheres[id] = where{id, s.Listen}
+	for _, l := range h.serves {
+		if !l.Manages(id) {
+			continue
+		}
+		h.handed[id] = &handed{serve: l}
+		fmt.Fprintf(h.e.stdout, "%-30s handing the renewal (%s) to %s, which holds the port...\n", id, d.Reason, l)
+		out, err := requestRenewal(ctx, h.store, l, id, s.Name(), s.Serial, h.force, d.Reason)
+		switch {
+		case err != nil:
+			return nil, true, err
+		case out.Error != "":
+			return nil, true, fmt.Errorf("%s could not renew it: %s", l, out.Error)
+		}
+		h.handed[id].byOther = out.ByOther
+		var derr error
+		if out.DeployError != "" {
+			derr = fmt.Errorf("%s stored it but deploying it failed: %s", l, out.DeployError)
+		}
+		return &manager.Record{Spec: s.Spec, Serial: out.Serial, NotAfter: out.NotAfter}, true, derr
+	}
+	return nil, false, nil
+}
+
+// print says what became of one certificate, and returns its failure.
+func (h *renewHandoff) print(ctx context.Context, r manager.RenewResult) error {
+	out := h.e.stdout
+	var de *manager.DamagedError
+	switch {
+	case errors.As(r.Err, &de):
+		fmt.Fprintf(out, "%-30s DAMAGED: %s: re-issue it (tlsalpn issue --force --cert-name %s -d …) or delete it (tlsalpn delete %s)\n",
+			r.Name, oneLine(de.Err), r.Name, r.Name)
+		return r.Err
+	case r.Err != nil && ctx.Err() != nil && errors.Is(r.Err, context.Canceled):
+		fmt.Fprintf(out, "%-30s interrupted: not renewed\n", renewLabel(r))
+		return fmt.Errorf("%s: %w", r.Name, r.Err)
+	case r.Err != nil:
+		err := servePortError(ctx, h.store, r.Err, h.wheres[r.Name].id, r.Name, h.wheres[r.Name].listen)
+		fmt.Fprintf(out, "%-30s FAILED: %s\n", renewLabel(r), oneLine(err))
+		return fmt.Errorf("%s: %w", r.Name, err)
+	case r.Renewed != nil && h.handed[r.Renewed.Name()] != nil:
+		hd := h.handed[r.Renewed.Name()]
+		if hd.byOther {
+			fmt.Fprintf(out, "%-30s renewed meanwhile (%s found it renewed already): serial %s, valid until %s\n", r.Name, hd.serve,
+				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
+			break
+		}
+		fmt.Fprintf(out, "%-30s renewed by %s (%s): serial %s, valid until %s\n", r.Name, hd.serve, r.Decision.Reason,
+			r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
+	case r.Renewed != nil && r.ByOther:
+		fmt.Fprintf(out, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", renewLabel(r),
+			r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
+	case r.Renewed != nil:
+		fmt.Fprintf(out, "%-30s renewed (%s): serial %s, valid until %s\n", renewLabel(r), r.Decision.Reason,
+			r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
+	case r.Redeployed:
+		why := "previous attempt had failed"
+		if r.LastDeployError == "" {
+			why = "no earlier deployment recorded"
+		}
+		fmt.Fprintf(out, "%-30s deployed (%s); not due: renews around %s\n", renewLabel(r), why, r.Decision.At.Local().Format("2006-01-02 15:04"))
+	case r.Decision.At.IsZero():
+		// Revoked or retired: not renewed at all, and the reason says why.
+		fmt.Fprintf(out, "%-30s not renewed: %s\n", renewLabel(r), decisionText(r.Decision))
+	default:
+		fmt.Fprintf(out, "%-30s not due: renews around %s (%s)\n", renewLabel(r), r.Decision.At.Local().Format("2006-01-02 15:04"), r.Decision.Reason)
 	}
 	return nil
 }
