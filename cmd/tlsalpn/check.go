@@ -126,29 +126,9 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 		}
 		targets[0].KeyAuthorization = keyAuth
 	}
-	c := &check.Checker{Timeout: f.timeout}
-	if f.timeout <= 0 {
-		return usagef("--timeout %s: give a positive duration", f.timeout)
-	}
-	for _, a := range f.addresses {
-		addr, err := netip.ParseAddr(strings.Trim(a, "[]"))
-		if err != nil || addr.Zone() != "" {
-			return usagef("--address %q is not an IP address", a)
-		}
-		c.Addresses = append(c.Addresses, addr)
-	}
-	if f.expiringWithin != "" {
-		if c.ExpiringWithin, err = parseDays(f.expiringWithin); err != nil {
-			return usagef("--expiring-within: %v", err)
-		}
-	}
-	if f.caRoot != "" {
-		if c.Roots, err = rootPool(f.caRoot); err != nil {
-			return err
-		}
-	}
-	if f.verbose {
-		c.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c, err := f.checker(e)
+	if err != nil {
+		return err
 	}
 	monitor := f.monitor
 	if f.expiringWithin != "" && !flagGiven(fs, "monitor") {
@@ -164,6 +144,42 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 		return runMonitor(ctx, e, c, targets, f)
 	}
 
+	return runCAChecks(ctx, e, c, targets, f)
+}
+
+// checker is the check.Checker that f asks for.
+func (f *checkFlags) checker(e *env) (*check.Checker, error) {
+	if f.timeout <= 0 {
+		return nil, usagef("--timeout %s: give a positive duration", f.timeout)
+	}
+	c := &check.Checker{Timeout: f.timeout}
+	for _, a := range f.addresses {
+		addr, err := netip.ParseAddr(strings.Trim(a, "[]"))
+		if err != nil || addr.Zone() != "" {
+			return nil, usagef("--address %q is not an IP address", a)
+		}
+		c.Addresses = append(c.Addresses, addr)
+	}
+	var err error
+	if f.expiringWithin != "" {
+		if c.ExpiringWithin, err = parseDays(f.expiringWithin); err != nil {
+			return nil, usagef("--expiring-within: %v", err)
+		}
+	}
+	if f.caRoot != "" {
+		if c.Roots, err = rootPool(f.caRoot); err != nil {
+			return nil, err
+		}
+	}
+	if f.verbose {
+		c.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return c, nil
+}
+
+// runCAChecks checks targets by the CA's rules, prints the reports and
+// returns the exit the verdict calls for.
+func runCAChecks(ctx context.Context, e *env, c *check.Checker, targets []check.Target, f checkFlags) error {
 	reports := c.CheckAll(ctx, targets)
 	var failing, expiring int
 	for _, r := range reports {
