@@ -5,11 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/deploy"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
@@ -166,17 +164,11 @@ func (m *Manager) WouldOrder(ctx context.Context, spec Spec, opts IssueOptions) 
 }
 
 func (m *Manager) planIssue(ctx context.Context, spec Spec, opts IssueOptions) (*issuePlan, error) {
-	if len(spec.Names) == 0 {
-		return nil, errors.New("no names to obtain a certificate for")
+	_, names, err := canonicalNames(spec.Names)
+	if err != nil {
+		return nil, err
 	}
-	spec.Names = slices.Clone(spec.Names)
-	for i, n := range spec.Names {
-		id, err := challenge.ParseIdentifier(n)
-		if err != nil {
-			return nil, err
-		}
-		spec.Names[i] = id.Value
-	}
+	spec.Names = names
 	all, bad, err := m.List(ctx)
 	if err != nil {
 		return nil, err

@@ -70,6 +70,25 @@ func certLockName(id string) string {
 	return "cert-" + id
 }
 
+// canonicalNames parses names as identifiers. Names are kept in
+// canonical form: the first one names a certificate by default, and Find,
+// Issue and the CA compare them byte for byte.
+func canonicalNames(names []string) ([]challenge.Identifier, []string, error) {
+	if len(names) == 0 {
+		return nil, nil, errors.New("no names to obtain a certificate for")
+	}
+	ids := make([]challenge.Identifier, len(names))
+	out := make([]string, len(names))
+	for i, n := range names {
+		id, err := challenge.ParseIdentifier(n)
+		if err != nil {
+			return nil, nil, err
+		}
+		ids[i], out[i] = id, id.Value
+	}
+	return ids, out, nil
+}
+
 // Obtain orders a certificate for spec, stores it and deploys it. replaces,
 // when not nil, is the certificate being renewed (sent as ARI "replaces").
 // Nothing is stored or deployed unless the whole order succeeded, and the
@@ -85,19 +104,9 @@ func certLockName(id string) string {
 // the record with the error. The failure is recorded: the keeper's next
 // looks, and the next "tlsalpn renew", deploy it again without a new order.
 func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certificate) (*Record, error) {
-	if len(spec.Names) == 0 {
-		return nil, errors.New("no names to obtain a certificate for")
-	}
-	// Names are kept in canonical form: the first one names the storage
-	// directory, and Find and the CA compare them byte for byte.
-	ids := make([]challenge.Identifier, len(spec.Names))
-	names := make([]string, len(spec.Names))
-	for i, n := range spec.Names {
-		id, err := challenge.ParseIdentifier(n)
-		if err != nil {
-			return nil, err
-		}
-		ids[i], names[i] = id, id.Value
+	ids, names, err := canonicalNames(spec.Names)
+	if err != nil {
+		return nil, err
 	}
 	spec.Names = names
 	if spec.CertName != "" {
