@@ -32,19 +32,72 @@ Exit codes: 0 changed (or nothing to change), 1 failed (a deployment to the
 new output failed: the old settings stay), 2 usage error.
 `
 
+type reconfigureFlags struct {
+	caFlags
+	out, hook, keyType, profile, listen, email string
+	hookTimeout                                time.Duration
+}
+
+func (f *reconfigureFlags) register(fs *flagSet) {
+	f.caFlags.register(fs, false)
+	fs.StringVar(&f.out, "out", "", "new output `DIR`")
+	fs.StringVar(&f.hook, "deploy-hook", "", "new deploy hook `COMMAND` ('' for none)")
+	fs.DurationVar(&f.hookTimeout, "hook-timeout", 0, "new bound on the deploy hook's run `DURATION`")
+	fs.StringVar(&f.keyType, "key-type", "", "key `TYPE` of the next renewal: ec256, ec384, rsa2048, rsa3072 or rsa4096")
+	fs.StringVar(&f.profile, "profile", "", "ACME `PROFILE` of the next renewal")
+	fs.StringVar(&f.listen, "listen", "", "`ADDR` to answer the CA on while validating renewals")
+	fs.StringVar(&f.email, "email", "", "account `EMAIL` for the next renewal")
+}
+
+// edit checks the values of the flags in set and returns what they do to
+// a certificate's spec.
+func (f *reconfigureFlags) edit(set map[string]bool) (func(*manager.Spec), error) {
+	var kt issuer.KeyType
+	var err error
+	if set["key-type"] {
+		if kt, err = issuer.ParseKeyType(f.keyType); err != nil {
+			return nil, usagef("--key-type: %v", err)
+		}
+	}
+	if set["out"] {
+		if f.out == "" {
+			return nil, usagef("--out: give a directory")
+		}
+		if f.out, err = filepath.Abs(f.out); err != nil {
+			return nil, usagef("--out: %v", err)
+		}
+	}
+	if set["listen"] {
+		if err := checkListen(f.listen); err != nil {
+			return nil, err
+		}
+	}
+	if set["email"] {
+		if err := checkEmail(f.email); err != nil {
+			return nil, err
+		}
+	}
+	return func(s *manager.Spec) {
+		for name, apply := range map[string]func(){
+			"out":          func() { s.Out = f.out },
+			"deploy-hook":  func() { s.DeployHook = f.hook },
+			"hook-timeout": func() { s.HookTimeout = f.hookTimeout },
+			"key-type":     func() { s.KeyType = kt },
+			"profile":      func() { s.Profile = f.profile },
+			"listen":       func() { s.Listen = f.listen },
+			"email":        func() { s.Email = f.email },
+		} {
+			if set[name] {
+				apply()
+			}
+		}
+	}, nil
+}
+
 func runReconfigure(ctx context.Context, e *env, args []string) error {
-	var cf caFlags
-	var out, hook, keyType, profile, listen, email string
-	var hookTimeout time.Duration
+	var f reconfigureFlags
 	fs := newFlagSet(e, "reconfigure", reconfigureUsage)
-	cf.register(fs, false)
-	fs.StringVar(&out, "out", "", "new output `DIR`")
-	fs.StringVar(&hook, "deploy-hook", "", "new deploy hook `COMMAND` ('' for none)")
-	fs.DurationVar(&hookTimeout, "hook-timeout", 0, "new bound on the deploy hook's run `DURATION`")
-	fs.StringVar(&keyType, "key-type", "", "key `TYPE` of the next renewal: ec256, ec384, rsa2048, rsa3072 or rsa4096")
-	fs.StringVar(&profile, "profile", "", "ACME `PROFILE` of the next renewal")
-	fs.StringVar(&listen, "listen", "", "`ADDR` to answer the CA on while validating renewals")
-	fs.StringVar(&email, "email", "", "account `EMAIL` for the next renewal")
+	f.register(fs)
 	if err := fs.parse(args, 1); err != nil {
 		return err
 	}
@@ -58,49 +111,15 @@ func runReconfigure(ctx context.Context, e *env, args []string) error {
 	if len(set) == 0 {
 		return usagef("nothing to change: give at least one of --out, --deploy-hook, --hook-timeout, --key-type, --profile, --listen, --email")
 	}
-	var kt issuer.KeyType
-	if set["key-type"] {
-		var err error
-		if kt, err = issuer.ParseKeyType(keyType); err != nil {
-			return usagef("--key-type: %v", err)
-		}
-	}
-	if set["out"] {
-		if out == "" {
-			return usagef("--out: give a directory")
-		}
-		var err error
-		if out, err = filepath.Abs(out); err != nil {
-			return usagef("--out: %v", err)
-		}
-	}
-	m, err := managerForChange(ctx, e, &cf, name, "change")
+	edit, err := f.edit(set)
 	if err != nil {
 		return err
 	}
-	rec, changed, err := m.Reconfigure(ctx, name, func(s *manager.Spec) {
-		if set["out"] {
-			s.Out = out
-		}
-		if set["deploy-hook"] {
-			s.DeployHook = hook
-		}
-		if set["hook-timeout"] {
-			s.HookTimeout = hookTimeout
-		}
-		if set["key-type"] {
-			s.KeyType = kt
-		}
-		if set["profile"] {
-			s.Profile = profile
-		}
-		if set["listen"] {
-			s.Listen = listen
-		}
-		if set["email"] {
-			s.Email = email
-		}
-	})
+	m, err := managerForChange(ctx, e, &f.caFlags, name, "change")
+	if err != nil {
+		return err
+	}
+	rec, changed, err := m.Reconfigure(ctx, name, edit)
 	if err != nil {
 		return err
 	}
@@ -109,8 +128,8 @@ func runReconfigure(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "certificate %s: updated %s; nothing ordered\n", name, strings.Join(changed, ", "))
-	if set["out"] && rec != nil && rec.Out == out {
-		fmt.Fprintf(e.stdout, "  deployed to %s\n", out)
+	if set["out"] && rec != nil && rec.Out == f.out {
+		fmt.Fprintf(e.stdout, "  deployed to %s\n", f.out)
 	}
 	return nil
 }
