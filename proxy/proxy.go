@@ -326,11 +326,12 @@ func (s *Server) refusedSource(src netip.Addr, cfg *Config) {
 }
 
 // handle runs one client connection, which the gate admitted as w.
-func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
-	defer s.untrack(conn)
-	defer s.gate.release(w)
-	defer conn.Close()
-	cfg := &st.cfg
+// readHello reads the connection's ClientHello (after a PROXY header from
+// a trusted balancer), within the ClientHello timeout and the per-source
+// limits. It returns the hello, every byte read (to replay to whoever
+// takes the connection), and the client's address; false when the
+// connection is to be closed, which it has logged.
+func (s *Server) readHello(conn net.Conn, cfg *Config, w *waiter) (*clienthello.Info, []byte, net.Addr, bool) {
 	conn.SetReadDeadline(time.Now().Add(cfg.ClientHelloTimeout))
 
 	client := conn.RemoteAddr()
@@ -340,7 +341,7 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 		// to dribble.
 		if err := clienthello.AwaitRecord(conn); err != nil {
 			s.logger.Debug("refused connection", "remote", client, "error", fmt.Errorf("waiting for the ClientHello: %w", err))
-			return
+			return nil, nil, nil, false
 		}
 	}
 	// One read usually brings the whole ClientHello; reading it record by
@@ -361,13 +362,13 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 		hdr, rest, err := readProxyHeader(br)
 		if err != nil {
 			s.logger.Debug("refused connection from trusted proxy", "remote", conn.RemoteAddr(), "error", err)
-			return
+			return nil, nil, nil, false
 		}
 		if hdr != nil {
 			client = hdr
 			if src := sourceOf(hdr); !s.gate.move(w, src, cfg.MaxHelloWaitsPerSource) {
 				s.refusedSource(src, cfg)
-				return
+				return nil, nil, nil, false
 			}
 		}
 		src = rest
@@ -376,11 +377,11 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	hello, err := clienthello.Read(src)
 	if err != nil {
 		s.logger.Debug("refused connection", "remote", client, "error", err)
-		return
+		return nil, nil, nil, false
 	}
 	if !s.gate.hello(w) {
 		s.logger.Debug("connection evicted before its ClientHello was complete", "remote", client)
-		return
+		return nil, nil, nil, false
 	}
 	// Bytes read past the ClientHello (a PROXY reader's buffer) are
 	// replayed after it.
@@ -392,6 +393,17 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	// Everything read is in prefix now: give the buffer back, so that a
 	// connection that then sits idle for hours does not hold it.
 	release()
+	return hello, prefix, client, true
+}
+
+func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
+	defer s.untrack(conn)
+	defer s.gate.release(w)
+	defer conn.Close()
+	hello, prefix, client, ok := s.readHello(conn, &st.cfg, w)
+	if !ok {
+		return
+	}
 	conn.SetReadDeadline(time.Time{})
 	name := challenge.NormalizeServerName(hello.ServerName)
 
