@@ -192,7 +192,9 @@ func (m *Manager) planIssue(ctx context.Context, spec Spec, opts IssueOptions) (
 	}
 	id := spec.ID()
 	for _, d := range bad {
-		if d.Name == id {
+		// Versions without a record are a first order that did not
+		// finish: ordering under the name again completes it.
+		if d.Name == id && !errors.Is(d, errNoRecord) {
 			return nil, d
 		}
 	}
@@ -391,7 +393,8 @@ func (m *Manager) Delete(ctx context.Context, id string, removeFiles bool) (*Del
 	switch {
 	case err == nil:
 		res.Record = rec
-	case errors.As(err, &de):
+	case errors.As(err, &de), errors.Is(err, storage.ErrNotExist):
+		// Damaged, or versions without a record: deleted all the same.
 	default:
 		return nil, err
 	}

@@ -163,8 +163,12 @@ func (m *Manager) readLegacy(ctx context.Context, metaKey string) (legacy, error
 // ones.
 func (m *Manager) legacyLeft(ctx context.Context) []*DamagedError {
 	keys, err := m.store.List(ctx, storage.CertificatesPrefix, true)
-	if err != nil {
+	if errors.Is(err, storage.ErrNotExist) {
 		return nil
+	}
+	if err != nil {
+		// What cannot be listed cannot be known to be empty.
+		return []*DamagedError{{Name: storage.CertificatesPrefix, Key: storage.CertificatesPrefix, Err: err}}
 	}
 	var bad []*DamagedError
 	for _, k := range keys {

@@ -180,6 +180,10 @@ func (m *Manager) loadRecord(ctx context.Context, id string) (*Record, error) {
 	return rec, nil
 }
 
+// errNoRecord is the damage of a certificate name whose versions are
+// stored without the record that switches to one.
+var errNoRecord = errors.New("certificate files are stored but the record naming the current one is missing")
+
 // DamagedError is a stored certificate that cannot be used: its record
 // is unreadable, or its key or certificate is missing, unreadable or does
 // not match. It is never skipped in silence: list shows it, renew fails
@@ -221,8 +225,10 @@ func (m *Manager) List(ctx context.Context) ([]*Stored, []*DamagedError, error) 
 			bad = append(bad, de)
 		case errors.Is(err, storage.ErrNotExist):
 			// Versions without a record: a first order that crashed
-			// before its switch. Nothing was ever deployed from it.
-			m.logger.Debug("certificate versions without a record", "name", id)
+			// before its switch (issuing it again completes it), or a
+			// record removed by hand. Either way a certificate is not
+			// being renewed, which must not pass unseen.
+			bad = append(bad, &DamagedError{Name: id, Key: storage.LineageMetaKey(id), Err: errNoRecord})
 		case err != nil:
 			return nil, nil, err
 		default:

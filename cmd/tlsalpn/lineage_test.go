@@ -166,6 +166,12 @@ func TestDamagedRecordIsLoud(t *testing.T) {
 			m, _ := filepath.Glob(filepath.Join(l, "*", "cert.pem"))
 			os.WriteFile(m[0], []byte("garbage"), 0o644)
 		}},
+		{"missing meta.json", func(t *testing.T, l string) {
+			// A record removed by hand (or a first order that crashed
+			// before its switch): the certificate is still not dropped
+			// from renewal in silence.
+			os.Remove(filepath.Join(l, "meta.json"))
+		}},
 		{"missing key.pem", func(t *testing.T, l string) {
 			m, _ := filepath.Glob(filepath.Join(l, "*", "key.pem"))
 			os.Remove(m[0])

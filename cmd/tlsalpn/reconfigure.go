@@ -29,7 +29,7 @@ Examples:
   tlsalpn reconfigure example.com --deploy-hook ''       (no hook any more)
 
 Exit codes: 0 changed (or nothing to change), 1 failed (a deployment to the
-new output failed: the old settings stay), 2 usage error.
+new output failed: it keeps deploying where it did; the other changes are kept), 2 usage error.
 `
 
 type reconfigureFlags struct {
