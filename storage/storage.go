@@ -153,3 +153,36 @@ func HasPrefix(key, prefix string) bool {
 	}
 	return key == prefix || strings.HasPrefix(key, prefix+"/")
 }
+
+// ErrModified is returned, possibly wrapped, by Versioned.PutIfVersion when the key has changed
+// since the version the caller read.
+var ErrModified = errors.New("storage: key was modified since it was read")
+
+// Versioned is implemented by backends that can replace a value only if nobody has written it
+// since it was read (etcd: the key's modification revision). It is what keeps a stale cluster
+// node, one that lost its lock while it was away, from overwriting a newer certificate: a lock
+// alone cannot, because the holder may not know it no longer holds it.
+type Versioned interface {
+	// GetVersion is Get, and also returns the value's version: an opaque number that changes on
+	// every Put of the key. A missing key is an error wrapping ErrNotExist.
+	GetVersion(ctx context.Context, key string) (value []byte, version int64, err error)
+
+	// PutIfVersion is Put, done only if the key's version is still version; version 0 means the
+	// key must not exist. Otherwise it writes nothing and returns an error wrapping ErrModified.
+	PutIfVersion(ctx context.Context, key string, value []byte, mode os.FileMode, version int64) error
+}
+
+// Ephemeral is implemented by backends that can hold keys for as long as this process lives
+// (etcd: keys attached to the process's lease). Cluster nodes register themselves and publish
+// challenges this way, so that what a dead node published disappears with it instead of
+// lingering until somebody notices.
+type Ephemeral interface {
+	// PutEphemeral stores value under key until DeleteEphemeral, the end of the process, or the
+	// loss of its session (the backend unreachable for longer than the session's TTL), whichever
+	// comes first.
+	PutEphemeral(ctx context.Context, key string, value []byte) error
+
+	// SessionDone is closed when the session is lost: every key this process put with
+	// PutEphemeral is gone then, and must be put again once the backend is back.
+	SessionDone() <-chan struct{}
+}
