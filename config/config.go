@@ -15,9 +15,8 @@ import (
 type Config struct {
 	// Listen is the front door's address. Default ":443".
 	Listen string
-	// Storage is the directory for accounts and certificates; "" lets the
-	// command pick its default.
-	Storage      string
+	// Storage is where accounts and certificates are kept.
+	Storage      Storage
 	ACME         ACME
 	Proxy        Proxy
 	Routes       []Route
@@ -27,6 +26,33 @@ type Config struct {
 	file string
 	pos  map[string]pos
 }
+
+// Storage says where accounts and certificates are kept: a directory, or
+// an etcd cluster shared by the nodes of a cluster. The file takes either a
+// plain value (storage: /var/lib/tlsalpn), which is the Location, or a
+// mapping of these keys. The files named are checked when the command
+// opens them, not here: this package reads no file but the configuration.
+type Storage struct {
+	// Location is an absolute directory or etcd://HOST:PORT[,HOST:PORT…]/PREFIX;
+	// "" lets the command pick its default directory.
+	Location string
+	// EtcdCA, EtcdCert and EtcdKey are PEM files for TLS to etcd: the CA
+	// that signed etcd's certificates, and a client certificate and key
+	// (both or neither).
+	EtcdCA, EtcdCert, EtcdKey string
+	// EtcdUser and EtcdPasswordFile are etcd's own authentication (both or
+	// neither); the password is in a file so that it stays out of this one.
+	EtcdUser, EtcdPasswordFile string
+	// EncryptionKeyFile holds the 32-byte key that encrypts private values
+	// (account and certificate keys) at rest in etcd. Required with etcd:
+	// without it no key could be stored there.
+	EncryptionKeyFile string
+}
+
+// IsEtcd reports whether the storage is an etcd cluster.
+func (s Storage) IsEtcd() bool { return strings.HasPrefix(s.Location, etcdScheme) }
+
+const etcdScheme = "etcd://"
 
 // ACME says which CA to use and as whom.
 type ACME struct {
@@ -295,8 +321,8 @@ func (c *Config) Summary() string {
 		parts = append(parts, fmt.Sprintf("PROXY protocol accepted from %s", plural(n, "network")))
 	}
 	parts = append(parts, fmt.Sprintf("at most %d connections", c.Proxy.MaxConnections))
-	if c.Storage != "" {
-		parts = append(parts, "storage in "+c.Storage)
+	if c.Storage.Location != "" {
+		parts = append(parts, "storage in "+c.Storage.Location)
 	}
 	return strings.Join(parts, "; ")
 }

@@ -81,7 +81,7 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c.Proxy, want) {
 		t.Errorf("proxy = %+v, want %+v", c.Proxy, want)
 	}
-	if c.Listen != ":443" || c.Storage != "" || c.ACME.CA != "letsencrypt" || c.Routes[0].Mode != ModePassthrough {
+	if c.Listen != ":443" || c.Storage != (Storage{}) || c.ACME.CA != "letsencrypt" || c.Routes[0].Mode != ModePassthrough {
 		t.Errorf("defaults: %+v", c)
 	}
 	if got, want := c.Summary(), "listening on :443; 1 route (1 passthrough); default route to 127.0.0.1:8443; no certificates; at most 8000 connections"; got != want {
@@ -383,5 +383,64 @@ func TestEditDistance(t *testing.T) {
 	}
 	if got := nearest("zzz", topKeys); got != "" {
 		t.Errorf("nearest(zzz) = %q", got)
+	}
+}
+
+func TestStorage(t *testing.T) {
+	const route = "routes:\n  - names: [\"*\"]\n    backend: 127.0.0.1:8443\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       Storage
+	}{
+		{"plain directory", "storage: /var/lib/tlsalpn\n" + route, Storage{Location: "/var/lib/tlsalpn"}},
+		{"mapping directory", "storage:\n  location: /var/lib/tlsalpn\n" + route, Storage{Location: "/var/lib/tlsalpn"}},
+		{"etcd with everything", "storage:\n  location: etcd://10.0.0.1:2379,[2001:db8::2]:2379/tlsalpn\n  etcd_ca: /etc/t/ca.pem\n  etcd_cert: /etc/t/c.pem\n  etcd_key: /etc/t/k.pem\n  etcd_user: tlsalpn\n  etcd_password_file: /etc/t/pw\n  encryption_key_file: /etc/t/key\n" + route,
+			Storage{Location: "etcd://10.0.0.1:2379,[2001:db8::2]:2379/tlsalpn", EtcdCA: "/etc/t/ca.pem", EtcdCert: "/etc/t/c.pem", EtcdKey: "/etc/t/k.pem", EtcdUser: "tlsalpn", EtcdPasswordFile: "/etc/t/pw", EncryptionKeyFile: "/etc/t/key"}},
+		{"etcd without prefix, flow style", "storage: {location: \"etcd://h:2379\", encryption_key_file: /k}\n" + route, Storage{Location: "etcd://h:2379", EncryptionKeyFile: "/k"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml), "t.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Storage != tc.want {
+				t.Errorf("storage = %+v, want %+v", c.Storage, tc.want)
+			}
+		})
+	}
+
+	for _, tc := range []struct {
+		name      string
+		yaml      string
+		line, col int
+		want      string
+	}{
+		{"relative in a mapping", "storage:\n  location: data\n", 2, 13, `storage.location: "data" is relative`},
+		{"unknown key", "storage:\n  encryption_keyfile: /x\n", 2, 3, `unknown key "encryption_keyfile" in storage: did you mean "encryption_key_file"?`},
+		{"storage key at the top", "etcd_ca: /x\n", 1, 1, "etcd_ca belongs under storage:"},
+		{"not a string", "storage: 5\n", 1, 10, `storage: want a string such as "/var/lib/tlsalpn", got the number 5`},
+		{"location not a string", "storage:\n  location: [a]\n", 2, 13, "storage.location: want a string"},
+		{"other scheme", "storage: https://etcd.example:2379/x\n", 1, 10, `want a directory such as /var/lib/tlsalpn, or an etcd cluster as etcd://`},
+		{"etcd no member", "storage: {location: \"etcd:///p\", encryption_key_file: /k}\n", 1, 21, "names no etcd member"},
+		{"etcd no port", "storage: {location: \"etcd://10.0.0.1/p\", encryption_key_file: /k}\n", 1, 21, `etcd member "10.0.0.1" has no port: write host:port, e.g. "10.0.0.1:2379"`},
+		{"etcd bad second member", "storage: {location: \"etcd://a:1,b:x/p\", encryption_key_file: /k}\n", 1, 21, "the port must be a number"},
+		{"etcd credentials in URL", "storage: {location: \"etcd://u:p@a:1/p\", encryption_key_file: /k}\n", 1, 21, "leave the credentials out of the URL"},
+		{"etcd without encryption key", "storage: etcd://a:2379/p\n", 1, 10, "etcd storage needs encryption_key_file"},
+		{"etcd cert without key", "storage:\n  location: etcd://a:2379/p\n  encryption_key_file: /k\n  etcd_cert: /c\n", 2, 3, "etcd_cert and etcd_key go together"},
+		{"etcd user without password", "storage:\n  location: etcd://a:2379/p\n  encryption_key_file: /k\n  etcd_user: u\n", 2, 3, "etcd_user and etcd_password_file go together"},
+		{"etcd relative file", "storage:\n  location: etcd://a:2379/p\n  encryption_key_file: key\n", 3, 24, `storage.encryption_key_file: "key" is relative`},
+		{"etcd settings with a directory", "storage:\n  location: /var/lib/tlsalpn\n  etcd_ca: /ca.pem\n", 3, 12, "only etcd storage uses etcd_ca"},
+		{"etcd settings with no location", "storage:\n  encryption_key_file: /k\n", 2, 24, "only etcd storage uses encryption_key_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml+route), "serve.yaml")
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("%T is not an *Error: %v", err, err)
+			}
+			if e.Line != tc.line || e.Column != tc.col || !strings.Contains(e.Msg, tc.want) {
+				t.Errorf("got  %v\nwant serve.yaml:%d:%d: ...%s...", err, tc.line, tc.col, tc.want)
+			}
+		})
 	}
 }

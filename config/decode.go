@@ -30,6 +30,7 @@ var (
 	routeKeys   = []string{"names", "backend", "mode", "send_proxy"}
 	certKeys    = []string{"names", "out", "deploy_hook", "hook_timeout", "haproxy", "key_type", "profile"}
 	haproxyKeys = []string{"socket", "cert"}
+	storageKeys = []string{"location", "etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file", "encryption_key_file"}
 )
 
 // sections says where each key belongs, to answer a key written at the
@@ -39,6 +40,7 @@ var sections = []struct {
 	keys  []string
 }{
 	{"the top level", topKeys},
+	{"storage:", storageKeys},
 	{"acme:", acmeKeys},
 	{"acme: eab:", eabKeys},
 	{"proxy:", proxyKeys},
@@ -570,7 +572,7 @@ func (d *decoder) top(c *Config, body ast.Node) {
 		case "listen":
 			c.Listen = d.str(path, v, ":443")
 		case "storage":
-			c.Storage = d.str(path, v, "/var/lib/tlsalpn")
+			d.storage(&c.Storage, path, v)
 		case "acme":
 			d.acme(&c.ACME, path, v)
 		case "proxy":
@@ -583,6 +585,37 @@ func (d *decoder) top(c *Config, body ast.Node) {
 			d.list(path, v, "a list of certificates, each starting with \"- names:\"", func(ip string, e ast.Node) {
 				c.Certificates = append(c.Certificates, d.certificate(ip, e))
 			})
+		}
+	})
+}
+
+// storage decodes a plain location (storage: /var/lib/tlsalpn) or a
+// mapping of storageKeys.
+func (d *decoder) storage(s *Storage, path string, n ast.Node) {
+	if r := d.resolve(n); r != nil {
+		switch r.(type) {
+		case *ast.MappingNode, *ast.MappingValueNode:
+		default:
+			s.Location = d.str(path, n, "/var/lib/tlsalpn")
+			return
+		}
+	}
+	d.mapping(path, n, storageKeys, func(key, path string, v ast.Node) {
+		switch key {
+		case "location":
+			s.Location = d.str(path, v, "etcd://10.0.0.1:2379/tlsalpn")
+		case "etcd_ca":
+			s.EtcdCA = d.str(path, v, "/etc/tlsalpn/etcd-ca.pem")
+		case "etcd_cert":
+			s.EtcdCert = d.str(path, v, "/etc/tlsalpn/etcd-client.pem")
+		case "etcd_key":
+			s.EtcdKey = d.str(path, v, "/etc/tlsalpn/etcd-client-key.pem")
+		case "etcd_user":
+			s.EtcdUser = d.str(path, v, "tlsalpn")
+		case "etcd_password_file":
+			s.EtcdPasswordFile = d.str(path, v, "/etc/tlsalpn/etcd-password")
+		case "encryption_key_file":
+			s.EncryptionKeyFile = d.str(path, v, "/etc/tlsalpn/storage.key")
 		}
 	})
 }

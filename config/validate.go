@@ -63,9 +63,7 @@ func (c *Config) Validate() error {
 	if msg := addrProblem(c.Listen, true, "443"); msg != "" {
 		v.errorf("listen", "%s", msg)
 	}
-	if c.Storage != "" && !filepath.IsAbs(c.Storage) {
-		v.errorf("storage", "%q is relative: write an absolute path such as /var/lib/tlsalpn (a daemon's working directory is not where this file is)", c.Storage)
-	}
+	c.validateStorage(v)
 	c.validateACME(v)
 	c.validateProxy(v)
 	c.validateRoutes(v)
@@ -84,6 +82,74 @@ func (c *Config) Validate() error {
 		return cmp.Or(cmp.Compare(la, lb), cmp.Compare(a.Column, b.Column))
 	})
 	return v.err()
+}
+
+// validateStorage checks the storage location's form and that the etcd
+// settings come with an etcd location and in their pairs. Whether the
+// files exist is for the command to find when it opens them.
+func (c *Config) validateStorage(v *validator) {
+	s := &c.Storage
+	loc := "storage" // the plain form, storage: /var/lib/tlsalpn
+	if _, ok := v.pos["storage.location"]; ok {
+		loc = "storage.location"
+	}
+	files := []struct{ key, val string }{
+		{"etcd_ca", s.EtcdCA}, {"etcd_cert", s.EtcdCert}, {"etcd_key", s.EtcdKey},
+		{"etcd_password_file", s.EtcdPasswordFile}, {"encryption_key_file", s.EncryptionKeyFile},
+	}
+	switch {
+	case s.IsEtcd():
+		if msg := etcdURLProblem(s.Location); msg != "" {
+			v.errorf(loc, "%s", msg)
+		}
+		if s.EncryptionKeyFile == "" {
+			v.errorf(loc, "etcd storage needs encryption_key_file: under storage: (a file of 32 random bytes, e.g. from head -c 32 /dev/urandom, the same on every node): account and certificate keys are stored in etcd only encrypted")
+		}
+	case strings.Contains(s.Location, "://"):
+		v.errorf(loc, "%q: want a directory such as /var/lib/tlsalpn, or an etcd cluster as etcd://10.0.0.1:2379/tlsalpn", s.Location)
+	case s.Location != "" && !filepath.IsAbs(s.Location):
+		v.errorf(loc, "%q is relative: write an absolute path such as /var/lib/tlsalpn (a daemon's working directory is not where this file is)", s.Location)
+	default:
+		for _, f := range files {
+			if f.val != "" {
+				v.errorf("storage."+f.key, "only etcd storage uses %s: write location: etcd://HOST:PORT/PREFIX, or remove %s", f.key, f.key)
+			}
+		}
+		return
+	}
+	for _, f := range files {
+		if f.val != "" && !filepath.IsAbs(f.val) {
+			v.errorf("storage."+f.key, "%q is relative: write an absolute path", f.val)
+		}
+	}
+	if (s.EtcdCert == "") != (s.EtcdKey == "") {
+		v.errorf("storage", "etcd_cert and etcd_key go together: give both (a client certificate and its key) or neither")
+	}
+	if (s.EtcdUser == "") != (s.EtcdPasswordFile == "") {
+		v.errorf("storage", "etcd_user and etcd_password_file go together: give both or neither")
+	}
+}
+
+// etcdURLProblem says what is wrong with an etcd://HOST:PORT[,HOST:PORT…]/PREFIX
+// location, or "".
+func etcdURLProblem(s string) string {
+	const want = "write etcd://HOST:PORT[,HOST:PORT…]/PREFIX, e.g. etcd://10.0.0.1:2379,10.0.0.2:2379/tlsalpn"
+	hosts, prefix, _ := strings.Cut(strings.TrimPrefix(s, etcdScheme), "/")
+	if hosts == "" {
+		return fmt.Sprintf("%q names no etcd member: %s", s, want)
+	}
+	if strings.Contains(hosts, "@") {
+		return fmt.Sprintf("%q: leave the credentials out of the URL, in etcd_user and etcd_password_file; %s", s, want)
+	}
+	if strings.ContainsAny(prefix, "?#") {
+		return fmt.Sprintf("%q: a prefix has no query or fragment; %s", s, want)
+	}
+	for h := range strings.SplitSeq(hosts, ",") {
+		if msg := addrProblem(h, false, "2379"); msg != "" {
+			return fmt.Sprintf("etcd member %s; %s", msg, want)
+		}
+	}
+	return ""
 }
 
 func (c *Config) validateACME(v *validator) {

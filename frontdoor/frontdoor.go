@@ -325,7 +325,7 @@ func (rt *runtime) reload(ctx context.Context, cur, next *config.Config) error {
 	if next.Listen != cur.Listen {
 		return fmt.Errorf("listen changed from %s to %s: that needs a restart", cur.Listen, next.Listen)
 	}
-	if next.Storage != cur.Storage && next.Storage != "" {
+	if next.Storage != (config.Storage{}) && next.Storage != cur.Storage {
 		return errors.New("storage changed: that needs a restart")
 	}
 	next.Storage = cur.Storage

@@ -134,7 +134,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		// halves that for a few MiB more. GOGC, when set, decides.
 		debug.SetGCPercent(200)
 	}
-	if cfg.Storage, err = resolveStorage(e, cfg.Storage); err != nil {
+	if cfg.Storage.Location, err = resolveStorage(e, cfg.Storage.Location); err != nil {
 		return err
 	}
 	return runFrontDoor(ctx, e, &f, cfg, logger)
@@ -143,7 +143,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 // runFrontDoor builds the front door for cfg, binds its listener, and
 // serves until ctx ends; SIGHUP re-reads --config.
 func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config, logger *slog.Logger) error {
-	store, err := openStorageDir(cfg.Storage, create)
+	store, err := openStorageDir(cfg.Storage.Location, create)
 	if err != nil {
 		return err
 	}
@@ -209,7 +209,7 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 			return nil, usagef("%v", err)
 		}
 		if f.storage != "" {
-			cfg.Storage = f.storage
+			cfg.Storage.Location = f.storage
 		}
 		return cfg, nil
 	}
@@ -233,7 +233,7 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	}
 	cfg := &config.Config{
 		Listen:  f.listen,
-		Storage: storageDir,
+		Storage: config.Storage{Location: storageDir},
 		ACME:    config.ACME{CA: f.ca, Email: f.email, AgreeTOS: f.agreeTOS, CARoot: f.caRoot, KeyType: f.keyType, Profile: f.profile},
 		Routes:  []config.Route{{Names: []string{"*"}, Backend: f.backend, SendProxy: f.sendProxy}},
 		Proxy:   config.Proxy{Steer: f.steer},
@@ -297,6 +297,17 @@ func checkConfigFiles(cfg *config.Config) error {
 	}
 	if _, err := issuer.ResolveCA(cfg.ACME.CA); err != nil {
 		return fmt.Errorf("acme.ca: %w", err)
+	}
+	st := cfg.Storage
+	for _, f := range []struct{ key, path string }{
+		{"etcd_ca", st.EtcdCA}, {"etcd_cert", st.EtcdCert}, {"etcd_key", st.EtcdKey},
+		{"etcd_password_file", st.EtcdPasswordFile}, {"encryption_key_file", st.EncryptionKeyFile},
+	} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				return fmt.Errorf("storage.%s: %w", f.key, err)
+			}
+		}
 	}
 	for i, c := range cfg.Certificates {
 		ids, err := parseNames(c.Names)

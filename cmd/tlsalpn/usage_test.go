@@ -489,7 +489,7 @@ func TestServeFlagsRelativeStorage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want, _ := filepath.Abs("rel/store"); cfg.Storage != want {
-		t.Errorf("storage %q, want %q", cfg.Storage, want)
+	if want, _ := filepath.Abs("rel/store"); cfg.Storage.Location != want {
+		t.Errorf("storage %q, want %q", cfg.Storage.Location, want)
 	}
 }
