@@ -12,15 +12,19 @@ import (
 // Config is the whole file. Its fields are plain values; cmd/tlsalpn maps
 // them onto the proxy, manager and deploy types, so this package depends on
 // none of them.
+//
+// The tags name each key of the file (yaml) and, for messages, what a
+// value looks like (example) or what is wanted (want); a field tagged
+// scalar may also be written as its struct's whole value.
 type Config struct {
 	// Listen is the front door's address. Default ":443".
-	Listen string
+	Listen string `yaml:"listen" example:":443"`
 	// Storage is where accounts and certificates are kept.
-	Storage      Storage
-	ACME         ACME
-	Proxy        Proxy
-	Routes       []Route
-	Certificates []Certificate
+	Storage      Storage       `yaml:"storage"`
+	ACME         ACME          `yaml:"acme"`
+	Proxy        Proxy         `yaml:"proxy"`
+	Routes       []Route       `yaml:"routes" want:"a list of routes, each starting with \"- names:\""`
+	Certificates []Certificate `yaml:"certificates" want:"a list of certificates, each starting with \"- names:\""`
 
 	// Set by Parse so that Validate can point at the line of a value.
 	file string
@@ -35,18 +39,21 @@ type Config struct {
 type Storage struct {
 	// Location is an absolute directory or etcd://HOST:PORT[,HOST:PORT…]/PREFIX;
 	// "" lets the command pick its default directory.
-	Location string
+	Location string `yaml:"location" example:"/var/lib/tlsalpn" scalar:"the plain form"`
 	// EtcdCA, EtcdCert and EtcdKey are PEM files for TLS to etcd: the CA
 	// that signed etcd's certificates, and a client certificate and key
 	// (both or neither).
-	EtcdCA, EtcdCert, EtcdKey string
+	EtcdCA   string `yaml:"etcd_ca" example:"/etc/tlsalpn/etcd-ca.pem"`
+	EtcdCert string `yaml:"etcd_cert" example:"/etc/tlsalpn/etcd-client.pem"`
+	EtcdKey  string `yaml:"etcd_key" example:"/etc/tlsalpn/etcd-client-key.pem"`
 	// EtcdUser and EtcdPasswordFile are etcd's own authentication (both or
 	// neither); the password is in a file so that it stays out of this one.
-	EtcdUser, EtcdPasswordFile string
+	EtcdUser         string `yaml:"etcd_user" example:"tlsalpn"`
+	EtcdPasswordFile string `yaml:"etcd_password_file" example:"/etc/tlsalpn/etcd-password"`
 	// EncryptionKeyFile holds the 32-byte key that encrypts private values
 	// (account and certificate keys) at rest in etcd. Required with etcd:
 	// without it no key could be stored there.
-	EncryptionKeyFile string
+	EncryptionKeyFile string `yaml:"encryption_key_file" example:"/etc/tlsalpn/storage.key"`
 }
 
 // IsEtcd reports whether the storage is an etcd cluster.
@@ -58,49 +65,49 @@ const etcdScheme = "etcd://"
 type ACME struct {
 	// CA is a directory URL or a name the command knows (letsencrypt,
 	// letsencrypt-staging, ...). Default "letsencrypt".
-	CA       string
-	Email    string
-	AgreeTOS bool
+	CA       string `yaml:"ca" example:"letsencrypt"`
+	Email    string `yaml:"email" example:"ops@example.com"`
+	AgreeTOS bool   `yaml:"agree_tos"`
 	// CARoot is a PEM file of roots to trust for the CA's own HTTPS (a
 	// private CA or a test CA such as Pebble).
-	CARoot string
+	CARoot string `yaml:"ca_root" example:"/etc/tlsalpn/ca-root.pem"`
 	// EAB is the external account binding some CAs require; nil if none.
-	EAB *EAB
+	EAB *EAB `yaml:"eab"`
 	// KeyType is the default for every certificate: ec256 (default),
 	// ec384, rsa2048, rsa3072 or rsa4096.
-	KeyType        string
-	Profile        string
-	PreferredChain string
+	KeyType        string `yaml:"key_type" example:"ec256"`
+	Profile        string `yaml:"profile"`
+	PreferredChain string `yaml:"preferred_chain"`
 }
 
 // EAB is an external account binding (RFC 8555 §7.3.4), as the CA hands it
 // out: a key identifier and a base64url-encoded HMAC key.
 type EAB struct {
-	KID     string
-	HMACKey string
+	KID     string `yaml:"kid"`
+	HMACKey string `yaml:"hmac_key"`
 }
 
 // Proxy tunes the front door. Zero values mean the defaults below, which
 // are the proxy package's own.
 type Proxy struct {
-	ClientHelloTimeout Duration // default 10s
-	IdleTimeout        Duration // default 10m
-	DialTimeout        Duration // default 5s
-	MaxConnections     int      // default 8000
+	ClientHelloTimeout Duration `yaml:"client_hello_timeout"`                                        // default 10s
+	IdleTimeout        Duration `yaml:"idle_timeout"`                                                // default 10m
+	DialTimeout        Duration `yaml:"dial_timeout"`                                                // default 5s
+	MaxConnections     int      `yaml:"max_connections" want:"a number of connections such as 8000"` // default 8000
 	// MaxHelloWaitsPerSource caps the connections one client address (an
 	// IPv6 /64) may have open that have not yet sent their ClientHello;
 	// a flood from one machine then cannot take the slots of everyone
 	// else (and of the CA). Behind a trusted proxy, the client its PROXY
 	// header names counts, not the proxy.
-	MaxHelloWaitsPerSource int      // default 128
-	DrainTimeout           Duration // default 30s: the SIGTERM grace period
+	MaxHelloWaitsPerSource int      `yaml:"max_hello_waits_per_source" want:"a number of connections such as 128"` // default 128
+	DrainTimeout           Duration `yaml:"drain_timeout"`                                                         // default 30s: the SIGTERM grace period
 	// TrustedProxies are the networks allowed (and required) to send a
 	// PROXY protocol header; a bare address is a one-address prefix.
-	TrustedProxies []netip.Prefix
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies" want:"a list of networks such as [10.0.0.0/8, 192.0.2.7]" example:"10.0.0.0/8"`
 	// Steer is SteerAuto (default) or SteerOff: whether, while no
 	// challenge is pending, the kernel hands new connections straight to
 	// the backend's listening socket (package steer).
-	Steer string
+	Steer string `yaml:"steer" example:"auto"`
 }
 
 // The proxy.steer values.
@@ -120,35 +127,35 @@ const (
 type Route struct {
 	// Names are exact names, one-label wildcards ("*.example.com") or "*",
 	// the default route for every other name and for no SNI at all.
-	Names     []string
-	Backend   string // host:port
-	Mode      string // ModePassthrough (default), ModeHTTP or ModeTCP
-	SendProxy int    // PROXY protocol version sent to the backend: 0 (none), 1 or 2
+	Names     []string `yaml:"names" want:"a list such as [example.com, \"*.example.com\"]"`
+	Backend   string   `yaml:"backend" example:"127.0.0.1:8443"` // host:port
+	Mode      string   `yaml:"mode" example:"passthrough"`       // ModePassthrough (default), ModeHTTP or ModeTCP
+	SendProxy int      `yaml:"send_proxy" want:"0, 1 or 2"`      // PROXY protocol version sent to the backend: 0 (none), 1 or 2
 }
 
 // Certificate is one certificate to obtain at start and keep renewed.
 type Certificate struct {
-	Names []string
+	Names []string `yaml:"names" want:"a list such as [example.com, www.example.com]"`
 	// Out is a directory to deploy the PEM files to; "" deploys none.
-	Out string
+	Out string `yaml:"out" example:"/etc/nginx/tls/example.com"`
 	// DeployHook is run through sh -c after each deployment.
-	DeployHook  string
-	HookTimeout Duration // default 2m
+	DeployHook  string   `yaml:"deploy_hook" example:"systemctl reload nginx"`
+	HookTimeout Duration `yaml:"hook_timeout"` // default 2m
 	// HAProxy, if set, receives the new certificate through its runtime
 	// API, with no reload.
-	HAProxy *HAProxy
+	HAProxy *HAProxy `yaml:"haproxy"`
 	// KeyType and Profile override acme's; after Parse (or SetDefaults)
 	// they hold the effective values.
-	KeyType string
-	Profile string
+	KeyType string `yaml:"key_type" example:"ec256"`
+	Profile string `yaml:"profile"`
 }
 
 // HAProxy names a runtime API socket and the certificate to update on it.
 type HAProxy struct {
 	// Socket is a unix socket path or the host:port of a TCP stats socket.
-	Socket string
+	Socket string `yaml:"socket" example:"/run/haproxy/admin.sock"`
 	// Cert is the crt path HAProxy loaded, the name "set ssl cert" takes.
-	Cert string
+	Cert string `yaml:"cert" example:"/etc/haproxy/certs/example.com.pem"`
 }
 
 // Defaults.

@@ -162,3 +162,21 @@ func orList(items []string) string {
 	}
 	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
 }
+
+// join, index and where name a place in the file as messages do:
+// "routes[0].backend", "the top level".
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func index(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
+
+func where(path string) string {
+	if path == "" {
+		return "the top level"
+	}
+	return path
+}
