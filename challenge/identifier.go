@@ -74,26 +74,9 @@ func ParseIdentifier(s string) (Identifier, error) {
 		return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: %w", in, err)
 	}
 
-	name := strings.TrimSuffix(s, ".")
-	if len(name) > maxSNILen {
-		return Identifier{}, fmt.Errorf("challenge: invalid identifier %.40q...: name longer than 253 bytes", in)
-	}
-	if !isCanonicalASCII(name) {
-		if !utf8.ValidString(name) {
-			return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: not valid UTF-8", in)
-		}
-		a, err := idna.Lookup.ToASCII(name)
-		if err != nil {
-			return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: %w", in, err)
-		}
-		name = a
-	}
-	if p := hostnameProblem(name); p != "" {
-		return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: %s", in, p)
-	}
-	last := name[strings.LastIndexByte(name, '.')+1:]
-	if strings.Trim(last, "0123456789") == "" {
-		return Identifier{}, fmt.Errorf("challenge: invalid identifier %q: not an IP address, and a name's last label cannot be all digits", in)
+	name, err := hostname(s)
+	if err != nil {
+		return Identifier{}, fmt.Errorf("challenge: invalid identifier: %w", err)
 	}
 	return Identifier{Type: DNS, Value: name}, nil
 }
@@ -176,29 +159,102 @@ func isCanonicalASCII(s string) bool {
 	return true
 }
 
-// hostnameProblem returns why s, the output of IDNA ToASCII, is not a valid
-// host name, or "" if it is.
+// A HostnameError says why Name is not a host name, in the one set of
+// words every check of a name uses (ParseIdentifier, CheckHostname, and
+// through them the configuration and the proxy's routes).
+type HostnameError struct {
+	Name    string // as given
+	Problem string // the words that follow the name: "has an empty label ..."
+}
+
+func (e *HostnameError) Error() string {
+	if len(e.Name) > 64 {
+		return fmt.Sprintf("%.40q... %s", e.Name, e.Problem)
+	}
+	return fmt.Sprintf("%q %s", e.Name, e.Problem)
+}
+
+// CheckHostname reports whether name is a host name a CA can validate:
+// after lower-casing, dropping one trailing dot and IDNA (the Lookup
+// profile), LDH labels of 1 to 63 bytes, at most 253 bytes in all, and a
+// last label that is not all digits (that would be neither a name nor an
+// IP address). Its error is a *HostnameError. Wildcards and IP addresses
+// are not host names; callers that accept them look for them first.
+func CheckHostname(name string) error {
+	_, err := hostname(name)
+	return err
+}
+
+// hostname returns in as a canonical A-label name, or why it is not one.
+func hostname(in string) (string, error) {
+	name := strings.TrimSuffix(in, ".")
+	if len(name) > maxSNILen {
+		return "", &HostnameError{in, "is longer than 253 bytes, the limit for a DNS name"}
+	}
+	if !isCanonicalASCII(name) {
+		lower := strings.ToLower(name)
+		if isASCII(lower) {
+			// IDNA would refuse these too, in words about code points.
+			if p := hostnameProblem(lower); p != "" {
+				return "", &HostnameError{in, p}
+			}
+		}
+		if !utf8.ValidString(name) {
+			return "", &HostnameError{in, "is not valid UTF-8"}
+		}
+		a, err := idna.Lookup.ToASCII(name)
+		if err != nil {
+			return "", &HostnameError{in, fmt.Sprintf("is not a valid internationalized name (%v)", err)}
+		}
+		name = a
+	}
+	if p := hostnameProblem(name); p != "" {
+		return "", &HostnameError{in, p}
+	}
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	if strings.Trim(last, "0123456789") == "" {
+		return "", &HostnameError{in, "ends in a label of all digits, so it is neither a host name nor an IP address"}
+	}
+	return name, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// hostnameProblem returns why s, a lower-case ASCII name (the output of
+// IDNA ToASCII), is not a valid host name, or "" if it is. The words
+// follow the name in a message.
 func hostnameProblem(s string) string {
 	if s == "" {
-		return "empty name"
+		return "is empty"
 	}
 	if len(s) > 253 {
-		return "name longer than 253 bytes"
+		return "is longer than 253 bytes, the limit for a DNS name"
 	}
 	for label := range strings.SplitSeq(s, ".") {
 		switch {
 		case label == "":
-			return "empty label"
+			return "has an empty label (two dots in a row, or a leading dot)"
 		case len(label) > 63:
-			return fmt.Sprintf("label %.20q... longer than 63 bytes", label)
-		case label[0] == '-' || label[len(label)-1] == '-':
-			return fmt.Sprintf("label %q starts or ends with a hyphen", label)
+			return "has a label longer than 63 bytes, the DNS limit"
 		}
 		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(('a' <= c && c <= 'z') || ('0' <= c && c <= '9') || c == '-') {
-				return fmt.Sprintf("label %q has a byte other than a-z, 0-9 and hyphen", label)
+			switch c := label[i]; {
+			case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-':
+			case c == '_':
+				return "has an underscore, which CAs refuse in host names"
+			default:
+				return fmt.Sprintf("has %q, which is not allowed in a host name: use letters, digits, hyphens and dots", string(rune(c)))
 			}
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return "has a label that starts or ends with a hyphen"
 		}
 	}
 	return ""

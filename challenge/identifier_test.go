@@ -171,3 +171,39 @@ func FuzzNormalizeServerName(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckHostname: one set of words for each fault of a name, the same
+// from CheckHostname (which the configuration and the proxy's routes use)
+// and from ParseIdentifier.
+func TestCheckHostname(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string // want: the whole message; "" means valid
+	}{
+		{"example.com", ""},
+		{"Example.COM.", ""},
+		{"bücher.de", ""},
+		{"a..example", `"a..example" has an empty label (two dots in a row, or a leading dot)`},
+		{"exa mple.com", `"exa mple.com" has " ", which is not allowed in a host name: use letters, digits, hyphens and dots`},
+		{"a_b.example", `"a_b.example" has an underscore, which CAs refuse in host names`},
+		{"-a.example", `"-a.example" has a label that starts or ends with a hyphen`},
+		{strings.Repeat("a", 64) + ".example", `"` + strings.Repeat("a", 40) + `"... has a label longer than 63 bytes, the DNS limit`},
+		{"1.2.3.4.5", `"1.2.3.4.5" ends in a label of all digits, so it is neither a host name nor an IP address`},
+		{"xn--zz.example", `"xn--zz.example" is not a valid internationalized name`},
+		{"\xff.example", `"\xff.example" is not valid UTF-8`},
+	} {
+		err := CheckHostname(tt.in)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("CheckHostname(%q) = %v, want nil", tt.in, err)
+			}
+			continue
+		}
+		var he *HostnameError
+		if !errors.As(err, &he) || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("CheckHostname(%q) = %v, want a *HostnameError %s", tt.in, err, tt.want)
+		}
+		if _, perr := ParseIdentifier(tt.in); perr == nil || !strings.HasSuffix(perr.Error(), err.Error()) || !errors.As(perr, &he) {
+			t.Errorf("ParseIdentifier(%q) = %v, want the same words as CheckHostname: %v", tt.in, perr, err)
+		}
+	}
+}
