@@ -6,19 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/mail"
 	"net/netip"
 	"net/url"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
+	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/proxy"
 )
-
-var modes = []string{ModePassthrough, ModeHTTP, ModeTCP}
 
 // validator reports problems at the position Parse recorded for each path,
 // or without a position for a Config built in code.
@@ -60,15 +58,15 @@ func (c *Config) Validate() error {
 	if len(c.Routes) == 0 && len(c.Certificates) == 0 {
 		v.add(v.at(""), "nothing to do: add routes: to proxy connections, certificates: to obtain certificates, or both")
 	}
-	if msg := addrProblem(c.Listen, true, "443"); msg != "" {
-		v.errorf("listen", "%s", msg)
+	if err := proxy.CheckAddr(c.Listen, "443", true); err != nil {
+		v.errorf("listen", "%v", err)
 	}
 	c.validateStorage(v)
 	c.validateACME(v)
 	c.validateProxy(v)
-	c.validateRoutes(v)
+	refused := c.validateRoutes(v)
 	c.validateCertificates(v)
-	c.validateCoverage(v)
+	c.validateCoverage(v, refused)
 
 	slices.SortStableFunc(v.errs, func(a, b *Error) int {
 		// Errors without a position keep their order, after the others.
@@ -145,8 +143,8 @@ func etcdURLProblem(s string) string {
 		return fmt.Sprintf("%q: a prefix has no query or fragment; %s", s, want)
 	}
 	for h := range strings.SplitSeq(hosts, ",") {
-		if msg := addrProblem(h, false, "2379"); msg != "" {
-			return fmt.Sprintf("etcd member %s; %s", msg, want)
+		if err := proxy.CheckAddr(h, "2379", false); err != nil {
+			return fmt.Sprintf("etcd member %v; %s", err, want)
 		}
 	}
 	return ""
@@ -272,171 +270,66 @@ func checkDuration(v *validator, path string, d Duration) {
 	}
 }
 
-func (c *Config) validateRoutes(v *validator) {
-	routed := map[string]string{} // name -> path of the route that has it
-	defaultAt := ""
+// validateRoutes leaves the meaning of a route to proxy, which uses it,
+// and puts each of its errors at the line of the field it names, in the
+// words of this file (its keys, routes[i] for a route). It returns the
+// names proxy refused, by path, so that later checks skip them.
+func (c *Config) validateRoutes(v *validator) map[string]bool {
+	routes := make([]proxy.Route, len(c.Routes))
 	for i, r := range c.Routes {
-		path := index("routes", i)
-		if len(r.Names) == 0 {
-			v.errorf(path, "no names: add names: [example.com], or names: [\"*\"] for the default route")
-		}
-		seen := map[string]bool{}
-		for j, raw := range r.Names {
-			np := index(path+".names", j)
-			name := canonicalName(raw)
-			if msg := routeNameProblem(name); msg != "" {
-				v.errorf(np, "%s", msg)
-				continue
-			}
-			switch {
-			case seen[name]:
-				v.errorf(np, "%q is listed twice in this route: remove one", name)
-			case name == "*" && defaultAt != "":
-				v.errorf(np, "a second default route \"*\" (the first is %s): keep one", defaultAt)
-			case name != "*" && routed[name] != "":
-				v.errorf(np, "%q is already routed by %s: a name may appear in one route only", name, routed[name])
-			}
-			seen[name] = true
-			if name == "*" {
-				if defaultAt == "" {
-					defaultAt = path
-				}
-			} else if routed[name] == "" {
-				routed[name] = path
-			}
-		}
-		if r.Backend == "" {
-			v.add(v.at(path+".backend"), "%s.backend is missing: add backend: 127.0.0.1:8443, the host:port of the server these names go to", path)
-		} else if msg := addrProblem(r.Backend, false, "8443"); msg != "" {
-			v.errorf(path+".backend", "%s", msg)
-		}
-		mode := strings.ToLower(r.Mode)
-		if mode != "" && !slices.Contains(modes, mode) {
-			msg := fmt.Sprintf("unknown mode %q: want passthrough (TLS goes to the backend untouched), http (terminate TLS, proxy HTTP) or tcp (terminate TLS, pipe bytes)", r.Mode)
-			if near := nearest(mode, modes); near != "" {
-				msg += fmt.Sprintf("; did you mean %q?", near)
-			}
-			v.errorf(path+".mode", "%s", msg)
-		}
-		if r.SendProxy < 0 || r.SendProxy > 2 {
-			v.errorf(path+".send_proxy", "want 0, 1 or 2, got %d", r.SendProxy)
-		}
+		routes[i] = proxy.Route{Names: r.Names, Backend: r.Backend, Mode: proxy.Mode(r.Mode), SendProxy: r.SendProxy}
 	}
+	refused := map[string]bool{}
+	for _, err := range proxy.CheckRoutes(routes) {
+		re, ok := errors.AsType[*proxy.RouteError](err)
+		if !ok {
+			v.errorf("routes", "%v", err)
+			continue
+		}
+		path := index("routes", re.Route)
+		if re.Field != "" {
+			path += "." + string(re.Field)
+		}
+		if re.Field == proxy.FieldNames {
+			path = index(path, re.Name)
+			if _, dup := errors.AsType[*proxy.DuplicateNameError](re.Err); !dup {
+				refused[path] = true
+			}
+		}
+		if errors.Is(re.Err, proxy.ErrNoBackend) {
+			v.add(v.at(path), "%s is missing: add backend: 127.0.0.1:8443, the host:port of the server these names go to", path)
+			continue
+		}
+		v.errorf(path, "%s", routeProblem(re.Err))
+	}
+	return refused
 }
 
-// routeNameProblem says what is wrong with a route's server name, or "".
-func routeNameProblem(name string) string {
+// routeProblem words an error of proxy.CheckRoutes for this file.
+func routeProblem(err error) string {
+	if de, ok := errors.AsType[*proxy.DuplicateNameError](err); ok {
+		switch {
+		case de.SameRoute:
+			return fmt.Sprintf("%q is listed twice in this route: remove one", de.Name)
+		case de.Name == "*":
+			return fmt.Sprintf("a second default route \"*\" (the first is %s): keep one", index("routes", de.First))
+		}
+		return fmt.Sprintf("%q is already routed by %s: a name may appear in one route only", de.Name, index("routes", de.First))
+	}
+	if me, ok := errors.AsType[*proxy.UnknownModeError](err); ok {
+		var modes []string
+		for _, m := range proxy.Modes() {
+			modes = append(modes, string(m))
+		}
+		if near := nearest(me.Mode, modes); near != "" {
+			return fmt.Sprintf("%v; did you mean %q?", err, near)
+		}
+	}
 	switch {
-	case name == "*":
-		return ""
-	case name == "":
-		return "empty name: write a server name such as example.com, or \"*\" for the default route"
-	case strings.HasPrefix(name, "*."):
-		if strings.Contains(name[2:], "*") {
-			return fmt.Sprintf("%q: a wildcard must be the whole first label and only that, as in \"*.example.com\"", name)
-		}
-		if msg := hostProblem(name[2:]); msg != "" {
-			return fmt.Sprintf("%q: %s", name, msg)
-		}
-		return ""
-	case strings.Contains(name, "*"):
-		return fmt.Sprintf("%q: a wildcard must be the whole first label, as in \"*.example.com\", or \"*\" alone for the default route", name)
+	case errors.Is(err, proxy.ErrNoNames):
+		return "no names: add names: [example.com], or names: [\"*\"] for the default route"
 	}
-	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
-		return fmt.Sprintf("%q is an IP address, and clients send no server name when they connect to an address: such connections take the default route \"*\"", name)
-	}
-	if msg := hostProblem(name); msg != "" {
-		return fmt.Sprintf("%q: %s", name, msg)
-	}
-	return ""
-}
-
-// hostProblem says why name (lower case, no trailing dot) is not a host
-// name, or "". Labels that are not ASCII are left for the command to turn
-// into A-labels.
-func hostProblem(name string) string {
-	if len(name) > 253 {
-		return "longer than 253 bytes, the limit for a DNS name"
-	}
-	labels := strings.Split(name, ".")
-	for _, l := range labels {
-		if l == "" {
-			return "has an empty label (two dots in a row, or a leading dot)"
-		}
-		if len(l) > 63 {
-			return "has a label longer than 63 bytes, the DNS limit"
-		}
-		ascii := true
-		for i := 0; i < len(l); i++ {
-			b := l[i]
-			switch {
-			case b >= 0x80:
-				ascii = false
-			case b >= 'a' && b <= 'z', b >= '0' && b <= '9', b == '-':
-			case b == '_':
-				return "has an underscore, which CAs refuse in host names"
-			default:
-				return fmt.Sprintf("has %q, which is not allowed in a host name: use letters, digits, hyphens and dots", string(rune(b)))
-			}
-		}
-		if ascii && (l[0] == '-' || l[len(l)-1] == '-') {
-			return "has a label that starts or ends with a hyphen"
-		}
-	}
-	last := labels[len(labels)-1]
-	if strings.Trim(last, "0123456789") == "" {
-		return "ends in an all-digit label, so it is neither a host name nor an IP address"
-	}
-	return ""
-}
-
-// addrProblem says what is wrong with a host:port address, or "".
-func addrProblem(s string, emptyHostOK bool, examplePort string) string {
-	example := "127.0.0.1:" + examplePort
-	if emptyHostOK {
-		example = ":" + examplePort
-	}
-	if s == "" {
-		return fmt.Sprintf("empty: write host:port, e.g. %q", example)
-	}
-	if strings.Contains(s, "://") {
-		u, err := url.Parse(s)
-		if err == nil && u.Host != "" {
-			hp := u.Host
-			if u.Port() == "" {
-				hp = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
-				if u.Scheme != "http" && u.Scheme != "https" {
-					hp = net.JoinHostPort(u.Hostname(), examplePort)
-				}
-			}
-			return fmt.Sprintf("%q is a URL: write a TCP address, host:port, such as %q", s, hp)
-		}
-		return fmt.Sprintf("%q is a URL: write a TCP address, host:port, such as %q", s, example)
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
-			return fmt.Sprintf("%q has no port: write host:port, with an IPv6 address in brackets, e.g. %q", s, net.JoinHostPort(s, examplePort))
-		}
-		if strings.Count(s, ":") > 1 {
-			return fmt.Sprintf("%q: put an IPv6 address in brackets, e.g. \"[2001:db8::1]:%s\"", s, examplePort)
-		}
-		if !strings.Contains(s, ":") {
-			return fmt.Sprintf("%q has no port: write host:port, e.g. %q", s, net.JoinHostPort(s, examplePort))
-		}
-		return fmt.Sprintf("%q is not host:port: write e.g. %q", s, example)
-	}
-	if host == "" && !emptyHostOK {
-		return fmt.Sprintf("%q has no host: write e.g. %q", s, "127.0.0.1:"+port)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		return fmt.Sprintf("%q: the port must be a number, e.g. %q", s, net.JoinHostPort(host, examplePort))
-	}
-	if n < 1 || n > 65535 {
-		return fmt.Sprintf("%q: port %d is out of range: ports are 1 to 65535", s, n)
-	}
-	return ""
+	return err.Error()
 }
 
 func (c *Config) validateCertificates(v *validator) {
@@ -506,8 +399,8 @@ func certNameProblem(name string) string {
 		}
 		return ""
 	}
-	if msg := hostProblem(name); msg != "" {
-		return fmt.Sprintf("%q: %s", name, msg)
+	if err := challenge.CheckHostname(name); err != nil {
+		return err.Error()
 	}
 	return ""
 }
@@ -522,8 +415,8 @@ func socketProblem(s string) string {
 	case strings.HasPrefix(s, "/"):
 		return ""
 	}
-	if msg := addrProblem(s, false, "9999"); msg != "" {
-		return msg + "; or " + want
+	if err := proxy.CheckAddr(s, "9999", false); err != nil {
+		return err.Error() + "; or " + want
 	}
 	return ""
 }
@@ -532,7 +425,7 @@ func socketProblem(s string) string {
 // certificate: without one the front door has nothing to present. (Names
 // on certificates need no route: the front door answers acme-tls/1 for
 // every name itself.)
-func (c *Config) validateCoverage(v *validator) {
+func (c *Config) validateCoverage(v *validator, refused map[string]bool) {
 	covered := map[string]bool{}
 	for _, ct := range c.Certificates {
 		for _, n := range ct.Names {
@@ -549,7 +442,7 @@ func (c *Config) validateCoverage(v *validator) {
 			np := index(path+".names", j)
 			name := canonicalName(raw)
 			switch {
-			case routeNameProblem(name) != "":
+			case refused[np]:
 				// Reported already.
 			case name == "*":
 				v.errorf(np, "the default route \"*\" cannot use mode %s: terminating TLS needs a certificate for each name, and no certificate covers every name; use mode passthrough, or list the names", mode)

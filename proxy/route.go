@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"fmt"
-	"net"
+	"errors"
 	"strings"
-
-	"github.com/tlsalpn/tlsalpn/challenge"
 )
 
 // Mode is what the front door does with a connection it has routed.
@@ -47,52 +44,27 @@ type routeTable struct {
 	fallback *Route
 }
 
+// compileRoutes builds the table for routes, which CheckRoutes must
+// accept; it sets each empty Mode to Passthrough.
 func compileRoutes(routes []Route) (*routeTable, error) {
+	if errs := CheckRoutes(routes); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	t := &routeTable{exact: map[string]*Route{}, wildcard: map[string]*Route{}}
 	for i := range routes {
 		r := &routes[i]
 		if r.Mode == "" {
 			r.Mode = Passthrough
 		}
-		switch r.Mode {
-		case Passthrough, TerminateHTTP, TerminateTCP:
-		default:
-			return nil, fmt.Errorf("route %d: unknown mode %q: use passthrough, http or tcp", i+1, r.Mode)
-		}
-		if _, port, err := net.SplitHostPort(r.Backend); err != nil || port == "" {
-			return nil, fmt.Errorf("route %d: backend %q: want host:port, e.g. 127.0.0.1:8443", i+1, r.Backend)
-		}
-		if r.SendProxy != 0 && r.SendProxy != 1 && r.SendProxy != 2 {
-			return nil, fmt.Errorf("route %d: send_proxy %d: use 1 or 2 (PROXY protocol version), or 0 for none", i+1, r.SendProxy)
-		}
-		if len(r.Names) == 0 {
-			return nil, fmt.Errorf("route %d (backend %s): no names: list the server names it serves, or \"*\" for the default route", i+1, r.Backend)
-		}
 		for _, n := range r.Names {
+			key, _ := routeKey(n)
 			switch {
-			case n == "*":
-				if t.fallback != nil {
-					return nil, fmt.Errorf("route %d: a second default route \"*\" (the first goes to %s)", i+1, t.fallback.Backend)
-				}
+			case key == "*":
 				t.fallback = r
-			case strings.HasPrefix(n, "*."):
-				parent := challenge.NormalizeServerName(n[2:])
-				if parent == "" {
-					return nil, fmt.Errorf("route %d: %q is not a valid wildcard name", i+1, n)
-				}
-				if prev, dup := t.wildcard[parent]; dup {
-					return nil, fmt.Errorf("route %d: %q already routed to %s", i+1, n, prev.Backend)
-				}
-				t.wildcard[parent] = r
+			case strings.HasPrefix(key, "*."):
+				t.wildcard[key[2:]] = r
 			default:
-				name := challenge.NormalizeServerName(n)
-				if name == "" {
-					return nil, fmt.Errorf("route %d: %q is not a valid server name", i+1, n)
-				}
-				if prev, dup := t.exact[name]; dup {
-					return nil, fmt.Errorf("route %d: %q already routed to %s", i+1, n, prev.Backend)
-				}
-				t.exact[name] = r
+				t.exact[key] = r
 			}
 		}
 	}

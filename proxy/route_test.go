@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
 )
 
 func TestCompileRoutesErrors(t *testing.T) {
@@ -17,18 +20,18 @@ func TestCompileRoutesErrors(t *testing.T) {
 		{"modes", []Route{{Names: []string{"a.example"}, Backend: be, Mode: TerminateHTTP}, {Names: []string{"b.example"}, Backend: be, Mode: TerminateTCP, SendProxy: 1}, {Names: []string{"c.example"}, Backend: be, Mode: Passthrough, SendProxy: 2}}, ""},
 		{"same name in wildcard and exact", []Route{{Names: []string{"a.example", "*.a.example"}, Backend: be}}, ""},
 		{"unknown mode", []Route{{Names: []string{"a.example"}, Backend: be, Mode: "https"}}, `unknown mode "https"`},
-		{"backend without port", []Route{{Names: []string{"a.example"}, Backend: "127.0.0.1"}}, "want host:port"},
-		{"backend empty", []Route{{Names: []string{"a.example"}, Backend: ""}}, "want host:port"},
-		{"backend with empty port", []Route{{Names: []string{"a.example"}, Backend: "127.0.0.1:"}}, "want host:port"},
-		{"send_proxy 3", []Route{{Names: []string{"a.example"}, Backend: be, SendProxy: 3}}, "send_proxy 3"},
-		{"send_proxy -1", []Route{{Names: []string{"a.example"}, Backend: be, SendProxy: -1}}, "send_proxy -1"},
+		{"backend without port", []Route{{Names: []string{"a.example"}, Backend: "127.0.0.1"}}, `backend: "127.0.0.1" has no port: write host:port`},
+		{"backend empty", []Route{{Names: []string{"a.example"}, Backend: ""}}, "no backend: give the host:port"},
+		{"backend with empty port", []Route{{Names: []string{"a.example"}, Backend: "127.0.0.1:"}}, "the port must be a number"},
+		{"send_proxy 3", []Route{{Names: []string{"a.example"}, Backend: be, SendProxy: 3}}, "send_proxy: want 0, 1 or 2, got 3"},
+		{"send_proxy -1", []Route{{Names: []string{"a.example"}, Backend: be, SendProxy: -1}}, "send_proxy: want 0, 1 or 2, got -1"},
 		{"no names", []Route{{Backend: be}}, "no names"},
-		{"empty name", []Route{{Names: []string{""}, Backend: be}}, "not a valid server name"},
-		{"bad name", []Route{{Names: []string{"a b.example"}, Backend: be}}, "not a valid server name"},
-		{"wildcard inside", []Route{{Names: []string{"a.*.example"}, Backend: be}}, "not a valid server name"},
-		{"partial wildcard", []Route{{Names: []string{"*a.example"}, Backend: be}}, "not a valid server name"},
-		{"bare wildcard dot", []Route{{Names: []string{"*."}, Backend: be}}, "not a valid wildcard name"},
-		{"double wildcard", []Route{{Names: []string{"*.*.example"}, Backend: be}}, "not a valid wildcard name"},
+		{"empty name", []Route{{Names: []string{""}, Backend: be}}, "empty name"},
+		{"bad name", []Route{{Names: []string{"a b.example"}, Backend: be}}, `"a b.example" has " ", which is not allowed in a host name`},
+		{"wildcard inside", []Route{{Names: []string{"a.*.example"}, Backend: be}}, "a wildcard must be the whole first label"},
+		{"partial wildcard", []Route{{Names: []string{"*a.example"}, Backend: be}}, "a wildcard must be the whole first label"},
+		{"bare wildcard dot", []Route{{Names: []string{"*."}, Backend: be}}, `wildcard "*.": "" is empty`},
+		{"double wildcard", []Route{{Names: []string{"*.*.example"}, Backend: be}}, "a wildcard must be the whole first label and only that"},
 		{"two defaults", []Route{{Names: []string{"*"}, Backend: be}, {Names: []string{"*"}, Backend: "127.0.0.1:1"}}, "second default route"},
 		{"duplicate exact", []Route{{Names: []string{"a.example"}, Backend: be}, {Names: []string{"A.Example."}, Backend: "127.0.0.1:1"}}, "already routed"},
 		{"duplicate wildcard", []Route{{Names: []string{"*.a.example"}, Backend: be}, {Names: []string{"*.A.EXAMPLE"}, Backend: "127.0.0.1:1"}}, "already routed"},
@@ -152,5 +155,78 @@ func TestRoutingEndToEnd(t *testing.T) {
 	}
 	if n := exact.accepted.Load() + wild.accepted.Load(); n != 12 {
 		t.Errorf("exact and wildcard backends accepted %d connections, want 12", n)
+	}
+}
+
+// TestCheckRoutes: every problem is reported, each a *RouteError naming
+// the route, the field and (for names) which one, so that a configuration
+// file can point at its line.
+func TestCheckRoutes(t *testing.T) {
+	routes := []Route{
+		{Names: []string{"a.example", "b_c.example", "a.example"}, Backend: "127.0.0.1", Mode: "https", SendProxy: 3},
+		{Names: []string{"*", "A.Example."}},
+		{Backend: "127.0.0.1:1"},
+		{Names: []string{"*", "*.*.x"}, Backend: "127.0.0.1:2"},
+	}
+	type want struct {
+		route int
+		field RouteField
+		name  int
+		is    error  // errors.Is, or nil
+		as    string // the type errors.As finds, or ""
+	}
+	wants := []want{
+		{0, FieldNames, 1, nil, "hostname"},
+		{0, FieldNames, 2, nil, "duplicate"},
+		{0, FieldBackend, -1, nil, ""},
+		{0, FieldMode, -1, nil, "mode"},
+		{0, FieldSendProxy, -1, nil, ""},
+		{1, FieldNames, 1, nil, "duplicate"},
+		{1, FieldBackend, -1, ErrNoBackend, ""},
+		{2, "", -1, ErrNoNames, ""},
+		{3, FieldNames, 0, nil, "duplicate"},
+		{3, FieldNames, 1, nil, ""},
+	}
+	errs := CheckRoutes(routes)
+	if len(errs) != len(wants) {
+		t.Fatalf("got %d errors, want %d: %v", len(errs), len(wants), errs)
+	}
+	for i, w := range wants {
+		var re *RouteError
+		if !errors.As(errs[i], &re) || re.Route != w.route || re.Field != w.field || re.Name != w.name {
+			t.Errorf("error %d = %#v, want route %d field %q name %d", i, errs[i], w.route, w.field, w.name)
+			continue
+		}
+		if w.is != nil && !errors.Is(re, w.is) {
+			t.Errorf("error %d (%v) is not %v", i, re, w.is)
+		}
+		var (
+			he *challenge.HostnameError
+			de *DuplicateNameError
+			me *UnknownModeError
+		)
+		switch w.as {
+		case "hostname":
+			if !errors.As(re, &he) {
+				t.Errorf("error %d (%v) is not a *challenge.HostnameError", i, re)
+			}
+		case "duplicate":
+			if !errors.As(re, &de) {
+				t.Errorf("error %d (%v) is not a *DuplicateNameError", i, re)
+			}
+		case "mode":
+			if !errors.As(re, &me) || me.Mode != "https" {
+				t.Errorf("error %d (%v) is not an *UnknownModeError for https", i, re)
+			}
+		}
+	}
+	if de := new(DuplicateNameError); !errors.As(errs[1], &de) || !de.SameRoute {
+		t.Errorf("a name twice in one route: %v", errs[1])
+	}
+	if de := new(DuplicateNameError); !errors.As(errs[5], &de) || de.SameRoute || de.First != 0 || !strings.Contains(errs[5].Error(), "already routed by route 1") {
+		t.Errorf("a name in a second route: %v", errs[5])
+	}
+	if !strings.Contains(errs[8].Error(), `a second default route "*" (the first is route 2)`) {
+		t.Errorf("a second default route: %v", errs[8])
 	}
 }
