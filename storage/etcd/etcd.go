@@ -15,6 +15,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 
 	"github.com/tlsalpn/tlsalpn/storage"
@@ -52,6 +53,9 @@ type Store struct {
 	wg     sync.WaitGroup
 
 	eph ephemeral
+
+	lockMu       sync.Mutex
+	lockSessions map[*concurrency.Session]struct{} // of locks held, revoked by Close
 }
 
 var (
@@ -103,6 +107,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.cli = cli
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.eph.done = make(chan struct{})
+	s.lockSessions = make(map[*concurrency.Session]struct{})
 	if s.sealer != nil {
 		if err := s.checkKey(ctx); err != nil {
 			s.Close()
@@ -206,8 +211,16 @@ func (s *Store) checkKey(ctx context.Context) error {
 // Close ends the sessions (revoking their leases: ephemeral keys and held locks go at once),
 // stops the watches and closes the connection.
 func (s *Store) Close() error {
-	s.cancel()
+	// Sessions first: revoking needs the Store's context, which cancel ends.
 	s.eph.close()
+	s.lockMu.Lock()
+	held := s.lockSessions
+	s.lockSessions = nil
+	s.lockMu.Unlock()
+	for sess := range held {
+		sess.Close()
+	}
+	s.cancel()
 	s.wg.Wait()
 	return s.cli.Close()
 }

@@ -59,6 +59,14 @@ func (s *Store) Lock(ctx context.Context, name string) (func() error, error) {
 		sess.Close()
 		return nil, opError("lock", name, err)
 	}
+	s.lockMu.Lock()
+	if s.lockSessions == nil { // closed meanwhile
+		s.lockMu.Unlock()
+		sess.Close()
+		return nil, fmt.Errorf("storage/etcd: lock %q: store closed", name)
+	}
+	s.lockSessions[sess] = struct{}{}
+	s.lockMu.Unlock()
 	released := make(chan struct{})
 	go func() {
 		select {
@@ -77,6 +85,9 @@ func (s *Store) Lock(ctx context.Context, name string) (func() error, error) {
 	return func() error {
 		once.Do(func() {
 			close(released)
+			s.lockMu.Lock()
+			delete(s.lockSessions, sess)
+			s.lockMu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 			defer cancel()
 			if err := m.Unlock(ctx); err != nil {
