@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/tlsalpn/tlsalpn/storage"
 )
@@ -82,7 +83,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		Username:             cfg.Username,
 		Password:             cfg.Password,
 		Logger:               zap.NewNop(),
-		Context:              ctx,
+		// Block in Open until a member is connected, and say why none could be: "x509:
+		// certificate signed by unknown authority" tells an operator what to fix, "context
+		// deadline exceeded" does not.
+		DialOptions: []grpc.DialOption{grpc.WithBlock(), grpc.WithReturnConnectionError()}, //nolint:staticcheck // supported throughout grpc 1.x
 	}
 	if cfg.CAFile != "" || cfg.CertFile != "" {
 		tc, err := tlsConfig(cfg)
@@ -98,10 +102,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
-	// The client's own context must outlive Open's ctx: it carries every later call.
-	ccfg.Context = context.Background()
 	cli, err := clientv3.New(ccfg)
 	if err != nil {
+		if kind(err) == nil {
+			// Nothing answered as an etcd that takes our connection: down, or TLS settings
+			// that do not match the cluster's.
+			err = fmt.Errorf("%w (no connection within %v; check the endpoints and the TLS settings): %w", ErrUnavailable, cfg.DialTimeout, err)
+		}
 		return nil, fmt.Errorf("storage/etcd: connect to %s: %w", strings.Join(cfg.Endpoints, ","), withKind(err))
 	}
 	s.cli = cli
