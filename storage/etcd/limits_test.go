@@ -38,12 +38,12 @@ func TestTLSAndAuth(t *testing.T) {
 	}{
 		{"wrong password", func(cfg *Config) { withTLS(cfg); cfg.Username, cfg.Password = "alice", "wrong" }, ErrAuth},
 		{"unknown user", func(cfg *Config) { withTLS(cfg); cfg.Username, cfg.Password = "mallory", "secret" }, ErrAuth},
-		{"no client certificate", func(cfg *Config) { cfg.CAFile = ca; cfg.Username, cfg.Password = "alice", "secret" }, nil},
+		{"no client certificate", func(cfg *Config) { cfg.CAFile = ca; cfg.Username, cfg.Password = "alice", "secret" }, ErrUnavailable},
 		{"no CA", func(cfg *Config) {
 			cfg.CertFile, cfg.KeyFile = cert, key
 			cfg.Username, cfg.Password = "alice", "secret"
-		}, nil},
-		{"plaintext", func(cfg *Config) { cfg.Username, cfg.Password = "alice", "secret" }, nil},
+		}, ErrUnavailable},
+		{"plaintext", func(cfg *Config) { cfg.Username, cfg.Password = "alice", "secret" }, ErrUnavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
