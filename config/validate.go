@@ -16,6 +16,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/proxy"
+	"github.com/tlsalpn/tlsalpn/storage/etcd"
 )
 
 // validator reports problems at the position Parse recorded for each path,
@@ -97,8 +98,9 @@ func (c *Config) validateStorage(v *validator) {
 	}
 	switch {
 	case s.IsEtcd():
-		if msg := etcdURLProblem(s.Location); msg != "" {
-			v.errorf(loc, "%s", msg)
+		// The meaning of the URL is storage/etcd's, which opens it.
+		if _, err := etcd.ParseURL(s.Location); err != nil {
+			v.errorf(loc, "%v: write etcd://HOST:PORT[,HOST:PORT…]/PREFIX, e.g. etcd://10.0.0.1:2379,10.0.0.2:2379/tlsalpn", err)
 		}
 		if s.EncryptionKeyFile == "" {
 			v.errorf(loc, "etcd storage needs encryption_key_file: under storage: (a file of 32 random bytes, e.g. from head -c 32 /dev/urandom, the same on every node): account and certificate keys are stored in etcd only encrypted")
@@ -126,28 +128,6 @@ func (c *Config) validateStorage(v *validator) {
 	if (s.EtcdUser == "") != (s.EtcdPasswordFile == "") {
 		v.errorf("storage", "etcd_user and etcd_password_file go together: give both or neither")
 	}
-}
-
-// etcdURLProblem says what is wrong with an etcd://HOST:PORT[,HOST:PORT…]/PREFIX
-// location, or "".
-func etcdURLProblem(s string) string {
-	const want = "write etcd://HOST:PORT[,HOST:PORT…]/PREFIX, e.g. etcd://10.0.0.1:2379,10.0.0.2:2379/tlsalpn"
-	hosts, prefix, _ := strings.Cut(strings.TrimPrefix(s, etcdScheme), "/")
-	if hosts == "" {
-		return fmt.Sprintf("%q names no etcd member: %s", s, want)
-	}
-	if strings.Contains(hosts, "@") {
-		return fmt.Sprintf("%q: leave the credentials out of the URL, in etcd_user and etcd_password_file; %s", s, want)
-	}
-	if strings.ContainsAny(prefix, "?#") {
-		return fmt.Sprintf("%q: a prefix has no query or fragment; %s", s, want)
-	}
-	for h := range strings.SplitSeq(hosts, ",") {
-		if err := proxy.CheckAddr(h, "2379", false); err != nil {
-			return fmt.Sprintf("etcd member %v; %s", err, want)
-		}
-	}
-	return ""
 }
 
 func (c *Config) validateACME(v *validator) {
