@@ -51,8 +51,8 @@ type Storage struct {
 	EtcdUser         string `yaml:"etcd_user" example:"tlsalpn"`
 	EtcdPasswordFile string `yaml:"etcd_password_file" example:"/etc/tlsalpn/etcd-password"`
 	// EncryptionKeyFile holds the 32-byte key that encrypts private values
-	// (account and certificate keys) at rest in etcd. Required with etcd:
-	// without it no key could be stored there.
+	// (account and certificate keys) at rest in etcd; without one, given
+	// here or to the command, etcd storage refuses to store them.
 	EncryptionKeyFile string `yaml:"encryption_key_file" example:"/etc/tlsalpn/storage.key"`
 }
 

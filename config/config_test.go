@@ -396,6 +396,8 @@ func TestStorage(t *testing.T) {
 		{"mapping directory", "storage:\n  location: /var/lib/tlsalpn\n" + route, Storage{Location: "/var/lib/tlsalpn"}},
 		{"etcd with everything", "storage:\n  location: etcd://10.0.0.1:2379,[2001:db8::2]:2379/tlsalpn\n  etcd_ca: /etc/t/ca.pem\n  etcd_cert: /etc/t/c.pem\n  etcd_key: /etc/t/k.pem\n  etcd_user: tlsalpn\n  etcd_password_file: /etc/t/pw\n  encryption_key_file: /etc/t/key\n" + route,
 			Storage{Location: "etcd://10.0.0.1:2379,[2001:db8::2]:2379/tlsalpn", EtcdCA: "/etc/t/ca.pem", EtcdCert: "/etc/t/c.pem", EtcdKey: "/etc/t/k.pem", EtcdUser: "tlsalpn", EtcdPasswordFile: "/etc/t/pw", EncryptionKeyFile: "/etc/t/key"}},
+		{"etcd, the rest from the command line", "storage: etcd://a:2379/p\n" + route, Storage{Location: "etcd://a:2379/p"}},
+		{"etcd settings, the location from the command line", "storage:\n  etcd_cert: /c\n  encryption_key_file: /k\n" + route, Storage{EtcdCert: "/c", EncryptionKeyFile: "/k"}},
 		{"etcd without prefix, flow style", "storage: {location: \"etcd://h:2379\", encryption_key_file: /k}\n" + route, Storage{Location: "etcd://h:2379", EncryptionKeyFile: "/k"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -426,12 +428,9 @@ func TestStorage(t *testing.T) {
 		{"etcd bad second member", "storage: {location: \"etcd://a:1,b:x/p\", encryption_key_file: /k}\n", 1, 21, `endpoint "b:x": port "x" is not 1-65535`},
 		{"etcd prefix not a name", "storage: {location: \"etcd://a:1/a//b\", encryption_key_file: /k}\n", 1, 21, "prefix"},
 		{"etcd credentials in URL", "storage: {location: \"etcd://u:p@a:1/p\", encryption_key_file: /k}\n", 1, 21, "credentials come from their own options"},
-		{"etcd without encryption key", "storage: etcd://a:2379/p\n", 1, 10, "etcd storage needs encryption_key_file"},
-		{"etcd cert without key", "storage:\n  location: etcd://a:2379/p\n  encryption_key_file: /k\n  etcd_cert: /c\n", 2, 3, "etcd_cert and etcd_key go together"},
-		{"etcd user without password", "storage:\n  location: etcd://a:2379/p\n  encryption_key_file: /k\n  etcd_user: u\n", 2, 3, "etcd_user and etcd_password_file go together"},
 		{"etcd relative file", "storage:\n  location: etcd://a:2379/p\n  encryption_key_file: key\n", 3, 24, `storage.encryption_key_file: "key" is relative`},
 		{"etcd settings with a directory", "storage:\n  location: /var/lib/tlsalpn\n  etcd_ca: /ca.pem\n", 3, 12, "only etcd storage uses etcd_ca"},
-		{"etcd settings with no location", "storage:\n  encryption_key_file: /k\n", 2, 24, "only etcd storage uses encryption_key_file"},
+		{"etcd user with a directory", "storage:\n  location: /var/lib/tlsalpn\n  etcd_user: u\n", 3, 14, "only etcd storage uses etcd_user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml+route), "serve.yaml")

@@ -13,10 +13,10 @@
 //
 //	listen: ":443"                    # host:port of the front door (default ":443")
 //	storage: /var/lib/tlsalpn         # accounts and certificates (default: the command's)
-//	                                  # or, for a cluster, a mapping (etcd_* and encryption_key_file only with etcd):
+//	                                  # or, for a cluster, a mapping (etcd_* and encryption_key_file not beside a directory):
 //	# storage:
 //	#   location: etcd://10.0.0.1:2379,10.0.0.2:2379/tlsalpn   # etcd members and the key prefix
-//	#   encryption_key_file: /etc/tlsalpn/storage.key          # 32 bytes, the same on every node (required)
+//	#   encryption_key_file: /etc/tlsalpn/storage.key          # 32 bytes, the same on every node: keys are stored only encrypted
 //	#   etcd_ca: /etc/tlsalpn/etcd-ca.pem                      # TLS to etcd: its CA (optional)
 //	#   etcd_cert: /etc/tlsalpn/etcd-client.pem                # a client certificate and key: both or neither
 //	#   etcd_key: /etc/tlsalpn/etcd-client-key.pem

@@ -83,9 +83,12 @@ func (c *Config) Validate() error {
 	return v.err()
 }
 
-// validateStorage checks the storage location's form and that the etcd
-// settings come with an etcd location and in their pairs. Whether the
-// files exist is for the command to find when it opens them.
+// validateStorage checks what the file alone decides: the location's form
+// and that etcd settings do not sit beside a directory. The command may
+// complete the section (a location from its environment, a key file from
+// a flag), so what needs the whole (pairs of settings, the encryption key
+// for private values) is checked by storage/etcd when it is opened, and
+// whether the files exist by the command when it loads the file.
 func (c *Config) validateStorage(v *validator) {
 	s := &c.Storage
 	loc := "storage" // the plain form, storage: /var/lib/tlsalpn
@@ -96,37 +99,31 @@ func (c *Config) validateStorage(v *validator) {
 		{"etcd_ca", s.EtcdCA}, {"etcd_cert", s.EtcdCert}, {"etcd_key", s.EtcdKey},
 		{"etcd_password_file", s.EtcdPasswordFile}, {"encryption_key_file", s.EncryptionKeyFile},
 	}
+	dir := false
 	switch {
 	case s.IsEtcd():
 		// The meaning of the URL is storage/etcd's, which opens it.
 		if _, err := etcd.ParseURL(s.Location); err != nil {
 			v.errorf(loc, "%v: write etcd://HOST:PORT[,HOST:PORT…]/PREFIX, e.g. etcd://10.0.0.1:2379,10.0.0.2:2379/tlsalpn", err)
 		}
-		if s.EncryptionKeyFile == "" {
-			v.errorf(loc, "etcd storage needs encryption_key_file: under storage: (a file of 32 random bytes, e.g. from head -c 32 /dev/urandom, the same on every node): account and certificate keys are stored in etcd only encrypted")
-		}
 	case strings.Contains(s.Location, "://"):
 		v.errorf(loc, "%q: want a directory such as /var/lib/tlsalpn, or an etcd cluster as etcd://10.0.0.1:2379/tlsalpn", s.Location)
 	case s.Location != "" && !filepath.IsAbs(s.Location):
 		v.errorf(loc, "%q is relative: write an absolute path such as /var/lib/tlsalpn (a daemon's working directory is not where this file is)", s.Location)
 	default:
-		for _, f := range files {
-			if f.val != "" {
-				v.errorf("storage."+f.key, "only etcd storage uses %s: write location: etcd://HOST:PORT/PREFIX, or remove %s", f.key, f.key)
-			}
-		}
-		return
+		dir = s.Location != ""
+	}
+	if s.EtcdUser != "" && dir {
+		v.errorf("storage.etcd_user", "only etcd storage uses etcd_user: write location: etcd://HOST:PORT/PREFIX, or remove etcd_user")
 	}
 	for _, f := range files {
-		if f.val != "" && !filepath.IsAbs(f.val) {
+		switch {
+		case f.val == "":
+		case dir:
+			v.errorf("storage."+f.key, "only etcd storage uses %s: write location: etcd://HOST:PORT/PREFIX, or remove %s", f.key, f.key)
+		case !filepath.IsAbs(f.val):
 			v.errorf("storage."+f.key, "%q is relative: write an absolute path", f.val)
 		}
-	}
-	if (s.EtcdCert == "") != (s.EtcdKey == "") {
-		v.errorf("storage", "etcd_cert and etcd_key go together: give both (a client certificate and its key) or neither")
-	}
-	if (s.EtcdUser == "") != (s.EtcdPasswordFile == "") {
-		v.errorf("storage", "etcd_user and etcd_password_file go together: give both or neither")
 	}
 }
 

@@ -209,7 +209,7 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 			return nil, usagef("%v", err)
 		}
 		if f.storage != "" {
-			cfg.Storage.Location = f.storage
+			cfg.Storage = config.Storage{Location: f.storage} // the flag replaces the whole section
 		}
 		return cfg, nil
 	}
@@ -297,17 +297,6 @@ func checkConfigFiles(cfg *config.Config) error {
 	}
 	if _, err := issuer.ResolveCA(cfg.ACME.CA); err != nil {
 		return fmt.Errorf("acme.ca: %w", err)
-	}
-	st := cfg.Storage
-	for _, f := range []struct{ key, path string }{
-		{"etcd_ca", st.EtcdCA}, {"etcd_cert", st.EtcdCert}, {"etcd_key", st.EtcdKey},
-		{"etcd_password_file", st.EtcdPasswordFile}, {"encryption_key_file", st.EncryptionKeyFile},
-	} {
-		if f.path != "" {
-			if _, err := os.Stat(f.path); err != nil {
-				return fmt.Errorf("storage.%s: %w", f.key, err)
-			}
-		}
 	}
 	for i, c := range cfg.Certificates {
 		ids, err := parseNames(c.Names)
