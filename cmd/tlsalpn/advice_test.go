@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,5 +85,22 @@ func TestAdviseErrors(t *testing.T) {
 	logger.Warn("obtaining", "err", &issuer.PreflightError{Identifier: "example.com", Err: errors.New("refused")}, "other", errors.New("plain"))
 	if got := b.String(); !strings.Contains(got, "refused (--no-preflight skips this check)") || !strings.Contains(got, "other=plain") {
 		t.Errorf("log = %q; want the preflight advice, and the plain error as it is", got)
+	}
+}
+
+// TestServeName: a serve is named by its pid, and by its host too when
+// that is not this one (the lease only carries the facts).
+func TestServeName(t *testing.T) {
+	host, _ := os.Hostname()
+	for _, tc := range []struct {
+		lease serveLease
+		want  string
+	}{
+		{serveLease{Host: host, PID: 42}, "tlsalpn serve (pid 42)"},
+		{serveLease{Host: host + "-other", PID: 7}, "tlsalpn serve (pid 7 on " + host + "-other)"},
+	} {
+		if got := serveName(&tc.lease); got != tc.want {
+			t.Errorf("serveName(%+v) = %q, want %q", tc.lease, got, tc.want)
+		}
 	}
 }
