@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/tlsalpn/tlsalpn/check"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
@@ -19,6 +20,7 @@ func advice(err error) string {
 	var de *manager.DamagedError
 	var be *responder.BindError
 	var hs *heldByServeError
+	var op *check.OtherPortError
 	switch {
 	case errors.As(err, &hs):
 		return "" // says what to do itself, knowing which serve holds the port
@@ -30,6 +32,14 @@ func advice(err error) string {
 		return ": drop --profile"
 	case errors.Is(err, issuer.ErrDirectory):
 		return " (check --ca, --ca-root and the network)"
+	case errors.As(err, &op):
+		preflight := ""
+		if errors.As(err, &pe) {
+			preflight = " (--no-preflight skips this check)"
+		}
+		return fmt.Sprintf("; tlsalpn answers on --listen %s, not on the CA's port %d: listen on :%d, or forward port %d to %d "+
+			"(a firewall redirect of incoming connections does not apply to this host's own: if one is in place, --no-preflight)",
+			op.Listen, op.CAPort, op.CAPort, op.CAPort, op.ListenPort) + preflight
 	case errors.As(err, &pe):
 		return " (--no-preflight skips this check)"
 	case errors.As(err, &de):
