@@ -136,9 +136,35 @@ type Result struct {
 	CAMessage string `json:"ca_message,omitempty"`
 	// Fix says in one line what to change. Empty when the rule passes.
 	Fix string `json:"fix,omitempty"`
+	// Remedy is the kind of change Fix asks for, when it is one the
+	// program running the check carries out itself (start its responder,
+	// renew): Fix says it in general words, and the program names its own
+	// command or flag for it.
+	Remedy Remedy `json:"remedy,omitempty"`
 	// Detail is what was seen: the Go error, the names, the dates.
 	Detail string `json:"detail,omitempty"`
 }
+
+// Remedy is a kind of fix that an ACME client carries out with its own
+// commands; the check names the kind, the client says how.
+type Remedy string
+
+const (
+	// RemedyResponder: nothing listens on the port the CA connects to;
+	// start the TLS-ALPN-01 responder there (or forward the port to it).
+	RemedyResponder Remedy = "start-responder"
+	// RemedyResponderInFront: the TLS server on the port refuses
+	// acme-tls/1; put a responder in front of it. Outside a validation a
+	// responder refuses it too, which is correct: monitoring (Monitor)
+	// then says more than this check.
+	RemedyResponderInFront Remedy = "responder-in-front"
+	// RemedyRenew: the certificate expires soon or has expired; renew it
+	// and reload the server.
+	RemedyRenew Remedy = "renew"
+	// RemedyTrustRoot: the chain leads to no root the check trusts; for a
+	// private CA, its root must be given to the check (Checker.Roots).
+	RemedyTrustRoot Remedy = "trust-root"
+)
 
 // Verdict is the overall outcome for a name.
 type Verdict string

@@ -58,6 +58,7 @@ type matrixCase struct {
 	rule      Rule   // the rule that must fail; "" for none
 	words     string // in the CAMessage (CA rules) or Detail and Fix (others)
 	fixWords  string // in the Fix, when set
+	remedy    Remedy // the Fix's kind, when rule is set
 	verdict   Verdict
 	caPass    bool // what the CA would conclude
 	pebble    bool // Pebble's validator can express the case: it agrees on caPass
@@ -89,7 +90,7 @@ func matrix() []matrixCase {
 		{
 			name:  "no listener",
 			serve: func(testing.TB, caseEnv) server { return server{kind: noServer} },
-			rule:  RuleConnect, words: "{ip}: Connection refused", fixWords: "nothing listens on port",
+			rule:  RuleConnect, words: "{ip}: Connection refused", fixWords: "nothing listens on port", remedy: RemedyResponder,
 			verdict: Fail, pebble: true,
 		},
 		{
@@ -123,7 +124,7 @@ func matrix() []matrixCase {
 			serve: func(t testing.TB, e caseEnv) server {
 				return tlsWith(&tls.Config{NextProtos: []string{"h2", "http/1.1"}, Certificates: []tls.Certificate{*e.prod}})
 			},
-			rule: RuleTLSHandshake, words: "{ip}: remote error: tls: no application protocol", fixWords: "without acme-tls/1",
+			rule: RuleTLSHandshake, words: "{ip}: remote error: tls: no application protocol", fixWords: "without acme-tls/1", remedy: RemedyResponderInFront,
 			verdict: Fail, pebble: true,
 		},
 		{
@@ -229,7 +230,7 @@ func matrix() []matrixCase {
 			serve: func(t testing.TB, e caseEnv) server {
 				return tlsWith(acmeConfig(rawCert(t, mustKey(t), nil, goodExts(t, e)), e.root.leaf(t, e.id, 10*24*time.Hour)))
 			},
-			rule: RuleExpiry, words: "threshold 30d", fixWords: "renew now",
+			rule: RuleExpiry, words: "threshold 30d", fixWords: "renew now", remedy: RemedyRenew,
 			verdict: Expiring, caPass: true, pebble: true,
 		},
 		{
@@ -238,7 +239,7 @@ func matrix() []matrixCase {
 				other := newTestRoot(t)
 				return tlsWith(acmeConfig(rawCert(t, mustKey(t), nil, goodExts(t, e)), other.leaf(t, e.id, 60*24*time.Hour)))
 			},
-			rule: RuleProduction, words: "unknown authority", fixWords: "fullchain.pem",
+			rule: RuleProduction, words: "unknown authority", fixWords: "fullchain.pem", remedy: RemedyTrustRoot,
 			verdict: Fail, caPass: true, pebble: true,
 		},
 		{
@@ -373,6 +374,9 @@ func TestCheckMatrix(t *testing.T) {
 				}
 				if res.Fix == "" || !strings.Contains(res.Fix, tc.fixWords) {
 					t.Errorf("%s: fix %q does not contain %q", tc.rule, res.Fix, tc.fixWords)
+				}
+				if res.Remedy != tc.remedy {
+					t.Errorf("%s: remedy %q, want %q", tc.rule, res.Remedy, tc.remedy)
 				}
 				if tc.rule.IsCARule() && tc.rule != RuleConnect && !tc.caPass {
 					// The CA stops at its first failure: nothing after it.

@@ -95,6 +95,8 @@ type MonitorAddress struct {
 	Problem string `json:"problem,omitempty"`
 	// Fix says in one line what to do; empty when Status is ok.
 	Fix string `json:"fix,omitempty"`
+	// Remedy is the kind of Fix, as in Result.
+	Remedy Remedy `json:"remedy,omitempty"`
 }
 
 // MonitorReport is what ordinary clients get from one name, address by
@@ -198,7 +200,7 @@ func (c *Checker) judgeClient(id challenge.Identifier, ap netip.AddrPort, h hand
 				words = h.err.Error()
 			}
 			out.Problem = "connect failed: " + words
-			out.Fix = connectFix(h.err, ap, c.timeout())
+			out.Fix, out.Remedy = connectFix(h.err, ap, c.timeout())
 		} else {
 			out.Problem = "TLS handshake failed: " + h.err.Error()
 			out.Fix = fmt.Sprintf("%s accepts connections but ordinary clients (SNI %s, ALPN h2 and http/1.1) cannot complete a TLS handshake: check the web server's TLS configuration for this name", ap, id.Value)
@@ -241,7 +243,7 @@ func (c *Checker) judgeClient(id challenge.Identifier, ap netip.AddrPort, h hand
 		info.ChainError = err.Error()
 		out.Status = StatusCertificate
 		out.Problem = certProblem(err, id)
-		out.Fix = chainFix(err, id, leaf)
+		out.Fix, out.Remedy = chainFix(err, id, leaf)
 		return out
 	}
 	info.ChainValid = true
@@ -249,7 +251,7 @@ func (c *Checker) judgeClient(id challenge.Identifier, ap netip.AddrPort, h hand
 	if out.Expiry == ExpiryExpiring {
 		out.Status = StatusExpiring
 		out.Problem = fmt.Sprintf("the certificate expires %s, in %d days (window %s)", leaf.NotAfter.UTC().Format(time.DateOnly), info.DaysLeft, fmtDays(c.ExpiringWithin))
-		out.Fix = "renew now (tlsalpn renew) and reload the server; if renewal runs from cron, its log says why it has not"
+		out.Fix, out.Remedy = "renew now and reload the server; if renewal runs from cron, its log says why it has not", RemedyRenew
 		return out
 	}
 	out.Status = StatusOK

@@ -127,18 +127,32 @@ func (p *Preflight) Preflight(ctx context.Context, id challenge.Identifier, keyA
 		return fmt.Sprintf("checked %s at %s on the CA's port %d from this host (%s is not on this host: the connection went through it and back to this responder; a firewall rule for outside sources cannot be seen from here)%s",
 			id.Value, decisive, p.CAPort, decisive.Addr(), fellBack), nil
 	case here || !decisive.IsValid():
-		msg := preflightProblem(rep)
-		if _, port, err := p.localTarget(); err == nil && port != p.CAPort {
-			msg += fmt.Sprintf("; tlsalpn answers on --listen %s, not on the CA's port %d: listen on :%d, or forward port %d to %d "+
-				"(a firewall redirect of incoming connections does not apply to this host's own: if one is in place, --no-preflight)",
-				p.Listen, p.CAPort, p.CAPort, p.CAPort, port)
+		err := fmt.Errorf("checked %s at %s, an address of this host, on the CA's port %d: %s", id.Value, decisive, p.CAPort, preflightProblem(rep))
+		if _, port, lerr := p.localTarget(); lerr == nil && port != p.CAPort {
+			return "", &OtherPortError{Listen: p.Listen, ListenPort: port, CAPort: p.CAPort, Err: err}
 		}
-		return "", fmt.Errorf("checked %s at %s, an address of this host, on the CA's port %d: %s", id.Value, decisive, p.CAPort, msg)
+		return "", err
 	}
 	why := fmt.Sprintf("address %s is not on this host, and from here %s gave: %s, which may be the router's doing rather than what the CA will see",
 		decisive.Addr(), decisive, rep.CA.Problem)
 	return p.localOnly(ctx, id, keyAuth, why)
 }
+
+// OtherPortError is a failed preflight on this host where the responder
+// listens on another port than the CA connects to: the likely cause, which
+// the caller advises on in its own terms (how its listening address is
+// set; whether its preflight can be skipped for a firewall redirect of
+// incoming connections, which does not apply to this host's own).
+type OtherPortError struct {
+	Listen     string // the responder's listening address
+	ListenPort int    // its port
+	CAPort     int    // the port the CA connects to
+	Err        error  // what the check of the CA's port found
+}
+
+func (e *OtherPortError) Error() string { return e.Err.Error() }
+
+func (e *OtherPortError) Unwrap() error { return e.Err }
 
 // localOnly checks the local listener, when nothing better could be
 // checked, and says so: on success in its words and in a warning, since

@@ -148,10 +148,12 @@ func (c *Checker) handshake(ctx context.Context, ap netip.AddrPort, conf *tls.Co
 func caResults(t Target, ap netip.AddrPort, h handshake, timeout time.Duration) (out []Result, handshakeFailed bool) {
 	ip := ap.Addr()
 	if h.dialErr {
+		fix, remedy := connectFix(h.err, ap, timeout)
 		return []Result{{
 			Rule:      RuleConnect,
 			CAMessage: ip.String() + ": " + caWords(h.err),
-			Fix:       connectFix(h.err, ap, timeout),
+			Fix:       fix,
+			Remedy:    remedy,
 			Detail:    h.err.Error(),
 		}}, true
 	}
@@ -177,7 +179,7 @@ func caResults(t Target, ap netip.AddrPort, h handshake, timeout time.Duration) 
 			res.Detail += ` (Boulder's "` + challenge.CAMessageNoCerts + `" applies only to a completed handshake, which Go's TLS client refuses without a certificate)`
 			res.Fix = "the server sent no certificate: serve the validation certificate on acme-tls/1 handshakes"
 		default:
-			res.Fix = handshakeFix(h.err, t, ap, timeout)
+			res.Fix, res.Remedy = handshakeFix(h.err, t, ap, timeout)
 		}
 		return append(out, res), true
 	}
@@ -390,47 +392,47 @@ const GenericWords = "Error getting validation data"
 // staleAAAA is appended to connection fixes for IPv6 addresses.
 const staleAAAA = "; if the AAAA record is stale, remove it — the CA tries IPv6 first"
 
-func connectFix(err error, ap netip.AddrPort, timeout time.Duration) string {
+func connectFix(err error, ap netip.AddrPort, timeout time.Duration) (string, Remedy) {
 	v6 := ""
 	if ap.Addr().Is6() {
 		v6 = staleAAAA
 	}
 	switch caWords(err) {
 	case "Connection refused":
-		return fmt.Sprintf("nothing listens on port %d at %s: start the responder (tlsalpn serve or issue) or forward the port to it, and open the firewall%s", ap.Port(), ap.Addr(), v6)
+		return fmt.Sprintf("nothing listens on port %d at %s: start the responder or forward the port to it, and open the firewall%s", ap.Port(), ap.Addr(), v6), RemedyResponder
 	case "Timeout during connect (likely firewall problem)":
-		return fmt.Sprintf("nothing answered on port %d at %s within %s: a firewall or security group drops the packets, or the record points at the wrong host; open TCP %d to everyone (the CA's addresses are not published)%s", ap.Port(), ap.Addr(), timeout, ap.Port(), v6)
+		return fmt.Sprintf("nothing answered on port %d at %s within %s: a firewall or security group drops the packets, or the record points at the wrong host; open TCP %d to everyone (the CA's addresses are not published)%s", ap.Port(), ap.Addr(), timeout, ap.Port(), v6), ""
 	case "Network unreachable":
 		if ap.Addr().Is6() {
-			return fmt.Sprintf("no route to %s from here: if the host has no working IPv6, remove the AAAA record — the CA tries IPv6 first", ap.Addr())
+			return fmt.Sprintf("no route to %s from here: if the host has no working IPv6, remove the AAAA record — the CA tries IPv6 first", ap.Addr()), ""
 		}
-		return fmt.Sprintf("no route to %s from here: check the A record", ap.Addr())
+		return fmt.Sprintf("no route to %s from here: check the A record", ap.Addr()), ""
 	case "Connection reset by peer":
-		return fmt.Sprintf("the connection to %s was reset: a firewall, IPS or proxy in front of it drops the connection%s", ap, v6)
+		return fmt.Sprintf("the connection to %s was reset: a firewall, IPS or proxy in front of it drops the connection%s", ap, v6), ""
 	}
-	return fmt.Sprintf("could not connect to %s: %v%s", ap, err, v6)
+	return fmt.Sprintf("could not connect to %s: %v%s", ap, err, v6), ""
 }
 
-func handshakeFix(err error, t Target, ap netip.AddrPort, timeout time.Duration) string {
+func handshakeFix(err error, t Target, ap netip.AddrPort, timeout time.Duration) (string, Remedy) {
 	words := caWords(err)
 	sni := challenge.ServerName(t.ID)
 	switch {
 	case words == "Server only speaks HTTP, not TLS":
-		return fmt.Sprintf("port %d at %s speaks plain HTTP: the CA needs TLS there; point the port at the TLS-ALPN-01 responder (or use HTTP-01 on port 80)", ap.Port(), ap.Addr())
+		return fmt.Sprintf("port %d at %s speaks plain HTTP: the CA needs TLS there; point the port at the TLS-ALPN-01 responder (or use HTTP-01 on port 80)", ap.Port(), ap.Addr()), ""
 	case strings.HasSuffix(words, "no application protocol"):
-		return fmt.Sprintf("the TLS server at %s refuses acme-tls/1: either it has ALPN configured without acme-tls/1 (let a responder answer it: tlsalpn serve in front of the web server, or use DNS-01), or it is a TLS-ALPN-01 responder with no challenge pending for %s, which is correct outside a validation (to monitor a server, use check --monitor)", ap, t.ID.Value)
+		return fmt.Sprintf("the TLS server at %s refuses acme-tls/1: either it has ALPN configured without acme-tls/1 (let a responder in front of the web server answer it, or use DNS-01), or it is a TLS-ALPN-01 responder with no challenge pending for %s, which is correct outside a validation", ap, t.ID.Value), RemedyResponderInFront
 	case strings.HasSuffix(words, "protocol version not supported"):
-		return "the server speaks only TLS versions older than 1.2, which the CA refuses: enable TLS 1.2 or 1.3"
+		return "the server speaks only TLS versions older than 1.2, which the CA refuses: enable TLS 1.2 or 1.3", ""
 	case strings.HasSuffix(words, "unrecognized name"):
-		return fmt.Sprintf("the server has nothing for SNI %s: start the responder with this name's challenge pending before asking the CA to validate", sni)
+		return fmt.Sprintf("the server has nothing for SNI %s: start the responder with this name's challenge pending before asking the CA to validate", sni), ""
 	case strings.HasPrefix(words, "remote error:"):
-		return fmt.Sprintf("the server refused the CA's handshake (SNI %s, ALPN acme-tls/1 only, TLS 1.2 or later) with an alert: does the responder have a challenge pending for this name and support ECDHE?", sni)
+		return fmt.Sprintf("the server refused the CA's handshake (SNI %s, ALPN acme-tls/1 only, TLS 1.2 or later) with an alert: does the responder have a challenge pending for this name and support ECDHE?", sni), ""
 	case strings.HasPrefix(words, "Timeout after connect"), strings.HasPrefix(words, "Timeout during"):
-		return fmt.Sprintf("%s accepted the connection but did not finish the handshake within %s: the server is overloaded, or a proxy is waiting for something the CA will not send", ap, timeout)
+		return fmt.Sprintf("%s accepted the connection but did not finish the handshake within %s: the server is overloaded, or a proxy is waiting for something the CA will not send", ap, timeout), ""
 	case words == "Connection reset by peer":
-		return fmt.Sprintf("%s reset the connection during the handshake: a firewall, IPS or proxy drops handshakes it does not like (SNI %s, ALPN acme-tls/1)", ap, sni)
+		return fmt.Sprintf("%s reset the connection during the handshake: a firewall, IPS or proxy drops handshakes it does not like (SNI %s, ALPN acme-tls/1)", ap, sni), ""
 	}
-	return fmt.Sprintf("the TLS handshake with %s failed (%v): make the responder answer TLS 1.2 or later with ALPN acme-tls/1", ap, err)
+	return fmt.Sprintf("the TLS handshake with %s failed (%v): make the responder answer TLS 1.2 or later with ALPN acme-tls/1", ap, err), ""
 }
 
 // leakResult reports whether any ordinary handshake got a certificate with
@@ -518,7 +520,9 @@ func (c *Checker) productionResults(id challenge.Identifier, ap netip.AddrPort, 
 		strings.Join(info.Names, ", "), info.Issuer, leaf.NotAfter.UTC().Format(time.DateOnly), info.DaysLeft)
 	if err != nil {
 		info.ChainError = err.Error()
-		return info, []Result{{Rule: RuleProduction, Detail: desc + "; " + err.Error(), Fix: chainFix(err, id, leaf)}}
+		res := Result{Rule: RuleProduction, Detail: desc + "; " + err.Error()}
+		res.Fix, res.Remedy = chainFix(err, id, leaf)
+		return info, []Result{res}
 	}
 	info.ChainValid = true
 	out := []Result{{Rule: RuleProduction, Pass: true, Detail: desc + "; chain valid"}}
@@ -527,7 +531,8 @@ func (c *Checker) productionResults(id challenge.Identifier, ap netip.AddrPort, 
 		res := Result{Rule: RuleExpiry, Pass: left > c.ExpiringWithin,
 			Detail: fmt.Sprintf("expires %s, in %d days (threshold %s)", leaf.NotAfter.UTC().Format(time.RFC3339), info.DaysLeft, fmtDays(c.ExpiringWithin))}
 		if !res.Pass {
-			res.Fix = fmt.Sprintf("renew now (tlsalpn renew) and reload the server: the certificate expires in %d days", info.DaysLeft)
+			res.Fix = fmt.Sprintf("renew now and reload the server: the certificate expires in %d days", info.DaysLeft)
+			res.Remedy = RemedyRenew
 		}
 		out = append(out, res)
 	}
@@ -541,23 +546,23 @@ func fmtDays(d time.Duration) string {
 	return d.String()
 }
 
-func chainFix(err error, id challenge.Identifier, leaf *x509.Certificate) string {
+func chainFix(err error, id challenge.Identifier, leaf *x509.Certificate) (string, Remedy) {
 	var ua x509.UnknownAuthorityError
 	var he x509.HostnameError
 	var ci x509.CertificateInvalidError
 	switch {
 	case errors.As(err, &ci) && ci.Reason == x509.Expired:
 		if time.Now().Before(leaf.NotBefore) {
-			return "the certificate is not valid yet: check the server's clock"
+			return "the certificate is not valid yet: check the server's clock", ""
 		}
-		return fmt.Sprintf("the certificate expired on %s: renew it (tlsalpn renew) and reload the server", leaf.NotAfter.UTC().Format(time.DateOnly))
+		return fmt.Sprintf("the certificate expired on %s: renew it and reload the server", leaf.NotAfter.UTC().Format(time.DateOnly)), RemedyRenew
 	case errors.As(err, &he):
-		return fmt.Sprintf("the certificate does not cover %s: issue one that includes it, or fix which certificate the server picks for this SNI", id.Value)
+		return fmt.Sprintf("the certificate does not cover %s: issue one that includes it, or fix which certificate the server picks for this SNI", id.Value), ""
 	case errors.As(err, &ua):
 		if hasExtension(leaf, challenge.OIDACMEIdentifier()) {
-			return "ordinary clients get the self-signed validation certificate: see the no-leak rule"
+			return "ordinary clients get the self-signed validation certificate: see the no-leak rule", ""
 		}
-		return "the chain does not lead to a trusted root: serve fullchain.pem (certificate and intermediates), not cert.pem; for a private CA give its root with --ca-root"
+		return "the chain does not lead to a trusted root: serve fullchain.pem (certificate and intermediates), not cert.pem; for a private CA, trust its root", RemedyTrustRoot
 	}
-	return "the certificate chain does not verify: " + err.Error()
+	return "the certificate chain does not verify: " + err.Error(), ""
 }

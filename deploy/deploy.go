@@ -274,7 +274,8 @@ func CheckWritable(dir string) error {
 	return os.Remove(name)
 }
 
-// Hook is a command run after a deployment, through sh -c.
+// Hook is a command run after a deployment, through /bin/sh -c (cmd.exe /C
+// on Windows).
 type Hook struct {
 	Command string
 	Timeout time.Duration // 0 means 2 minutes
@@ -301,13 +302,15 @@ func (h Hook) Run(ctx context.Context, env []string) (HookResult, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", h.Command)
+	cmd, err := shellCommand(ctx, h.Command)
+	if err != nil {
+		return HookResult{}, fmt.Errorf("%s %q: %w", h.name(), h.Command, err)
+	}
 	cmd.Env = append(os.Environ(), env...)
-	killProcessGroup(cmd)
 	var out capped
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
+	err = cmd.Run()
 	res := HookResult{Output: out.Bytes()}
 	if ctx.Err() == context.DeadlineExceeded {
 		return res, fmt.Errorf("%s %q timed out after %s: %s", h.name(), h.Command, timeout, tail(res.Output))

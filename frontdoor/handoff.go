@@ -64,16 +64,6 @@ type LeaseCert struct {
 	Names []string `json:"names"`
 }
 
-// String names l's serve for people: its pid, and its host when that is
-// another.
-func (l *Lease) String() string {
-	host, _ := os.Hostname()
-	if l.Host == host {
-		return fmt.Sprintf("tlsalpn serve (pid %d)", l.PID)
-	}
-	return fmt.Sprintf("tlsalpn serve (pid %d on %s)", l.PID, l.Host)
-}
-
 // Manages reports whether l keeps the certificate id.
 func (l *Lease) Manages(id string) bool {
 	for _, c := range l.Certificates {

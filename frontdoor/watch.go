@@ -159,7 +159,7 @@ func (rt *runtime) handleRequest(ctx context.Context, key string) {
 		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
 		defer cancel()
 	}
-	rt.logger.Info("renewing at the request of tlsalpn renew", "name", req.Name, "by", req.By, "force", req.Force, "reason", req.Reason)
+	rt.logger.Info("renewing at a renewal request from the command line", "name", req.Name, "by", req.By, "force", req.Force, "reason", req.Reason)
 	req.Accepted = time.Now().UTC()
 	if err := PutRequest(ctx, rt.store, req); err != nil {
 		rt.logger.Warn("renewal request not marked as taken; renewing anyway", "name", req.Name, "error", err)
@@ -232,7 +232,7 @@ func (rt *runtime) announce(ctx context.Context, listen string) {
 		lease.Refreshed = time.Now().UTC()
 		data, _ := json.MarshalIndent(&lease, "", "  ")
 		if err := rt.store.Put(ctx, LeaseKey(host), data, 0o644); err != nil && ctx.Err() == nil {
-			rt.logger.Warn("serve lease not written: tlsalpn renew cannot hand renewals to this serve", "error", err)
+			rt.logger.Warn("serve lease not written: renewals requested from the command line cannot be handed to this serve", "error", err)
 		}
 	}
 	ctx, rt.leaseCancel = context.WithCancel(ctx)

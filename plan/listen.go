@@ -71,7 +71,7 @@ func (p *Planner) listenTests(ctx context.Context, plan *Plan) {
 
 // fromHere is appended to what a listen test found: the test connects from
 // this host, so a firewall in front of it is not crossed.
-const fromHere = " (tested from this host: a firewall or security group in front of it is not crossed; run tlsalpn check NAME from elsewhere for that)"
+const fromHere = " (tested from this host: a firewall or security group in front of it is not crossed; check the name from another network for that)"
 
 func (p *Planner) tlsListenTest(ctx context.Context, names []*NameFinding) {
 	port := p.tlsPort()

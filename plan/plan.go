@@ -191,18 +191,6 @@ type ConfigSnippet struct {
 	Text string `json:"text"`
 }
 
-// Recommendation is the one method to automate, with the exact commands.
-type Recommendation struct {
-	Method  Method   `json:"method"`
-	Summary string   `json:"summary"`
-	Why     []string `json:"why"`
-	// Before are fixes to make first (a stale record, a firewall).
-	Before   []string        `json:"before,omitempty"`
-	Commands []string        `json:"commands"`
-	Config   []ConfigSnippet `json:"config,omitempty"`
-	Notes    []string        `json:"notes,omitempty"`
-}
-
 // Plan is the outcome of Planner.Plan.
 type Plan struct {
 	Names          []*NameFinding `json:"names"`
@@ -242,9 +230,6 @@ type Planner struct {
 	Timeout time.Duration
 	// Roots verify the production certificate; nil means the system roots.
 	Roots *x509.CertPool
-	// Email only fills in the recommended commands; "" gives a
-	// placeholder.
-	Email string
 	// Logger gets a debug line per handshake; nil discards.
 	Logger *slog.Logger
 }
@@ -353,8 +338,8 @@ func (p *Planner) Plan(ctx context.Context, names []string) (*Plan, error) {
 	} else {
 		for _, f := range plan.Names {
 			if !f.Wildcard {
-				f.ListenTest.Detail = "not run: give --listen-test to bind the port briefly and test"
-				f.HTTPTest.Detail = "not run: give --listen-test to bind the port briefly and test"
+				f.ListenTest.Detail = notAsked
+				f.HTTPTest.Detail = notAsked
 			}
 		}
 	}
@@ -363,6 +348,10 @@ func (p *Planner) Plan(ctx context.Context, names []string) (*Plan, error) {
 	plan.Recommendation = p.recommend(plan)
 	return plan, nil
 }
+
+// notAsked is a listen test's Detail when the Planner was not asked to
+// run listen tests.
+const notAsked = "not run: binding the port to test was not asked for"
 
 // --- this host -------------------------------------------------------------
 

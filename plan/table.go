@@ -122,7 +122,7 @@ func (p *Planner) reachRow(plan *Plan) Row {
 		case f.Outside == nil:
 			return "unknown", "no address to connect to"
 		case f.Outside.ALPN == ALPNUnreachable && len(f.Here) > 0 && plan.Host.TLSPort.Free:
-			return "nothing listens yet", f.Outside.Address + ": " + f.Outside.Detail + " (the port is free here; tlsalpn issue listens while validating)"
+			return "nothing listens yet", f.Outside.Address + ": " + f.Outside.Detail + " (the port is free here; a client that answers the CA itself listens on it while validating)"
 		case f.Outside.ALPN == ALPNUnreachable:
 			return "no", f.Outside.Address + ": " + f.Outside.Detail
 		}
@@ -151,7 +151,7 @@ func alpnRow(plan *Plan) Row {
 		case ALPNRefused:
 			ev := "refused at " + f.Outside.Address + ": " + f.Outside.Detail
 			if f.Front == FrontDirect && !plan.Host.TLSPort.Free {
-				ev += fmt.Sprintf("; that is %s here, which does not answer the CA: tlsalpn serve in front of it does", plan.Host.TLSPort.Holder())
+				ev += fmt.Sprintf("; that is %s here, which does not answer the CA: a TLS-ALPN-01 responder in front of it does", plan.Host.TLSPort.Holder())
 			}
 			return "no", ev
 		case ALPNUnreachable:

@@ -18,11 +18,22 @@ const copyChunk = 1 << 20
 // part of a bulk transfer, whose rest is then spliced.
 const bufSize = 16 << 10
 
-// bufPool holds copy buffers. A buffer is taken only when data is already
+// bufferPool holds copy buffers. A buffer is taken only when data is already
 // waiting on the socket and returned as soon as it is written, never held
 // while a connection waits, so an idle connection costs its two goroutines
-// and nothing else.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+// and nothing else. Each Server owns one (no package-level state: two
+// Servers in a process, or a test, share nothing); the zero value is ready.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) get() *[]byte {
+	if v := b.p.Get(); v != nil {
+		return v.(*[]byte)
+	}
+	buf := make([]byte, bufSize)
+	return &buf
+}
+
+func (b *bufferPool) put(buf *[]byte) { b.p.Put(buf) }
 
 // activity is the last time either direction of a connection moved data;
 // the connection is idle only when both directions are.
@@ -40,7 +51,7 @@ func (a *activity) lastTime() time.Time                 { return time.Unix(0, a.
 // either connection fails, or nothing moves for idle. A direction that sees
 // EOF half-closes its destination, so protocols that close one way first
 // keep working. It returns the bytes copied each way.
-func pipe(client, backend net.Conn, idle time.Duration) (up, down int64) {
+func pipe(client, backend net.Conn, idle time.Duration, bufs *bufferPool) (up, down int64) {
 	var act activity
 	act.touch()
 	var wg sync.WaitGroup
@@ -48,7 +59,7 @@ func pipe(client, backend net.Conn, idle time.Duration) (up, down int64) {
 	go func() {
 		defer wg.Done()
 		var err error
-		down, err = copyHalf(client, backend, idle, &act)
+		down, err = copyHalf(client, backend, idle, &act, bufs)
 		if err != nil {
 			// An error (reset, idle timeout) ends the connection both ways.
 			client.Close()
@@ -56,7 +67,7 @@ func pipe(client, backend net.Conn, idle time.Duration) (up, down int64) {
 		}
 	}()
 	var err error
-	up, err = copyHalf(backend, client, idle, &act)
+	up, err = copyHalf(backend, client, idle, &act, bufs)
 	if err != nil {
 		client.Close()
 		backend.Close()
@@ -70,7 +81,7 @@ func pipe(client, backend net.Conn, idle time.Duration) (up, down int64) {
 type closeWriter interface{ CloseWrite() error }
 
 // copyHalf copies src to dst until EOF (then half-closes dst) or an error.
-func copyHalf(dst, src net.Conn, idle time.Duration, act *activity) (int64, error) {
+func copyHalf(dst, src net.Conn, idle time.Duration, act *activity, bufs *bufferPool) (int64, error) {
 	srcTCP, ok1 := src.(*net.TCPConn)
 	dstTCP, ok2 := dst.(*net.TCPConn)
 	var (
@@ -78,9 +89,9 @@ func copyHalf(dst, src net.Conn, idle time.Duration, act *activity) (int64, erro
 		err error
 	)
 	if ok1 && ok2 {
-		n, err = spliceHalf(dstTCP, srcTCP, idle, act)
+		n, err = spliceHalf(dstTCP, srcTCP, idle, act, bufs)
 	} else {
-		n, err = bufferHalf(dst, src, idle, act)
+		n, err = bufferHalf(dst, src, idle, act, bufs)
 	}
 	if err == nil {
 		if cw, ok := dst.(closeWriter); ok {
@@ -91,11 +102,11 @@ func copyHalf(dst, src net.Conn, idle time.Duration, act *activity) (int64, erro
 }
 
 // bufferHalf is the portable copy for ends that are not TCP sockets.
-func bufferHalf(dst, src net.Conn, idle time.Duration, act *activity) (int64, error) {
+func bufferHalf(dst, src net.Conn, idle time.Duration, act *activity, bufs *bufferPool) (int64, error) {
 	var total int64
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
-		bp := bufPool.Get().(*[]byte)
+		bp := bufs.get()
 		n, rerr := src.Read(*bp)
 		if n > 0 {
 			act.touch()
@@ -103,11 +114,11 @@ func bufferHalf(dst, src net.Conn, idle time.Duration, act *activity) (int64, er
 			_, werr := dst.Write((*bp)[:n])
 			total += int64(n)
 			if werr != nil {
-				bufPool.Put(bp)
+				bufs.put(bp)
 				return total, werr
 			}
 		}
-		bufPool.Put(bp)
+		bufs.put(bp)
 		if rerr != nil {
 			if errors.Is(rerr, io.EOF) {
 				return total, nil

@@ -18,7 +18,7 @@ import (
 // non-blocking read into a pooled buffer and written: two system calls,
 // the fewest possible. When a read fills the buffer, what else is queued is
 // moved with splice(2), without copying it through user space.
-func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity) (int64, error) {
+func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity, bufs *bufferPool) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -43,7 +43,7 @@ func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity) (int64
 			rerr error
 		)
 		err := rc.Read(func(fd uintptr) bool {
-			bp = bufPool.Get().(*[]byte)
+			bp = bufs.get()
 			for {
 				n, rerr = unix.Read(int(fd), *bp)
 				if rerr != unix.EINTR {
@@ -51,7 +51,7 @@ func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity) (int64
 				}
 			}
 			if rerr == unix.EAGAIN {
-				bufPool.Put(bp)
+				bufs.put(bp)
 				bp = nil
 				return false // wait for readability, holding nothing
 			}
@@ -68,7 +68,7 @@ func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity) (int64
 			return total, err
 		}
 		if rerr != nil || n <= 0 {
-			bufPool.Put(bp)
+			bufs.put(bp)
 			return total, rerr // nil at EOF
 		}
 		act.touch()
@@ -78,7 +78,7 @@ func spliceHalf(dst, src *net.TCPConn, idle time.Duration, act *activity) (int64
 		}
 		_, werr := dst.Write((*bp)[:n])
 		full := n == len(*bp)
-		bufPool.Put(bp)
+		bufs.put(bp)
 		total += int64(n)
 		if werr != nil {
 			return total, werr

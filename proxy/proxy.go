@@ -97,6 +97,9 @@ type Server struct {
 
 	relay relayer // the event loops passthrough connections run on
 
+	hellos helloReaderPool // buffered readers ClientHellos are read through
+	bufs   bufferPool      // copy buffers of connections relayed by pipe
+
 	gate gate // admission: the connection limits and eviction
 
 	logFull, logSource, logEvict logEvery // Warn at most once a second each
@@ -155,7 +158,7 @@ func (s *Server) compile(cfg Config) (*state, error) {
 			if s.certs == nil {
 				return nil, fmt.Errorf("route to %s terminates TLS but no certificates are managed", routes[i].Backend)
 			}
-			st.terminator = newTerminator(s.certs, s.tls, s.logger)
+			st.terminator = newTerminator(s.certs, s.tls, &s.bufs, s.logger)
 			break
 		}
 	}
@@ -347,12 +350,10 @@ func (s *Server) readHello(conn net.Conn, cfg *Config, w *waiter) (*clienthello.
 	// One read usually brings the whole ClientHello; reading it record by
 	// record would cost a system call per header. What is read past it is
 	// replayed with it.
-	br := helloReaders.Get().(*bufio.Reader)
-	br.Reset(conn)
+	br := s.hellos.get(conn)
 	release := func() {
 		if br != nil {
-			br.Reset(nil)
-			helloReaders.Put(br)
+			s.hellos.put(br)
 			br = nil
 		}
 	}
@@ -450,12 +451,30 @@ func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, rout
 		return
 	}
 	if _, _, ok := s.relay.relay(conn, backend, cfg.IdleTimeout); !ok {
-		pipe(conn, backend, cfg.IdleTimeout)
+		pipe(conn, backend, cfg.IdleTimeout, &s.bufs)
 	}
 }
 
-// helloReaders are the buffered readers ClientHellos are read through.
-var helloReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+// helloReaderPool holds the buffered readers ClientHellos are read
+// through, so that a connection costs no 4 KiB reader of its own. Each
+// Server owns one; the zero value is ready.
+type helloReaderPool struct{ p sync.Pool }
+
+// get returns a reader reading from r.
+func (h *helloReaderPool) get(r io.Reader) *bufio.Reader {
+	if v := h.p.Get(); v != nil {
+		br := v.(*bufio.Reader)
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, 4096)
+}
+
+// put returns br, which then holds no reference to its connection.
+func (h *helloReaderPool) put(br *bufio.Reader) {
+	br.Reset(nil)
+	h.p.Put(br)
+}
 
 // Listen opens the front door's listening socket. TCP keep-alive probes are
 // off, on accepted and dialled connections alike: the idle timeout already

@@ -19,6 +19,7 @@ type terminator struct {
 	certs  CertSource
 	logger *slog.Logger
 	tls    *terminateTLS
+	bufs   *bufferPool // the Server's
 
 	mu      sync.Mutex
 	fronts  map[string]*httpFront // by backend address
@@ -41,8 +42,8 @@ func newTerminateTLS(certs CertSource) *terminateTLS {
 	return &terminateTLS{http: cfg([]string{"h2", "http/1.1"}), tcp: cfg(nil)}
 }
 
-func newTerminator(certs CertSource, tc *terminateTLS, logger *slog.Logger) *terminator {
-	return &terminator{certs: certs, logger: logger, fronts: map[string]*httpFront{}, tls: tc}
+func newTerminator(certs CertSource, tc *terminateTLS, bufs *bufferPool, logger *slog.Logger) *terminator {
+	return &terminator{certs: certs, logger: logger, fronts: map[string]*httpFront{}, tls: tc, bufs: bufs}
 }
 
 // serve handles one client connection whose ClientHello is replayed by conn,
@@ -65,7 +66,7 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 			tc.Close()
 			return true
 		}
-		pipe(tc, backend, cfg.IdleTimeout)
+		pipe(tc, backend, cfg.IdleTimeout, t.bufs)
 	case TerminateHTTP:
 		front := t.front(route, cfg)
 		if front == nil {

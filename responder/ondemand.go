@@ -83,7 +83,7 @@ func (o *OnDemand) pending(ctx context.Context, pending bool) error {
 	}
 	ln, err := o.listen(ctx, o.addr)
 	if err != nil {
-		return fmt.Errorf("binding %s to answer the CA: %w%s", o.addr, err, bindHint(err))
+		return &BindError{Addr: o.addr, Err: err}
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	o.ln, o.cancel, o.done = ln, cancel, make(chan struct{})
@@ -106,12 +106,25 @@ func (o *OnDemand) Addr() net.Addr {
 	return o.ln.Addr()
 }
 
-func bindHint(err error) string {
-	switch {
-	case isAddrInUse(err):
-		return " (another server owns this port: run `tlsalpn serve` in front of it in proxy mode, or stop it while issuing)"
-	case isPermission(err):
-		return " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(command -v tlsalpn)`)"
-	}
-	return ""
+// BindError is OnDemand failing to bind its address when a challenge
+// became pending, so the CA cannot be answered. InUse and Permission say
+// why in terms that hold on every system (the socket error codes of Unix
+// and Windows differ), for the caller to advise on.
+type BindError struct {
+	Addr string
+	Err  error // from listening
 }
+
+func (e *BindError) Error() string {
+	return fmt.Sprintf("binding %s to answer the CA: %v", e.Addr, e.Err)
+}
+
+func (e *BindError) Unwrap() error { return e.Err }
+
+// InUse reports whether another socket holds the address: another server
+// owns the port.
+func (e *BindError) InUse() bool { return isAddrInUse(e.Err) }
+
+// Permission reports whether the port needs privileges this process lacks
+// (below 1024 without root or CAP_NET_BIND_SERVICE).
+func (e *BindError) Permission() bool { return isPermission(e.Err) }

@@ -141,8 +141,9 @@ func TestOnDemandBindError(t *testing.T) {
 	if err == nil || seen != nil {
 		t.Fatal("Publish succeeded on a port in use")
 	}
-	if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "tlsalpn serve") || !strings.Contains(err.Error(), addr) {
-		t.Errorf("error %q should wrap EADDRINUSE, name %s and suggest `tlsalpn serve`", err, addr)
+	var be *BindError
+	if !errors.Is(err, syscall.EADDRINUSE) || !errors.As(err, &be) || !be.InUse() || !strings.Contains(err.Error(), addr) {
+		t.Errorf("error %q should be a BindError that is InUse, wrap EADDRINUSE and name %s", err, addr)
 	}
 	if r.Pending() != 0 || o.Addr() != nil {
 		t.Error("a failed bind left state behind")
@@ -170,19 +171,19 @@ func TestOnDemandPublishErrorReleases(t *testing.T) {
 	}
 }
 
-func TestBindHint(t *testing.T) {
+func TestBindError(t *testing.T) {
 	for _, tc := range []struct {
-		err  error
-		want string
+		err               error
+		inUse, permission bool
 	}{
-		{&net.OpError{Op: "listen", Err: syscall.EADDRINUSE}, "tlsalpn serve"},
-		{&net.OpError{Op: "listen", Err: syscall.EACCES}, "CAP_NET_BIND_SERVICE"},
-		{&net.OpError{Op: "listen", Err: syscall.EPERM}, "CAP_NET_BIND_SERVICE"},
-		{errors.New("other"), ""},
+		{&net.OpError{Op: "listen", Err: syscall.EADDRINUSE}, true, false},
+		{&net.OpError{Op: "listen", Err: syscall.EACCES}, false, true},
+		{&net.OpError{Op: "listen", Err: syscall.EPERM}, false, true},
+		{errors.New("other"), false, false},
 	} {
-		got := bindHint(tc.err)
-		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
-			t.Errorf("bindHint(%v) = %q, want it to mention %q", tc.err, got, tc.want)
+		be := &BindError{Addr: ":443", Err: tc.err}
+		if be.InUse() != tc.inUse || be.Permission() != tc.permission {
+			t.Errorf("BindError{%v}: InUse %v, Permission %v; want %v, %v", tc.err, be.InUse(), be.Permission(), tc.inUse, tc.permission)
 		}
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/tlsalpn/tlsalpn/check"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
+	"github.com/tlsalpn/tlsalpn/responder"
 )
 
 // advice is what to do about err in this program's flags, appended to the
@@ -16,7 +18,12 @@ import (
 func advice(err error) string {
 	var pe *issuer.PreflightError
 	var de *manager.DamagedError
+	var be *responder.BindError
+	var hs *heldByServeError
+	var op *check.OtherPortError
 	switch {
+	case errors.As(err, &hs):
+		return "" // says what to do itself, knowing which serve holds the port
 	case errors.Is(err, issuer.ErrEABRequired):
 		return ": pass --eab-kid and --eab-hmac-key (ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)"
 	case errors.Is(err, issuer.ErrTOSRequired):
@@ -25,10 +32,22 @@ func advice(err error) string {
 		return ": drop --profile"
 	case errors.Is(err, issuer.ErrDirectory):
 		return " (check --ca, --ca-root and the network)"
+	case errors.As(err, &op):
+		preflight := ""
+		if errors.As(err, &pe) {
+			preflight = " (--no-preflight skips this check)"
+		}
+		return fmt.Sprintf("; tlsalpn answers on --listen %s, not on the CA's port %d: listen on :%d, or forward port %d to %d "+
+			"(a firewall redirect of incoming connections does not apply to this host's own: if one is in place, --no-preflight)",
+			op.Listen, op.CAPort, op.CAPort, op.CAPort, op.ListenPort) + preflight
 	case errors.As(err, &pe):
 		return " (--no-preflight skips this check)"
 	case errors.As(err, &de):
 		return fmt.Sprintf("; repair it, or remove it with tlsalpn delete %s", de.Name)
+	case errors.As(err, &be) && be.InUse():
+		return " (another server owns this port: run `tlsalpn serve` in front of it in proxy mode, or stop it while issuing)"
+	case errors.As(err, &be) && be.Permission():
+		return " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(command -v tlsalpn)`)"
 	}
 	return ""
 }

@@ -4,11 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
+	"github.com/tlsalpn/tlsalpn/responder"
 )
 
 // TestAdvice: the libraries' typed errors reach people with this command's
@@ -31,11 +35,25 @@ func TestAdvice(t *testing.T) {
 			"preflight for example.com failed, so the CA was not asked to validate (no failed attempt counted against its limits): refused (--no-preflight skips this check)"},
 		{"damaged", &manager.DamagedError{Name: "example.com", Key: "certificates/example.com/record.json", Err: errors.New("bad JSON")},
 			"stored certificate example.com is damaged (certificates/example.com/record.json): bad JSON; repair it, or remove it with tlsalpn delete example.com"},
+		{"port in use", fmt.Errorf("example.com: %w", &responder.BindError{Addr: ":443", Err: &net.OpError{Op: "listen", Err: syscall.EADDRINUSE}}),
+			"example.com: binding :443 to answer the CA: listen: address already in use (another server owns this port: run `tlsalpn serve` in front of it in proxy mode, or stop it while issuing)"},
+		{"port needs root", &responder.BindError{Addr: ":443", Err: &net.OpError{Op: "listen", Err: syscall.EACCES}},
+			"binding :443 to answer the CA: listen: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(command -v tlsalpn)`)"},
+		{"port held by serve", &heldByServeError{port: "443", serve: &serveLease{}, name: "a.example", err: &responder.BindError{Addr: ":443", Err: syscall.EADDRINUSE}},
+			"port 443 is held by "},
 		{"other", errors.New("disk full"), "disk full"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := oneLine(tt.err); got != tt.want {
+			got := oneLine(tt.err)
+			if tt.name == "port held by serve" {
+				// Its own words, without the generic advice.
+				if !strings.HasPrefix(got, tt.want) || strings.Contains(got, "another server owns") {
+					t.Errorf("oneLine = %q; want it to start %q and give no generic advice", got, tt.want)
+				}
+				return
+			}
+			if got != tt.want {
 				t.Errorf("oneLine = %q\nwant        %q", got, tt.want)
 			}
 		})
@@ -67,5 +85,22 @@ func TestAdviseErrors(t *testing.T) {
 	logger.Warn("obtaining", "err", &issuer.PreflightError{Identifier: "example.com", Err: errors.New("refused")}, "other", errors.New("plain"))
 	if got := b.String(); !strings.Contains(got, "refused (--no-preflight skips this check)") || !strings.Contains(got, "other=plain") {
 		t.Errorf("log = %q; want the preflight advice, and the plain error as it is", got)
+	}
+}
+
+// TestServeName: a serve is named by its pid, and by its host too when
+// that is not this one (the lease only carries the facts).
+func TestServeName(t *testing.T) {
+	host, _ := os.Hostname()
+	for _, tc := range []struct {
+		lease serveLease
+		want  string
+	}{
+		{serveLease{Host: host, PID: 42}, "tlsalpn serve (pid 42)"},
+		{serveLease{Host: host + "-other", PID: 7}, "tlsalpn serve (pid 7 on " + host + "-other)"},
+	} {
+		if got := serveName(&tc.lease); got != tc.want {
+			t.Errorf("serveName(%+v) = %q, want %q", tc.lease, got, tc.want)
+		}
 	}
 }

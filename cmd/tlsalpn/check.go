@@ -197,6 +197,17 @@ func runCAChecks(ctx context.Context, e *env, c *check.Checker, targets []check.
 	case expiring > 0:
 		overall = check.Expiring
 	}
+	for _, r := range reports {
+		for i := range r.Results {
+			remedyFix(&r.Results[i].Fix, r.Results[i].Remedy)
+		}
+		for j := range r.Addresses {
+			res := r.Addresses[j].Results
+			for i := range res {
+				remedyFix(&res[i].Fix, res[i].Remedy)
+			}
+		}
+	}
 	if f.json {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -239,6 +250,14 @@ func runMonitor(ctx context.Context, e *env, c *check.Checker, targets []check.T
 		overall = overall.Worst(r.Status)
 		counts[r.Status]++
 	}
+	for _, r := range reports {
+		if r.Resolve != nil {
+			remedyFix(&r.Resolve.Fix, r.Resolve.Remedy)
+		}
+		for i := range r.Addresses {
+			remedyFix(&r.Addresses[i].Fix, r.Addresses[i].Remedy)
+		}
+	}
 	if f.json {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -266,6 +285,24 @@ func runMonitor(ctx context.Context, e *env, c *check.Checker, targets []check.T
 		return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d names have a certificate expiring within %s", n, len(reports), f.expiringWithin)}
 	}
 	return nil
+}
+
+// remedyFix adds to a check's fix, which says what to do in general words,
+// how this program does it, for the kinds of fix it carries out itself.
+func remedyFix(fix *string, r check.Remedy) {
+	if *fix == "" {
+		return
+	}
+	switch r {
+	case check.RemedyResponder:
+		*fix += "; the responder: tlsalpn serve, or tlsalpn issue while it validates"
+	case check.RemedyResponderInFront:
+		*fix += "; tlsalpn serve in front of the web server answers acme-tls/1 itself; to monitor a server, use check --monitor"
+	case check.RemedyRenew:
+		*fix += "; to renew: tlsalpn renew"
+	case check.RemedyTrustRoot:
+		*fix += " with --ca-root"
+	}
 }
 
 // printMonitorReport prints one name: a line per address with the

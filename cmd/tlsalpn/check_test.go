@@ -144,7 +144,7 @@ func TestCheckCommand(t *testing.T) {
 		},
 		{
 			name: "expiring", args: []string{"--monitor=false", "--expiring-within", "30d", at("soon.test", soon)}, code: exitFailure,
-			stdout: []string{"production-expiry", "EXPIRING", "renew now", "verdict: EXPIRING"},
+			stdout: []string{"production-expiry", "EXPIRING", "renew now", "to renew: tlsalpn renew", "verdict: EXPIRING"},
 			stderr: "expiring within 30d",
 		},
 		{
@@ -153,7 +153,7 @@ func TestCheckCommand(t *testing.T) {
 		},
 		{
 			name: "failing beats expiring", args: []string{"--monitor=false", "--expiring-within", "30d", at("soon.test", soon), at("gone.test", closed), at("good.test", good)}, code: exitUsage,
-			stdout: []string{"127.0.0.1: Connection refused", "nothing listens on port", "verdict: FAIL (1 failing, 1 expiring, 1 fine, of 3)"},
+			stdout: []string{"127.0.0.1: Connection refused", "nothing listens on port", "the responder: tlsalpn serve, or tlsalpn issue", "verdict: FAIL (1 failing, 1 expiring, 1 fine, of 3)"},
 			stderr: "1 of 3 names fail",
 		},
 	}
@@ -294,7 +294,7 @@ func TestCheckMonitor(t *testing.T) {
 		},
 		{
 			name: "expired", args: append(slices.Clone(trusted), "--monitor", at("old.test", expired)), code: exitMonitorCertificate,
-			stdout: []string{"FAIL: the certificate has expired", "EXPIRED: ", "status: CERTIFICATE"},
+			stdout: []string{"FAIL: the certificate has expired", "EXPIRED: ", "renew it and reload the server; to renew: tlsalpn renew", "status: CERTIFICATE"},
 			stderr: "1 of 1 names serve a certificate clients refuse",
 		},
 		{
@@ -303,11 +303,11 @@ func TestCheckMonitor(t *testing.T) {
 		},
 		{
 			name: "untrusted root", args: append(slices.Clone(base), "--monitor", at("good.test", good)), code: exitMonitorCertificate,
-			stdout: []string{"FAIL: the chain does not lead to a trusted root", "--ca-root"},
+			stdout: []string{"FAIL: the chain does not lead to a trusted root", "for a private CA, trust its root with --ca-root"},
 		},
 		{
 			name: "unreachable", args: append(slices.Clone(trusted), "--expiring-within", "30d", at("gone.test", closed)), code: exitMonitorUnreachable,
-			stdout: []string{"FAIL: connect failed: Connection refused", "unknown: no certificate seen", "nothing listens on port", "status: UNREACHABLE"},
+			stdout: []string{"FAIL: connect failed: Connection refused", "unknown: no certificate seen", "nothing listens on port", "tlsalpn serve, or tlsalpn issue", "status: UNREACHABLE"},
 			stderr: "1 of 1 names are unreachable",
 		},
 		{

@@ -677,3 +677,14 @@ func TestPrePostHooks(t *testing.T) {
 		t.Error("after a failed validation the server holding the port was not started again")
 	}
 }
+
+// TestNoHomeNoStorage: a user's command with no --storage and no $HOME (a
+// systemd unit without User=) is a usage error that says how to fix it; the
+// advice is cmd's, storage/fs only reports fs.ErrNoHome.
+func TestNoHomeNoStorage(t *testing.T) {
+	code, stdout, stderr := runCLIAs(t, context.Background(), userUID, map[string]string{}, "list")
+	want := "no --storage given and no default: default root: $HOME is not set (under systemd, give the unit a User= or pass --storage)"
+	if code != exitUsage || !strings.Contains(stderr, want) {
+		t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and %q", code, stdout, stderr, exitUsage, want)
+	}
+}

@@ -319,6 +319,9 @@ func storageDir(e *env, flagValue string) (string, error) {
 		return flagValue, nil
 	}
 	d, err := fs.DefaultRootFor(e.euid(), e.getenv)
+	if errors.Is(err, fs.ErrNoHome) {
+		return "", usagef("no --storage given and no default: %v (under systemd, give the unit a User= or pass --storage)", err)
+	}
 	if err != nil {
 		return "", usagef("no --storage given and no default: %v", err)
 	}

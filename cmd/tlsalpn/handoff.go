@@ -56,10 +56,10 @@ func requestRenewal(ctx context.Context, store storage.Storage, lease *serveLeas
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %s to renew %s: %w", lease, name, context.Cause(ctx))
+			return nil, fmt.Errorf("waiting for %s to renew %s: %w", serveName(lease), name, context.Cause(ctx))
 		case <-unaccepted:
 			if !accepted {
-				return nil, fmt.Errorf("%s did not take the request to renew %s within %s, although its lease says it runs: is it stuck? (see its log)", lease, name, acceptWithin)
+				return nil, fmt.Errorf("%s did not take the request to renew %s within %s, although its lease says it runs: is it stuck? (see its log)", serveName(lease), name, acceptWithin)
 			}
 			continue
 		case <-t.C:
@@ -67,9 +67,9 @@ func requestRenewal(ctx context.Context, store storage.Storage, lease *serveLeas
 		cur, err := frontdoor.GetRequest(ctx, store, frontdoor.RequestKey(req.ID))
 		switch {
 		case errors.Is(err, storage.ErrNotExist):
-			return nil, fmt.Errorf("%s dropped the request to renew %s without an answer", lease, name)
+			return nil, fmt.Errorf("%s dropped the request to renew %s without an answer", serveName(lease), name)
 		case err != nil:
-			return nil, fmt.Errorf("waiting for %s to renew %s: %w", lease, name, err)
+			return nil, fmt.Errorf("waiting for %s to renew %s: %w", serveName(lease), name, err)
 		case cur.Result != nil:
 			return cur.Result, nil
 		case !cur.Accepted.IsZero():
@@ -111,14 +111,24 @@ type heldByServeError struct {
 	err     error
 }
 
+// serveName names a running serve for people by its lease: its pid, and
+// its host when that is another.
+func serveName(l *serveLease) string {
+	host, _ := os.Hostname()
+	if l.Host == host {
+		return fmt.Sprintf("tlsalpn serve (pid %d)", l.PID)
+	}
+	return fmt.Sprintf("tlsalpn serve (pid %d on %s)", l.PID, l.Host)
+}
+
 func (e *heldByServeError) Error() string {
 	if e.manages {
 		return fmt.Sprintf("port %s is held by %s, which manages %s already: it renews it on its own, and tlsalpn renew --force has it renew now",
-			e.port, e.serve, e.name)
+			e.port, serveName(e.serve), e.name)
 	}
 	return fmt.Sprintf("port %s is held by %s, which does not manage %s: add it to that serve's certificates "+
 		"(its config file, then SIGHUP or systemctl reload) and serve obtains it through the port it holds, or stop that serve while issuing",
-		e.port, e.serve, e.name)
+		e.port, serveName(e.serve), e.name)
 }
 
 func (e *heldByServeError) Unwrap() error { return e.err }
@@ -164,7 +174,7 @@ func keptByServe(ctx context.Context, store storage.Storage, id, what string) er
 	for _, l := range serves {
 		if l.Manages(id) {
 			return usagef("%s keeps %s as its config file says, and would undo this %s within seconds: "+
-				"change its certificates in the config file, then reload it (SIGHUP, or systemctl reload)", l, id, what)
+				"change its certificates in the config file, then reload it (SIGHUP, or systemctl reload)", serveName(l), id, what)
 		}
 	}
 	return nil

@@ -85,7 +85,6 @@ func planWith(ctx context.Context, e *env, args []string, base *plan.Planner) er
 	}
 	p := *base
 	p.ListenTest = f.listenTest
-	p.Email = f.email
 	p.Timeout = f.timeout
 	if f.verbose {
 		p.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -94,18 +93,23 @@ func planWith(ctx context.Context, e *env, args []string, base *plan.Planner) er
 	if err != nil {
 		return fmt.Errorf("probing: %w", err)
 	}
+	adv := advise(result, f.email)
 	if f.json {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(result)
+		// The plan's findings and decision, and the decision in words.
+		return enc.Encode(struct {
+			*plan.Plan
+			Advice planAdvice `json:"advice"`
+		}{result, adv})
 	}
-	printPlan(e.stdout, result)
+	printPlan(e.stdout, result, adv)
 	return nil
 }
 
 // printPlan prints the decision table (question | answer | evidence, one
-// evidence per line) and the recommendation.
-func printPlan(w io.Writer, p *plan.Plan) {
+// evidence per line) and the recommendation in words.
+func printPlan(w io.Writer, p *plan.Plan, rec planAdvice) {
 	names := make([]string, len(p.Names))
 	for i, f := range p.Names {
 		names[i] = f.Name
@@ -125,7 +129,6 @@ func printPlan(w io.Writer, p *plan.Plan) {
 	}
 	tw.Flush()
 
-	rec := p.Recommendation
 	fmt.Fprintf(w, "\nRecommendation: %s\n", rec.Summary)
 	list := func(title string, items []string) {
 		if len(items) == 0 {

@@ -157,7 +157,7 @@ func TestPreflightCAPortAndNAT(t *testing.T) {
 			said := strings.Join(steps, "\n")
 			mu.Unlock()
 			if err != nil {
-				said += "\n" + err.Error()
+				said += "\n" + oneLine(err)
 			}
 			t.Logf("said:\n%s\nlogged:\n%s", said, logs.String())
 			var pe *issuer.PreflightError

@@ -173,18 +173,18 @@ func (h *renewHandoff) elsewhere(ctx context.Context, s *manager.Stored, d manag
 			continue
 		}
 		h.handed[id] = &handed{serve: l}
-		fmt.Fprintf(h.e.stdout, "%-30s handing the renewal (%s) to %s, which holds the port...\n", id, d.Reason, l)
+		fmt.Fprintf(h.e.stdout, "%-30s handing the renewal (%s) to %s, which holds the port...\n", id, d.Reason, serveName(l))
 		out, err := requestRenewal(ctx, h.store, l, id, s.Name(), s.Serial, h.force, d.Reason)
 		switch {
 		case err != nil:
 			return nil, true, err
 		case out.Error != "":
-			return nil, true, fmt.Errorf("%s could not renew it: %s", l, out.Error)
+			return nil, true, fmt.Errorf("%s could not renew it: %s", serveName(l), out.Error)
 		}
 		h.handed[id].byOther = out.ByOther
 		var derr error
 		if out.DeployError != "" {
-			derr = fmt.Errorf("%s stored it but deploying it failed: %s", l, out.DeployError)
+			derr = fmt.Errorf("%s stored it but deploying it failed: %s", serveName(l), out.DeployError)
 		}
 		return &manager.Record{Spec: s.Spec, Serial: out.Serial, NotAfter: out.NotAfter}, true, derr
 	}
@@ -210,11 +210,11 @@ func (h *renewHandoff) print(ctx context.Context, r manager.RenewResult) error {
 	case r.Renewed != nil && h.handed[r.Renewed.Name()] != nil:
 		hd := h.handed[r.Renewed.Name()]
 		if hd.byOther {
-			fmt.Fprintf(out, "%-30s renewed meanwhile (%s found it renewed already): serial %s, valid until %s\n", r.Name, hd.serve,
+			fmt.Fprintf(out, "%-30s renewed meanwhile (%s found it renewed already): serial %s, valid until %s\n", r.Name, serveName(hd.serve),
 				r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
 			break
 		}
-		fmt.Fprintf(out, "%-30s renewed by %s (%s): serial %s, valid until %s\n", r.Name, hd.serve, r.Decision.Reason,
+		fmt.Fprintf(out, "%-30s renewed by %s (%s): serial %s, valid until %s\n", r.Name, serveName(hd.serve), r.Decision.Reason,
 			r.Renewed.Serial, r.Renewed.NotAfter.Format(time.RFC3339))
 	case r.Renewed != nil && r.ByOther:
 		fmt.Fprintf(out, "%-30s renewed meanwhile by another process (tlsalpn serve, or another renew): serial %s, valid until %s\n", renewLabel(r),

@@ -119,7 +119,7 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 	if serves, err := frontdoor.LiveServes(ctx, store); err == nil {
 		for _, l := range serves {
 			if l.Manages(s.Name()) {
-				fmt.Fprintf(e.stdout, "%s keeps %s: it obtains and deploys a new certificate within seconds\n", l, s.Name())
+				fmt.Fprintf(e.stdout, "%s keeps %s: it obtains and deploys a new certificate within seconds\n", serveName(l), s.Name())
 			}
 		}
 	}

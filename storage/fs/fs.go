@@ -42,6 +42,11 @@ type FS struct {
 
 var _ storage.Storage = (*FS)(nil)
 
+// ErrNoHome means an ordinary user's default root cannot be found: $HOME is
+// unset or relative (under systemd, a unit without User=). The caller then
+// needs a root given explicitly.
+var ErrNoHome = errors.New("$HOME is not set")
+
 // Option configures an FS.
 type Option func(*FS)
 
@@ -108,7 +113,7 @@ func UserRoot(getenv func(string) string) (string, error) {
 	}
 	home := getenv("HOME")
 	if home == "" || !filepath.IsAbs(home) {
-		return "", fmt.Errorf("storage/fs: default root: $HOME is not set (under systemd, give the unit a User= or pass --storage)")
+		return "", fmt.Errorf("storage/fs: default root: %w", ErrNoHome)
 	}
 	return filepath.Join(home, ".local", "share", "tlsalpn"), nil
 }
