@@ -128,16 +128,17 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		return nil, fmt.Errorf("locking %s: %w", id, err)
 	}
 	defer unlock()
-	if replaces != nil {
+	// The record as it is before ordering: the new one replaces exactly
+	// this (see save), whatever happens while the CA is asked.
+	prev, prevVer, prevErr := m.readRecord(ctx, id)
+	if replaces != nil && prevErr == nil && prev.Serial != serialHex(replaces) {
 		// A missing or damaged record is replaced by the new order.
-		if cur, err := m.loadRecord(ctx, id); err == nil && cur.Serial != serialHex(replaces) {
-			m.logger.Info("not renewing: another process renewed the certificate meanwhile",
-				"name", id, "replaced_serial", serialHex(replaces), "serial", cur.Serial)
-			if cur.deployedTo(spec) {
-				return cur, nil
-			}
-			return m.deployLocked(ctx, cur, spec)
+		m.logger.Info("not renewing: another process renewed the certificate meanwhile",
+			"name", id, "replaced_serial", serialHex(replaces), "serial", prev.Serial)
+		if prev.deployedTo(spec) {
+			return prev, nil
 		}
+		return m.deployLocked(ctx, prev, spec)
 	}
 
 	iss, err := m.issuerFor(ctx, spec)
@@ -156,18 +157,36 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		return nil, err
 	}
 	spec.Profile = res.Profile // pin what was chosen, so renewals keep it
-	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: m.now().UTC()}
+	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: m.now().UTC(), ver: prevVer}
 	fillFromLeaf(rec, res.Leaf)
 	if replaces != nil {
 		rec.Replaced, _ = acme.ARIUniqueIdentifier(replaces)
 	}
-	if prev, err := m.loadRecord(ctx, id); err == nil {
+	if prevErr == nil {
 		// The deployment history belongs to the certificate name, not
 		// to one certificate: deployedTo compares serials.
 		rec.Deployed = prev.Deployed
 	}
-	if err := m.save(ctx, rec, res.ChainPEM, res.KeyPEM); err != nil {
-		return nil, err
+	var base *Record
+	if prevErr == nil {
+		base = prev
+	}
+	if err := m.save(ctx, rec, base, res.ChainPEM, res.KeyPEM); err != nil {
+		var se *SupersededError
+		if !errors.As(err, &se) {
+			return nil, err
+		}
+		// Dropped, not stored: the order journal may forget it too, or
+		// a later Obtain would resume it and store the older certificate.
+		if derr := res.Done(ctx); derr != nil {
+			m.logger.Warn("order journal entry of a dropped certificate not removed", "name", id, "error", derr)
+		}
+		m.logger.Warn("certificate obtained but not stored: a newer one was stored meanwhile by another process; keeping that one",
+			"name", id, "dropped_serial", se.Serial, "serial", se.Stored.Serial, "error", err)
+		if se.Stored.deployedTo(spec) {
+			return se.Stored, nil
+		}
+		return m.deployLocked(ctx, se.Stored, spec)
 	}
 	if err := res.Done(ctx); err != nil { // stored: the issuer's order journal may forget it
 		m.logger.Warn("certificate stored, but its order journal entry was not removed", "name", id, "error", err)

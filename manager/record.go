@@ -75,6 +75,10 @@ type Record struct {
 	// output directory: it is kept (nothing is lost) but no longer
 	// renewed or deployed.
 	Retired *Retirement `json:"retired,omitempty"`
+
+	// ver is the storage version the record was read at (see
+	// saveRecord): 0 for a record not read from storage.
+	ver int64
 }
 
 // Retirement says when and why a certificate stopped being renewed.

@@ -1,0 +1,197 @@
+package manager
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tlsalpn/tlsalpn/internal/democa"
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
+)
+
+// lostLock is file storage as seen by a cluster node whose lock lapsed
+// right after it was granted (its lease expired while it was cut off from
+// etcd): Lock waits for the lock as usual, then lets it go at once, so
+// that another holder can take it while this one still believes it holds
+// it. Everything else, compare-and-swap included, is the real storage/fs.
+type lostLock struct{ *fs.FS }
+
+func (l lostLock) Lock(ctx context.Context, name string) (func() error, error) {
+	unlock, err := l.FS.Lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := unlock(); err != nil {
+		return nil, err
+	}
+	return func() error { return nil }, nil
+}
+
+// stalledIssuer is a real issuer that, once the CA has issued, holds the
+// certificate back until release is closed: a node that stalls between
+// ordering and storing.
+type stalledIssuer struct {
+	Issuer
+	obtained chan struct{} // closed when the CA has issued
+	release  chan struct{}
+}
+
+func (s stalledIssuer) Obtain(ctx context.Context, req issuer.Request) (*issuer.Result, error) {
+	res, err := s.Issuer.Obtain(ctx, req)
+	close(s.obtained)
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+	}
+	return res, err
+}
+
+// TestStaleNodeNeverOverwrites: a node that lost its lock while it ordered
+// (it stalls after the CA issued) comes back after another node renewed
+// the certificate. Its certificate, older, is not stored and not deployed:
+// the record stays on the newer one, whose files and hook stay in place.
+// When the other node only touched the record (its renewal information)
+// and left the old certificate, the stale node's new one is stored.
+func TestStaleNodeNeverOverwrites(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, democa.Options{}, nil)
+	ctx := testContext(t)
+	iss, err := e.m.issuerFor(ctx, e.spec("shortlived", "x.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		// renew: the other node renews while the stale one stalls;
+		// otherwise it only stores renewal information in the record.
+		renew bool
+	}{
+		{name: "renewed meanwhile by another node", renew: true},
+		{name: "record touched meanwhile, certificate not renewed", renew: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := map[bool]string{true: "renewed.stale.example.test", false: "touched.stale.example.test"}[tt.renew]
+			dir := t.TempDir()
+			marker := filepath.Join(dir, "hook-runs")
+			spec := e.spec("shortlived", name)
+			spec.Out, spec.DeployHook = filepath.Join(dir, "out"), `printf x >> '`+marker+`'`
+			if _, err := e.m.Obtain(ctx, spec, nil); err != nil {
+				t.Fatal(err)
+			}
+			s, err := e.m.Load(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			held := stalledIssuer{Issuer: iss, obtained: make(chan struct{}), release: make(chan struct{})}
+			stale := New(lostLock{e.store}, func(context.Context, Spec) (Issuer, error) { return held, nil }, nil)
+			type result struct {
+				rec *Record
+				err error
+			}
+			done := make(chan result, 1)
+			// Another key type, so that the other node does not
+			// resume the stale one's journaled order (which would store
+			// the very same certificate) but orders another.
+			staleSpec := spec
+			staleSpec.KeyType = issuer.EC384
+			go func() {
+				rec, err := stale.Obtain(ctx, staleSpec, s.Chain[0])
+				done <- result{rec, err}
+			}()
+			select {
+			case <-held.obtained:
+			case <-ctx.Done():
+				t.Fatal("the stale node's order did not complete")
+			}
+
+			// Meanwhile the other node, which holds the lock now.
+			want := s.Serial
+			if tt.renew {
+				// Without "replaces": Pebble races with itself
+				// (a data race in its memory store) when two orders
+				// replace one certificate at once.
+				renewed, err := e.m.Obtain(ctx, spec, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if renewed.Serial == s.Serial {
+					t.Fatalf("renewal kept serial %s", s.Serial)
+				}
+				want = renewed.Serial
+			} else {
+				unlock, err := e.store.Lock(ctx, certLockName(name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cur, err := e.m.loadRecord(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cur.ARI = &ARIState{CertSerial: cur.Serial, CheckedAt: cur.ObtainedAt, Unavailable: true}
+				if err := e.m.saveRecord(ctx, cur); err != nil {
+					t.Fatal(err)
+				}
+				unlock()
+			}
+
+			close(held.release)
+			var got result
+			select {
+			case got = <-done:
+			case <-ctx.Done():
+				t.Fatal("the stale node's Obtain did not return")
+			}
+			if got.err != nil {
+				t.Fatalf("stale node's Obtain: %v", got.err)
+			}
+			stored, err := e.m.Load(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			deployed, err := issuer.ParseChainPEM(readFile(t, filepath.Join(spec.Out, "cert.pem")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs, _ := os.ReadFile(filepath.Join(marker))
+			if !tt.renew {
+				// The stale node's certificate is the newer one: stored
+				// over the touched record, keeping what it said.
+				if stored.Serial == s.Serial || got.rec.Serial != stored.Serial {
+					t.Errorf("stored serial %s, stale node gave %s; want its new certificate over %s", stored.Serial, got.rec.Serial, s.Serial)
+				}
+				if serialHex(deployed[0]) != stored.Serial || string(runs) != "xx" {
+					t.Errorf("deployed %s, hook ran %q; want %s deployed and the hook run twice", serialHex(deployed[0]), runs, stored.Serial)
+				}
+				return
+			}
+			if stored.Serial != want {
+				t.Errorf("stored serial %s; want %s, the newer certificate (the stale node switched back)", stored.Serial, want)
+			}
+			if got.rec == nil || got.rec.Serial != want {
+				t.Errorf("stale node's Obtain gave %+v; want the stored, newer serial %s", got.rec, want)
+			}
+			if serialHex(deployed[0]) != want {
+				t.Errorf("%s holds serial %s; want %s (the stale node deployed its older certificate)", spec.Out, serialHex(deployed[0]), want)
+			}
+			if string(runs) != "xx" {
+				t.Errorf("hook ran %q times; want %q: the first issue and the renewal", runs, "xx")
+			}
+			// The dropped certificate's files are gone; only the first
+			// and the renewed versions remain.
+			keys, err := e.store.List(ctx, storage.LineageDir(name), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys {
+				if v := filepath.Base(k); v != storage.MetaFile && v != s.Serial && v != want {
+					t.Errorf("version %s is stored: the dropped certificate's files were left", v)
+				}
+			}
+		})
+	}
+}
