@@ -384,7 +384,7 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 // how long to wait before looking again: wait, or less when the deployment
 // failed and is to be retried sooner.
 func (m *Manager) deployIfPending(ctx context.Context, spec Spec, s *Stored, opts KeepOptions, backoff *time.Duration, wait time.Duration) time.Duration {
-	if !s.Revoked.IsZero() || s.deployedTo(spec) {
+	if !s.Revoked.IsZero() || s.deployedOn(m.node, spec) {
 		return wait
 	}
 	tried, before, err := m.deployPending(ctx, spec)

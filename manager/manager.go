@@ -49,6 +49,10 @@ type Manager struct {
 	logger    *slog.Logger
 	now       func() time.Time
 
+	// node is the cluster node this manager deploys on (WithNode); ""
+	// on one host.
+	node string
+
 	// migrateMu guards migrated: the layout of older versions is moved
 	// once per Manager, on first use.
 	migrateMu sync.Mutex
@@ -56,11 +60,30 @@ type Manager struct {
 }
 
 // New returns a Manager. logger may be nil.
-func New(store storage.Storage, issuerFor IssuerFunc, logger *slog.Logger) *Manager {
+func New(store storage.Storage, issuerFor IssuerFunc, logger *slog.Logger, opts ...Option) *Manager {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{store: store, issuerFor: issuerFor, logger: logger, now: time.Now}
+	m := &Manager{store: store, issuerFor: issuerFor, logger: logger, now: time.Now}
+	for _, o := range opts {
+		o(m)
+	}
+	return m
+}
+
+// Option tunes a Manager.
+type Option func(*Manager)
+
+// WithNode makes the manager deploy as the cluster node id: whether a
+// certificate is deployed, and what became of deploying it, is recorded
+// for each node (Record.DeployedOn) rather than once, since every node
+// has outputs of its own; and a node does not change the outputs the
+// record names for the command line. A certificate another node stored is
+// then deployed here by the keeper's next look (serve wakes it when
+// storage changes). Without it (id ""), deployments are recorded as on one
+// host, which is what "tlsalpn renew" reads.
+func WithNode(id string) Option {
+	return func(m *Manager) { m.node = id }
 }
 
 // certLockName is the storage lock held by whoever writes a certificate's
@@ -135,7 +158,7 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		// A missing or damaged record is replaced by the new order.
 		m.logger.Info("not renewing: another process renewed the certificate meanwhile",
 			"name", id, "replaced_serial", serialHex(replaces), "serial", prev.Serial)
-		if prev.deployedTo(spec) {
+		if prev.deployedOn(m.node, spec) {
 			return prev, nil
 		}
 		return m.deployLocked(ctx, prev, spec)
@@ -165,7 +188,7 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	if prevErr == nil {
 		// The deployment history belongs to the certificate name, not
 		// to one certificate: deployedTo compares serials.
-		rec.Deployed = prev.Deployed
+		rec.Deployed, rec.DeployedOn = prev.Deployed, prev.DeployedOn
 	}
 	var base *Record
 	if prevErr == nil {
@@ -183,7 +206,7 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		}
 		m.logger.Warn("certificate obtained but not stored: a newer one was stored meanwhile by another process; keeping that one",
 			"name", id, "dropped_serial", se.Serial, "serial", se.Stored.Serial, "error", err)
-		if se.Stored.deployedTo(spec) {
+		if se.Stored.deployedOn(m.node, spec) {
 			return se.Stored, nil
 		}
 		return m.deployLocked(ctx, se.Stored, spec)

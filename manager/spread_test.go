@@ -3,12 +3,15 @@ package manager
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/internal/democa"
+	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
@@ -52,10 +55,12 @@ func waitFor(ctx context.Context, cond func() bool) bool {
 
 // TestKeepOwnership: two keepers (two nodes) on one storage keep the same
 // certificate; an ownership function says which one orders it. Only the
-// owner obtains it, the other serves what the owner stored; when
-// ownership moves (the owner's node left), the new owner renews a due
-// certificate at once, not at its next planned look, and the former owner
-// serves the renewed one without ordering.
+// owner obtains it, the other serves what the owner stored and deploys it
+// to its own outputs (its files, its hook); when ownership moves (the
+// owner's node left), the new owner renews a due certificate at once, not
+// at its next planned look, and the former owner serves and deploys the
+// renewed one without ordering. Each node deploys each certificate once:
+// the nodes' deployments, recorded per node, do not set each other off.
 func TestKeepOwnership(t *testing.T) {
 	t.Parallel()
 	var orders atomic.Int32
@@ -67,6 +72,7 @@ func TestKeepOwnership(t *testing.T) {
 	owner.Store("a")
 	type node struct {
 		name    string
+		spec    Spec // with the node's own outputs
 		m       *Manager
 		cache   *Cache
 		changed chan struct{}
@@ -82,8 +88,10 @@ func TestKeepOwnership(t *testing.T) {
 		<-kept
 	}()
 	for _, name := range []string{"a", "b"} {
-		n := &node{name: name, cache: NewCache(), changed: make(chan struct{}, 1), logs: &syncBuffer{}}
-		n.m = New(e.store, e.m.issuerFor, slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		n := &node{name: name, spec: spec, cache: NewCache(), changed: make(chan struct{}, 1), logs: &syncBuffer{}}
+		dir := t.TempDir()
+		n.spec.Out, n.spec.DeployHook = filepath.Join(dir, "out"), `printf x >> '`+filepath.Join(dir, "hook-runs")+`'`
+		n.m = New(e.store, e.m.issuerFor, slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), WithNode(name))
 		n.m.now = func() time.Time { return time.Now().Add(time.Duration(n.offset.Load())) }
 		nodes = append(nodes, n)
 		go func() {
@@ -91,7 +99,7 @@ func TestKeepOwnership(t *testing.T) {
 			// Planned looks and backoffs are far off: only storage
 			// changes and ownership changes make a keeper act within
 			// the test.
-			n.m.Keep(kctx, []Spec{spec}, KeepOptions{
+			n.m.Keep(kctx, []Spec{n.spec}, KeepOptions{
 				Cache: n.cache, CheckEvery: time.Hour, MinBackoff: time.Hour,
 				Wake:          watchWake(t, kctx, e.store.Root()),
 				Owns:          func(string) bool { return owner.Load() == n.name },
@@ -104,6 +112,34 @@ func TestKeepOwnership(t *testing.T) {
 		return func() bool {
 			c := n.cache.Get(spec.Names[0])
 			return c != nil && serialHex(c.Leaf) == serial
+		}
+	}
+	// deployed: the node's files hold serial and its hook ran runs
+	// times.
+	deployed := func(n *node, serial string, runs int) func() bool {
+		return func() bool {
+			b, _ := os.ReadFile(filepath.Join(n.spec.Out, "cert.pem"))
+			chain, err := issuer.ParseChainPEM(b)
+			hook, _ := os.ReadFile(filepath.Join(filepath.Dir(n.spec.Out), "hook-runs"))
+			return err == nil && serialHex(chain[0]) == serial && len(hook) == runs
+		}
+	}
+	checkDeployed := func(serial string, runs int) {
+		t.Helper()
+		for _, n := range nodes {
+			if !waitFor(ctx, deployed(n, serial, runs)) {
+				hook, _ := os.ReadFile(filepath.Join(filepath.Dir(n.spec.Out), "hook-runs"))
+				t.Fatalf("node %s: serial %s not deployed to its own outputs, or its hook ran %d times, not %d", n.name, serial, len(hook), runs)
+			}
+		}
+		// Settled: another node's deployment, which writes the record,
+		// does not make a node deploy again.
+		time.Sleep(300 * time.Millisecond)
+		for _, n := range nodes {
+			if !deployed(n, serial, runs)() {
+				hook, _ := os.ReadFile(filepath.Join(filepath.Dir(n.spec.Out), "hook-runs"))
+				t.Errorf("node %s deployed again: its hook ran %d times; want %d", n.name, len(hook), runs)
+			}
 		}
 	}
 
@@ -126,6 +162,7 @@ func TestKeepOwnership(t *testing.T) {
 	if n := orders.Load(); n != 1 {
 		t.Fatalf("%d orders for a certificate only its owner may order; want 1", n)
 	}
+	checkDeployed(first.Serial, 1)
 
 	// Node b's clock moves to where the certificate is due (30 h of its
 	// 6 days left, not yet an emergency); then a leaves and b owns it.
@@ -157,6 +194,7 @@ func TestKeepOwnership(t *testing.T) {
 	if n := orders.Load(); n != 2 {
 		t.Errorf("%d orders; want 2: the owner's first, and the new owner's renewal", n)
 	}
+	checkDeployed(renewed.Serial, 2)
 }
 
 // TestKeepOwnerGrace: a keeper that does not own a certificate leaves it

@@ -70,9 +70,7 @@ func (m *Manager) save(ctx context.Context, rec, base *Record, chainPEM, keyPEM 
 		m.logger.Warn("the record changed while the certificate was ordered, still for an older certificate; storing the new one over it",
 			"name", rec.Name(), "serial", rec.Serial, "stored_serial", stored.Serial)
 		rec.ver = stored.ver
-		if stored.Deployed != nil {
-			rec.Deployed = stored.Deployed
-		}
+		rec.Deployed, rec.DeployedOn = stored.Deployed, stored.DeployedOn
 	}
 	m.pruneVersions(ctx, rec)
 	return nil
