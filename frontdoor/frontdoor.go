@@ -45,6 +45,11 @@ type Config struct {
 	// re-read.
 	Reload <-chan struct{}
 	Load   func() (*config.Config, error)
+	// Node is this serve's id in a cluster, or "" on one host. A node
+	// records its deployments under its own id (manager.WithNode), so
+	// that a certificate another node stored is deployed here too, to
+	// this node's outputs, when the storage watch reports it.
+	Node string
 }
 
 // ConfigError is a configuration the daemon cannot run with, found when
@@ -154,6 +159,7 @@ type runtime struct {
 	store   storage.Storage
 	newPool func() *manager.Pool
 	host    string // names serve's lease, and the requests for it
+	node    string // Config.Node
 	r       *responder.Responder
 	cache   *manager.Cache
 	srv     *proxy.Server
@@ -182,7 +188,7 @@ type runtime struct {
 
 func newRuntime(c Config) (*runtime, error) {
 	cfg, logger := c.Config, c.Logger
-	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, cache: manager.NewCache(),
+	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, node: c.Node, cache: manager.NewCache(),
 		wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	// The steering switch holds steering while any challenge is pending:
 	// the responder's first-pending / last-withdrawn hook.
@@ -235,7 +241,7 @@ func (rt *runtime) manager(cfg *config.Config) (*manager.Manager, []manager.Spec
 		}
 		specs = append(specs, spec)
 	}
-	return manager.New(rt.store, rt.pool(cfg.ACME).Get, rt.logger), specs, nil
+	return manager.New(rt.store, rt.pool(cfg.ACME).Get, rt.logger, manager.WithNode(rt.node)), specs, nil
 }
 
 // pool is an issuer pool whose every challenge is published on the front
