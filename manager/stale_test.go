@@ -5,22 +5,27 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tlsalpn/tlsalpn/internal/democa"
+	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/storage"
-	"github.com/tlsalpn/tlsalpn/storage/fs"
+	"github.com/tlsalpn/tlsalpn/storage/etcd"
 )
 
-// lostLock is file storage as seen by a cluster node whose lock lapsed
-// right after it was granted (its lease expired while it was cut off from
-// etcd): Lock waits for the lock as usual, then lets it go at once, so
-// that another holder can take it while this one still believes it holds
-// it. Everything else, compare-and-swap included, is the real storage/fs.
-type lostLock struct{ *fs.FS }
+// lostLock is storage as seen by a cluster node whose lock lapsed right
+// after it was granted (its lease expired while it was cut off from etcd):
+// Lock waits for the lock as usual, then lets it go at once, so that
+// another holder can take it while this one still believes it holds it.
+// Everything else, compare-and-swap included, is the real backend.
+type lostLock struct {
+	storage.Storage
+	storage.Versioned
+}
 
 func (l lostLock) Lock(ctx context.Context, name string) (func() error, error) {
-	unlock, err := l.FS.Lock(ctx, name)
+	unlock, err := l.Storage.Lock(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -58,11 +63,43 @@ func (s stalledIssuer) Obtain(ctx context.Context, req issuer.Request) (*issuer.
 func TestStaleNodeNeverOverwrites(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, democa.Options{}, nil)
-	ctx := testContext(t)
-	iss, err := e.m.issuerFor(ctx, e.spec("shortlived", "x.test"))
+	for _, backend := range []string{"fs", "etcd"} {
+		t.Run(backend, func(t *testing.T) {
+			st := storage.Storage(e.store)
+			if backend == "etcd" {
+				st = openEtcd(t)
+			}
+			testStaleNode(t, e, st)
+		})
+	}
+}
+
+// openEtcd opens storage on a real one-member etcd cluster, closed when
+// the test ends.
+func openEtcd(t *testing.T) *etcd.Store {
+	t.Helper()
+	c := etcdtest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	st, err := etcd.Open(ctx, etcd.Config{Endpoints: c.Endpoints(), Prefix: "tlsalpn",
+		EncryptionKey: []byte("0123456789abcdef0123456789abcdef"), SessionTTL: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// testStaleNode is TestStaleNodeNeverOverwrites on st, with e's CA.
+func testStaleNode(t *testing.T, e *testEnv, st storage.Storage) {
+	ctx := testContext(t)
+	iss, err := issuer.New(issuer.Config{Directory: e.ca.DirectoryURL(), HTTPClient: e.ca.HTTPClient(), AgreeTOS: true,
+		Storage: st, Publisher: e.resp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other node, which keeps its lock.
+	other := New(st, func(context.Context, Spec) (Issuer, error) { return iss, nil }, nil)
 	tests := []struct {
 		name string
 		// renew: the other node renews while the stale one stalls;
@@ -79,16 +116,16 @@ func TestStaleNodeNeverOverwrites(t *testing.T) {
 			marker := filepath.Join(dir, "hook-runs")
 			spec := e.spec("shortlived", name)
 			spec.Out, spec.DeployHook = filepath.Join(dir, "out"), `printf x >> '`+marker+`'`
-			if _, err := e.m.Obtain(ctx, spec, nil); err != nil {
+			if _, err := other.Obtain(ctx, spec, nil); err != nil {
 				t.Fatal(err)
 			}
-			s, err := e.m.Load(ctx, name)
+			s, err := other.Load(ctx, name)
 			if err != nil {
 				t.Fatal(err)
 			}
 
 			held := stalledIssuer{Issuer: iss, obtained: make(chan struct{}), release: make(chan struct{})}
-			stale := New(lostLock{e.store}, func(context.Context, Spec) (Issuer, error) { return held, nil }, nil)
+			stale := New(lostLock{st, st.(storage.Versioned)}, func(context.Context, Spec) (Issuer, error) { return held, nil }, nil)
 			type result struct {
 				rec *Record
 				err error
@@ -115,7 +152,7 @@ func TestStaleNodeNeverOverwrites(t *testing.T) {
 				// Without "replaces": Pebble races with itself
 				// (a data race in its memory store) when two orders
 				// replace one certificate at once.
-				renewed, err := e.m.Obtain(ctx, spec, nil)
+				renewed, err := other.Obtain(ctx, spec, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -124,16 +161,16 @@ func TestStaleNodeNeverOverwrites(t *testing.T) {
 				}
 				want = renewed.Serial
 			} else {
-				unlock, err := e.store.Lock(ctx, certLockName(name))
+				unlock, err := st.Lock(ctx, certLockName(name))
 				if err != nil {
 					t.Fatal(err)
 				}
-				cur, err := e.m.loadRecord(ctx, name)
+				cur, err := other.loadRecord(ctx, name)
 				if err != nil {
 					t.Fatal(err)
 				}
 				cur.ARI = &ARIState{CertSerial: cur.Serial, CheckedAt: cur.ObtainedAt, Unavailable: true}
-				if err := e.m.saveRecord(ctx, cur); err != nil {
+				if err := other.saveRecord(ctx, cur); err != nil {
 					t.Fatal(err)
 				}
 				unlock()
@@ -149,7 +186,7 @@ func TestStaleNodeNeverOverwrites(t *testing.T) {
 			if got.err != nil {
 				t.Fatalf("stale node's Obtain: %v", got.err)
 			}
-			stored, err := e.m.Load(ctx, name)
+			stored, err := other.Load(ctx, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -183,7 +220,7 @@ func TestStaleNodeNeverOverwrites(t *testing.T) {
 			}
 			// The dropped certificate's files are gone; only the first
 			// and the renewed versions remain.
-			keys, err := e.store.List(ctx, storage.LineageDir(name), false)
+			keys, err := st.List(ctx, storage.LineageDir(name), false)
 			if err != nil {
 				t.Fatal(err)
 			}
