@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/etcd"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 // lostLock is storage as seen by a cluster node whose lock lapsed right
@@ -78,16 +80,7 @@ func TestStaleNodeNeverOverwrites(t *testing.T) {
 // the test ends.
 func openEtcd(t *testing.T) *etcd.Store {
 	t.Helper()
-	c := etcdtest.Start(t, 1)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	st, err := etcd.Open(ctx, etcd.Config{Endpoints: c.Endpoints(), Prefix: "tlsalpn",
-		EncryptionKey: []byte("0123456789abcdef0123456789abcdef"), SessionTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return openEtcdAt(t, etcdtest.Start(t, 1).Endpoints())
 }
 
 // testStaleNode is TestStaleNodeNeverOverwrites on st, with e's CA.
@@ -231,4 +224,101 @@ func testStaleNode(t *testing.T, e *testEnv, st storage.Storage) {
 			}
 		})
 	}
+}
+
+// TestOneOrderAtATime: three nodes, each with storage of its own (on etcd,
+// a session of its own), renew one certificate at the same moment. The
+// certificate's lock, held from before the order until the record is
+// stored, lets exactly one of them order; the others find it renewed
+// meanwhile and order nothing.
+func TestOneOrderAtATime(t *testing.T) {
+	t.Parallel()
+	var orders atomic.Int32
+	e := newTestEnv(t, democa.Options{Handler: countOrders(&orders)}, nil)
+	for _, backend := range []string{"fs", "etcd"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := testContext(t)
+			var stores []storage.Storage
+			switch backend {
+			case "fs":
+				for range 3 {
+					st, err := fs.New(e.store.Root())
+					if err != nil {
+						t.Fatal(err)
+					}
+					stores = append(stores, st)
+				}
+			case "etcd":
+				c := etcdtest.Start(t, 1)
+				for range 3 {
+					stores = append(stores, openEtcdAt(t, c.Endpoints()))
+				}
+			}
+			var nodes []*Manager
+			for _, st := range stores {
+				iss, err := issuer.New(issuer.Config{Directory: e.ca.DirectoryURL(), HTTPClient: e.ca.HTTPClient(), AgreeTOS: true,
+					Storage: st, Publisher: e.resp})
+				if err != nil {
+					t.Fatal(err)
+				}
+				nodes = append(nodes, New(st, func(context.Context, Spec) (Issuer, error) { return iss, nil }, nil))
+			}
+			spec := e.spec("shortlived", backend+".once.example.test")
+			if _, err := nodes[0].Obtain(ctx, spec, nil); err != nil {
+				t.Fatal(err)
+			}
+			s, err := nodes[0].Load(ctx, spec.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := orders.Load()
+			got := make(chan *Record, len(nodes))
+			start := make(chan struct{})
+			for _, n := range nodes {
+				go func() {
+					<-start
+					rec, err := n.Obtain(ctx, spec, s.Chain[0])
+					if err != nil {
+						t.Error(err)
+					}
+					got <- rec
+				}()
+			}
+			close(start)
+			var serials []string
+			for range nodes {
+				if rec := <-got; rec != nil {
+					serials = append(serials, rec.Serial)
+				}
+			}
+			if n := orders.Load() - before; n != 1 {
+				t.Errorf("%d orders for one renewal by three nodes; want 1", n)
+			}
+			stored, err := nodes[0].Load(ctx, spec.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, serial := range serials {
+				if serial != stored.Serial || serial == s.Serial {
+					t.Errorf("the nodes got serials %v; want each the stored, renewed %s", serials, stored.Serial)
+					break
+				}
+			}
+		})
+	}
+}
+
+// openEtcdAt opens storage on the etcd cluster at endpoints, as one node
+// (one process) does; it is closed when the test ends.
+func openEtcdAt(t *testing.T, endpoints []string) *etcd.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	st, err := etcd.Open(ctx, etcd.Config{Endpoints: endpoints, Prefix: "tlsalpn",
+		EncryptionKey: []byte("0123456789abcdef0123456789abcdef"), SessionTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
