@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/internal/democa"
+	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
@@ -19,12 +20,8 @@ import (
 // watchWake feeds a keeper's Wake from a real watch of the storage's
 // records, as serve does: the keeper of a certificate is woken when its
 // record changes.
-func watchWake(t *testing.T, ctx context.Context, root string) func(Spec) <-chan struct{} {
+func watchWake(t *testing.T, ctx context.Context, st storage.Storage) func(Spec) <-chan struct{} {
 	t.Helper()
-	st, err := fs.New(root, fs.WithPollInterval(20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
 	events, err := st.Watch(ctx, storage.LineagesPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -61,12 +58,42 @@ func waitFor(ctx context.Context, cond func() bool) bool {
 // at its next planned look, and the former owner serves and deploys the
 // renewed one without ordering. Each node deploys each certificate once:
 // the nodes' deployments, recorded per node, do not set each other off.
+//
+// It runs on file storage (each node its own view of one directory,
+// polled) and on etcd (each node its own client and session, watched).
 func TestKeepOwnership(t *testing.T) {
 	t.Parallel()
 	var orders atomic.Int32
 	e := newTestEnv(t, democa.Options{Handler: countOrders(&orders)}, nil)
+	for _, backend := range []string{"fs", "etcd"} {
+		t.Run(backend, func(t *testing.T) {
+			var stores [2]storage.Storage
+			for i := range stores {
+				switch backend {
+				case "fs":
+					st, err := fs.New(e.store.Root(), fs.WithPollInterval(20*time.Millisecond))
+					if err != nil {
+						t.Fatal(err)
+					}
+					stores[i] = st
+				case "etcd":
+					if i == 0 {
+						c := etcdtest.Start(t, 1)
+						stores[0], stores[1] = openEtcdAt(t, c.Endpoints()), openEtcdAt(t, c.Endpoints())
+					}
+				}
+			}
+			testKeepOwnership(t, e, &orders, stores, backend+".owned.spread.example.test")
+		})
+	}
+}
+
+// testKeepOwnership is TestKeepOwnership with node a on stores[0] and node
+// b on stores[1], for the certificate name.
+func testKeepOwnership(t *testing.T, e *testEnv, orders *atomic.Int32, stores [2]storage.Storage, name string) {
 	ctx := testContext(t)
-	spec := e.spec("shortlived", "owned.spread.example.test")
+	spec := e.spec("shortlived", name)
+	before := orders.Load()
 
 	var owner atomic.Value
 	owner.Store("a")
@@ -87,11 +114,18 @@ func TestKeepOwnership(t *testing.T) {
 		<-kept
 		<-kept
 	}()
-	for _, name := range []string{"a", "b"} {
+	for i, name := range []string{"a", "b"} {
+		st := stores[i]
 		n := &node{name: name, spec: spec, cache: NewCache(), changed: make(chan struct{}, 1), logs: &syncBuffer{}}
 		dir := t.TempDir()
 		n.spec.Out, n.spec.DeployHook = filepath.Join(dir, "out"), `printf x >> '`+filepath.Join(dir, "hook-runs")+`'`
-		n.m = New(e.store, e.m.issuerFor, slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), WithNode(name))
+		iss, err := issuer.New(issuer.Config{Directory: e.ca.DirectoryURL(), HTTPClient: e.ca.HTTPClient(), AgreeTOS: true,
+			Storage: st, Publisher: e.resp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.m = New(st, func(context.Context, Spec) (Issuer, error) { return iss, nil },
+			slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), WithNode(name))
 		n.m.now = func() time.Time { return time.Now().Add(time.Duration(n.offset.Load())) }
 		nodes = append(nodes, n)
 		go func() {
@@ -101,13 +135,14 @@ func TestKeepOwnership(t *testing.T) {
 			// the test.
 			n.m.Keep(kctx, []Spec{n.spec}, KeepOptions{
 				Cache: n.cache, CheckEvery: time.Hour, MinBackoff: time.Hour,
-				Wake:          watchWake(t, kctx, e.store.Root()),
+				Wake:          watchWake(t, kctx, st),
 				Owns:          func(string) bool { return owner.Load() == n.name },
 				OwnersChanged: n.changed,
 			})
 		}()
 	}
 	b := nodes[1]
+	store := b.m
 	serving := func(n *node, serial string) func() bool {
 		return func() bool {
 			c := n.cache.Get(spec.Names[0])
@@ -147,7 +182,7 @@ func TestKeepOwnership(t *testing.T) {
 	// owner, and serves it once it is stored.
 	var first *Record
 	if !waitFor(ctx, func() bool {
-		rec, err := e.m.loadRecord(ctx, spec.ID())
+		rec, err := store.loadRecord(ctx, spec.ID())
 		first = rec
 		return err == nil && rec.ARI != nil // obtained, and looked at again
 	}) {
@@ -159,14 +194,14 @@ func TestKeepOwnership(t *testing.T) {
 	if !strings.Contains(b.logs.String(), "left to the node that owns it") {
 		t.Errorf("node b did not say it left the missing certificate to its owner; its log:\n%s", b.logs)
 	}
-	if n := orders.Load(); n != 1 {
+	if n := orders.Load() - before; n != 1 {
 		t.Fatalf("%d orders for a certificate only its owner may order; want 1", n)
 	}
 	checkDeployed(first.Serial, 1)
 
 	// Node b's clock moves to where the certificate is due (30 h of its
 	// 6 days left, not yet an emergency); then a leaves and b owns it.
-	s, err := e.m.Load(ctx, spec.ID())
+	s, err := store.Load(ctx, spec.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +212,7 @@ func TestKeepOwnership(t *testing.T) {
 	}
 	var renewed *Record
 	if !waitFor(ctx, func() bool {
-		rec, err := e.m.loadRecord(ctx, spec.ID())
+		rec, err := store.loadRecord(ctx, spec.ID())
 		renewed = rec
 		return err == nil && rec.Serial != first.Serial
 	}) {
@@ -191,7 +226,7 @@ func TestKeepOwnership(t *testing.T) {
 			t.Errorf("node %s does not serve the renewed serial %s", n.name, renewed.Serial)
 		}
 	}
-	if n := orders.Load(); n != 2 {
+	if n := orders.Load() - before; n != 2 {
 		t.Errorf("%d orders; want 2: the owner's first, and the new owner's renewal", n)
 	}
 	checkDeployed(renewed.Serial, 2)
