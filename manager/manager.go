@@ -12,6 +12,17 @@
 // refusing) is tried again with the stored certificate by the keeper's next
 // looks and by "tlsalpn renew", without a new order, so the server does not
 // keep the previous certificate until it expires.
+//
+// In a cluster several managers, one per node, share one storage. Each
+// node keeps every certificate in its cache and deploys it to its own
+// outputs (WithNode), but orders only the certificates it owns
+// (KeepOptions.Owns), unless one is so close to expiring that its owner
+// has evidently failed (KeepOptions.OwnerGrace). A certificate is ordered
+// under its storage lock, held from before the order until its record is
+// stored; and the record, the switch, is written by compare-and-swap where
+// the storage offers it (storage.Versioned), so that a node that lost its
+// lock while it ordered never puts an older certificate back over a newer
+// one (SupersededError).
 package manager
 
 import (
