@@ -114,6 +114,13 @@ func (m *Manager) recordDeploy(ctx context.Context, cur *Record, spec Spec, derr
 			// deployment last succeeded to; a cluster node's
 			// outputs are its own, not the record's.
 			rec.setOutputs(spec)
+		} else {
+			// A cluster node's success is also the record's last
+			// successful deployment anywhere, which is what the
+			// command line (no node of its own) compares: it then
+			// does not deploy again what the nodes deployed.
+			last := d
+			rec.Deployed = &last
 		}
 	}
 	rec.setDeployState(m.node, &d)

@@ -330,9 +330,13 @@ func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-
 				return true
 			}
 		case <-wake:
+			// The record alone: every write of it wakes every node's
+			// keeper (in a cluster, each node records its own
+			// deployments), so reading the certificate and key too
+			// would multiply the reads by three for nothing.
 			var now recordStamp
-			if s, err := m.Load(ctx, spec.ID()); err == nil {
-				now = stampOf(&s.Record, sameNames(s.Names, spec.Names))
+			if rec, err := m.loadRecord(ctx, spec.ID()); err == nil {
+				now = stampOf(rec, sameNames(rec.Names, spec.Names))
 			}
 			if now != seen {
 				m.logger.Info("stored certificate changed; looking at it now", "name", spec.Names[0],

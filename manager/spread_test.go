@@ -230,6 +230,20 @@ func testKeepOwnership(t *testing.T, e *testEnv, orders *atomic.Int32, stores [2
 		t.Errorf("%d orders; want 2: the owner's first, and the new owner's renewal", n)
 	}
 	checkDeployed(renewed.Serial, 2)
+	// The command line, which deploys as no node, finds the renewed
+	// certificate deployed (by the nodes) and does not deploy it again.
+	rec, err := store.loadRecord(ctx, spec.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rec.Deployed; d == nil || d.Serial != renewed.Serial {
+		t.Errorf("the record's last deployment anywhere is %+v; want serial %s", d, renewed.Serial)
+	}
+	for _, n := range nodes {
+		if d := rec.DeployedOn[n.name]; d == nil || d.Serial != renewed.Serial || d.Out != n.spec.Out {
+			t.Errorf("the record says node %s deployed %+v; want serial %s to %s", n.name, d, renewed.Serial, n.spec.Out)
+		}
+	}
 }
 
 // TestKeepOwnerGrace: a keeper that does not own a certificate leaves it
