@@ -70,7 +70,7 @@ func (m *Manager) save(ctx context.Context, rec, base *Record, chainPEM, keyPEM 
 		m.logger.Warn("the record changed while the certificate was ordered, still for an older certificate; storing the new one over it",
 			"name", rec.Name(), "serial", rec.Serial, "stored_serial", stored.Serial)
 		rec.ver = stored.ver
-		rec.Deployed, rec.DeployedOn = stored.Deployed, stored.DeployedOn
+		rec.Deployed, rec.DeployedOn, rec.Retired = stored.Deployed, stored.DeployedOn, stored.Retired
 	}
 	m.pruneVersions(ctx, rec)
 	return nil
