@@ -47,7 +47,10 @@ type KeepOptions struct {
 	// decides, by rendezvous hashing over the live nodes). A keeper that
 	// does not own a certificate still serves it (Cache), deploys it to
 	// its own outputs when another node stored a new one, and takes over
-	// as soon as it owns it. nil owns everything, as on one host.
+	// as soon as it owns it. nil owns everything, as on one host. The
+	// owner must be chosen among the nodes that keep certID: one that
+	// does not keep it never orders it, and the others would wait for
+	// OwnerGrace past its emergency.
 	//
 	// It is asked again at each look, and whenever OwnersChanged
 	// delivers: a keeper that came to own a certificate (its owner died)
