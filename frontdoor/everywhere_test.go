@@ -158,7 +158,7 @@ func testCertificateEverywhere(t *testing.T, storeA, storeB storage.Storage, bou
 		Certificates: []config.Certificate{{Names: []string{name}, Profile: "shortlived", KeyType: "ec256",
 			Out: out, DeployHook: hook}},
 	}
-	d, err := New(Config{Config: cfg, Storage: storeB, Node: "b", Logger: slog.New(slog.DiscardHandler),
+	d, err := New(Config{Config: cfg, Storage: storeB, NodeID: "b", Logger: slog.New(slog.DiscardHandler),
 		NewPool: func() *manager.Pool {
 			p := &manager.Pool{}
 			p.SetHTTPClient("", ca.HTTPClient())

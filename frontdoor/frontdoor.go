@@ -45,11 +45,11 @@ type Config struct {
 	// re-read.
 	Reload <-chan struct{}
 	Load   func() (*config.Config, error)
-	// Node is this serve's id in a cluster, or "" on one host. A node
-	// records its deployments under its own id (manager.WithNode), so
-	// that a certificate another node stored is deployed here too, to
+	// NodeID is this serve's id as a cluster node, or "" on one host. A
+	// node records its deployments under its own id (manager.WithNode),
+	// so that a certificate another node stored is deployed here too, to
 	// this node's outputs, when the storage watch reports it.
-	Node string
+	NodeID string
 }
 
 // ConfigError is a configuration the daemon cannot run with, found when
@@ -159,12 +159,15 @@ type runtime struct {
 	store   storage.Storage
 	newPool func() *manager.Pool
 	host    string // names serve's lease, and the requests for it
-	node    string // Config.Node
 	r       *responder.Responder
 	cache   *manager.Cache
 	srv     *proxy.Server
 	steer   steering
 	front   net.Addr // the listener's address, once bound
+
+	// deployAs is the node id the keeper records its deployments
+	// under (manager.WithNode): Config.NodeID; "" on one host.
+	deployAs string
 
 	mu         sync.Mutex
 	keepCancel context.CancelFunc
@@ -188,7 +191,7 @@ type runtime struct {
 
 func newRuntime(c Config) (*runtime, error) {
 	cfg, logger := c.Config, c.Logger
-	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, node: c.Node, cache: manager.NewCache(),
+	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, deployAs: c.NodeID, cache: manager.NewCache(),
 		wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	// The steering switch holds steering while any challenge is pending:
 	// the responder's first-pending / last-withdrawn hook.
@@ -241,7 +244,7 @@ func (rt *runtime) manager(cfg *config.Config) (*manager.Manager, []manager.Spec
 		}
 		specs = append(specs, spec)
 	}
-	return manager.New(rt.store, rt.pool(cfg.ACME).Get, rt.logger, manager.WithNode(rt.node)), specs, nil
+	return manager.New(rt.store, rt.pool(cfg.ACME).Get, rt.logger, manager.WithNode(rt.deployAs)), specs, nil
 }
 
 // pool is an issuer pool whose every challenge is published on the front
