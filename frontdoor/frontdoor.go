@@ -45,6 +45,11 @@ type Config struct {
 	// re-read.
 	Reload <-chan struct{}
 	Load   func() (*config.Config, error)
+	// NodeID is this serve's id as a cluster node, or "" on one host. A
+	// node records its deployments under its own id (manager.WithNode),
+	// so that a certificate another node stored is deployed here too, to
+	// this node's outputs, when the storage watch reports it.
+	NodeID string
 }
 
 // ConfigError is a configuration the daemon cannot run with, found when
@@ -160,6 +165,10 @@ type runtime struct {
 	steer   steering
 	front   net.Addr // the listener's address, once bound
 
+	// deployAs is the node id the keeper records its deployments
+	// under (manager.WithNode): Config.NodeID; "" on one host.
+	deployAs string
+
 	mu         sync.Mutex
 	keepCancel context.CancelFunc
 	keepDone   chan struct{}
@@ -182,7 +191,7 @@ type runtime struct {
 
 func newRuntime(c Config) (*runtime, error) {
 	cfg, logger := c.Config, c.Logger
-	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, cache: manager.NewCache(),
+	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, deployAs: c.NodeID, cache: manager.NewCache(),
 		wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	// The steering switch holds steering while any challenge is pending:
 	// the responder's first-pending / last-withdrawn hook.
@@ -235,7 +244,7 @@ func (rt *runtime) manager(cfg *config.Config) (*manager.Manager, []manager.Spec
 		}
 		specs = append(specs, spec)
 	}
-	return manager.New(rt.store, rt.pool(cfg.ACME).Get, rt.logger), specs, nil
+	return manager.New(rt.store, rt.pool(cfg.ACME).Get, rt.logger, manager.WithNode(rt.deployAs)), specs, nil
 }
 
 // pool is an issuer pool whose every challenge is published on the front

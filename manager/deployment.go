@@ -48,7 +48,7 @@ func (m *Manager) deployPending(ctx context.Context, spec Spec) (tried bool, bef
 	if err != nil {
 		return false, nil, err
 	}
-	if !cur.Revoked.IsZero() || cur.Retired != nil || cur.deployedTo(spec) {
+	if !cur.Revoked.IsZero() || cur.Retired != nil || cur.deployedOn(m.node, spec) {
 		return false, cur, nil
 	}
 	_, err = m.deployLocked(ctx, cur, spec)
@@ -101,17 +101,29 @@ func (m *Manager) recordDeploy(ctx context.Context, cur *Record, spec Spec, derr
 	}
 	now := m.now().UTC()
 	var d DeployState
-	if rec.Deployed != nil {
-		d = *rec.Deployed
+	if prev := rec.deployState(m.node); prev != nil {
+		d = *prev
 	}
 	if derr != nil {
 		d.Error, d.ErrorAt = shorten(derr.Error(), maxDeployError), now
 	} else {
 		d = DeployState{Serial: rec.Serial, At: now, Out: spec.Out, DeployHook: spec.DeployHook,
 			HAProxySocket: spec.HAProxySocket, HAProxyCert: spec.HAProxyCert}
-		rec.setOutputs(spec)
+		if m.node == "" {
+			// On one host the record's outputs are the ones a
+			// deployment last succeeded to; a cluster node's
+			// outputs are its own, not the record's.
+			rec.setOutputs(spec)
+		} else {
+			// A cluster node's success is also the record's last
+			// successful deployment anywhere, which is what the
+			// command line (no node of its own) compares: it then
+			// does not deploy again what the nodes deployed.
+			last := d
+			rec.Deployed = &last
+		}
 	}
-	rec.Deployed = &d
+	rec.setDeployState(m.node, &d)
 	if err := m.saveRecord(ctx, rec); err != nil {
 		return nil, err
 	}

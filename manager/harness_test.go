@@ -27,7 +27,7 @@ type testEnv struct {
 // newTestEnv starts a responder and a CA for opts (TLSPort, NoSleep and
 // Strict are set here); both stop when t ends. wrap, when not nil, wraps
 // the responder as the issuer's publisher.
-func newTestEnv(t *testing.T, opts democa.Options, wrap func(issuer.Publisher) issuer.Publisher) *testEnv {
+func newTestEnv(t testing.TB, opts democa.Options, wrap func(issuer.Publisher) issuer.Publisher) *testEnv {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -89,7 +89,7 @@ func (e *testEnv) spec(profile string, names ...string) Spec {
 	return Spec{Names: names, CA: e.ca.DirectoryURL(), KeyType: issuer.EC256, Profile: profile}
 }
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx

@@ -40,6 +40,37 @@ type KeepOptions struct {
 	// keeper sleeps on, so that its own writes (renewal info, a failed
 	// deployment) do not cut its backoff short. A nil channel never wakes.
 	Wake func(spec Spec) <-chan struct{}
+
+	// Owns, if set, says whether this keeper orders the certificate
+	// certID (a Spec.ID): in a cluster, renewals are spread over the live
+	// nodes, each ordering only the certificates it owns (package cluster
+	// decides, by rendezvous hashing over the live nodes). A keeper that
+	// does not own a certificate still serves it (Cache), deploys it to
+	// its own outputs when another node stored a new one, and takes over
+	// as soon as it owns it. nil owns everything, as on one host. The
+	// owner must be chosen among the nodes that keep certID: one that
+	// does not keep it never orders it, and the others would wait for
+	// OwnerGrace past its emergency.
+	//
+	// It is asked again at each look, and whenever OwnersChanged
+	// delivers: a keeper that came to own a certificate (its owner died)
+	// looks at it at once, instead of at its next planned look.
+	Owns func(certID string) bool
+	// OwnersChanged, if set, delivers when the answers of Owns may have
+	// changed (the set of live nodes changed). Keep reads it until ctx
+	// ends or it is closed.
+	OwnersChanged <-chan struct{}
+	// OwnerGrace is how long a keeper that does not own a certificate
+	// leaves it to its owner when it needs a new one urgently: when its
+	// emergency renewal (a twelfth of its lifetime, or a day, left) is
+	// this late, or when it has been missing or revoked this long, any
+	// node orders it. The owner should have renewed long before (at its
+	// renewal window); if it has not, it is stuck (a partition that keeps
+	// it registered, a CA that refuses its account) and waiting longer
+	// risks the certificate expiring. The certificate's lock and the
+	// check for a renewal made meanwhile keep the nodes that then try
+	// from ordering it twice. Default 1 h.
+	OwnerGrace time.Duration
 }
 
 // Keep obtains every spec's certificate if it is missing (or its names
@@ -63,12 +94,32 @@ func (m *Manager) Keep(ctx context.Context, specs []Spec, opts KeepOptions) {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 6 * time.Hour
 	}
+	if opts.OwnerGrace <= 0 {
+		opts.OwnerGrace = time.Hour
+	}
+	var owners *broadcast
+	if opts.OwnersChanged != nil {
+		owners = newBroadcast()
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case _, ok := <-opts.OwnersChanged:
+					if !ok {
+						return
+					}
+					owners.fire()
+				}
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	for _, spec := range specs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.keepOne(ctx, spec, opts)
+			m.keepOne(ctx, spec, opts, owners)
 		}()
 	}
 	wg.Wait()
@@ -100,7 +151,7 @@ func (m *Manager) LoadIntoCache(ctx context.Context, spec Spec, cache *Cache) (*
 	return s, true
 }
 
-func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
+func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owners *broadcast) {
 	name := spec.Names[0]
 	backoff := opts.MinBackoff
 	deployBackoff := opts.MinBackoff
@@ -108,19 +159,43 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 	if opts.Wake != nil {
 		wake = opts.Wake(spec)
 	}
+	// needSince is when this keeper, not the owner, first found the
+	// certificate missing or revoked, for OwnerGrace.
+	var needSince time.Time
 	for {
+		// Taken before ownership is asked, so that a change between the
+		// two is not missed.
+		ownersChanged := owners.wait()
+		owned := opts.Owns == nil || opts.Owns(spec.ID())
 		s, ok := m.LoadIntoCache(ctx, spec, opts.Cache)
 		var seen recordStamp
 		if ok {
 			seen = stampOf(&s.Record, true)
 		}
+		if ok && s.Revoked.IsZero() {
+			needSince = time.Time{}
+		} else if needSince.IsZero() {
+			needSince = m.now()
+		}
 		var wait time.Duration
 		var got *Record // what an attempt stored
 		switch {
-		case !ok:
-			// Missing, or the names changed: obtain now.
-			wait, got = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
-		case !s.Revoked.IsZero():
+		case !ok || !s.Revoked.IsZero():
+			if !owned {
+				if takeOver := needSince.Add(opts.OwnerGrace); m.now().Before(takeOver) {
+					wait = min(time.Until(takeOver), opts.CheckEvery)
+					m.logger.Debug("certificate missing or revoked; left to the node that owns it", "name", name,
+						"taken_over_in", wait.Round(time.Second))
+					break
+				}
+				m.logger.Warn("obtaining a certificate another node owns: it has been missing or revoked for longer than the grace given to its owner",
+					"name", name, "grace", opts.OwnerGrace)
+			}
+			if !ok {
+				// Missing, or the names changed: obtain now.
+				wait, got = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
+				break
+			}
 			// Serving a revoked certificate fails every client that
 			// checks; the configuration asks for these names to be
 			// served, so a new certificate (new key, no "replaces")
@@ -135,8 +210,29 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 				wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, opts.MaxBackoff)
 				break
 			}
-			d := m.Due(ctx, iss, s)
-			if d.Due || emergency(s, m.now()) {
+			var d Decision
+			if owned {
+				d = m.Due(ctx, iss, s)
+			} else {
+				// The owner asks the CA for renewal information and
+				// stores it; this keeper only reads what is stored.
+				d = m.Due(ctx, nil, s)
+			}
+			urgent := emergency(s, m.now())
+			if !owned && (d.Due || urgent) {
+				// An emergency renewal is the owner's for
+				// OwnerGrace, then anyone's.
+				if takeOver := emergencyAt(s).Add(opts.OwnerGrace); m.now().Before(takeOver) {
+					wait = min(max(time.Until(takeOver), time.Second), opts.CheckEvery)
+					m.logger.Debug("certificate due; left to the node that owns it", "name", name, "reason", d.Reason,
+						"taken_over_in", wait.Round(time.Second))
+					wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, wait)
+					break
+				}
+				m.logger.Warn("renewing a certificate another node owns: its owner has not renewed it in time",
+					"name", name, "remaining", s.Remaining(m.now()).Round(time.Minute), "grace", opts.OwnerGrace)
+			}
+			if d.Due || urgent {
 				m.logger.Info("renewing", "name", name, "reason", d.Reason)
 				wait, got = m.attempt(ctx, spec, s.Chain[0], opts, &backoff, &deployBackoff)
 				break
@@ -152,10 +248,47 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions) {
 			// Stored by this keeper: not a change to look at again.
 			seen = stampOf(got, sameNames(got.Names, spec.Names))
 		}
-		if !m.sleep(ctx, spec, wait, wake, seen) {
+		if !m.sleep(ctx, spec, wait, wake, seen, ownership{changed: ownersChanged, owned: owned, owns: opts.Owns, owners: owners}) {
 			return
 		}
 	}
+}
+
+// ownership is what a sleeping keeper watches besides storage: whether
+// it owns its certificate (owned, as last asked of owns), and changed,
+// which is closed when the set of owners may have changed.
+type ownership struct {
+	changed <-chan struct{}
+	owned   bool
+	owns    func(certID string) bool
+	owners  *broadcast
+}
+
+// broadcast tells every keeper at once that ownership may have changed:
+// wait returns a channel that the next fire closes.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newBroadcast() *broadcast { return &broadcast{ch: make(chan struct{})} }
+
+// wait returns the channel the next fire closes; nil (never ready) on a
+// nil broadcast.
+func (b *broadcast) wait() <-chan struct{} {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ch
+}
+
+func (b *broadcast) fire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.ch)
+	b.ch = make(chan struct{})
 }
 
 // recordStamp is what a keeper compares to tell that the stored
@@ -178,8 +311,9 @@ func stampOf(rec *Record, ok bool) recordStamp {
 }
 
 // sleep waits for d, or less when a receive on wake finds the stored
-// certificate changed since seen. It reports false when ctx ended.
-func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-chan struct{}, seen recordStamp) bool {
+// certificate changed since seen, or when the keeper came to own its
+// certificate or stopped owning it. It reports false when ctx ended.
+func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-chan struct{}, seen recordStamp, own ownership) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
@@ -188,10 +322,24 @@ func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-
 			return false
 		case <-t.C:
 			return true
+		case <-own.changed:
+			own.changed = own.owners.wait()
+			if now := own.owns == nil || own.owns(spec.ID()); now != own.owned {
+				if now {
+					m.logger.Info("this node now renews the certificate; looking at it now", "name", spec.Names[0])
+				} else {
+					m.logger.Info("another node now renews the certificate", "name", spec.Names[0])
+				}
+				return true
+			}
 		case <-wake:
+			// The record alone: every write of it wakes every node's
+			// keeper (in a cluster, each node records its own
+			// deployments), so reading the certificate and key too
+			// would multiply the reads by three for nothing.
 			var now recordStamp
-			if s, err := m.Load(ctx, spec.ID()); err == nil {
-				now = stampOf(&s.Record, sameNames(s.Names, spec.Names))
+			if rec, err := m.loadRecord(ctx, spec.ID()); err == nil {
+				now = stampOf(rec, sameNames(rec.Names, spec.Names))
 			}
 			if now != seen {
 				m.logger.Info("stored certificate changed; looking at it now", "name", spec.Names[0],
@@ -243,7 +391,7 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 // how long to wait before looking again: wait, or less when the deployment
 // failed and is to be retried sooner.
 func (m *Manager) deployIfPending(ctx context.Context, spec Spec, s *Stored, opts KeepOptions, backoff *time.Duration, wait time.Duration) time.Duration {
-	if !s.Revoked.IsZero() || s.deployedTo(spec) {
+	if !s.Revoked.IsZero() || s.deployedOn(m.node, spec) {
 		return wait
 	}
 	tried, before, err := m.deployPending(ctx, spec)
@@ -286,8 +434,14 @@ func (m *Manager) deployFailed(rec *Record, err error, opts KeepOptions, backoff
 // emergency is true when so little lifetime is left (a twelfth, or one
 // day) that the CA's window must not be waited for.
 func emergency(s *Stored, now time.Time) bool {
-	left := s.Remaining(now)
-	return left < s.Lifetime()/12 || left < 24*time.Hour
+	return !now.Before(emergencyAt(s))
+}
+
+// emergencyAt is when s's certificate has so little lifetime left that
+// it is renewed whatever the schedule: a twelfth of its lifetime, or a
+// day, whichever is more.
+func emergencyAt(s *Stored) time.Time {
+	return s.NotAfter.Add(-max(s.Lifetime()/12, 24*time.Hour))
 }
 
 // jitter spreads renewals of many certificates (and many nodes) by up to

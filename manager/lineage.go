@@ -333,7 +333,7 @@ func (m *Manager) Reconfigure(ctx context.Context, id string, edit func(*Spec)) 
 		}
 		m.logger.Info("certificate settings changed", "name", id, "changed", strings.Join(changed, ", "))
 	}
-	if rec.Retired != nil || !rec.Revoked.IsZero() || rec.deployedTo(next) {
+	if rec.Retired != nil || !rec.Revoked.IsZero() || rec.deployedOn(m.node, next) {
 		return &rec, changed, nil
 	}
 	out, err := m.deployLocked(ctx, &rec, next)

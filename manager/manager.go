@@ -12,6 +12,17 @@
 // refusing) is tried again with the stored certificate by the keeper's next
 // looks and by "tlsalpn renew", without a new order, so the server does not
 // keep the previous certificate until it expires.
+//
+// In a cluster several managers, one per node, share one storage. Each
+// node keeps every certificate in its cache and deploys it to its own
+// outputs (WithNode), but orders only the certificates it owns
+// (KeepOptions.Owns), unless one is so close to expiring that its owner
+// has evidently failed (KeepOptions.OwnerGrace). A certificate is ordered
+// under its storage lock, held from before the order until its record is
+// stored; and the record, the switch, is written by compare-and-swap where
+// the storage offers it (storage.Versioned), so that a node that lost its
+// lock while it ordered never puts an older certificate back over a newer
+// one (SupersededError).
 package manager
 
 import (
@@ -49,6 +60,10 @@ type Manager struct {
 	logger    *slog.Logger
 	now       func() time.Time
 
+	// node is the cluster node this manager deploys on (WithNode); ""
+	// on one host.
+	node string
+
 	// migrateMu guards migrated: the layout of older versions is moved
 	// once per Manager, on first use.
 	migrateMu sync.Mutex
@@ -56,11 +71,30 @@ type Manager struct {
 }
 
 // New returns a Manager. logger may be nil.
-func New(store storage.Storage, issuerFor IssuerFunc, logger *slog.Logger) *Manager {
+func New(store storage.Storage, issuerFor IssuerFunc, logger *slog.Logger, opts ...Option) *Manager {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{store: store, issuerFor: issuerFor, logger: logger, now: time.Now}
+	m := &Manager{store: store, issuerFor: issuerFor, logger: logger, now: time.Now}
+	for _, o := range opts {
+		o(m)
+	}
+	return m
+}
+
+// Option tunes a Manager.
+type Option func(*Manager)
+
+// WithNode makes the manager deploy as the cluster node id: whether a
+// certificate is deployed, and what became of deploying it, is recorded
+// for each node (Record.DeployedOn) rather than once, since every node
+// has outputs of its own; and a node does not change the outputs the
+// record names for the command line. A certificate another node stored is
+// then deployed here by the keeper's next look (serve wakes it when
+// storage changes). Without it (id ""), deployments are recorded as on one
+// host, which is what "tlsalpn renew" reads.
+func WithNode(id string) Option {
+	return func(m *Manager) { m.node = id }
 }
 
 // certLockName is the storage lock held by whoever writes a certificate's
@@ -128,16 +162,17 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		return nil, fmt.Errorf("locking %s: %w", id, err)
 	}
 	defer unlock()
-	if replaces != nil {
+	// The record as it is before ordering: the new one replaces exactly
+	// this (see save), whatever happens while the CA is asked.
+	prev, prevVer, prevErr := m.readRecord(ctx, id)
+	if replaces != nil && prevErr == nil && prev.Serial != serialHex(replaces) {
 		// A missing or damaged record is replaced by the new order.
-		if cur, err := m.loadRecord(ctx, id); err == nil && cur.Serial != serialHex(replaces) {
-			m.logger.Info("not renewing: another process renewed the certificate meanwhile",
-				"name", id, "replaced_serial", serialHex(replaces), "serial", cur.Serial)
-			if cur.deployedTo(spec) {
-				return cur, nil
-			}
-			return m.deployLocked(ctx, cur, spec)
+		m.logger.Info("not renewing: another process renewed the certificate meanwhile",
+			"name", id, "replaced_serial", serialHex(replaces), "serial", prev.Serial)
+		if prev.deployedOn(m.node, spec) {
+			return prev, nil
 		}
+		return m.deployLocked(ctx, prev, spec)
 	}
 
 	iss, err := m.issuerFor(ctx, spec)
@@ -156,18 +191,36 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		return nil, err
 	}
 	spec.Profile = res.Profile // pin what was chosen, so renewals keep it
-	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: m.now().UTC()}
+	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: m.now().UTC(), ver: prevVer}
 	fillFromLeaf(rec, res.Leaf)
 	if replaces != nil {
 		rec.Replaced, _ = acme.ARIUniqueIdentifier(replaces)
 	}
-	if prev, err := m.loadRecord(ctx, id); err == nil {
+	if prevErr == nil {
 		// The deployment history belongs to the certificate name, not
 		// to one certificate: deployedTo compares serials.
-		rec.Deployed = prev.Deployed
+		rec.Deployed, rec.DeployedOn = prev.Deployed, prev.DeployedOn
 	}
-	if err := m.save(ctx, rec, res.ChainPEM, res.KeyPEM); err != nil {
-		return nil, err
+	var base *Record
+	if prevErr == nil {
+		base = prev
+	}
+	if err := m.save(ctx, rec, base, res.ChainPEM, res.KeyPEM); err != nil {
+		var se *SupersededError
+		if !errors.As(err, &se) {
+			return nil, err
+		}
+		// Dropped, not stored: the order journal may forget it too, or
+		// a later Obtain would resume it and store the older certificate.
+		if derr := res.Done(ctx); derr != nil {
+			m.logger.Warn("order journal entry of a dropped certificate not removed", "name", id, "error", derr)
+		}
+		m.logger.Warn("certificate obtained but not stored: a newer one was stored meanwhile by another process; keeping that one",
+			"name", id, "dropped_serial", se.Serial, "serial", se.Stored.Serial, "error", err)
+		if se.Stored.deployedOn(m.node, spec) {
+			return se.Stored, nil
+		}
+		return m.deployLocked(ctx, se.Stored, spec)
 	}
 	if err := res.Done(ctx); err != nil { // stored: the issuer's order journal may forget it
 		m.logger.Warn("certificate stored, but its order journal entry was not removed", "name", id, "error", err)

@@ -90,7 +90,7 @@ func (m *Manager) migrateLegacy(ctx context.Context, metas []string) error {
 				m.logger.Warn("two stored certificates fed one output directory; the older is kept, marked retired, and no longer renewed",
 					"out", rec.Out, "kept", by, "retired", id, "retired_ca", rec.CA)
 			}
-			if err := m.save(ctx, rec, l.chain, l.key2); err != nil {
+			if err := m.save(ctx, rec, nil, l.chain, l.key2); err != nil {
 				return fmt.Errorf("migrating %s: %w", l.key, err)
 			}
 			m.logger.Info("certificate moved to the current storage layout", "name", id, "from", path.Dir(l.key))

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"crypto/x509"
+	"maps"
 	"slices"
 	"time"
 
@@ -71,10 +72,19 @@ type Record struct {
 	// Deployed is what became of deploying this certificate. Records
 	// written before it existed have none; see deployedTo.
 	Deployed *DeployState `json:"deployed,omitempty"`
+	// DeployedOn is Deployed for each cluster node, by node id (see
+	// WithNode): in a cluster every node deploys the certificate to
+	// outputs of its own (its files, its hook, its HAProxy), so one
+	// node's success says nothing of another's.
+	DeployedOn map[string]*DeployState `json:"deployed_on,omitempty"`
 	// Retired is set when another certificate took over this one's
 	// output directory: it is kept (nothing is lost) but no longer
 	// renewed or deployed.
 	Retired *Retirement `json:"retired,omitempty"`
+
+	// ver is the storage version the record was read at (see
+	// saveRecord): 0 for a record not read from storage.
+	ver int64
 }
 
 // Retirement says when and why a certificate stopped being renewed.
@@ -123,12 +133,40 @@ func (s *Spec) setOutputs(from Spec) {
 // Writing the same files again is harmless; the hook reloads the server
 // once for nothing.
 func (r *Record) deployedTo(spec Spec) bool {
+	return r.deployedOn("", spec)
+}
+
+// deployedOn is deployedTo for the cluster node node: what its entry in
+// DeployedOn says ("" is the record's own Deployed, as on one host).
+func (r *Record) deployedOn(node string, spec Spec) bool {
 	if !spec.hasOutputs() {
 		return true
 	}
-	d := r.Deployed
+	d := r.deployState(node)
 	return d != nil && d.Serial != "" && d.Serial == r.Serial && d.Out == spec.Out && d.DeployHook == spec.DeployHook &&
 		d.HAProxySocket == spec.HAProxySocket && d.HAProxyCert == spec.HAProxyCert
+}
+
+// deployState is what the record says of the last deployment on node
+// ("" for one host): nil if none.
+func (r *Record) deployState(node string) *DeployState {
+	if node == "" {
+		return r.Deployed
+	}
+	return r.DeployedOn[node]
+}
+
+// setDeployState records d as the last deployment on node ("" for one
+// host).
+func (r *Record) setDeployState(node string, d *DeployState) {
+	if node == "" {
+		r.Deployed = d
+		return
+	}
+	on := make(map[string]*DeployState, len(r.DeployedOn)+1)
+	maps.Copy(on, r.DeployedOn)
+	on[node] = d
+	r.DeployedOn = on
 }
 
 // ARIState is the last renewal information the CA gave (RFC 9773).

@@ -238,7 +238,7 @@ func (m *Manager) RenewWith(ctx context.Context, opts RenewOptions) ([]RenewResu
 			r.Decision.Due, r.Decision.Reason = true, "forced"
 		}
 		if !r.Decision.Due {
-			if s.Revoked.IsZero() && !s.deployedTo(s.Spec) {
+			if s.Revoked.IsZero() && !s.deployedOn(m.node, s.Spec) {
 				var before *Record
 				r.Redeployed, before, r.Err = m.deployPending(ctx, s.Spec)
 				if before != nil && before.Deployed != nil {

@@ -28,7 +28,19 @@ const keepVersions = 2
 // switch, pointed at it. Whatever fails before the switch leaves the
 // previous record, and the pair it names, as they were. The caller holds
 // the certificate's lock.
-func (m *Manager) save(ctx context.Context, rec *Record, chainPEM, keyPEM []byte) error {
+//
+// The switch is a compare-and-swap on backends that have one: it is
+// written only over the record as it was read before ordering (rec's
+// version; none when the certificate is new). A holder that lost its lock
+// while it ordered (a cluster node cut off from etcd for longer than its
+// lease) would otherwise put its certificate back over a newer one stored
+// meanwhile. When the record changed, save reads it again: another
+// certificate than base's (the record read before ordering; nil when there
+// was none) was stored after this one was ordered, so it wins (a
+// *SupersededError, and this version's files are removed); a change that
+// left base's certificate (renewal information, a deployment outcome) is
+// kept and the switch written over it.
+func (m *Manager) save(ctx context.Context, rec, base *Record, chainPEM, keyPEM []byte) error {
 	if err := checkPair(chainPEM, keyPEM, rec.Serial); err != nil {
 		return fmt.Errorf("not storing the certificate for %s: %w", rec.Name(), err)
 	}
@@ -39,11 +51,58 @@ func (m *Manager) save(ctx context.Context, rec *Record, chainPEM, keyPEM []byte
 	if err := m.store.Put(ctx, storage.LineageKey(rec.Name(), rec.Version, storage.CertFile), chainPEM, 0o644); err != nil {
 		return fmt.Errorf("storing the certificate for %s: %w", rec.Name(), err)
 	}
-	if err := m.saveRecord(ctx, rec); err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		err := m.saveRecord(ctx, rec)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, storage.ErrModified) || attempt == 2 {
+			return err
+		}
+		stored, rerr := m.loadRecord(ctx, rec.Name())
+		if rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		if stored.Serial != rec.Serial && (base == nil || stored.Serial != base.Serial) {
+			m.removeVersion(ctx, rec)
+			return &SupersededError{Name: rec.Name(), Serial: rec.Serial, Stored: stored}
+		}
+		m.logger.Warn("the record changed while the certificate was ordered, still for an older certificate; storing the new one over it",
+			"name", rec.Name(), "serial", rec.Serial, "stored_serial", stored.Serial)
+		rec.ver = stored.ver
+		rec.Deployed, rec.DeployedOn, rec.Retired = stored.Deployed, stored.DeployedOn, stored.Retired
 	}
 	m.pruneVersions(ctx, rec)
 	return nil
+}
+
+// SupersededError is a certificate obtained but not stored, because
+// another process stored a newer one for the same certificate name while
+// it was being ordered: its lock was lost meanwhile (in a cluster, the
+// node was cut off for longer than its lease). The newer one stays in
+// service; the one obtained is dropped.
+type SupersededError struct {
+	Name   string  // certificate name
+	Serial string  // the certificate obtained and dropped
+	Stored *Record // the newer record, kept
+}
+
+func (e *SupersededError) Error() string {
+	return fmt.Sprintf("certificate %s serial %s not stored: serial %s, newer, was stored meanwhile by another process (this one's lock was lost while it ordered)",
+		e.Name, e.Serial, e.Stored.Serial)
+}
+
+// Unwrap makes a SupersededError an ErrModified.
+func (e *SupersededError) Unwrap() error { return storage.ErrModified }
+
+// removeVersion deletes the files of rec's version, never switched to. A
+// failure only leaves them to pruneVersions.
+func (m *Manager) removeVersion(ctx context.Context, rec *Record) {
+	for _, f := range []string{storage.KeyFile, storage.CertFile} {
+		if err := m.store.Delete(ctx, storage.LineageKey(rec.Name(), rec.Version, f)); err != nil {
+			m.logger.Debug("files of a certificate not stored were not removed", "name", rec.Name(), "version", rec.Version, "error", err)
+		}
+	}
 }
 
 // pruneVersions removes the versions of rec's certificate that are
@@ -101,14 +160,36 @@ func checkPair(chainPEM, keyPEM []byte, serial string) error {
 	return nil
 }
 
+// unknownVersion is a record's version after it was saved: the backend
+// does not say what the new one is, so the record must be read again
+// before it is saved again.
+const unknownVersion = -1
+
+// saveRecord writes rec, the switch. On a backend that implements
+// storage.Versioned, it is written only if the stored record is still the
+// one rec was read from (rec's version: loadRecord sets it; 0 for a record
+// that did not exist), else it fails wrapping storage.ErrModified: every
+// writer of a record reads it under the certificate's lock first, so a
+// record changed since was written by a holder of a lost lock, and is not
+// to be overwritten blindly.
 func (m *Manager) saveRecord(ctx context.Context, rec *Record) error {
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := m.store.Put(ctx, storage.LineageMetaKey(rec.Name()), data, 0o644); err != nil {
+	key := storage.LineageMetaKey(rec.Name())
+	if vs, ok := m.store.(storage.Versioned); ok {
+		if rec.ver == unknownVersion {
+			return fmt.Errorf("storing the record of %s: it was saved before and not read again since", rec.Name())
+		}
+		err = vs.PutIfVersion(ctx, key, data, 0o644, rec.ver)
+	} else {
+		err = m.store.Put(ctx, key, data, 0o644)
+	}
+	if err != nil {
 		return fmt.Errorf("storing the record of %s: %w", rec.Name(), err)
 	}
+	rec.ver = unknownVersion
 	return nil
 }
 
@@ -160,24 +241,42 @@ func (m *Manager) loadVersion(ctx context.Context, rec *Record) (*Stored, error)
 
 // loadRecord reads one certificate's record, without its chain and key.
 // A missing record is an error wrapping storage.ErrNotExist; an
-// unreadable one a *DamagedError.
+// unreadable one a *DamagedError. The record carries the version it was
+// read at, for saveRecord.
 func (m *Manager) loadRecord(ctx context.Context, id string) (*Record, error) {
+	rec, _, err := m.readRecord(ctx, id)
+	return rec, err
+}
+
+// readRecord is loadRecord, and also returns the version of the record's
+// key whenever it was read, damaged or not (0 when it is missing, or the
+// backend has no versions), so that a new record can replace a damaged one
+// by compare-and-swap.
+func (m *Manager) readRecord(ctx context.Context, id string) (*Record, int64, error) {
 	key := storage.LineageMetaKey(id)
-	meta, err := m.store.Get(ctx, key)
+	var meta []byte
+	var ver int64
+	var err error
+	if vs, ok := m.store.(storage.Versioned); ok {
+		meta, ver, err = vs.GetVersion(ctx, key)
+	} else {
+		meta, err = m.store.Get(ctx, key)
+	}
 	if errors.Is(err, storage.ErrNotExist) {
-		return nil, fmt.Errorf("no certificate named %s: %w", id, err)
+		return nil, 0, fmt.Errorf("no certificate named %s: %w", id, err)
 	}
 	if err != nil {
-		return nil, damaged(id, key, err)
+		return nil, 0, damaged(id, key, err)
 	}
 	rec := &Record{}
 	if err := json.Unmarshal(meta, rec); err != nil {
-		return nil, damaged(id, key, err)
+		return nil, ver, damaged(id, key, err)
 	}
 	if rec.Name() != id {
-		return nil, damaged(id, key, fmt.Errorf("the record is for %q", rec.Name()))
+		return nil, ver, damaged(id, key, fmt.Errorf("the record is for %q", rec.Name()))
 	}
-	return rec, nil
+	rec.ver = ver
+	return rec, ver, nil
 }
 
 // errNoRecord is the damage of a certificate name whose versions are

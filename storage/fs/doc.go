@@ -11,6 +11,7 @@
 //	root/                                   0700, tightened to 0700 by New if looser
 //	                                        (default: DefaultRoot)
 //	  locks/<name>.lock                     flock(2) files, see Lock
+//	  locks/versioned/<key>.lock            taken by PutIfVersion, one per key
 //
 // Every directory tlsalpn creates is 0700 and every file has exactly the mode given to Put (0600
 // when the mode is 0), regardless of umask.
@@ -37,6 +38,13 @@
 // never leaves a stale lock. Lock files are never deleted (deleting a flock file races with a
 // waiter that has it open); they are empty apart from the holder's pid, written for humans.
 // The descriptor is close-on-exec, so hooks run by the holder do not inherit the lock.
+//
+// # Compare-and-swap
+//
+// FS implements storage.Versioned: a key's version is a hash of its file's inode, modification
+// time and size, which every Put changes (it renames a new file into place). PutIfVersion
+// compares and writes under a lock of its own for the key, so that of several writers that read
+// one version exactly one writes; a plain Put does not take that lock.
 //
 // # Watch
 //
