@@ -1,0 +1,495 @@
+package etcd
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/tlsalpn/tlsalpn/storage"
+)
+
+const (
+	// attemptTimeout bounds one attempt of a request. A request that a member forwarded to a
+	// leader that then died waits for etcd's own timeout (5 s and more) before failing; cut
+	// short, the next attempt reaches the new leader, elected within a second or two.
+	attemptTimeout = 3 * time.Second
+	// retryPause is the pause between attempts.
+	retryPause = 100 * time.Millisecond
+	// maxSendMsgSize lets the server, not the client, decide what is too large (its
+	// --max-request-bytes), so that the limit is the cluster's one and the error its own.
+	maxSendMsgSize = 64 << 20
+	// checkKey holds the encryption check value. A dot name: never a storage key.
+	checkKey = ".encryption-check"
+	// checkPlain is what the check value seals.
+	checkPlain = "tlsalpn encryption check"
+	// locksDir is where lock keys live. A dot name: never a storage key.
+	locksDir = ".locks"
+)
+
+// Store is a storage.Storage on etcd, also storage.Versioned and storage.Ephemeral. It is safe
+// for concurrent use.
+type Store struct {
+	cli    *clientv3.Client
+	cfg    Config
+	root   string // cfg.Prefix + "/"
+	sealer *sealer
+	log    *slog.Logger
+
+	ctx    context.Context // ends at Close: sessions and watches stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	eph ephemeral
+}
+
+var (
+	_ storage.Storage   = (*Store)(nil)
+	_ storage.Versioned = (*Store)(nil)
+	_ storage.Ephemeral = (*Store)(nil)
+)
+
+// Open connects to etcd and, with an encryption key, checks it against the data under the
+// prefix: if the data was sealed with another key, Open fails with ErrWrongKey and has written
+// nothing. The first Open with a key under a prefix records a check value (created with a
+// compare-and-swap, so two first nodes agree on one key).
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ccfg := clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		DialTimeout:          cfg.DialTimeout,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		PermitWithoutStream:  true,
+		MaxCallSendMsgSize:   maxSendMsgSize,
+		Username:             cfg.Username,
+		Password:             cfg.Password,
+		Logger:               zap.NewNop(),
+		Context:              ctx,
+	}
+	if cfg.CAFile != "" || cfg.CertFile != "" {
+		tc, err := tlsConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		ccfg.TLS = tc
+	}
+	s := &Store{cfg: cfg, root: cfg.Prefix + "/", log: cfg.Logger}
+	if cfg.EncryptionKey != nil {
+		var err error
+		if s.sealer, err = newSealer(cfg.EncryptionKey); err != nil {
+			return nil, err
+		}
+	}
+	// The client's own context must outlive Open's ctx: it carries every later call.
+	ccfg.Context = context.Background()
+	cli, err := clientv3.New(ccfg)
+	if err != nil {
+		return nil, fmt.Errorf("storage/etcd: connect to %s: %w", strings.Join(cfg.Endpoints, ","), withKind(err))
+	}
+	s.cli = cli
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.eph.done = make(chan struct{})
+	if s.sealer != nil {
+		if err := s.checkKey(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	} else if err := s.ping(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// withKind wraps err with its kind, if it has one.
+func withKind(err error) error {
+	if k := kind(err); k != nil && !errors.Is(err, k) {
+		return fmt.Errorf("%w: %w", k, err)
+	}
+	return err
+}
+
+func tlsConfig(cfg Config) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		b, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage/etcd: etcd CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("storage/etcd: etcd CA %s: no PEM certificate in it", cfg.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.CertFile != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage/etcd: etcd client certificate %s, key %s: %w", cfg.CertFile, cfg.KeyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
+}
+
+// ping reads one key, so that Open fails on the spot when etcd refuses us or is not there.
+func (s *Store) ping(ctx context.Context) error {
+	return s.do(ctx, func(ctx context.Context) error {
+		_, err := s.cli.Get(ctx, s.root+checkKey)
+		return err
+	}, func(err error) error { return fmt.Errorf("storage/etcd: open %s: %w", s.describe(), err) })
+}
+
+func (s *Store) describe() string {
+	return "etcd://" + strings.Join(s.cfg.Endpoints, ",") + "/" + s.cfg.Prefix
+}
+
+// checkKey compares the encryption key with the check value under the prefix, creating it if
+// there is none.
+func (s *Store) checkKey(ctx context.Context) error {
+	k := s.root + checkKey
+	mine, err := s.sealer.seal(checkKey, []byte(checkPlain), time.Now())
+	if err != nil {
+		return err
+	}
+	var stored []byte
+	err = s.do(ctx, func(ctx context.Context) error {
+		r, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, string(mine))).
+			Else(clientv3.OpGet(k)).Commit()
+		if err != nil {
+			return err
+		}
+		stored = nil
+		if !r.Succeeded {
+			if kvs := r.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+				stored = kvs[0].Value
+			}
+		}
+		return nil
+	}, func(err error) error {
+		return fmt.Errorf("storage/etcd: open %s: check the encryption key: %w", s.describe(), err)
+	})
+	if err != nil {
+		return err
+	}
+	if stored == nil || bytes.Equal(stored, mine) {
+		s.log.Info("storage/etcd: encryption key recorded", "prefix", s.cfg.Prefix, "key_id", KeyID(s.cfg.EncryptionKey))
+		return nil
+	}
+	d, err := decode(stored)
+	if err == nil && d.sealed {
+		if _, err := s.sealer.open(checkKey, d); err == nil {
+			return nil
+		}
+		return fmt.Errorf("storage/etcd: open %s: %w: the data is sealed with key id %x, this key's id is %s (nothing was written)",
+			s.describe(), ErrWrongKey, d.keyID, KeyID(s.cfg.EncryptionKey))
+	}
+	return fmt.Errorf("storage/etcd: open %s: %w: the check value %q is damaged (nothing was written)", s.describe(), ErrWrongKey, s.root+checkKey)
+}
+
+// Close ends the sessions (revoking their leases: ephemeral keys and held locks go at once),
+// stops the watches and closes the connection.
+func (s *Store) Close() error {
+	s.cancel()
+	s.eph.close()
+	s.wg.Wait()
+	return s.cli.Close()
+}
+
+// do runs fn until it succeeds, fails for good, or ctx (bounded by RequestTimeout if it has no
+// deadline) ends; each attempt is bounded by attemptTimeout. wrap turns the last error into
+// the returned one.
+func (s *Store) do(ctx context.Context, fn func(context.Context) error, wrap func(error) error) error {
+	parent := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	for {
+		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+		err := fn(actx)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		if perr := parent.Err(); perr != nil && errors.Is(perr, context.Canceled) {
+			return wrap(perr)
+		}
+		if !retryable(err) {
+			return wrap(withKind(err))
+		}
+		if ctx.Err() != nil {
+			if _, ok := parent.Deadline(); ok {
+				return wrap(fmt.Errorf("%w (no answer before the deadline): %w", ErrUnavailable, err))
+			}
+			return wrap(fmt.Errorf("%w (no answer within %v): %w", ErrUnavailable, s.cfg.RequestTimeout, err))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(retryPause):
+		}
+	}
+}
+
+// etcdKey returns the etcd key of a storage key.
+func (s *Store) etcdKey(key string) string { return s.root + key }
+
+// private reports whether mode asks for a sealed value.
+func private(mode os.FileMode) bool { return mode&0o077 == 0 }
+
+// encode returns value as stored under key with mode.
+func (s *Store) encode(key string, value []byte, mode os.FileMode) ([]byte, error) {
+	if mode&^os.ModePerm != 0 {
+		return nil, fmt.Errorf("mode %v has bits other than permissions", mode)
+	}
+	now := time.Now()
+	if !private(mode) {
+		return encodePlain(value, now), nil
+	}
+	if s.sealer == nil {
+		return nil, fmt.Errorf("%w: mode %#o is private (give an encryption key to store private keys in etcd)", ErrNoEncryptionKey, mode)
+	}
+	return s.sealer.seal(key, value, now)
+}
+
+// decodeValue returns the value stored under key as raw.
+func (s *Store) decodeValue(key string, raw []byte) ([]byte, error) {
+	d, err := decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !d.sealed {
+		return d.body, nil
+	}
+	if s.sealer == nil {
+		return nil, fmt.Errorf("%w: the value is sealed with key id %x", ErrNoEncryptionKey, d.keyID)
+	}
+	return s.sealer.open(key, d)
+}
+
+// Get implements storage.Storage.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	v, _, err := s.get(ctx, "get", key)
+	return v, err
+}
+
+// GetVersion implements storage.Versioned: the version is the key's modification revision.
+func (s *Store) GetVersion(ctx context.Context, key string) ([]byte, int64, error) {
+	return s.get(ctx, "get", key)
+}
+
+func (s *Store) get(ctx context.Context, op, key string) ([]byte, int64, error) {
+	if err := storage.ValidateKey(key); err != nil {
+		return nil, 0, err
+	}
+	var raw []byte
+	var rev int64
+	err := s.do(ctx, func(ctx context.Context) error {
+		r, err := s.cli.Get(ctx, s.etcdKey(key))
+		if err != nil {
+			return err
+		}
+		if len(r.Kvs) == 0 {
+			return storage.ErrNotExist
+		}
+		raw, rev = r.Kvs[0].Value, r.Kvs[0].ModRevision
+		return nil
+	}, func(err error) error { return opError(op, key, err) })
+	if err != nil {
+		return nil, 0, err
+	}
+	v, err := s.decodeValue(key, raw)
+	if err != nil {
+		return nil, 0, opError(op, key, err)
+	}
+	return v, rev, nil
+}
+
+// Stat implements storage.Storage. Modified is the time the writer's clock showed at Put (etcd
+// keeps no times; the time travels in the value's header), and Size the size of the value as
+// given to Put. Stat needs no encryption key.
+func (s *Store) Stat(ctx context.Context, key string) (storage.KeyInfo, error) {
+	if err := storage.ValidateKey(key); err != nil {
+		return storage.KeyInfo{}, err
+	}
+	var raw []byte
+	err := s.do(ctx, func(ctx context.Context) error {
+		r, err := s.cli.Get(ctx, s.etcdKey(key))
+		if err != nil {
+			return err
+		}
+		if len(r.Kvs) == 0 {
+			return storage.ErrNotExist
+		}
+		raw = r.Kvs[0].Value
+		return nil
+	}, func(err error) error { return opError("stat", key, err) })
+	if err != nil {
+		return storage.KeyInfo{}, err
+	}
+	d, err := decode(raw)
+	if err != nil {
+		return storage.KeyInfo{}, opError("stat", key, err)
+	}
+	return storage.KeyInfo{Key: key, Size: d.size, Modified: d.modified}, nil
+}
+
+// Put implements storage.Storage. A value with a private mode (no group or other bits, or 0)
+// is sealed (see the package doc). Like a file system, etcd here refuses a key that has a key
+// above it or keys below it ("a" and "a/b" cannot both be keys).
+func (s *Store) Put(ctx context.Context, key string, value []byte, mode os.FileMode) error {
+	return s.put(ctx, key, value, mode, -1)
+}
+
+// PutIfVersion implements storage.Versioned.
+func (s *Store) PutIfVersion(ctx context.Context, key string, value []byte, mode os.FileMode, version int64) error {
+	if version < 0 {
+		return fmt.Errorf("storage/etcd: put %q: negative version %d", key, version)
+	}
+	return s.put(ctx, key, value, mode, version)
+}
+
+// errShape is the failure of a Put whose key has a key above it or keys below it.
+var errShape = errors.New("a key above it or keys below it exist (a key cannot also be a prefix of other keys)")
+
+// put stores value; version >= 0 makes it conditional on the key's modification revision.
+func (s *Store) put(ctx context.Context, key string, value []byte, mode os.FileMode, version int64) error {
+	if err := storage.ValidateKey(key); err != nil {
+		return err
+	}
+	stored, err := s.encode(key, value, mode)
+	if err != nil {
+		return opError("put", key, err)
+	}
+	ek := s.etcdKey(key)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ek+"/"), "=", 0).WithPrefix()}
+	for i := range len(key) {
+		if key[i] == '/' {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.etcdKey(key[:i])), "=", 0))
+		}
+	}
+	if version >= 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(ek), "=", version))
+	}
+	ambiguous := false // an earlier attempt may have been applied
+	return s.do(ctx, func(ctx context.Context) error {
+		r, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(ek, string(stored))).Else(clientv3.OpGet(ek)).Commit()
+		if err != nil {
+			if retryable(err) {
+				ambiguous = true
+			}
+			return err
+		}
+		if r.Succeeded {
+			return nil
+		}
+		var cur []byte
+		var curRev int64
+		if kvs := r.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+			cur, curRev = kvs[0].Value, kvs[0].ModRevision
+		}
+		if ambiguous && bytes.Equal(cur, stored) {
+			return nil // our own earlier attempt (every stored value is unique: time, nonce)
+		}
+		if version >= 0 && curRev != version {
+			return fmt.Errorf("%w: version %d, now %d", storage.ErrModified, version, curRev)
+		}
+		return errShape
+	}, func(err error) error { return opError("put", key, err) })
+}
+
+// Delete implements storage.Storage.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := storage.ValidateKey(key); err != nil {
+		return err
+	}
+	return s.do(ctx, func(ctx context.Context) error {
+		_, err := s.cli.Delete(ctx, s.etcdKey(key))
+		return err
+	}, func(err error) error { return opError("delete", key, err) })
+}
+
+// rangeOf returns the etcd range [start, end) that holds the keys covered by prefix (and, for a
+// non-empty prefix, keys that merely begin with it, such as prefix+"-x": filter with covered).
+func (s *Store) rangeOf(prefix string) (start, end string) {
+	start = s.root + prefix
+	return start, clientv3.GetPrefixRangeEnd(start)
+}
+
+// relKey returns the storage key of an etcd key, and whether it is a storage key covered by
+// prefix (not a dot name of this backend, not a neighbour that merely shares the prefix).
+func (s *Store) relKey(etcdKey []byte, prefix string) (string, bool) {
+	k, ok := strings.CutPrefix(string(etcdKey), s.root)
+	if !ok || k == "" || k[0] == '.' || !storage.HasPrefix(k, prefix) {
+		return "", false
+	}
+	return k, true
+}
+
+// List implements storage.Storage.
+func (s *Store) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	if err := storage.ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	var keys []string
+	err := s.do(ctx, func(ctx context.Context) error {
+		keys = keys[:0]
+		start, end := s.rangeOf(prefix)
+		r, err := s.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		if err != nil {
+			return err
+		}
+		for _, kv := range r.Kvs {
+			if k, ok := s.relKey(kv.Key, prefix); ok {
+				keys = append(keys, k)
+			}
+		}
+		return nil
+	}, func(err error) error { return opError("list", prefix, err) })
+	if err != nil {
+		return nil, err
+	}
+	if !recursive {
+		keys = children(prefix, keys)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys), nil
+}
+
+// children turns the keys covered by prefix into its immediate children.
+func children(prefix string, keys []string) []string {
+	out := keys[:0]
+	for _, k := range keys {
+		if k == prefix {
+			out = append(out, k) // the prefix is itself a key
+			continue
+		}
+		rest := k
+		if prefix != "" {
+			rest = k[len(prefix)+1:]
+		}
+		if seg, _, ok := strings.Cut(rest, "/"); ok {
+			k = k[:len(k)-len(rest)] + seg
+		}
+		out = append(out, k)
+	}
+	return out
+}
