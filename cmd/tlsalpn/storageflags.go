@@ -34,6 +34,12 @@ type storageFlags struct {
 
 func (s *storageFlags) register(f *flagSet) {
 	f.StringVar(&s.storage, "storage", "", "`DIR` holding accounts, keys and certificates, or etcd://HOST:PORT[,HOST:PORT…]/PREFIX for a cluster's state in etcd (with --encryption-key) (default $TLSALPN_STORAGE, else "+fs.SystemRoot+" as root, else $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn)")
+	s.registerEtcd(f)
+}
+
+// registerEtcd registers the flags that reach an etcd storage, without
+// --storage (storage copy takes its storages as arguments).
+func (s *storageFlags) registerEtcd(f *flagSet) {
 	f.StringVar(&s.etcdCA, "etcd-ca", "", "PEM `FILE` of the CA that signed the etcd members' certificates (TLS to etcd; etcd:// storage only)")
 	f.StringVar(&s.etcdCert, "etcd-cert", "", "PEM `FILE` of a client certificate for etcd, with --etcd-key")
 	f.StringVar(&s.etcdKey, "etcd-key", "", "PEM `FILE` of the private key of --etcd-cert")
@@ -88,8 +94,8 @@ func (s *storageFlags) resolve(e *env) (storageLoc, error) {
 			if s.storage != "" {
 				what = fmt.Sprintf("--storage %s is a directory", s.storage)
 			}
-			return storageLoc{}, usagef("%s are for an etcd:// storage, but %s: give --storage etcd://HOST:PORT/PREFIX, or leave them out",
-				strings.Join(given, ", "), what)
+			return storageLoc{}, usagef("%s %s for an etcd:// storage, but %s: give --storage etcd://HOST:PORT/PREFIX, or leave %s out",
+				strings.Join(given, ", "), isAre(len(given)), what, itThem(len(given)))
 		}
 		dir, err := resolveStorage(e, loc)
 		if err != nil {
@@ -251,4 +257,18 @@ func fsMode(s *fs.FS) func(context.Context, string) (os.FileMode, error) {
 		}
 		return fi.Mode().Perm(), nil
 	}
+}
+
+func isAre(n int) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
+}
+
+func itThem(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "them"
 }

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/tlsalpn/tlsalpn/storage"
+	"github.com/tlsalpn/tlsalpn/storage/fs"
+)
+
+const storageUsage = `Usage: tlsalpn storage copy SRC DST [flags]
+
+Copies all of tlsalpn's state (accounts, certificates and their keys, the
+order journal) from one storage to another: a directory or an etcd cluster
+(etcd://HOST:PORT[,HOST:PORT…]/PREFIX), either way. This is how one host
+moves to a cluster:
+
+  systemctl stop tlsalpn
+  tlsalpn storage copy /var/lib/tlsalpn etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/tlsalpn \
+      --encryption-key /etc/tlsalpn/storage.key
+
+Every value is read back from DST and compared byte for byte, and at the end
+SRC is read again: a source that changed meanwhile (a serve still running on
+it) fails the copy. Stop serve on SRC first; copy takes no locks. Private
+values stay private: 0600 in a directory, encrypted with --encryption-key in
+etcd. A DST that already holds state is refused unless --overwrite, which
+makes it hold exactly SRC's state (keys SRC lacks are deleted). The etcd
+flags apply to whichever side is etcd://.
+
+Exit status: 0 copied and verified; 1 failed or did not match (the output
+says which keys); 2 usage error, nothing was written.
+`
+
+// runStorage dispatches "tlsalpn storage SUBCOMMAND".
+func runStorage(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usagef("give a subcommand: tlsalpn storage copy SRC DST (see tlsalpn storage --help)")
+	}
+	switch args[0] {
+	case "copy":
+		return runStorageCopy(ctx, e, args[1:])
+	case "-h", "--help", "help":
+		fmt.Fprint(e.stdout, storageUsage)
+		return errHelp
+	}
+	return usagef("unknown subcommand %q: tlsalpn storage copy SRC DST (see tlsalpn storage --help)", args[0])
+}
+
+func runStorageCopy(ctx context.Context, e *env, args []string) error {
+	var sf storageFlags
+	var overwrite, verbose bool
+	f := newFlagSet(e, "storage copy", storageUsage)
+	sf.registerEtcd(f)
+	f.BoolVar(&overwrite, "overwrite", false, "replace what DST holds with SRC's state (keys SRC does not have are deleted)")
+	f.BoolVar(&verbose, "v", false, "show info logs")
+	if err := f.parse(args, 2); err != nil {
+		return err
+	}
+	if len(f.pos) != 2 {
+		return usagef("give SRC and DST: tlsalpn storage copy SRC DST (a directory or etcd://HOST:PORT/PREFIX each)")
+	}
+	src, dst, err := copyLocs(e, &sf, f.pos[0], f.pos[1])
+	if err != nil {
+		return err
+	}
+	logger := (&caFlags{verbose: verbose}).logger(e)
+	from, err := openLoc(ctx, src, mustExist, logger)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	defer from.Close()
+	to, err := openLoc(ctx, dst, create, logger)
+	if err != nil {
+		return fmt.Errorf("destination: %w", err)
+	}
+	defer to.Close()
+	var opts storage.CopyOptions
+	opts.Overwrite = overwrite
+	if s, ok := from.store.(*fs.FS); ok {
+		opts.SrcMode = fsMode(s)
+	}
+	if s, ok := to.store.(*fs.FS); ok {
+		opts.DstMode = fsMode(s)
+	}
+	res, err := storage.Copy(ctx, to.store, from.store, opts)
+	if errors.Is(err, storage.ErrDestinationNotEmpty) {
+		return usagef("%s already holds tlsalpn state (%v); nothing was written: give --overwrite to replace it with %s's", dst.where(), err, src.where())
+	}
+	if err != nil {
+		if n := res.Total(); n > 0 {
+			return fmt.Errorf("copying %s to %s failed after %d keys (the copy is incomplete: run it again with --overwrite): %w", src.where(), dst.where(), n, err)
+		}
+		return fmt.Errorf("copying %s to %s: %w", src.where(), dst.where(), err)
+	}
+	printCopyResult(e, src, dst, res)
+	return nil
+}
+
+// copyLocs resolves storage copy's SRC and DST. The etcd flags belong to
+// whichever is an etcd:// URL; given with two directories they are a usage
+// error, like everywhere else.
+func copyLocs(e *env, sf *storageFlags, srcArg, dstArg string) (src, dst storageLoc, err error) {
+	isEtcd := func(s string) bool { return strings.HasPrefix(s, etcdScheme) }
+	if !isEtcd(srcArg) && !isEtcd(dstArg) {
+		if given := sf.etcdFlagsGiven(); len(given) > 0 {
+			return src, dst, usagef("%s %s for an etcd:// storage, but %s and %s are directories", strings.Join(given, ", "), isAre(len(given)), srcArg, dstArg)
+		}
+	}
+	resolve := func(what, arg string) (storageLoc, error) {
+		if arg == "" {
+			return storageLoc{}, usagef("%s is empty (an unset variable?): give a directory or etcd://HOST:PORT/PREFIX", what)
+		}
+		one := storageFlags{storage: arg}
+		if isEtcd(arg) {
+			one = *sf
+			one.storage = arg
+		}
+		loc, err := one.resolve(e)
+		if err != nil {
+			return loc, err
+		}
+		if loc.etcd == nil {
+			if loc.dir, err = filepath.Abs(loc.dir); err != nil {
+				return loc, usagef("%s %s: %v", what, arg, err)
+			}
+		}
+		return loc, nil
+	}
+	if src, err = resolve("SRC", srcArg); err != nil {
+		return src, dst, err
+	}
+	if dst, err = resolve("DST", dstArg); err != nil {
+		return src, dst, err
+	}
+	if sameStorage(src, dst) {
+		return src, dst, usagef("SRC and DST are the same storage (%s)", src.where())
+	}
+	return src, dst, nil
+}
+
+// sameStorage reports whether a and b are one storage: the same directory,
+// or the same prefix on an etcd with an endpoint in common.
+func sameStorage(a, b storageLoc) bool {
+	if (a.etcd == nil) != (b.etcd == nil) {
+		return false
+	}
+	if a.etcd == nil {
+		return filepath.Clean(a.dir) == filepath.Clean(b.dir)
+	}
+	if a.etcd.Prefix != b.etcd.Prefix {
+		return false
+	}
+	for _, ep := range a.etcd.Endpoints {
+		if slices.Contains(b.etcd.Endpoints, ep) {
+			return true
+		}
+	}
+	return false
+}
+
+// printCopyResult says what storage copy copied, in counts a person can
+// compare with tlsalpn list on either side.
+func printCopyResult(e *env, src, dst storageLoc, res storage.CopyResult) {
+	var parts []string
+	for _, p := range storage.DurablePrefixes() {
+		if n := res.Copied[p]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", p, n))
+		}
+	}
+	detail := "nothing to copy"
+	if len(parts) > 0 {
+		detail = strings.Join(parts, ", ")
+	}
+	privacy := "0600"
+	if dst.etcd != nil {
+		privacy = "encrypted"
+	}
+	fmt.Fprintf(e.stdout, "copied %d keys (%s; %d private, %s) from %s to %s: %d bytes, each read back and compared\n",
+		res.Total(), detail, res.Private, privacy, src.where(), dst.where(), res.Bytes)
+	if res.Removed > 0 {
+		fmt.Fprintf(e.stdout, "removed %d keys from %s that %s does not have (--overwrite)\n", res.Removed, dst.where(), src.where())
+	}
+	if len(res.Skipped) > 0 {
+		var skipped []string
+		for _, p := range slices.Sorted(maps.Keys(res.Skipped)) {
+			skipped = append(skipped, fmt.Sprintf("%s/ %d", p, res.Skipped[p]))
+		}
+		fmt.Fprintf(e.stdout, "not copied, as they belong to running processes or are not state: %s\n", strings.Join(skipped, ", "))
+	}
+}
