@@ -142,7 +142,7 @@ func (s *storageFlags) resolve(e *env) (storageLoc, error) {
 		cfg.Username, cfg.Password = s.etcdUser, pw
 	}
 	if s.encryptionKey == "" {
-		return storageLoc{}, usagef("an etcd:// storage needs --encryption-key FILE: private keys are encrypted before they reach etcd "+
+		return storageLoc{}, usagef("an etcd:// storage needs --encryption-key FILE: private keys are encrypted before they reach etcd " +
 			"(make one with: head -c 32 /dev/urandom > FILE, and give every node and command the same)")
 	}
 	if cfg.EncryptionKey, err = etcd.LoadKey(s.encryptionKey); err != nil {

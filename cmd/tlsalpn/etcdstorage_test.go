@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tlsalpn/tlsalpn/internal/democa"
+	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
+	"github.com/tlsalpn/tlsalpn/storage"
+)
+
+// writeKey writes a 32-byte encryption key file, as head -c 32 /dev/urandom makes one (or its
+// base64), and returns its path.
+func writeKey(t *testing.T, dir, name string, b64 bool) string {
+	t.Helper()
+	key := bytes.Repeat([]byte{byte(len(name))}, 32)
+	copy(key, name)
+	data := key
+	if b64 {
+		data = []byte(base64.StdEncoding.EncodeToString(key) + "\n")
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestStorageFlagsUsage: every mistake in choosing an etcd storage is a usage error (exit 2)
+// that says what to do, before anything is contacted or written.
+func TestStorageFlagsUsage(t *testing.T) {
+	dir := t.TempDir()
+	key := writeKey(t, dir, "storage.key", false)
+	short := filepath.Join(dir, "short.key")
+	if err := os.WriteFile(short, []byte("too short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(dir, "store")
+	etcdURL := "etcd://127.0.0.1:1/tlsalpn" // never reached: each case fails first
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"not HOST:PORT", []string{"list", "--storage", "etcd://localhost/tlsalpn", "--encryption-key", key}, `endpoint "localhost" is not HOST:PORT`},
+		{"bad port", []string{"list", "--storage", "etcd://127.0.0.1:99999/x", "--encryption-key", key}, "port"},
+		{"no key", []string{"list", "--storage", etcdURL}, "needs --encryption-key FILE"},
+		{"key missing", []string{"list", "--storage", etcdURL, "--encryption-key", filepath.Join(dir, "nope")}, "no such file"},
+		{"key of the wrong size", []string{"list", "--storage", etcdURL, "--encryption-key", short}, "neither 32 raw bytes nor their base64"},
+		{"CA missing", []string{"revoke", "x", "--storage", etcdURL, "--encryption-key", key, "--etcd-ca", filepath.Join(dir, "nope.pem")}, "--etcd-ca"},
+		{"cert without key", []string{"renew", "--storage", etcdURL, "--encryption-key", key, "--etcd-cert", key}, "--etcd-cert and --etcd-key go together"},
+		{"user without password", []string{"list", "--storage", etcdURL, "--encryption-key", key, "--etcd-user", "u"}, "needs --etcd-password-file"},
+		{"etcd flags with a directory", []string{"list", "--storage", store, "--encryption-key", key}, "--encryption-key is for an etcd:// storage"},
+		{"etcd flags without storage", []string{"delete", "x", "--etcd-ca", key, "--etcd-user", "u"}, "--etcd-ca, --etcd-user are for an etcd:// storage"},
+		{"issue without --out", []string{"issue", "-d", "example.com", "--agree-tos", "--storage", etcdURL, "--encryption-key", key}, "give --out DIR"},
+		{"serve with etcd flags and a directory", []string{"serve", "--backend", "127.0.0.1:1", "--storage", store, "--etcd-ca", key}, "--etcd-ca is for an etcd:// storage"},
+		{"copy: etcd flags, two directories", []string{"storage", "copy", store, store + "2", "--encryption-key", key}, "are directories"},
+		{"copy: same storage", []string{"storage", "copy", store, store + "/"}, "the same storage"},
+		{"copy: one argument", []string{"storage", "copy", store}, "give SRC and DST"},
+		{"copy: etcd without key", []string{"storage", "copy", store, etcdURL}, "needs --encryption-key"},
+		{"storage: no subcommand", []string{"storage"}, "tlsalpn storage copy SRC DST"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, context.Background(), tt.args...)
+			if code != exitUsage || !strings.Contains(stderr, tt.want) {
+				t.Errorf("tlsalpn %s: exit %d, stderr %q; want exit 2 saying %q", strings.Join(tt.args, " "), code, stderr, tt.want)
+			}
+			if _, err := os.Stat(store); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a usage error created %s", store)
+			}
+		})
+	}
+}
+
+// TestStorageHelpTeachesEtcd: --help of every command that takes --storage shows the etcd
+// form, and the etcd flags.
+func TestStorageHelpTeachesEtcd(t *testing.T) {
+	for _, cmd := range []string{"issue", "renew", "list", "revoke", "reconfigure", "delete", "serve"} {
+		_, help, _ := runCLI(t, context.Background(), cmd, "--help")
+		for _, want := range []string{"etcd://HOST:PORT[,HOST:PORT…]/PREFIX", "--encryption-key FILE", "--etcd-ca FILE", "--etcd-password-file FILE"} {
+			if !strings.Contains(help, want) {
+				t.Errorf("tlsalpn %s --help does not show %q", cmd, want)
+			}
+		}
+	}
+}
+
+// TestEtcdUnreachable: an etcd that is not there fails in seconds (exit 1), naming the
+// endpoints.
+func TestEtcdUnreachable(t *testing.T) {
+	key := writeKey(t, t.TempDir(), "storage.key", true)
+	a, b := "127.0.0.1:"+itoa(freePort(t)), "127.0.0.1:"+itoa(freePort(t))
+	code, _, stderr := runCLI(t, context.Background(), "list", "--storage", "etcd://"+a+","+b+"/tlsalpn", "--encryption-key", key)
+	if code != exitFailure || !strings.Contains(stderr, "etcd unreachable at "+a+", "+b) {
+		t.Errorf("list on an etcd that is not there: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// etcdSnapshot returns every key and value under the cluster's root, as etcd holds them.
+func etcdSnapshot(t *testing.T, cli *clientv3.Client) map[string]string {
+	t.Helper()
+	r, err := cli.Get(context.Background(), "", clientv3.WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, kv := range r.Kvs {
+		m[string(kv.Key)] = string(kv.Value)
+	}
+	return m
+}
+
+// durableFiles returns the files of a storage directory that are durable state, with their
+// contents and modes.
+func durableFiles(t *testing.T, root string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, p := range storage.DurablePrefixes() {
+		filepath.WalkDir(filepath.Join(root, p), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), ".") || strings.HasPrefix(d.Name(), storage.ProbePrefix) {
+				return nil
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, _ := d.Info()
+			rel, _ := filepath.Rel(root, path)
+			m[rel] = fi.Mode().Perm().String() + " " + string(data)
+			return nil
+		})
+	}
+	return m
+}
+
+// TestEtcdStorage runs the commands against a real etcd: a storage made by a real issue
+// against Pebble copied fs → etcd → fs byte for byte (private values encrypted in etcd, 0600
+// again on disk), a wrong encryption key refused with nothing written, a non-empty destination
+// refused; and issue, list, renew and revoke with their storage in etcd.
+func TestEtcdStorage(t *testing.T) {
+	ca := startCLICA(t, democa.Options{})
+	cluster := etcdtest.Start(t, 1)
+	cli := cluster.Client(t)
+	dir := t.TempDir()
+	key := writeKey(t, dir, "storage.key", false)
+	other := writeKey(t, dir, "other.key", true)
+	ctx := context.Background()
+
+	t.Run("copy round trip", func(t *testing.T) {
+		src := filepath.Join(dir, "host")
+		if code, _, stderr := runCLI(t, ctx, ca.issueArgs(src, filepath.Join(dir, "out"), "example.com", "www.example.com")...); code != exitOK {
+			t.Fatalf("issue: exit %d: %s", code, stderr)
+		}
+		if code, _, stderr := runCLI(t, ctx, ca.issueArgs(src, filepath.Join(dir, "out2"), "two.example")...); code != exitOK {
+			t.Fatalf("issue: exit %d: %s", code, stderr)
+		}
+		want := durableFiles(t, src)
+		url := cluster.URL("moved")
+		code, stdout, stderr := runCLI(t, ctx, "storage", "copy", src, url, "--encryption-key", key)
+		if code != exitOK || !strings.Contains(stdout, "copied "+itoa(len(want))+" keys") {
+			t.Fatalf("storage copy to etcd: exit %d\nstdout: %s\nstderr: %s\n(want %d keys)", code, stdout, stderr, len(want))
+		}
+		// What etcd holds shows no private key.
+		snap := etcdSnapshot(t, cli)
+		for k, v := range snap {
+			if strings.Contains(v, "PRIVATE KEY") {
+				t.Errorf("etcd key %s holds a private key in the clear", k)
+			}
+		}
+		// A non-empty destination is refused, nothing written.
+		code, _, stderr = runCLI(t, ctx, "storage", "copy", src, url, "--encryption-key", key)
+		if code != exitUsage || !strings.Contains(stderr, "--overwrite") {
+			t.Errorf("copy onto state: exit %d, stderr %q; want 2 pointing to --overwrite", code, stderr)
+		}
+		// The wrong key is refused, nothing written, whichever way.
+		for _, args := range [][]string{
+			{"storage", "copy", src, url, "--overwrite", "--encryption-key", other},
+			{"storage", "copy", url, filepath.Join(dir, "wrong"), "--encryption-key", other},
+			{"list", "--storage", url, "--encryption-key", other},
+		} {
+			code, _, stderr = runCLI(t, ctx, args...)
+			if code != exitFailure || !strings.Contains(stderr, "this is not the key the cluster's data was written with; nothing was written") {
+				t.Errorf("tlsalpn %s: exit %d, stderr %q", strings.Join(args, " "), code, stderr)
+			}
+		}
+		if after := etcdSnapshot(t, cli); !equalMaps(snap, after) {
+			t.Errorf("refused copies changed etcd")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "wrong")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a copy refused for its key created its destination")
+		}
+		// And back.
+		back := filepath.Join(dir, "back")
+		code, stdout, stderr = runCLI(t, ctx, "storage", "copy", url, back, "--encryption-key", key)
+		if code != exitOK {
+			t.Fatalf("storage copy from etcd: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		got := durableFiles(t, back)
+		if !equalMaps(want, got) {
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s: differs after fs → etcd → fs (mode and content: %.20q, want %.20q)", k, got[k], v)
+				}
+			}
+			t.Errorf("round trip: %d files, want %d", len(got), len(want))
+		}
+		// etcd → etcd, under another prefix.
+		code, stdout, stderr = runCLI(t, ctx, "storage", "copy", url, cluster.URL("again"), "--encryption-key", key)
+		if code != exitOK || !strings.Contains(stdout, "copied "+itoa(len(want))+" keys") {
+			t.Errorf("storage copy etcd → etcd: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		code, stdout, stderr = runCLI(t, ctx, "list", "--storage", url, "--encryption-key", key)
+		if code != exitOK || !strings.Contains(stdout, "example.com,www.example.com") || !strings.Contains(stdout, "two.example") {
+			t.Errorf("list of the copy in etcd: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+	})
+
+	t.Run("issue list renew revoke", func(t *testing.T) {
+		url := cluster.URL("cluster")
+		sf := []string{"--storage", url, "--encryption-key", key}
+		// Nothing there yet: renew and list say so instead of reporting nothing.
+		if code, _, stderr := runCLI(t, ctx, append([]string{"list"}, sf...)...); code != exitFailure || !strings.Contains(stderr, "nothing is stored under "+url) {
+			t.Errorf("list of an empty prefix: exit %d, stderr %q", code, stderr)
+		}
+		out := filepath.Join(dir, "etcd-out")
+		args := append(ca.issueArgs("unused", out, "example.com"), "--encryption-key", key)
+		for i, a := range args {
+			if a == "unused" {
+				args[i] = url
+			}
+		}
+		code, stdout, stderr := runCLI(t, ctx, args...)
+		if code != exitOK || !strings.Contains(stdout, "stored in "+url) {
+			t.Fatalf("issue with storage in etcd: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		leaf := verifyChain(t, ca, filepath.Join(out, "fullchain.pem"), "example.com")
+		code, stdout, stderr = runCLI(t, ctx, append([]string{"list", "--json"}, sf...)...)
+		var entries []listEntry
+		if code != exitOK || json.Unmarshal([]byte(stdout), &entries) != nil || len(entries) != 1 || entries[0].Serial != leaf.SerialNumber.Text(16) {
+			t.Fatalf("list: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		code, stdout, stderr = runCLI(t, ctx, append([]string{"renew"}, sf...)...)
+		if code != exitOK || !strings.Contains(stdout, "not due") {
+			t.Errorf("renew: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		code, stdout, stderr = runCLI(t, ctx, append([]string{"revoke", "example.com", "--reason", "superseded"}, sf...)...)
+		if code != exitOK || !strings.Contains(stdout, "revoked") {
+			t.Fatalf("revoke: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		code, stdout, _ = runCLI(t, ctx, append([]string{"list"}, sf...)...)
+		if code != exitOK || !strings.Contains(stdout, "REVOKED") && !strings.Contains(stdout, "revoked") {
+			t.Errorf("list after revoke: exit %d\n%s", code, stdout)
+		}
+	})
+}
