@@ -8,7 +8,9 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -262,4 +264,124 @@ func TestEtcdStorage(t *testing.T) {
 			t.Errorf("list after revoke: exit %d\n%s", code, stdout)
 		}
 	})
+}
+
+// readmeSection returns the part of README.md from the heading that begins with heading to
+// the next heading of the same level.
+func readmeSection(t *testing.T, heading string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	i := strings.Index(s, "\n"+heading)
+	if i < 0 {
+		t.Fatalf("README.md has no heading %q", heading)
+	}
+	s = s[i+1:]
+	level := heading[:strings.IndexByte(heading, ' ')+1]
+	if j := strings.Index(s[1:], "\n"+level); j >= 0 {
+		s = s[:j+1]
+	}
+	return s
+}
+
+// TestREADMECluster runs the commands of the README's cluster section as written, in order:
+// the key made with head, its chmod, storage copy of a host's storage (made by a real issue
+// against Pebble) into a real three-member etcd, and list against it. The substitutions, all
+// here: absolute paths move under a temporary directory, and each etcd endpoint of the README
+// (10.0.0.N:2379) becomes member N's. tlsalpn serve lines belong to the cluster tests.
+func TestREADMECluster(t *testing.T) {
+	section := readmeSection(t, "## Cluster")
+	var cmds []string
+	re := "```sh\n"
+	for rest := section; ; {
+		i := strings.Index(rest, re)
+		if i < 0 {
+			break
+		}
+		rest = rest[i+len(re):]
+		j := strings.Index(rest, "```\n")
+		if j < 0 {
+			t.Fatal("README: unterminated sh block in the cluster section")
+		}
+		block := strings.ReplaceAll(rest[:j], "\\\n", " ")
+		for _, l := range strings.Split(block, "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				cmds = append(cmds, l)
+			}
+		}
+		rest = rest[j:]
+	}
+
+	ca := startCLICA(t, democa.Options{})
+	cluster := etcdtest.Start(t, 3)
+	fakeRoot := t.TempDir()
+	moved := func(p string) string { return filepath.Join(fakeRoot, p) }
+	// The host's storage, as issue left it.
+	host := moved("/var/lib/tlsalpn")
+	ctx := context.Background()
+	if code, _, stderr := runCLI(t, ctx, ca.issueArgs(host, moved("/etc/nginx/tls/example.com"), "example.com")...); code != exitOK {
+		t.Fatalf("issue: exit %d: %s", code, stderr)
+	}
+	if err := os.MkdirAll(moved("/etc/tlsalpn"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	endpoints := cluster.Endpoints()
+	substitute := func(w string) string {
+		for i, ep := range endpoints {
+			w = strings.ReplaceAll(w, "10.0.0."+itoa(i+1)+":2379", ep)
+		}
+		if filepath.IsAbs(w) {
+			w = moved(w)
+		}
+		return w
+	}
+	ran := map[string]bool{}
+	for _, c := range cmds {
+		words := shellWords(t, c)
+		switch {
+		case words[0] == "head" || words[0] == "chmod":
+			// Run by sh as written, with the paths moved.
+			line := strings.ReplaceAll(c, "/etc/tlsalpn/", moved("/etc/tlsalpn")+"/")
+			if out, err := exec.Command("sh", "-c", line).CombinedOutput(); err != nil {
+				t.Fatalf("README %q: %v: %s", c, err, out)
+			}
+		case words[0] == "tlsalpn" && len(words) > 1 && words[1] == "serve":
+			continue
+		case words[0] == "tlsalpn":
+			args := tlsalpnArgs(t, words)
+			for i := range args {
+				args[i] = substitute(args[i])
+			}
+			code, stdout, stderr := runCLI(t, ctx, args...)
+			if code != exitOK {
+				t.Fatalf("README %q: exit %d\nstdout: %s\nstderr: %s", c, code, stdout, stderr)
+			}
+			// What the README says copy prints.
+			if args[0] == "storage" && !regexp.MustCompile(`^copied \d+ keys \(accounts \d+, lineages \d+; \d+ private, encrypted\) from `).MatchString(stdout) {
+				t.Errorf("README %q printed %q, not what the README shows", c, stdout)
+			}
+			t.Logf("%s: %s", c, stdout)
+			if args[0] == "list" && ran["storage"] && !strings.Contains(stdout, "example.com") {
+				t.Errorf("README %q after storage copy does not list example.com:\n%s", c, stdout)
+			}
+		default:
+			t.Errorf("README cluster section: %q is run by no test", c)
+		}
+		ran[words[0]] = true
+		if len(words) > 1 {
+			ran[words[1]] = true
+		}
+	}
+	for _, want := range []string{"head", "chmod", "storage", "list"} {
+		if !ran[want] {
+			t.Errorf("README cluster section: no %s command", want)
+		}
+	}
+	key, err := os.ReadFile(moved("/etc/tlsalpn/storage.key"))
+	if fi, _ := os.Stat(moved("/etc/tlsalpn/storage.key")); err != nil || len(key) != 32 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the README's key: %d bytes, %v", len(key), err)
+	}
 }
