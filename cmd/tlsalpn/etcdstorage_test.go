@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -383,5 +384,35 @@ func TestREADMECluster(t *testing.T) {
 	key, err := os.ReadFile(moved("/etc/tlsalpn/storage.key"))
 	if fi, _ := os.Stat(moved("/etc/tlsalpn/storage.key")); err != nil || len(key) != 32 || fi.Mode().Perm() != 0o600 {
 		t.Errorf("the README's key: %d bytes, %v", len(key), err)
+	}
+}
+
+// TestServeEtcdStorage: serve takes --storage etcd://… like every command: it obtains its
+// certificate from Pebble, stores it in a real etcd (list from "another machine" sees it),
+// and deploys it to --out.
+func TestServeEtcdStorage(t *testing.T) {
+	ca := startCLICA(t, democa.Options{})
+	cluster := etcdtest.Start(t, 1)
+	backend := echoTLSBackend(t, "backend.example")
+	dir := t.TempDir()
+	key := writeKey(t, dir, "storage.key", false)
+	out := filepath.Join(dir, "out")
+	url := cluster.URL("serve")
+	stdout, stderr, stop := startServe(t, "--listen", ca.listen, "--backend", backend, "-d", "example.com",
+		"--ca", ca.DirectoryURL(), "--ca-root", ca.root, "--email", "ops@example.com", "--agree-tos",
+		"--storage", url, "--encryption-key", key, "--out", out, "--profile", "default")
+	waitFor(t, "serve to listen", 10*time.Second, func() bool { return strings.Contains(stdout.String(), "listening on") })
+	waitFor(t, "the certificate to be deployed", 20*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(out, "fullchain.pem"))
+		return err == nil
+	})
+	leaf := verifyChain(t, ca, filepath.Join(out, "fullchain.pem"), "example.com")
+	code, lout, lerr := runCLI(t, context.Background(), "list", "--json", "--storage", url, "--encryption-key", key)
+	var entries []listEntry
+	if code != exitOK || json.Unmarshal([]byte(lout), &entries) != nil || len(entries) != 1 || entries[0].Serial != leaf.SerialNumber.Text(16) {
+		t.Errorf("list of serve's etcd storage: exit %d\nstdout: %s\nstderr: %s", code, lout, lerr)
+	}
+	if code := stop(); code != exitOK {
+		t.Errorf("serve exited %d: %s", code, stderr.String())
 	}
 }

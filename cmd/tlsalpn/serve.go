@@ -142,13 +142,13 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	return runFrontDoor(ctx, e, &f, cfg, loc, logger)
 }
 
-// serveStorage resolves serve's storage: the flags, which override the
-// config file's storage.
+// serveStorage resolves serve's storage: the config file's storage
+// section, completed or replaced by the flags (see withConfig).
 func serveStorage(e *env, f *serveFlags, cfg *config.Config) (storageLoc, error) {
-	sf := f.storageFlags
-	if sf.storage == "" {
-		sf.storage = cfg.Storage
-	}
+	// With config.Storage a section (etcd_ca, etcd_cert, etcd_key,
+	// etcd_user, etcd_password_file, encryption_key_file), each of its
+	// keys goes into configStorage here.
+	sf := f.storageFlags.withConfig(configStorage{location: cfg.Storage})
 	return sf.resolve(e)
 }
 

@@ -62,6 +62,37 @@ func (s *storageFlags) etcdFlagsGiven() []string {
 	return given
 }
 
+// configStorage is the storage section of serve's config file, in the
+// terms of config.Storage.
+type configStorage struct {
+	location, etcdCA, etcdCert, etcdKey, etcdUser, etcdPasswordFile, encryptionKeyFile string
+}
+
+// withConfig returns the storage flags completed by the config file's
+// storage section. A --storage on the command line replaces the whole
+// section (the flags then say everything about the storage); otherwise
+// each etcd flag given replaces its key in the section.
+func (s storageFlags) withConfig(c configStorage) storageFlags {
+	if s.storage != "" {
+		return s
+	}
+	or := func(flag, file string) string {
+		if flag != "" {
+			return flag
+		}
+		return file
+	}
+	return storageFlags{
+		storage:          c.location,
+		etcdCA:           or(s.etcdCA, c.etcdCA),
+		etcdCert:         or(s.etcdCert, c.etcdCert),
+		etcdKey:          or(s.etcdKey, c.etcdKey),
+		etcdUser:         or(s.etcdUser, c.etcdUser),
+		etcdPasswordFile: or(s.etcdPasswordFile, c.etcdPasswordFile),
+		encryptionKey:    or(s.encryptionKey, c.encryptionKeyFile),
+	}
+}
+
 // storageLoc is a storage resolved from the flags and the environment, not opened yet: a
 // directory, or an etcd cluster.
 type storageLoc struct {
