@@ -256,6 +256,10 @@ func TestEtcdStorage(t *testing.T) {
 		if code != exitOK || !strings.Contains(stdout, "not due") {
 			t.Errorf("renew: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 		}
+		code, stdout, stderr = runCLI(t, ctx, append([]string{"reconfigure", "example.com", "--deploy-hook", "true"}, sf...)...)
+		if code != exitOK {
+			t.Errorf("reconfigure: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
 		code, stdout, stderr = runCLI(t, ctx, append([]string{"revoke", "example.com", "--reason", "superseded"}, sf...)...)
 		if code != exitOK || !strings.Contains(stdout, "revoked") {
 			t.Fatalf("revoke: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
@@ -263,6 +267,14 @@ func TestEtcdStorage(t *testing.T) {
 		code, stdout, _ = runCLI(t, ctx, append([]string{"list"}, sf...)...)
 		if code != exitOK || !strings.Contains(stdout, "REVOKED") && !strings.Contains(stdout, "revoked") {
 			t.Errorf("list after revoke: exit %d\n%s", code, stdout)
+		}
+		code, stdout, stderr = runCLI(t, ctx, append([]string{"delete", "example.com"}, sf...)...)
+		if code != exitOK {
+			t.Errorf("delete: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		code, stdout, _ = runCLI(t, ctx, append([]string{"list"}, sf...)...)
+		if code != exitOK || !strings.Contains(stdout, "no certificates in "+url) {
+			t.Errorf("list after delete: exit %d\n%s", code, stdout)
 		}
 	})
 }
