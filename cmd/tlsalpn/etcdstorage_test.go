@@ -66,7 +66,7 @@ func TestStorageFlagsUsage(t *testing.T) {
 		{"etcd flags with a directory", []string{"list", "--storage", store, "--encryption-key", key}, "--encryption-key is for an etcd:// storage"},
 		{"etcd flags without storage", []string{"delete", "x", "--etcd-ca", key, "--etcd-user", "u"}, "--etcd-ca, --etcd-user are for an etcd:// storage"},
 		{"issue without --out", []string{"issue", "-d", "example.com", "--agree-tos", "--storage", etcdURL, "--encryption-key", key}, "give --out DIR"},
-		{"serve with etcd flags and a directory", []string{"serve", "--backend", "127.0.0.1:1", "--storage", store, "--etcd-ca", key}, "--etcd-ca is for an etcd:// storage"},
+		{"serve with etcd flags and a directory", []string{"serve", "--listen", "127.0.0.1:" + itoa(freePort(t)), "--backend", "127.0.0.1:1", "--storage", store, "--etcd-ca", key}, "--etcd-ca is for an etcd:// storage"},
 		{"copy: etcd flags, two directories", []string{"storage", "copy", store, store + "2", "--encryption-key", key}, "are directories"},
 		{"copy: same storage", []string{"storage", "copy", store, store + "/"}, "the same storage"},
 		{"copy: one argument", []string{"storage", "copy", store}, "give SRC and DST"},
@@ -74,7 +74,10 @@ func TestStorageFlagsUsage(t *testing.T) {
 		{"storage: no subcommand", []string{"storage"}, "tlsalpn storage copy SRC DST"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			code, _, stderr := runCLI(t, context.Background(), tt.args...)
+			// Bounded: a serve that took its flags would otherwise run on.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			code, _, stderr := runCLI(t, ctx, tt.args...)
 			if code != exitUsage || !strings.Contains(stderr, tt.want) {
 				t.Errorf("tlsalpn %s: exit %d, stderr %q; want exit 2 saying %q", strings.Join(tt.args, " "), code, stderr, tt.want)
 			}
