@@ -255,6 +255,17 @@ func TestEtcdStorage(t *testing.T) {
 		if code != exitOK || json.Unmarshal([]byte(stdout), &entries) != nil || len(entries) != 1 || entries[0].Serial != leaf.SerialNumber.Text(16) {
 			t.Fatalf("list: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 		}
+		// $TLSALPN_STORAGE may name the cluster instead of --storage.
+		var envOut, envErr bytes.Buffer
+		getenv := func(k string) string {
+			if k == "TLSALPN_STORAGE" {
+				return url
+			}
+			return ""
+		}
+		if code := run(ctx, &env{stdout: &envOut, stderr: &envErr, getenv: getenv}, []string{"list", "--encryption-key", key}); code != exitOK || !strings.Contains(envOut.String(), "example.com") {
+			t.Errorf("list with $TLSALPN_STORAGE=%s: exit %d\nstdout: %s\nstderr: %s", url, code, envOut.String(), envErr.String())
+		}
 		code, stdout, stderr = runCLI(t, ctx, append([]string{"renew"}, sf...)...)
 		if code != exitOK || !strings.Contains(stdout, "not due") {
 			t.Errorf("renew: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
