@@ -442,3 +442,46 @@ func TestServeEtcdStorage(t *testing.T) {
 		t.Errorf("serve exited %d: %s", code, stderr.String())
 	}
 }
+
+// TestEtcdTLSAndAuth: --etcd-ca, --etcd-cert, --etcd-key, --etcd-user and --etcd-password-file
+// reach a real etcd that requires client certificates and a password; without the client
+// certificate, or with the wrong password, the command fails (exit 1) and says which.
+func TestEtcdTLSAndAuth(t *testing.T) {
+	cluster := etcdtest.Start(t, 1, etcdtest.WithTLS(), etcdtest.WithAuth("tlsalpn", "s3cret"))
+	caFile, certFile, keyFile := cluster.ClientTLS()
+	dir := t.TempDir()
+	key := writeKey(t, dir, "storage.key", false)
+	pw, wrong := filepath.Join(dir, "password"), filepath.Join(dir, "wrong")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	os.WriteFile(wrong, []byte("guess\n"), 0o600)
+	// Something to copy: state made by storage/fs, as issue writes it.
+	src := filepath.Join(dir, "host")
+	if err := os.MkdirAll(filepath.Join(src, "accounts", "ca", "default"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "accounts", "ca", "default", "key.pem"), []byte("-----BEGIN EC PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := cluster.URL("secure")
+	tlsFlags := []string{"--etcd-ca", caFile, "--etcd-cert", certFile, "--etcd-key", keyFile}
+	authFlags := []string{"--etcd-user", "tlsalpn", "--etcd-password-file", pw}
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name  string
+		flags []string
+		code  int
+		want  string
+	}{
+		{"TLS and password", append(append([]string{}, tlsFlags...), authFlags...), exitOK, "copied 1 key (accounts 1; 1 private, encrypted)"},
+		{"wrong password", append(append([]string{}, tlsFlags...), "--etcd-user", "tlsalpn", "--etcd-password-file", wrong), exitFailure, "refused the user or the client certificate"},
+		{"no TLS", authFlags, exitFailure, "if etcd serves TLS, give --etcd-ca"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"storage", "copy", src, url, "--overwrite", "--encryption-key", key}, tt.flags...)
+			code, stdout, stderr := runCLI(t, ctx, args...)
+			if code != tt.code || !strings.Contains(stdout+stderr, tt.want) {
+				t.Errorf("exit %d\nstdout: %s\nstderr: %s\nwant exit %d saying %q", code, stdout, stderr, tt.code, tt.want)
+			}
+		})
+	}
+}

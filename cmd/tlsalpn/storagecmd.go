@@ -180,10 +180,10 @@ func printCopyResult(e *env, src, dst storageLoc, res storage.CopyResult) {
 	if dst.etcd != nil {
 		privacy = "encrypted"
 	}
-	fmt.Fprintf(e.stdout, "copied %d keys (%s; %d private, %s) from %s to %s: %d bytes, each read back and compared\n",
-		res.Total(), detail, res.Private, privacy, src.where(), dst.where(), res.Bytes)
+	fmt.Fprintf(e.stdout, "copied %d %s (%s; %d private, %s) from %s to %s: %d bytes, each read back and compared\n",
+		res.Total(), plural(res.Total(), "key"), detail, res.Private, privacy, src.where(), dst.where(), res.Bytes)
 	if res.Removed > 0 {
-		fmt.Fprintf(e.stdout, "removed %d keys from %s that %s does not have (--overwrite)\n", res.Removed, dst.where(), src.where())
+		fmt.Fprintf(e.stdout, "removed %d %s from %s that %s does not have (--overwrite)\n", res.Removed, plural(res.Removed, "key"), dst.where(), src.where())
 	}
 	if len(res.Skipped) > 0 {
 		var skipped []string
@@ -192,4 +192,11 @@ func printCopyResult(e *env, src, dst storageLoc, res storage.CopyResult) {
 		}
 		fmt.Fprintf(e.stdout, "not copied, as they belong to running processes or are not state: %s\n", strings.Join(skipped, ", "))
 	}
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }

@@ -260,7 +260,12 @@ func etcdOpenError(ctx context.Context, loc storageLoc, err error) error {
 	case errors.Is(err, etcd.ErrAuth):
 		return fmt.Errorf("etcd at %s refused the user or the client certificate: %w", endpoints, err)
 	case errors.Is(err, etcd.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("etcd unreachable at %s (within %s): %w", endpoints, etcdOpenTimeout, err)
+		hint := ""
+		if loc.etcd.CAFile == "" {
+			// A plaintext client to a TLS member sees only a timeout.
+			hint = "; if etcd serves TLS, give --etcd-ca (and --etcd-cert, --etcd-key)"
+		}
+		return fmt.Errorf("etcd unreachable at %s (within %s%s): %w", endpoints, etcdOpenTimeout, hint, err)
 	}
 	return fmt.Errorf("opening etcd at %s: %w", endpoints, err)
 }
