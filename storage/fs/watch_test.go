@@ -61,39 +61,3 @@ func TestWatch(t *testing.T) {
 	}
 }
 
-func TestWatchWholeStoreAndSingleKey(t *testing.T) {
-	f := newFS(t, WithPollInterval(10*time.Millisecond))
-	ctx := t.Context()
-	all, err := f.Watch(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	one, err := f.Watch(ctx, "a/b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Put(ctx, "a/b", []byte("x"), 0); err != nil {
-		t.Fatal(err)
-	}
-	for _, ch := range []<-chan storage.Event{all, one} {
-		select {
-		case ev := <-ch:
-			if ev != (storage.Event{Key: "a/b"}) {
-				t.Errorf("event %+v", ev)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no event")
-		}
-	}
-	// Locks are not keys.
-	unlock, err := f.Lock(ctx, "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unlock()
-	select {
-	case ev := <-all:
-		t.Errorf("event for a lock: %+v", ev)
-	case <-time.After(50 * time.Millisecond):
-	}
-}
