@@ -21,10 +21,27 @@ import (
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
-// TestNoPrivateKeyInEtcd stores private keys the ways tlsalpn does, then reads everything under
-// the prefix straight from etcd: no PEM private key, no key's DER bytes, anywhere.
-func TestNoPrivateKeyInEtcd(t *testing.T) {
+// TestEncryption runs the encryption cases on one single-member cluster, each under a prefix
+// of its own.
+func TestEncryption(t *testing.T) {
 	c := etcdtest.Start(t, 1)
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, *etcdtest.Cluster)
+	}{
+		{"NoPrivateKeyInEtcd", testNoPrivateKeyInEtcd},
+		{"SealedValueBoundToKey", testSealedValueBoundToKey},
+		{"WithoutEncryptionKey", testWithoutEncryptionKey},
+		{"WrongKeyRefused", testWrongKeyRefused},
+		{"FirstOpensAgree", testFirstOpensAgree},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, c) })
+	}
+}
+
+// testNoPrivateKeyInEtcd stores private keys the ways tlsalpn does, then reads everything under
+// the prefix straight from etcd: no PEM private key, no key's DER bytes, anywhere.
+func testNoPrivateKeyInEtcd(t *testing.T, c *etcdtest.Cluster) {
 	s := open(t, c, "secret")
 	ctx := t.Context()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -76,10 +93,9 @@ func TestNoPrivateKeyInEtcd(t *testing.T) {
 	}
 }
 
-// TestSealedValueBoundToKey: a sealed value copied to another key, or with its header altered,
+// testSealedValueBoundToKey: a sealed value copied to another key, or with its header altered,
 // does not open.
-func TestSealedValueBoundToKey(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+func testSealedValueBoundToKey(t *testing.T, c *etcdtest.Cluster) {
 	s := open(t, c, "bound")
 	ctx := t.Context()
 	if err := s.Put(ctx, "a/key.pem", []byte("secret a"), 0o600); err != nil {
@@ -103,10 +119,9 @@ func TestSealedValueBoundToKey(t *testing.T) {
 	}
 }
 
-// TestWithoutEncryptionKey: a Store without a key refuses private values, both ways, and
+// testWithoutEncryptionKey: a Store without a key refuses private values, both ways, and
 // handles public ones.
-func TestWithoutEncryptionKey(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+func testWithoutEncryptionKey(t *testing.T, c *etcdtest.Cluster) {
 	sealed := open(t, c, "nokey")
 	ctx := t.Context()
 	if err := sealed.Put(ctx, "a/key.pem", []byte("secret"), 0o600); err != nil {
@@ -132,10 +147,9 @@ func TestWithoutEncryptionKey(t *testing.T) {
 	}
 }
 
-// TestWrongKeyRefused: Open with another key than the data's fails with ErrWrongKey, naming
+// testWrongKeyRefused: Open with another key than the data's fails with ErrWrongKey, naming
 // both key ids, and writes nothing.
-func TestWrongKeyRefused(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+func testWrongKeyRefused(t *testing.T, c *etcdtest.Cluster) {
 	s := open(t, c, "wrong")
 	if err := s.Put(t.Context(), "a/key.pem", []byte("secret"), 0o600); err != nil {
 		t.Fatal(err)
@@ -163,10 +177,9 @@ func TestWrongKeyRefused(t *testing.T) {
 	open(t, c, "other", func(cfg *Config) { cfg.EncryptionKey = other })
 }
 
-// TestFirstOpensAgree: two nodes opening an empty prefix at once with different keys: one
+// testFirstOpensAgree: two nodes opening an empty prefix at once with different keys: one
 // key wins, the other Open fails with ErrWrongKey.
-func TestFirstOpensAgree(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+func testFirstOpensAgree(t *testing.T, c *etcdtest.Cluster) {
 	for round := range 5 {
 		prefix := "race" + string(rune('a'+round))
 		var wg sync.WaitGroup

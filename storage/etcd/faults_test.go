@@ -63,6 +63,7 @@ func runHelper(role string) int {
 // TestLockFreedWhenHolderKilled: a holder killed with SIGKILL cannot unlock; its lease expires
 // and the lock is free within the session TTL and a little.
 func TestLockFreedWhenHolderKilled(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	s := open(t, c, "lockkill")
 	exe, err := os.Executable()
@@ -110,6 +111,7 @@ func TestLockFreedWhenHolderKilled(t *testing.T) {
 
 // TestOneMemberKilled: with one member of three gone, every operation still works.
 func TestOneMemberKilled(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	s := open(t, c, "onekilled")
 	ctx := t.Context()
@@ -142,6 +144,7 @@ func TestOneMemberKilled(t *testing.T) {
 // TestWatchAcrossFailures: a watch survives the member it is connected to being killed, and all
 // members being stopped and started again, without missing or repeating a change.
 func TestWatchAcrossFailures(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	s := open(t, c, "watchfail", func(cfg *Config) { cfg.Endpoints = c.Endpoints()[:1] })
 	w := open(t, c, "watchfail") // the writer, on every member
@@ -209,6 +212,7 @@ func missing(want, got map[string]int) []string {
 // TestWatchCompaction: a watch that falls behind a compaction says so in the log, lists the
 // prefix and reports the differences from what it knew, then goes on watching.
 func TestWatchCompaction(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	var logs syncBuffer
 	s := open(t, c, "compact", func(cfg *Config) {
@@ -304,6 +308,7 @@ func (b *syncBuffer) String() string {
 
 // TestUnavailable: with etcd gone, calls fail within the request timeout with ErrUnavailable.
 func TestUnavailable(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 1)
 	s := open(t, c, "unavail", func(cfg *Config) { cfg.RequestTimeout = 2 * time.Second })
 	c.Kill(0)

@@ -14,6 +14,7 @@ import (
 
 // TestTLSAndAuth: TLS with a client certificate and etcd users; refusals are ErrAuth.
 func TestTLSAndAuth(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3, etcdtest.WithTLS(), etcdtest.WithAuth("alice", "secret"))
 	ca, cert, key := c.ClientTLS()
 	withTLS := func(cfg *Config) { cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, cert, key }
