@@ -60,4 +60,3 @@ func TestWatch(t *testing.T) {
 		t.Errorf("unexpected event %+v", ev)
 	}
 }
-
