@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -55,6 +56,7 @@ type Store struct {
 
 	eph ephemeral
 
+	closing      atomic.Bool // set by Close: sessions ending are no news then
 	lockMu       sync.Mutex
 	lockSessions map[*concurrency.Session]struct{} // of locks held, revoked by Close
 }
@@ -65,7 +67,7 @@ var (
 	_ storage.Ephemeral = (*Store)(nil)
 )
 
-// Open connects to etcd and, with an encryption key, checks it against the data under the
+// Open connects to etcd (within DialTimeout, or ctx's deadline if sooner) and, with an encryption key, checks it against the data under the
 // prefix: if the data was sealed with another key, Open fails with ErrWrongKey and has written
 // nothing. The first Open with a key under a prefix records a check value (created with a
 // compare-and-swap, so two first nodes agree on one key).
@@ -73,9 +75,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	dialTimeout := cfg.DialTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < dialTimeout {
+		dialTimeout = max(time.Until(d), time.Millisecond)
+	}
 	ccfg := clientv3.Config{
 		Endpoints:            cfg.Endpoints,
-		DialTimeout:          cfg.DialTimeout,
+		DialTimeout:          dialTimeout,
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		PermitWithoutStream:  true,
@@ -107,7 +113,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		if kind(err) == nil {
 			// Nothing answered as an etcd that takes our connection: down, or TLS settings
 			// that do not match the cluster's.
-			err = fmt.Errorf("%w (no connection within %v; check the endpoints and the TLS settings): %w", ErrUnavailable, cfg.DialTimeout, err)
+			err = fmt.Errorf("%w (no connection within %v; check the endpoints and the TLS settings): %w", ErrUnavailable, dialTimeout, err)
 		}
 		return nil, fmt.Errorf("storage/etcd: connect to %s: %w", strings.Join(cfg.Endpoints, ","), withKind(err))
 	}
@@ -218,6 +224,7 @@ func (s *Store) checkKey(ctx context.Context) error {
 // Close ends the sessions (revoking their leases: ephemeral keys and held locks go at once),
 // stops the watches and closes the connection.
 func (s *Store) Close() error {
+	s.closing.Store(true)
 	// Sessions first: revoking needs the Store's context, which cancel ends.
 	s.eph.close()
 	s.lockMu.Lock()
@@ -237,6 +244,9 @@ func (s *Store) Close() error {
 // the returned one.
 func (s *Store) do(ctx context.Context, fn func(context.Context) error, wrap func(error) error) error {
 	parent := ctx
+	if err := ctx.Err(); err != nil {
+		return wrap(err) // not etcd's fault: say what it is
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -375,7 +385,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.KeyInfo, error) {
 // is sealed (see the package doc). Like a file system, etcd here refuses a key that has a key
 // above it or keys below it ("a" and "a/b" cannot both be keys).
 func (s *Store) Put(ctx context.Context, key string, value []byte, mode os.FileMode) error {
-	return s.put(ctx, key, value, mode, -1)
+	return s.put(ctx, "put", key, value, mode, -1, nil)
 }
 
 // PutIfVersion implements storage.Versioned.
@@ -383,20 +393,22 @@ func (s *Store) PutIfVersion(ctx context.Context, key string, value []byte, mode
 	if version < 0 {
 		return fmt.Errorf("storage/etcd: put %q: negative version %d", key, version)
 	}
-	return s.put(ctx, key, value, mode, version)
+	return s.put(ctx, "put", key, value, mode, version, nil)
 }
 
 // errShape is the failure of a Put whose key has a key above it or keys below it.
 var errShape = errors.New("a key above it or keys below it exist (a key cannot also be a prefix of other keys)")
 
-// put stores value; version >= 0 makes it conditional on the key's modification revision.
-func (s *Store) put(ctx context.Context, key string, value []byte, mode os.FileMode, version int64) error {
+// put stores value; version >= 0 makes it conditional on the key's modification revision;
+// lease, when not nil, gives the lease the key is attached to (once known: it may change
+// between attempts).
+func (s *Store) put(ctx context.Context, op, key string, value []byte, mode os.FileMode, version int64, lease func(context.Context) (clientv3.LeaseID, error)) error {
 	if err := storage.ValidateKey(key); err != nil {
 		return err
 	}
 	stored, err := s.encode(key, value, mode)
 	if err != nil {
-		return opError("put", key, err)
+		return opError(op, key, err)
 	}
 	ek := s.etcdKey(key)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ek+"/"), "=", 0).WithPrefix()}
@@ -410,7 +422,15 @@ func (s *Store) put(ctx context.Context, key string, value []byte, mode os.FileM
 	}
 	ambiguous := false // an earlier attempt may have been applied
 	return s.do(ctx, func(ctx context.Context) error {
-		r, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(ek, string(stored))).Else(clientv3.OpGet(ek)).Commit()
+		var opts []clientv3.OpOption
+		if lease != nil {
+			id, err := lease(ctx)
+			if err != nil {
+				return err
+			}
+			opts = append(opts, clientv3.WithLease(id))
+		}
+		r, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(ek, string(stored), opts...)).Else(clientv3.OpGet(ek)).Commit()
 		if err != nil {
 			if retryable(err) {
 				ambiguous = true
@@ -432,7 +452,7 @@ func (s *Store) put(ctx context.Context, key string, value []byte, mode os.FileM
 			return fmt.Errorf("%w: version %d, now %d", storage.ErrModified, version, curRev)
 		}
 		return errShape
-	}, func(err error) error { return opError("put", key, err) })
+	}, func(err error) error { return opError(op, key, err) })
 }
 
 // Delete implements storage.Storage.
