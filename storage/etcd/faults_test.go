@@ -324,6 +324,11 @@ func TestUnavailable(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Put with etcd down = %v, want ErrUnavailable", err)
 	}
+	start = time.Now()
+	_, err = Open(context.Background(), Config{Endpoints: c.Endpoints(), DialTimeout: time.Second})
+	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 3*time.Second {
+		t.Errorf("Open with etcd down = %v after %v, want ErrUnavailable after the 1s dial timeout", err, time.Since(start))
+	}
 	c.Restart(0)
 	if err := s.Put(context.Background(), "a", []byte("x"), 0o644); err != nil {
 		t.Errorf("Put after etcd came back: %v", err)
