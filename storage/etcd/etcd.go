@@ -67,10 +67,11 @@ var (
 	_ storage.Ephemeral = (*Store)(nil)
 )
 
-// Open connects to etcd (within DialTimeout, or ctx's deadline if sooner) and, with an encryption key, checks it against the data under the
-// prefix: if the data was sealed with another key, Open fails with ErrWrongKey and has written
-// nothing. The first Open with a key under a prefix records a check value (created with a
-// compare-and-swap, so two first nodes agree on one key).
+// Open connects to etcd (within DialTimeout, or ctx's deadline if sooner) and, with an
+// encryption key, checks it against the data under the prefix: if the data was sealed with
+// another key, Open fails with ErrWrongKey and has written nothing. The first Open with a key
+// under a prefix records a check value (created with a compare-and-swap, so two first nodes
+// agree on one key). Without a key, Open only reads, to fail now if etcd refuses us.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
