@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,7 @@ func TestEncryption(t *testing.T) {
 		{"WithoutEncryptionKey", testWithoutEncryptionKey},
 		{"WrongKeyRefused", testWrongKeyRefused},
 		{"FirstOpensAgree", testFirstOpensAgree},
+		{"Mode", testMode},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, c) })
 	}
@@ -287,5 +289,31 @@ func TestParseURL(t *testing.T) {
 		if err != nil || strings.Join(cfg.Endpoints, " ") != strings.Join(tt.endpoints, " ") || cfg.Prefix != tt.prefix {
 			t.Errorf("ParseURL(%q) = %q %q, %v; want %q %q", tt.in, cfg.Endpoints, cfg.Prefix, err, tt.endpoints, tt.prefix)
 		}
+	}
+}
+
+// testMode: the mode given to Put comes back from Mode, sealed or not, with or without a key.
+func testMode(t *testing.T, c *etcdtest.Cluster) {
+	s := open(t, c, "mode")
+	nokey := open(t, c, "mode", func(cfg *Config) { cfg.EncryptionKey = nil })
+	ctx := t.Context()
+	tests := []struct {
+		put, want os.FileMode
+	}{
+		{0o600, 0o600}, {0, 0o600}, {0o400, 0o400}, {0o644, 0o644}, {0o640, 0o640}, {0o444, 0o444},
+	}
+	for i, tt := range tests {
+		key := fmt.Sprintf("k/%d", i)
+		if err := s.Put(ctx, key, []byte("v"), tt.put); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []*Store{s, nokey} {
+			if got, err := st.Mode(ctx, key); err != nil || got != tt.want {
+				t.Errorf("Put with mode %#o: Mode = %#o, %v; want %#o", tt.put, got, err, tt.want)
+			}
+		}
+	}
+	if _, err := s.Mode(ctx, "missing"); !errors.Is(err, storage.ErrNotExist) {
+		t.Errorf("Mode of a missing key = %v, want ErrNotExist", err)
 	}
 }

@@ -181,7 +181,7 @@ func (s *Store) describe() string {
 // there is none.
 func (s *Store) checkKey(ctx context.Context) error {
 	k := s.root + checkKey
-	mine, err := s.sealer.seal(checkKey, []byte(checkPlain), time.Now())
+	mine, err := s.sealer.seal(checkKey, []byte(checkPlain), time.Now(), 0o600)
 	if err != nil {
 		return err
 	}
@@ -291,13 +291,16 @@ func (s *Store) encode(key string, value []byte, mode os.FileMode) ([]byte, erro
 		return nil, fmt.Errorf("mode %v has bits other than permissions", mode)
 	}
 	now := time.Now()
+	if mode == 0 {
+		mode = 0o600
+	}
 	if !private(mode) {
-		return encodePlain(value, now), nil
+		return encodePlain(value, now, mode), nil
 	}
 	if s.sealer == nil {
 		return nil, fmt.Errorf("%w: mode %#o is private (give an encryption key to store private keys in etcd)", ErrNoEncryptionKey, mode)
 	}
-	return s.sealer.seal(key, value, now)
+	return s.sealer.seal(key, value, now, mode)
 }
 
 // decodeValue returns the value stored under key as raw.
@@ -330,6 +333,19 @@ func (s *Store) get(ctx context.Context, op, key string) ([]byte, int64, error) 
 	if err := storage.ValidateKey(key); err != nil {
 		return nil, 0, err
 	}
+	raw, rev, err := s.getRaw(ctx, op, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	v, err := s.decodeValue(key, raw)
+	if err != nil {
+		return nil, 0, opError(op, key, err)
+	}
+	return v, rev, nil
+}
+
+// getRaw returns the value stored under key as etcd has it, and its modification revision.
+func (s *Store) getRaw(ctx context.Context, op, key string) ([]byte, int64, error) {
 	var raw []byte
 	var rev int64
 	err := s.do(ctx, func(ctx context.Context) error {
@@ -343,14 +359,7 @@ func (s *Store) get(ctx context.Context, op, key string) ([]byte, int64, error) 
 		raw, rev = r.Kvs[0].Value, r.Kvs[0].ModRevision
 		return nil
 	}, func(err error) error { return opError(op, key, err) })
-	if err != nil {
-		return nil, 0, err
-	}
-	v, err := s.decodeValue(key, raw)
-	if err != nil {
-		return nil, 0, opError(op, key, err)
-	}
-	return v, rev, nil
+	return raw, rev, err
 }
 
 // Stat implements storage.Storage. Modified is the time the writer's clock showed at Put (etcd
@@ -360,18 +369,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.KeyInfo, error) {
 	if err := storage.ValidateKey(key); err != nil {
 		return storage.KeyInfo{}, err
 	}
-	var raw []byte
-	err := s.do(ctx, func(ctx context.Context) error {
-		r, err := s.cli.Get(ctx, s.etcdKey(key))
-		if err != nil {
-			return err
-		}
-		if len(r.Kvs) == 0 {
-			return storage.ErrNotExist
-		}
-		raw = r.Kvs[0].Value
-		return nil
-	}, func(err error) error { return opError("stat", key, err) })
+	raw, _, err := s.getRaw(ctx, "stat", key)
 	if err != nil {
 		return storage.KeyInfo{}, err
 	}
@@ -380,6 +378,25 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.KeyInfo, error) {
 		return storage.KeyInfo{}, opError("stat", key, err)
 	}
 	return storage.KeyInfo{Key: key, Size: d.size, Modified: d.modified}, nil
+}
+
+// Mode returns the permission bits key was put with (0600 for a mode of 0; PutEphemeral puts
+// 0600 with an encryption key, 0644 without). etcd has no file modes: the mode travels in the
+// value's header, so that copying state from etcd back to a directory (tlsalpn storage copy)
+// gives every file the mode it had. Mode needs no encryption key.
+func (s *Store) Mode(ctx context.Context, key string) (os.FileMode, error) {
+	if err := storage.ValidateKey(key); err != nil {
+		return 0, err
+	}
+	raw, _, err := s.getRaw(ctx, "mode", key)
+	if err != nil {
+		return 0, err
+	}
+	d, err := decode(raw)
+	if err != nil {
+		return 0, opError("mode", key, err)
+	}
+	return d.mode, nil
 }
 
 // Put implements storage.Storage. A value with a private mode (no group or other bits, or 0)
