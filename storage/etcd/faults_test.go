@@ -375,3 +375,61 @@ func TestEphemeralSessionLost(t *testing.T) {
 		t.Errorf("after Close, the ephemeral key: %v, %v", r.Kvs, err)
 	}
 }
+
+// TestWatchQuorumLost: the member the watch is on loses its leader (both others killed); etcd
+// ends the watch ("no leader") and Watch makes it again, from the revision after the last one
+// seen, until the quorum is back: changes made then are all reported, once.
+func TestWatchQuorumLost(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, 3)
+	var logs syncBuffer
+	s := open(t, c, "quorum", func(cfg *Config) {
+		cfg.Endpoints = c.Endpoints()[:1]
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	w := open(t, c, "quorum", func(cfg *Config) { cfg.Endpoints = c.Endpoints()[1:] })
+	ctx := t.Context()
+	events, err := s.Watch(ctx, "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(1)
+	c.Kill(2)
+	// Member 0 notices it has no leader within an election timeout or two.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "watch ended") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "watch ended") {
+		t.Fatalf("the watch did not end without a leader; log:\n%s", logs.String())
+	}
+	c.StartAll()
+	want := map[string]bool{}
+	for i := range 10 {
+		k := fmt.Sprintf("q/%d", i)
+		if err := w.Put(ctx, k, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = true
+	}
+	got := map[string]int{}
+	timeout := time.After(20 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case ev := <-events:
+			got[ev.Key]++
+		case <-timeout:
+			t.Fatalf("after 20s, events %v; want each of %v", got, want)
+		}
+	}
+	select {
+	case ev := <-events:
+		got[ev.Key]++
+	case <-time.After(300 * time.Millisecond):
+	}
+	for k, n := range got {
+		if !want[k] || n != 1 {
+			t.Errorf("event for %q seen %d times", k, n)
+		}
+	}
+}
