@@ -433,3 +433,42 @@ func TestWatchQuorumLost(t *testing.T) {
 		}
 	}
 }
+
+// TestLockLostIsLogged: a holder whose lease is gone (here revoked from outside, as etcd does
+// when the holder was cut off for longer than the TTL) hears of it in the log, and the lock is
+// free for others.
+func TestLockLostIsLogged(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	var logs syncBuffer
+	s := open(t, c, "lost", func(cfg *Config) { cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	ctx := t.Context()
+	unlock, err := s.Lock(ctx, "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lockMu.Lock()
+	var lease clientv3.LeaseID
+	for sess := range s.lockSessions {
+		lease = sess.Lease()
+	}
+	s.lockMu.Unlock()
+	if _, err := c.Client(t).Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	other := open(t, c, "lost")
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	u2, err := other.Lock(lctx, "l")
+	if err != nil {
+		t.Fatalf("Lock after the holder's lease was revoked: %v", err)
+	}
+	u2()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "lock lost") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "lock lost") || !strings.Contains(logs.String(), "lock=l") {
+		t.Errorf("no log line saying the lock was lost; log:\n%s", logs.String())
+	}
+	unlock() // an error or not: the lock is gone either way; it must not panic or hang
+}
