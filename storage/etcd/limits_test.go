@@ -48,7 +48,7 @@ func TestTLSAndAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{Endpoints: c.Endpoints(), Prefix: "tls", EncryptionKey: testKey, DialTimeout: 2 * time.Second, RequestTimeout: 3 * time.Second}
+			cfg := Config{Endpoints: c.Endpoints(), Prefix: "tls", EncryptionKey: testKey, DialTimeout: time.Second, RequestTimeout: 3 * time.Second}
 			tt.cfg(&cfg)
 			start := time.Now()
 			s, err := Open(t.Context(), cfg)
