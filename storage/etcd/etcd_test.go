@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
 	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/storagetest"
@@ -41,3 +43,5 @@ func TestConformance(t *testing.T) {
 		return open(t, c, fmt.Sprintf("conformance/%d", n.Add(1)))
 	})
 }
+
+func clientv3WithPrefix() clientv3.OpOption { return clientv3.WithPrefix() }

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -59,6 +60,14 @@ func (s *Store) Lock(ctx context.Context, name string) (func() error, error) {
 		sess.Close()
 		return nil, opError("lock", name, err)
 	}
+	s.lockMu.Lock()
+	if s.lockSessions == nil { // closed meanwhile
+		s.lockMu.Unlock()
+		sess.Close()
+		return nil, fmt.Errorf("storage/etcd: lock %q: store closed", name)
+	}
+	s.lockSessions[sess] = struct{}{}
+	s.lockMu.Unlock()
 	released := make(chan struct{})
 	go func() {
 		select {
@@ -67,6 +76,9 @@ func (s *Store) Lock(ctx context.Context, name string) (func() error, error) {
 			select {
 			case <-released:
 			default:
+				if s.closing.Load() {
+					return
+				}
 				s.log.Warn("storage/etcd: lock lost: its lease expired (etcd unreachable for longer than the session TTL?)",
 					"lock", name, "ttl", s.cfg.SessionTTL)
 			}
@@ -77,6 +89,9 @@ func (s *Store) Lock(ctx context.Context, name string) (func() error, error) {
 	return func() error {
 		once.Do(func() {
 			close(released)
+			s.lockMu.Lock()
+			delete(s.lockSessions, sess)
+			s.lockMu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 			defer cancel()
 			if err := m.Unlock(ctx); err != nil {
@@ -117,26 +132,17 @@ func (e *ephemeral) close() {
 // disappear at once rather than after the TTL. The value is sealed when the Store has an
 // encryption key (ephemeral values include challenge keys), plain otherwise.
 func (s *Store) PutEphemeral(ctx context.Context, key string, value []byte) error {
-	if err := storage.ValidateKey(key); err != nil {
-		return err
-	}
 	mode := os.FileMode(0o644)
 	if s.sealer != nil {
 		mode = 0o600
 	}
-	stored, err := s.encode(key, value, mode)
-	if err != nil {
-		return opError("put ephemeral", key, err)
-	}
-	sess, err := s.session(ctx)
-	if err != nil {
-		return opError("put ephemeral", key, err)
-	}
-	ek := s.etcdKey(key)
-	return s.do(ctx, func(ctx context.Context) error {
-		_, err := s.cli.Put(ctx, ek, string(stored), clientv3.WithLease(sess.Lease()))
-		return err
-	}, func(err error) error { return opError("put ephemeral", key, err) })
+	return s.put(ctx, "put ephemeral", key, value, mode, -1, func(ctx context.Context) (clientv3.LeaseID, error) {
+		sess, err := s.session(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return sess.Lease(), nil
+	})
 }
 
 // session returns the live ephemeral session, making one if there is none.
@@ -144,7 +150,7 @@ func (s *Store) session(ctx context.Context) (*concurrency.Session, error) {
 	s.eph.mu.Lock()
 	defer s.eph.mu.Unlock()
 	if s.eph.closed {
-		return nil, fmt.Errorf("store closed")
+		return nil, errors.New("store closed")
 	}
 	if s.eph.sess != nil {
 		select {
