@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -81,12 +82,7 @@ func runStorageCopy(ctx context.Context, e *env, args []string) error {
 	defer to.Close()
 	var opts storage.CopyOptions
 	opts.Overwrite = overwrite
-	if s, ok := from.store.(*fs.FS); ok {
-		opts.SrcMode = fsMode(s)
-	}
-	if s, ok := to.store.(*fs.FS); ok {
-		opts.DstMode = fsMode(s)
-	}
+	opts.SrcMode, opts.DstMode = modeOf(from.store), modeOf(to.store)
 	res, err := storage.Copy(ctx, to.store, from.store, opts)
 	if errors.Is(err, storage.ErrDestinationNotEmpty) {
 		return usagef("%s already holds tlsalpn state (%v); nothing was written: give --overwrite to replace it with %s's", dst.where(), err, src.where())
@@ -98,6 +94,21 @@ func runStorageCopy(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("copying %s to %s: %w", src.where(), dst.where(), err)
 	}
 	printCopyResult(e, src, dst, res)
+	return nil
+}
+
+// modeOf returns how to read the permission bits of a key of s: the file's
+// mode in a directory, the mode carried in the value's header in etcd
+// (sealed when private); nil for a backend that keeps none.
+func modeOf(s storage.Storage) func(context.Context, string) (os.FileMode, error) {
+	switch s := s.(type) {
+	case *fs.FS:
+		return fsMode(s)
+	case interface {
+		Mode(context.Context, string) (os.FileMode, error)
+	}:
+		return s.Mode
+	}
 	return nil
 }
 
