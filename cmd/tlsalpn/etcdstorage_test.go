@@ -270,6 +270,11 @@ func TestEtcdStorage(t *testing.T) {
 		if code != exitOK || !strings.Contains(stdout, "not due") {
 			t.Errorf("renew: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 		}
+		// The rehearsal copies the accounts out of etcd and orders for real.
+		code, stdout, stderr = runCLI(t, ctx, append([]string{"renew", "--dry-run"}, sf...)...)
+		if code != exitOK || !strings.Contains(stdout, "would renew example.com: ok") {
+			t.Errorf("renew --dry-run: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
 		code, stdout, stderr = runCLI(t, ctx, append([]string{"reconfigure", "example.com", "--deploy-hook", "true"}, sf...)...)
 		if code != exitOK {
 			t.Errorf("reconfigure: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
