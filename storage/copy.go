@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // DurablePrefixes returns the top-level prefixes that hold tlsalpn's durable state: what Copy
@@ -130,6 +131,10 @@ func writeRank(key string) int {
 	return 1
 }
 
+// copyWorkers bounds the values copied at once: a copy to or from etcd is bound by round trips
+// (and etcd batches concurrent writes into one commit), a copy between directories by fsync.
+const copyWorkers = 8
+
 // Copy copies the durable state of src (the keys under DurablePrefixes) to dst, keeping each
 // value's privacy (see CopyOptions.SrcMode), and verifies it: each value is read back from dst
 // and compared byte for byte, and once all are written the source is listed and read again, so
@@ -139,6 +144,10 @@ func writeRank(key string) int {
 // Copy takes no locks: the state of a whole storage is not guarded by any one lock, and the
 // per-certificate locks would not cover accounts or the order journal. Copy a storage that
 // nothing is writing to (serve stopped); the final check reports one that was.
+//
+// Values are copied several at a time, in three phases (private keys, then chains and the
+// rest, then certificate records), so that a copy cut short never holds a record whose
+// certificate is missing.
 //
 // A destination that already holds durable state is refused (ErrDestinationNotEmpty) unless
 // Overwrite is set. A mismatch is reported as ErrCopyMismatch naming the keys.
@@ -156,49 +165,40 @@ func Copy(ctx context.Context, dst, src Storage, opts CopyOptions) (CopyResult, 
 	if len(existing) > 0 && !opts.Overwrite {
 		return res, fmt.Errorf("%w: %d keys, such as %s", ErrDestinationNotEmpty, len(existing), existing[0])
 	}
-	srcMode := opts.SrcMode
-	if srcMode == nil {
-		srcMode = func(_ context.Context, key string) (os.FileMode, error) { return ModeByLayout(key), nil }
+	if opts.SrcMode == nil {
+		opts.SrcMode = func(_ context.Context, key string) (os.FileMode, error) { return ModeByLayout(key), nil }
+	}
+	values := make([][]byte, len(keys))
+	private := make([]bool, len(keys))
+	for lo := 0; lo < len(keys); {
+		hi := lo + 1
+		for hi < len(keys) && writeRank(keys[hi]) == writeRank(keys[lo]) {
+			hi++
+		}
+		err := parallel(ctx, hi-lo, func(ctx context.Context, i int) error {
+			v, priv, err := copyOne(ctx, dst, src, keys[lo+i], opts)
+			values[lo+i], private[lo+i] = v, priv
+			return err
+		})
+		// Count what this phase wrote and verified, even when part of it failed.
+		for i := lo; i < hi; i++ {
+			if values[i] == nil {
+				continue
+			}
+			res.Copied[topLevel(keys[i])]++
+			res.Bytes += int64(len(values[i]))
+			if private[i] {
+				res.Private++
+			}
+		}
+		if err != nil {
+			return res, err
+		}
+		lo = hi
 	}
 	copied := make(map[string][]byte, len(keys))
-	for _, k := range keys {
-		v, err := src.Get(ctx, k)
-		if err != nil {
-			return res, fmt.Errorf("reading %s from the source: %w", k, err)
-		}
-		mode, err := srcMode(ctx, k)
-		if err != nil {
-			return res, fmt.Errorf("reading the mode of %s in the source: %w", k, err)
-		}
-		mode = mode.Perm()
-		if mode&0o077 == 0 {
-			mode = 0o600
-		}
-		if err := dst.Put(ctx, k, v, mode); err != nil {
-			return res, fmt.Errorf("writing %s: %w", k, err)
-		}
-		back, err := dst.Get(ctx, k)
-		if err != nil {
-			return res, fmt.Errorf("reading %s back: %w", k, err)
-		}
-		if !bytes.Equal(back, v) {
-			return res, fmt.Errorf("%w: %s reads back as %d bytes that differ from the %d written", ErrCopyMismatch, k, len(back), len(v))
-		}
-		if opts.DstMode != nil {
-			got, err := opts.DstMode(ctx, k)
-			if err != nil {
-				return res, fmt.Errorf("reading the mode of %s in the destination: %w", k, err)
-			}
-			if mode == 0o600 && got.Perm()&0o077 != 0 {
-				return res, fmt.Errorf("%w: %s is private in the source but %#o in the destination", ErrCopyMismatch, k, got.Perm())
-			}
-		}
-		copied[k] = v
-		res.Copied[topLevel(k)]++
-		res.Bytes += int64(len(v))
-		if mode == 0o600 {
-			res.Private++
-		}
+	for i, k := range keys {
+		copied[k] = values[i]
 	}
 	for _, k := range existing {
 		if _, ok := copied[k]; ok {
@@ -215,27 +215,112 @@ func Copy(ctx context.Context, dst, src Storage, opts CopyOptions) (CopyResult, 
 	return res, nil
 }
 
+// copyOne copies key and reads it back. It returns the value (nil unless it was written and
+// verified) and whether it was written as private.
+func copyOne(ctx context.Context, dst, src Storage, k string, opts CopyOptions) ([]byte, bool, error) {
+	v, err := src.Get(ctx, k)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading %s from the source: %w", k, err)
+	}
+	mode, err := opts.SrcMode(ctx, k)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the mode of %s in the source: %w", k, err)
+	}
+	mode = mode.Perm()
+	if mode&0o077 == 0 {
+		mode = 0o600
+	}
+	if err := dst.Put(ctx, k, v, mode); err != nil {
+		return nil, false, fmt.Errorf("writing %s: %w", k, err)
+	}
+	back, err := dst.Get(ctx, k)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading %s back: %w", k, err)
+	}
+	if !bytes.Equal(back, v) {
+		return nil, false, fmt.Errorf("%w: %s reads back as %d bytes that differ from the %d written", ErrCopyMismatch, k, len(back), len(v))
+	}
+	if opts.DstMode != nil {
+		got, err := opts.DstMode(ctx, k)
+		if err != nil {
+			return nil, false, fmt.Errorf("reading the mode of %s in the destination: %w", k, err)
+		}
+		if mode == 0o600 && got.Perm()&0o077 != 0 {
+			return nil, false, fmt.Errorf("%w: %s is private in the source but %#o in the destination", ErrCopyMismatch, k, got.Perm())
+		}
+	}
+	if v == nil {
+		v = []byte{} // written: an empty value is not "not copied"
+	}
+	return v, mode == 0o600, nil
+}
+
+// parallel runs fn for 0..n-1 on at most copyWorkers goroutines, and returns the first error;
+// after one, no new call starts.
+func parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(copyWorkers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(ctx, i); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}
+
 // verifySource reads the source's durable state again and compares it with what was copied.
 func verifySource(ctx context.Context, src Storage, copied map[string][]byte) error {
 	keys, _, err := durableKeys(ctx, src)
 	if err != nil {
 		return fmt.Errorf("reading the source again: %w", err)
 	}
-	var changed []string
-	for _, k := range keys {
+	verdict := make([]string, len(keys)) // "" unchanged, else how
+	err = parallel(ctx, len(keys), func(ctx context.Context, i int) error {
+		k := keys[i]
 		v, ok := copied[k]
 		if !ok {
-			changed = append(changed, k+" (new)")
-			continue
+			verdict[i] = k + " (new)"
+			return nil
 		}
 		now, err := src.Get(ctx, k)
 		switch {
 		case errors.Is(err, ErrNotExist):
-			changed = append(changed, k+" (gone)")
+			verdict[i] = k + " (gone)"
 		case err != nil:
 			return fmt.Errorf("reading %s from the source again: %w", k, err)
 		case !bytes.Equal(now, v):
-			changed = append(changed, k)
+			verdict[i] = k
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var changed []string
+	for i, k := range keys {
+		if verdict[i] != "" {
+			changed = append(changed, verdict[i])
 		}
 		delete(copied, k)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/tlsalpn/tlsalpn/storage"
@@ -145,16 +146,13 @@ func TestCopyRefusesNonEmpty(t *testing.T) {
 type changing struct {
 	*fs.FS
 	trigger, victim string
-	done            bool
+	once            sync.Once
 }
 
 func (c *changing) Get(ctx context.Context, key string) ([]byte, error) {
 	v, err := c.FS.Get(ctx, key)
-	if key == c.trigger && !c.done {
-		c.done = true
-		if err := c.FS.Put(ctx, c.victim, []byte("renewed meanwhile"), 0o644); err != nil {
-			return nil, err
-		}
+	if key == c.trigger {
+		c.once.Do(func() { err = errors.Join(err, c.FS.Put(ctx, c.victim, []byte("renewed meanwhile"), 0o644)) })
 	}
 	return v, err
 }

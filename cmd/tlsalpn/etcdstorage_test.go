@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
 	"github.com/tlsalpn/tlsalpn/storage"
+	fsstore "github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 // writeKey writes a 32-byte encryption key file, as head -c 32 /dev/urandom makes one (or its
@@ -489,4 +491,62 @@ func TestEtcdTLSAndAuth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMeasureStorageCopy reports how long storage copy takes for a storage of many
+// certificates, to a three-member etcd and back (TLSALPN_MEASURE=1; TLSALPN_MEASURE_CERTS
+// certificates, default 1000, each a record, a chain and a key of realistic sizes).
+func TestMeasureStorageCopy(t *testing.T) {
+	if os.Getenv("TLSALPN_MEASURE") == "" {
+		t.Skip("set TLSALPN_MEASURE=1 to measure")
+	}
+	n := 1000
+	if v := os.Getenv("TLSALPN_MEASURE_CERTS"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "host")
+	ctx := context.Background()
+	store, err := fsstore.New(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, chain, key := bytes.Repeat([]byte("m"), 700), bytes.Repeat([]byte("c"), 2600), bytes.Repeat([]byte("k"), 230)
+	for i := range n {
+		name := fmt.Sprintf("host%05d.example", i)
+		for _, v := range []struct {
+			key   string
+			value []byte
+			mode  os.FileMode
+		}{
+			{storage.LineageKey(name, "v1", storage.KeyFile), key, 0o600},
+			{storage.LineageKey(name, "v1", storage.CertFile), chain, 0o644},
+			{storage.LineageMetaKey(name), meta, 0o644},
+		} {
+			if err := store.Put(ctx, v.key, v.value, v.mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cluster := etcdtest.Start(t, 3)
+	k := writeKey(t, dir, "storage.key", false)
+	for _, step := range []struct{ from, to string }{
+		{src, cluster.URL("measure")},
+		{cluster.URL("measure"), filepath.Join(dir, "back")},
+	} {
+		start := time.Now()
+		code, stdout, stderr := runCLI(t, ctx, "storage", "copy", step.from, step.to, "--encryption-key", k)
+		took := time.Since(start)
+		if code != exitOK {
+			t.Fatalf("exit %d: %s %s", code, stdout, stderr)
+		}
+		t.Logf("%d certificates (%d keys), %s → %s: %s (%.0f keys/s)", n, 3*n, scheme(step.from), scheme(step.to), took.Round(time.Millisecond), float64(3*n)/took.Seconds())
+	}
+}
+
+func scheme(s string) string {
+	if strings.HasPrefix(s, etcdScheme) {
+		return "etcd (3 members)"
+	}
+	return "directory"
 }
