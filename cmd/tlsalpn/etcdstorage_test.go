@@ -550,3 +550,45 @@ func scheme(s string) string {
 	}
 	return "directory"
 }
+
+// TestStorageCopyRefusesLiveServe: a directory a serve runs on is not copied (that serve would
+// go on renewing into it after the copy), nor is anything copied into one; nothing is written.
+func TestStorageCopyRefusesLiveServe(t *testing.T) {
+	dir := t.TempDir()
+	live, other := filepath.Join(dir, "live"), filepath.Join(dir, "other")
+	if err := os.MkdirAll(filepath.Join(other, "accounts", "ca", "default"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(other, "accounts", "ca", "default", "account.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backend := echoTLSBackend(t, "backend.example")
+	_, stderr, stop := startServe(t, "--listen", "127.0.0.1:"+itoa(freePort(t)), "--backend", backend, "--storage", live)
+	waitFor(t, "serve's lease", 10*time.Second, func() bool {
+		m, _ := filepath.Glob(filepath.Join(live, "serve", "*.json"))
+		return len(m) > 0
+	})
+	before := treeFiles(t, other)
+	for _, args := range [][]string{
+		{"storage", "copy", live, filepath.Join(dir, "new")},
+		{"storage", "copy", other, live, "--overwrite"},
+	} {
+		code, _, errOut := runCLI(t, context.Background(), args...)
+		if code != exitFailure || !strings.Contains(errOut, "is in use by tlsalpn serve (pid ") || !strings.Contains(errOut, "nothing was written") {
+			t.Errorf("tlsalpn %s while serve runs on %s: exit %d, stderr %q", strings.Join(args, " "), live, code, errOut)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(live, "accounts")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused copy wrote into %s", live)
+	}
+	if after := treeFiles(t, other); strings.Join(after, " ") != strings.Join(before, " ") {
+		t.Errorf("a refused copy changed %s: %v", other, after)
+	}
+	if code := stop(); code != exitOK {
+		t.Errorf("serve exited %d: %s", code, stderr.String())
+	}
+	// Stopped, it is copied.
+	if code, out, errOut := runCLI(t, context.Background(), "storage", "copy", other, live, "--overwrite"); code != exitOK {
+		t.Errorf("copy once serve stopped: exit %d\n%s%s", code, out, errOut)
+	}
+}

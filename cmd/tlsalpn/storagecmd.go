@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tlsalpn/tlsalpn/frontdoor"
 	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
@@ -80,6 +81,9 @@ func runStorageCopy(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("destination: %w", err)
 	}
 	defer to.Close()
+	if err := refuseLiveServes(ctx, from, to); err != nil {
+		return err
+	}
 	var opts storage.CopyOptions
 	opts.Overwrite = overwrite
 	opts.SrcMode, opts.DstMode = modeOf(from.store), modeOf(to.store)
@@ -94,6 +98,31 @@ func runStorageCopy(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("copying %s to %s: %w", src.where(), dst.where(), err)
 	}
 	printCopyResult(e, src, dst, res)
+	return nil
+}
+
+// refuseLiveServes refuses a copy into a storage a serve runs on (it would
+// write under it), and out of a directory a serve runs on: that serve
+// would go on renewing into the directory after the copy, and the new
+// storage would silently fall behind. A live etcd source (a cluster) may
+// be copied, as a backup: the copy's final check fails it if anything
+// changed meanwhile.
+func refuseLiveServes(ctx context.Context, from, to *openedStorage) error {
+	for _, side := range []struct {
+		what string
+		st   *openedStorage
+	}{{"DST", to}, {"SRC", from}} {
+		if side.what == "SRC" && side.st.loc.etcd != nil {
+			continue
+		}
+		live, err := frontdoor.LiveServes(ctx, side.st.store)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", side.what, side.st.where(), err)
+		}
+		if len(live) > 0 {
+			return fmt.Errorf("%s %s is in use by %s: stop it first (systemctl stop tlsalpn), then copy; nothing was written", side.what, side.st.where(), live[0])
+		}
+	}
 	return nil
 }
 
