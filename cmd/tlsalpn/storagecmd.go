@@ -27,12 +27,13 @@ moves to a cluster:
       --encryption-key /etc/tlsalpn/storage.key
 
 Every value is read back from DST and compared byte for byte, and at the end
-SRC is read again: a source that changed meanwhile (a serve still running on
-it) fails the copy. Stop serve on SRC first; copy takes no locks. Private
-values stay private: 0600 in a directory, encrypted with --encryption-key in
-etcd. A DST that already holds state is refused unless --overwrite, which
-makes it hold exactly SRC's state (keys SRC lacks are deleted). The etcd
-flags apply to whichever side is etcd://.
+SRC is read again: a source that changed meanwhile fails the copy. Copy takes
+no locks: stop serve on SRC first. It refuses a directory SRC, or any DST,
+that a running serve uses; a live cluster may be copied to a directory, as a
+backup. Private values stay private: 0600 in a directory, encrypted with
+--encryption-key in etcd. A DST that already holds state is refused unless
+--overwrite, which makes it hold exactly SRC's state (keys SRC lacks are
+deleted). The etcd flags apply to whichever side is etcd://.
 
 Exit status: 0 copied and verified; 1 failed or did not match (the output
 says which keys); 2 usage error, nothing was written.
