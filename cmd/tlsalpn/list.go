@@ -81,7 +81,8 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer st.Close()
-	m := manager.New(st.store, nil, cf.logger(e))
+	store := st.store
+	m := manager.New(store, nil, cf.logger(e))
 	all, bad, err := m.List(ctx)
 	if err != nil {
 		return err
