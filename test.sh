@@ -2,7 +2,8 @@
 # The whole test suite, as README.md shows it and CI runs it (.ci/run).
 # Everything the tests need comes from this repository's own files: nginx
 # and HAProxy from Debian's packages (scripts/ci-deps.sh installs what is
-# missing), Pebble from the Go module proxy (pinned in go.mod as a tool).
+# missing), Pebble and etcd's server from the Go module proxy (pinned in
+# go.mod as tools; internal/etcdtest builds etcd once into the user cache).
 # All traffic stays on loopback.
 set -euo pipefail
 cd "$(dirname "$0")"

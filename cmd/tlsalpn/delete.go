@@ -37,10 +37,11 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		return usagef("give the certificate name to delete (see tlsalpn list)")
 	}
 	name := fs.pos[0]
-	m, err := managerForChange(ctx, e, &cf, name, "deletion")
+	m, st, err := managerForChange(ctx, e, &cf, name, "deletion")
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	res, err := m.Delete(ctx, name, removeFiles)
 	if err != nil {
 		return err
@@ -62,20 +63,23 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 
 // managerForChange opens the storage of a command that changes the stored
 // certificate named name (what says how, for messages), after checking
-// that it is stored and that no running serve keeps it.
-func managerForChange(ctx context.Context, e *env, cf *caFlags, name, what string) (*manager.Manager, error) {
-	store, err := openStorage(e, cf.storage, mustExist)
+// that it is stored and that no running serve keeps it. The caller closes
+// the storage.
+func managerForChange(ctx context.Context, e *env, cf *caFlags, name, what string) (*manager.Manager, *openedStorage, error) {
+	st, err := openStorage(ctx, e, &cf.storageFlags, mustExist, cf.logger(e))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	m := manager.New(store, nil, cf.logger(e))
+	m := manager.New(st.store, nil, cf.logger(e))
 	if !certNameStored(ctx, m, name) {
-		return nil, usagef("no certificate named %q is stored in %s (see tlsalpn list)", name, store.Root())
+		st.Close()
+		return nil, nil, usagef("no certificate named %q is stored in %s (see tlsalpn list)", name, st.where())
 	}
-	if err := keptByServe(ctx, store, name, what); err != nil {
-		return nil, err
+	if err := keptByServe(ctx, st.store, name, what); err != nil {
+		st.Close()
+		return nil, nil, err
 	}
-	return m, nil
+	return m, st, nil
 }
 
 // certNameStored reports whether name is a stored certificate name,

@@ -197,13 +197,13 @@ type caFlags struct {
 	agreeTOS          bool
 	eabKID, eabHMAC   string
 	eabHMACFile       string
-	storage           string
-	verbose           bool
-	timeout           time.Duration
+	storageFlags
+	verbose bool
+	timeout time.Duration
 }
 
 func (c *caFlags) register(f *flagSet, withAccount bool) {
-	f.StringVar(&c.storage, "storage", "", "`DIR` holding accounts, keys and certificates (default $TLSALPN_STORAGE, else "+fs.SystemRoot+" as root, else $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn)")
+	c.storageFlags.register(f)
 	f.BoolVar(&c.verbose, "v", false, "show each step of the ACME flow, and info logs")
 	if !withAccount {
 		return
@@ -344,14 +344,6 @@ const (
 // errNoStorage is returned when a command that needs existing storage
 // finds none.
 var errNoStorage = errors.New("no storage")
-
-func openStorage(e *env, flagValue string, mode storageMode) (*fs.FS, error) {
-	dir, err := resolveStorage(e, flagValue)
-	if err != nil {
-		return nil, err
-	}
-	return openStorageDir(dir, mode)
-}
 
 // resolveStorage is storageDir, refusing root's default while root's
 // certificates are still where an earlier tlsalpn put them.

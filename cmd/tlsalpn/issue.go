@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
 	"github.com/tlsalpn/tlsalpn/storage"
-	"github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 const issueUsage = `
@@ -141,6 +139,13 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
+	loc, err := f.storageFlags.resolve(e)
+	if err != nil {
+		return err
+	}
+	if loc.etcd != nil && f.out == "" {
+		return usagef("--storage %s has no directory to deploy to: give --out DIR (where this certificate's files go, on every machine that deploys it)", loc.url)
+	}
 	in, err := issueInputOf(ctx, e, &f)
 	if err != nil {
 		return err
@@ -160,18 +165,21 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 
-	store, err := openStorage(e, f.storage, create)
+	logger := f.logger(e)
+	st, err := openStorage(ctx, e, &f.storageFlags, create, logger)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
+	store := st.store
 	out := f.out
 	if out != "" {
 		if out, err = filepath.Abs(out); err != nil {
 			return usagef("--out: %v", err)
 		}
 	}
-	liveDir := filepath.Join(store.Root(), "live")
-	logger := f.logger(e)
+	// An etcd storage has no directory: resolve refused it without --out.
+	liveDir := filepath.Join(st.loc.dir, "live")
 	is := issuePool(e, &f, store, logger, in.eab, hc)
 	defer is.CloseIdle()
 	m := manager.New(store, is.Get, logger)
@@ -189,7 +197,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	if err := is.Hooks.Finish(ctx); err != nil {
 		failed = append(failed, err)
 	}
-	printRenewHint(e, store.Root(), storedNames(recs))
+	printRenewHint(e, st, storedNames(recs))
 	return errors.Join(failed...)
 }
 
@@ -213,11 +221,12 @@ func issueInputOf(ctx context.Context, e *env, f *issueFlags) (issueInput, error
 		return in, usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
 	}
 	if in.portErr != nil {
-		if store, id, need := needsPort(ctx, e, f, in); need {
-			if store == nil {
+		if st, id, need := needsPort(ctx, e, f, in); need {
+			if st == nil {
 				return in, in.portErr
 			}
-			return in, servePortError(ctx, store, in.portErr, id, in.ids[0].Value, f.listen)
+			defer st.Close()
+			return in, servePortError(ctx, st.store, in.portErr, id, in.ids[0].Value, f.listen)
 		}
 	}
 	return in, nil
@@ -232,14 +241,14 @@ func issueCAReady(ctx context.Context, e *env, f *issueFlags, in issueInput, hc 
 		return err
 	}
 	if dir.Meta != nil && dir.Meta.ExternalAccountRequired && in.eab == nil {
-		if err := needAccountOrEAB(e, f.storage, in.caURL, f.email); err != nil {
+		if err := needAccountOrEAB(ctx, e, &f.storageFlags, in.caURL, f.email); err != nil {
 			return err
 		}
 	}
 	if _, err := issuer.ChooseProfile(profilesOf(dir), f.profile); err != nil {
 		return usagef("--profile: %v%s", err, advice(err))
 	}
-	return checkAgreeTOS(e, f.storage, in.caURL, f.email, f.agreeTOS, dir)
+	return checkAgreeTOS(ctx, e, &f.storageFlags, in.caURL, f.email, f.agreeTOS, dir)
 }
 
 // issuePool is issue's issuer pool: a standalone listener answers, with
@@ -341,12 +350,12 @@ func issueEach(ctx context.Context, e *env, m *manager.Manager, store storage.St
 //
 // It returns the storage, when there is one, and the certificate name that
 // would be ordered, for saying who holds the port.
-func needsPort(ctx context.Context, e *env, f *issueFlags, in issueInput) (*fs.FS, string, bool) {
-	store, err := openStorage(e, f.storage, mustExist)
+func needsPort(ctx context.Context, e *env, f *issueFlags, in issueInput) (*openedStorage, string, bool) {
+	st, err := openStorage(ctx, e, &f.storageFlags, mustExist, nil)
 	if err != nil {
 		return nil, "", true
 	}
-	m := manager.New(store, nil, nil)
+	m := manager.New(st.store, nil, nil)
 	caURL := in.caURL
 	for _, id := range in.ids {
 		names := identifierValues(in.ids)
@@ -367,13 +376,14 @@ func needsPort(ctx context.Context, e *env, f *issueFlags, in issueInput) (*fs.F
 			continue
 		}
 		if order {
-			return store, spec.ID(), true
+			return st, spec.ID(), true
 		}
 		if !f.separate {
 			break
 		}
 	}
-	return store, "", false
+	st.Close()
+	return nil, "", false
 }
 
 func orDash(s string) string {
@@ -450,14 +460,10 @@ func profilesOf(d acme.Directory) map[string]string {
 
 // needAccountOrEAB refuses early when the CA requires External Account
 // Binding, no EAB was given, and no account for this CA exists yet.
-func needAccountOrEAB(e *env, storageFlag, caURL, email string) error {
-	root, err := storageDir(e, storageFlag)
-	if err != nil {
+func needAccountOrEAB(ctx context.Context, e *env, sf *storageFlags, caURL, email string) error {
+	exists, err := accountExists(ctx, e, sf, caURL, email)
+	if err != nil || exists {
 		return err
-	}
-	acct := filepath.Join(root, filepath.FromSlash(storage.AccountKey(caURL, email, storage.AccountFile)))
-	if _, err := os.Stat(acct); err == nil {
-		return nil
 	}
 	return usagef("%s requires External Account Binding: pass --eab-kid and --eab-hmac-key-file (or $TLSALPN_EAB_KID and $TLSALPN_EAB_HMAC_KEY) "+
 		"(ZeroSSL: from the dashboard's Developer page; Google: gcloud publicca external-account-keys create)", caURL)

@@ -76,10 +76,12 @@ func runList(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
-	store, err := openStorage(e, cf.storage, mustExist)
+	st, err := openStorage(ctx, e, &cf.storageFlags, mustExist, cf.logger(e))
 	if err != nil {
 		return err
 	}
+	defer st.Close()
+	store := st.store
 	m := manager.New(store, nil, cf.logger(e))
 	all, bad, err := m.List(ctx)
 	if err != nil {
@@ -99,7 +101,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return enc.Encode(entries)
 	}
 	if len(entries) == 0 {
-		fmt.Fprintf(e.stdout, "no certificates in %s\n", store.Root())
+		fmt.Fprintf(e.stdout, "no certificates in %s\n", st.where())
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)

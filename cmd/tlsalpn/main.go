@@ -46,6 +46,7 @@ func commands() []command {
 		{"list", "show the stored certificates and when they renew", runList},
 		{"reconfigure", "change a stored certificate's output, hook or key type without ordering", runReconfigure},
 		{"delete", "stop managing a stored certificate (its deployed files stay)", runDelete},
+		{"storage", "copy all state between a directory and etcd (storage copy SRC DST)", runStorage},
 		{"check", "validate a host from the outside exactly as the CA does", runCheck},
 		{"plan", "which challenge to use here, decided by probing", runPlan},
 		{"demo", "run the whole flow on this machine against an embedded test CA", runDemo},

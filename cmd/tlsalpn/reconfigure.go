@@ -115,10 +115,11 @@ func runReconfigure(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := managerForChange(ctx, e, &f.caFlags, name, "change")
+	m, st, err := managerForChange(ctx, e, &f.caFlags, name, "change")
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	rec, changed, err := m.Reconfigure(ctx, name, edit)
 	if err != nil {
 		return err

@@ -90,17 +90,19 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	ctx, cancel := withTimeout(ctx, f.timeout)
 	defer cancel()
-	store, err := openStorage(e, f.storage, mustExist)
-	if err != nil {
-		return err
-	}
 	logger := f.logger(e)
 	if f.quiet {
 		logger = quietLogger(e)
 	}
+	st, err := openStorage(ctx, e, &f.storageFlags, mustExist, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	store := st.store
 	hooks := manager.NewStandaloneHooks(logger, f.preHook, f.postHook)
 	if f.dryRun {
-		return dryRunRenew(ctx, e, store, logger, hooks, f.verbose)
+		return dryRunRenew(ctx, e, st, logger, hooks, f.verbose)
 	}
 	is := newIssuers(store, logger, responder.New(responder.WithLogger(logger)))
 	is.Hooks = hooks
@@ -125,7 +127,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	if len(results) == 0 {
 		if !f.quiet {
-			fmt.Fprintf(e.stdout, "no certificates stored in %s: issue one with tlsalpn issue\n", store.Root())
+			fmt.Fprintf(e.stdout, "no certificates stored in %s: issue one with tlsalpn issue\n", st.where())
 		}
 		return nil
 	}

@@ -26,13 +26,14 @@ import (
 // Nothing is written to store or to any output directory, and no
 // "replaces" is sent: a rehearsal must not mark the real certificate as
 // replaced at the CA.
-func dryRunRenew(ctx context.Context, e *env, store *fs.FS, logger *slog.Logger, hooks *manager.StandaloneHooks, verbose bool) (err error) {
+func dryRunRenew(ctx context.Context, e *env, st *openedStorage, logger *slog.Logger, hooks *manager.StandaloneHooks, verbose bool) (err error) {
+	store := st.store
 	all, bad, err := manager.New(store, nil, logger).List(ctx)
 	if err != nil {
 		return err
 	}
 	if len(all) == 0 && len(bad) == 0 {
-		fmt.Fprintf(e.stdout, "dry run: no certificates stored in %s\n", store.Root())
+		fmt.Fprintf(e.stdout, "dry run: no certificates stored in %s\n", st.where())
 		return nil
 	}
 	tmp, err := os.MkdirTemp("", "tlsalpn-dry-run-")

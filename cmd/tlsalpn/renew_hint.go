@@ -15,11 +15,18 @@ import (
 // wrong when issue and renew looked in different places. The renew line
 // names --storage unless the storage is the default that cron or a systemd
 // unit running as this user finds with no environment at all.
-func printRenewHint(e *env, root string, certNames []string) {
+func printRenewHint(e *env, st *openedStorage, certNames []string) {
 	if len(certNames) == 0 {
 		return
 	}
+	root := st.where()
 	fmt.Fprintf(e.stdout, "stored in %s (certificate name %s)\n", root, strings.Join(certNames, ", "))
+	if st.loc.etcd != nil {
+		// The cluster's serve nodes renew it; a cron line would need the
+		// same etcd flags, which the one who set them knows.
+		fmt.Fprintf(e.stdout, "renewed by the tlsalpn serve nodes on %s, or with: tlsalpn renew --storage %s and the same --etcd-* and --encryption-key flags\n", root, root)
+		return
+	}
 	storageFlag := ""
 	if !isDefaultStorage(e, root) {
 		storageFlag = " --storage " + shellQuote(root)

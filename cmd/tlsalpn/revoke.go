@@ -81,11 +81,13 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	name := fs.pos[0]
-	store, err := openStorage(e, cf.storage, mustExist)
+	logger := cf.logger(e)
+	st, err := openStorage(ctx, e, &cf.storageFlags, mustExist, logger)
 	if err != nil {
 		return err
 	}
-	logger := cf.logger(e)
+	defer st.Close()
+	store := st.store
 	is := newIssuers(store, logger, responder.New())
 	m := manager.New(store, is.Get, logger)
 	found, err := m.Find(ctx, name)

@@ -134,19 +134,32 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		// halves that for a few MiB more. GOGC, when set, decides.
 		debug.SetGCPercent(200)
 	}
-	if cfg.Storage.Location, err = resolveStorage(e, cfg.Storage.Location); err != nil {
+	loc, err := serveStorage(e, &f, cfg)
+	if err != nil {
 		return err
 	}
-	return runFrontDoor(ctx, e, &f, cfg, logger)
+	cfg.Storage.Location = loc.where()
+	return runFrontDoor(ctx, e, &f, cfg, loc, logger)
+}
+
+// serveStorage resolves serve's storage: the config file's storage
+// section, completed or replaced by the flags (see withConfig).
+func serveStorage(e *env, f *serveFlags, cfg *config.Config) (storageLoc, error) {
+	cs := cfg.Storage
+	sf := f.storageFlags.withConfig(configStorage{location: cs.Location, etcdCA: cs.EtcdCA, etcdCert: cs.EtcdCert, etcdKey: cs.EtcdKey,
+		etcdUser: cs.EtcdUser, etcdPasswordFile: cs.EtcdPasswordFile, encryptionKeyFile: cs.EncryptionKeyFile})
+	return sf.resolve(e)
 }
 
 // runFrontDoor builds the front door for cfg, binds its listener, and
 // serves until ctx ends; SIGHUP re-reads --config.
-func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config, logger *slog.Logger) error {
-	store, err := openStorageDir(cfg.Storage.Location, create)
+func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config, loc storageLoc, logger *slog.Logger) error {
+	st, err := openLoc(ctx, loc, create, logger)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
+	store := st.store
 	hup := make(chan os.Signal, 1)
 	reload := make(chan struct{}, 1)
 	fc := frontdoor.Config{Config: cfg, Storage: store, Logger: logger, Reload: reload,
@@ -223,6 +236,12 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 		return nil, usagef("give --config FILE, or --backend HOST:PORT for the server that now sits behind tlsalpn (see tlsalpn serve --help)")
 	}
 	storageDir := f.storage
+	etcdStorage := strings.HasPrefix(storageDir, etcdScheme)
+	if etcdStorage {
+		// Not a path: serveStorage resolves it, after the checks below
+		// (which know only directories).
+		storageDir = ""
+	}
 	if storageDir != "" {
 		// A flag is relative to where the command runs, as with --out.
 		abs, err := filepath.Abs(storageDir)
@@ -267,12 +286,18 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	} else if f.hapSocket != "" || f.hapCert != "" || f.out != "" || f.hook != "" {
 		return nil, usagef("--out, --deploy-hook and --haproxy-* say where a certificate goes: name it with -d")
 	}
+	if len(f.names) > 0 && etcdStorage && f.out == "" {
+		return nil, usagef("--storage %s has no directory to deploy to: give --out DIR with -d", f.storage)
+	}
 	if len(f.names) > 0 && !f.agreeTOS {
 		return nil, usagef("-d asks for certificates, which needs the CA's terms of service accepted: read them, then add --agree-tos")
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, usagef("%s", asFlags(err))
+	}
+	if etcdStorage {
+		cfg.Storage.Location = f.storage
 	}
 	return cfg, nil
 }

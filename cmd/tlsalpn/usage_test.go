@@ -484,7 +484,7 @@ func TestREADMELinksStayInRepository(t *testing.T) {
 // runs is taken as such in flag mode, as --out is, and not refused in a
 // config file's terms.
 func TestServeFlagsRelativeStorage(t *testing.T) {
-	f := serveFlags{caFlags: caFlags{ca: "letsencrypt", storage: "rel/store"}, listen: "127.0.0.1:1", backend: "127.0.0.1:2", keyType: "ec256", steer: "auto"}
+	f := serveFlags{caFlags: caFlags{ca: "letsencrypt", storageFlags: storageFlags{storage: "rel/store"}}, listen: "127.0.0.1:1", backend: "127.0.0.1:2", keyType: "ec256", steer: "auto"}
 	cfg, err := serveConfig(&env{getenv: func(string) string { return "" }}, &f)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -204,11 +205,11 @@ func bindTest(addr string) error {
 // --agree-tos when an account would have to be created at a CA that has
 // terms of service: the registration would fail only after storage was
 // made and the order begun.
-func checkAgreeTOS(e *env, storageDir, caURL, email string, agreed bool, dir acme.Directory) error {
+func checkAgreeTOS(ctx context.Context, e *env, sf *storageFlags, caURL, email string, agreed bool, dir acme.Directory) error {
 	if agreed || dir.Meta == nil || dir.Meta.TermsOfService == "" {
 		return nil
 	}
-	exists, err := accountExists(e, storageDir, caURL, email)
+	exists, err := accountExists(ctx, e, sf, caURL, email)
 	if err != nil || exists {
 		return err
 	}
@@ -216,15 +217,32 @@ func checkAgreeTOS(e *env, storageDir, caURL, email string, agreed bool, dir acm
 }
 
 // accountExists reports whether storage already holds an account for this
-// CA and email, without creating the storage directory.
-func accountExists(e *env, storageDir, caURL, email string) (bool, error) {
-	root, err := resolveStorage(e, storageDir)
+// CA and email, without creating the storage directory. On etcd it opens
+// the storage to look, which also checks the encryption key before the
+// CA is asked for anything.
+func accountExists(ctx context.Context, e *env, sf *storageFlags, caURL, email string) (bool, error) {
+	loc, err := sf.resolve(e)
 	if err != nil {
 		return false, err
 	}
-	acct := filepath.Join(root, filepath.FromSlash(storage.AccountKey(caURL, email, storage.AccountFile)))
-	_, err = os.Stat(acct)
-	return err == nil, nil
+	key := storage.AccountKey(caURL, email, storage.AccountFile)
+	if loc.etcd == nil {
+		_, err = os.Stat(filepath.Join(loc.dir, filepath.FromSlash(key)))
+		return err == nil, nil
+	}
+	st, err := openLoc(ctx, loc, create, nil)
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	_, err = st.store.Stat(ctx, key)
+	switch {
+	case errors.Is(err, storage.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("looking for the account in %s: %w", loc.url, err)
+	}
+	return true, nil
 }
 
 // validateServeFlags checks serve's flags (without --config) in the terms

@@ -390,6 +390,35 @@ func (c *Cluster) ClientTLS() (ca, cert, key string) {
 	return c.tlsFiles.ca, c.tlsFiles.clientCert, c.tlsFiles.clientKey
 }
 
+// Leader returns the index of the member that is the leader now, for tests that kill it: a
+// leader's death is the case that makes requests in flight time out.
+func (c *Cluster) Leader(t testing.TB) int {
+	t.Helper()
+	eps := c.Endpoints()
+	cli, err := c.newClient(eps, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	for {
+		for i, ep := range eps {
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			st, err := cli.Status(sctx, ep)
+			scancel()
+			if err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
+				return i
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("etcdtest: no leader within %v", startTimeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // Kill kills member i with SIGKILL and waits until it is gone.
 func (c *Cluster) Kill(i int) { c.signal(i, syscall.SIGKILL) }
 

@@ -14,7 +14,8 @@ func TestCluster(t *testing.T) {
 	if _, err := cli.Put(ctx, "k", "v1"); err != nil {
 		t.Fatal(err)
 	}
-	c.Kill(0)
+	leader := c.Leader(t)
+	c.Kill(leader)
 	// A Put forwarded to a leader that just died waits for etcd's own request timeout and
 	// fails; the next one reaches the new leader.
 	for {
@@ -28,7 +29,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("put with one member of three killed: %v", err)
 		}
 	}
-	c.Restart(0)
+	c.Restart(leader)
 	c.StopAll()
 	c.StartAll()
 	r, err := cli.Get(ctx, "k")

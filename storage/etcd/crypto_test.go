@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,10 +22,28 @@ import (
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
-// TestNoPrivateKeyInEtcd stores private keys the ways tlsalpn does, then reads everything under
-// the prefix straight from etcd: no PEM private key, no key's DER bytes, anywhere.
-func TestNoPrivateKeyInEtcd(t *testing.T) {
+// TestEncryption runs the encryption cases on one single-member cluster, each under a prefix
+// of its own.
+func TestEncryption(t *testing.T) {
 	c := etcdtest.Start(t, 1)
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, *etcdtest.Cluster)
+	}{
+		{"NoPrivateKeyInEtcd", testNoPrivateKeyInEtcd},
+		{"SealedValueBoundToKey", testSealedValueBoundToKey},
+		{"WithoutEncryptionKey", testWithoutEncryptionKey},
+		{"WrongKeyRefused", testWrongKeyRefused},
+		{"FirstOpensAgree", testFirstOpensAgree},
+		{"Mode", testMode},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, c) })
+	}
+}
+
+// testNoPrivateKeyInEtcd stores private keys the ways tlsalpn does, then reads everything under
+// the prefix straight from etcd: no PEM private key, no key's DER bytes, anywhere.
+func testNoPrivateKeyInEtcd(t *testing.T, c *etcdtest.Cluster) {
 	s := open(t, c, "secret")
 	ctx := t.Context()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -76,10 +95,9 @@ func TestNoPrivateKeyInEtcd(t *testing.T) {
 	}
 }
 
-// TestSealedValueBoundToKey: a sealed value copied to another key, or with its header altered,
+// testSealedValueBoundToKey: a sealed value copied to another key, or with its header altered,
 // does not open.
-func TestSealedValueBoundToKey(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+func testSealedValueBoundToKey(t *testing.T, c *etcdtest.Cluster) {
 	s := open(t, c, "bound")
 	ctx := t.Context()
 	if err := s.Put(ctx, "a/key.pem", []byte("secret a"), 0o600); err != nil {
@@ -103,10 +121,9 @@ func TestSealedValueBoundToKey(t *testing.T) {
 	}
 }
 
-// TestWithoutEncryptionKey: a Store without a key refuses private values, both ways, and
+// testWithoutEncryptionKey: a Store without a key refuses private values, both ways, and
 // handles public ones.
-func TestWithoutEncryptionKey(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+func testWithoutEncryptionKey(t *testing.T, c *etcdtest.Cluster) {
 	sealed := open(t, c, "nokey")
 	ctx := t.Context()
 	if err := sealed.Put(ctx, "a/key.pem", []byte("secret"), 0o600); err != nil {
@@ -132,10 +149,9 @@ func TestWithoutEncryptionKey(t *testing.T) {
 	}
 }
 
-// TestWrongKeyRefused: Open with another key than the data's fails with ErrWrongKey, naming
+// testWrongKeyRefused: Open with another key than the data's fails with ErrWrongKey, naming
 // both key ids, and writes nothing.
-func TestWrongKeyRefused(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+func testWrongKeyRefused(t *testing.T, c *etcdtest.Cluster) {
 	s := open(t, c, "wrong")
 	if err := s.Put(t.Context(), "a/key.pem", []byte("secret"), 0o600); err != nil {
 		t.Fatal(err)
@@ -163,10 +179,9 @@ func TestWrongKeyRefused(t *testing.T) {
 	open(t, c, "other", func(cfg *Config) { cfg.EncryptionKey = other })
 }
 
-// TestFirstOpensAgree: two nodes opening an empty prefix at once with different keys: one
+// testFirstOpensAgree: two nodes opening an empty prefix at once with different keys: one
 // key wins, the other Open fails with ErrWrongKey.
-func TestFirstOpensAgree(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+func testFirstOpensAgree(t *testing.T, c *etcdtest.Cluster) {
 	for round := range 5 {
 		prefix := "race" + string(rune('a'+round))
 		var wg sync.WaitGroup
@@ -274,5 +289,31 @@ func TestParseURL(t *testing.T) {
 		if err != nil || strings.Join(cfg.Endpoints, " ") != strings.Join(tt.endpoints, " ") || cfg.Prefix != tt.prefix {
 			t.Errorf("ParseURL(%q) = %q %q, %v; want %q %q", tt.in, cfg.Endpoints, cfg.Prefix, err, tt.endpoints, tt.prefix)
 		}
+	}
+}
+
+// testMode: the mode given to Put comes back from Mode, sealed or not, with or without a key.
+func testMode(t *testing.T, c *etcdtest.Cluster) {
+	s := open(t, c, "mode")
+	nokey := open(t, c, "mode", func(cfg *Config) { cfg.EncryptionKey = nil })
+	ctx := t.Context()
+	tests := []struct {
+		put, want os.FileMode
+	}{
+		{0o600, 0o600}, {0, 0o600}, {0o400, 0o400}, {0o644, 0o644}, {0o640, 0o640}, {0o444, 0o444},
+	}
+	for i, tt := range tests {
+		key := fmt.Sprintf("k/%d", i)
+		if err := s.Put(ctx, key, []byte("v"), tt.put); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []*Store{s, nokey} {
+			if got, err := st.Mode(ctx, key); err != nil || got != tt.want {
+				t.Errorf("Put with mode %#o: Mode = %#o, %v; want %#o", tt.put, got, err, tt.want)
+			}
+		}
+	}
+	if _, err := s.Mode(ctx, "missing"); !errors.Is(err, storage.ErrNotExist) {
+		t.Errorf("Mode of a missing key = %v, want ErrNotExist", err)
 	}
 }

@@ -18,8 +18,9 @@
 // # Values
 //
 // Each value carries a small header: a format tag, the time of the Put by the writer's clock
-// (etcd keeps no modification times; this is Stat's Modified), and, for private values, the
-// encryption key id. Stat's Size is the size of the value given to Put.
+// (etcd keeps no modification times; this is Stat's Modified), the mode given to Put (see
+// Store.Mode), and, for private values, the encryption key id. Stat's Size is the size of the
+// value given to Put.
 //
 // # Encryption at rest
 //

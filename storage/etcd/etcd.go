@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -55,6 +56,7 @@ type Store struct {
 
 	eph ephemeral
 
+	closing      atomic.Bool // set by Close: sessions ending are no news then
 	lockMu       sync.Mutex
 	lockSessions map[*concurrency.Session]struct{} // of locks held, revoked by Close
 }
@@ -65,17 +67,22 @@ var (
 	_ storage.Ephemeral = (*Store)(nil)
 )
 
-// Open connects to etcd and, with an encryption key, checks it against the data under the
-// prefix: if the data was sealed with another key, Open fails with ErrWrongKey and has written
-// nothing. The first Open with a key under a prefix records a check value (created with a
-// compare-and-swap, so two first nodes agree on one key).
+// Open connects to etcd (within DialTimeout, or ctx's deadline if sooner) and, with an
+// encryption key, checks it against the data under the prefix: if the data was sealed with
+// another key, Open fails with ErrWrongKey and has written nothing. The first Open with a key
+// under a prefix records a check value (created with a compare-and-swap, so two first nodes
+// agree on one key). Without a key, Open only reads, to fail now if etcd refuses us.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	dialTimeout := cfg.DialTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < dialTimeout {
+		dialTimeout = max(time.Until(d), time.Millisecond)
+	}
 	ccfg := clientv3.Config{
 		Endpoints:            cfg.Endpoints,
-		DialTimeout:          cfg.DialTimeout,
+		DialTimeout:          dialTimeout,
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		PermitWithoutStream:  true,
@@ -107,7 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		if kind(err) == nil {
 			// Nothing answered as an etcd that takes our connection: down, or TLS settings
 			// that do not match the cluster's.
-			err = fmt.Errorf("%w (no connection within %v; check the endpoints and the TLS settings): %w", ErrUnavailable, cfg.DialTimeout, err)
+			err = fmt.Errorf("%w (no connection within %v; check the endpoints and the TLS settings): %w", ErrUnavailable, dialTimeout, err)
 		}
 		return nil, fmt.Errorf("storage/etcd: connect to %s: %w", strings.Join(cfg.Endpoints, ","), withKind(err))
 	}
@@ -174,7 +181,7 @@ func (s *Store) describe() string {
 // there is none.
 func (s *Store) checkKey(ctx context.Context) error {
 	k := s.root + checkKey
-	mine, err := s.sealer.seal(checkKey, []byte(checkPlain), time.Now())
+	mine, err := s.sealer.seal(checkKey, []byte(checkPlain), time.Now(), 0o600)
 	if err != nil {
 		return err
 	}
@@ -218,6 +225,7 @@ func (s *Store) checkKey(ctx context.Context) error {
 // Close ends the sessions (revoking their leases: ephemeral keys and held locks go at once),
 // stops the watches and closes the connection.
 func (s *Store) Close() error {
+	s.closing.Store(true)
 	// Sessions first: revoking needs the Store's context, which cancel ends.
 	s.eph.close()
 	s.lockMu.Lock()
@@ -237,6 +245,9 @@ func (s *Store) Close() error {
 // the returned one.
 func (s *Store) do(ctx context.Context, fn func(context.Context) error, wrap func(error) error) error {
 	parent := ctx
+	if err := ctx.Err(); err != nil {
+		return wrap(err) // not etcd's fault: say what it is
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -280,13 +291,16 @@ func (s *Store) encode(key string, value []byte, mode os.FileMode) ([]byte, erro
 		return nil, fmt.Errorf("mode %v has bits other than permissions", mode)
 	}
 	now := time.Now()
+	if mode == 0 {
+		mode = 0o600
+	}
 	if !private(mode) {
-		return encodePlain(value, now), nil
+		return encodePlain(value, now, mode), nil
 	}
 	if s.sealer == nil {
 		return nil, fmt.Errorf("%w: mode %#o is private (give an encryption key to store private keys in etcd)", ErrNoEncryptionKey, mode)
 	}
-	return s.sealer.seal(key, value, now)
+	return s.sealer.seal(key, value, now, mode)
 }
 
 // decodeValue returns the value stored under key as raw.
@@ -319,6 +333,19 @@ func (s *Store) get(ctx context.Context, op, key string) ([]byte, int64, error) 
 	if err := storage.ValidateKey(key); err != nil {
 		return nil, 0, err
 	}
+	raw, rev, err := s.getRaw(ctx, op, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	v, err := s.decodeValue(key, raw)
+	if err != nil {
+		return nil, 0, opError(op, key, err)
+	}
+	return v, rev, nil
+}
+
+// getRaw returns the value stored under key as etcd has it, and its modification revision.
+func (s *Store) getRaw(ctx context.Context, op, key string) ([]byte, int64, error) {
 	var raw []byte
 	var rev int64
 	err := s.do(ctx, func(ctx context.Context) error {
@@ -332,14 +359,7 @@ func (s *Store) get(ctx context.Context, op, key string) ([]byte, int64, error) 
 		raw, rev = r.Kvs[0].Value, r.Kvs[0].ModRevision
 		return nil
 	}, func(err error) error { return opError(op, key, err) })
-	if err != nil {
-		return nil, 0, err
-	}
-	v, err := s.decodeValue(key, raw)
-	if err != nil {
-		return nil, 0, opError(op, key, err)
-	}
-	return v, rev, nil
+	return raw, rev, err
 }
 
 // Stat implements storage.Storage. Modified is the time the writer's clock showed at Put (etcd
@@ -349,18 +369,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.KeyInfo, error) {
 	if err := storage.ValidateKey(key); err != nil {
 		return storage.KeyInfo{}, err
 	}
-	var raw []byte
-	err := s.do(ctx, func(ctx context.Context) error {
-		r, err := s.cli.Get(ctx, s.etcdKey(key))
-		if err != nil {
-			return err
-		}
-		if len(r.Kvs) == 0 {
-			return storage.ErrNotExist
-		}
-		raw = r.Kvs[0].Value
-		return nil
-	}, func(err error) error { return opError("stat", key, err) })
+	raw, _, err := s.getRaw(ctx, "stat", key)
 	if err != nil {
 		return storage.KeyInfo{}, err
 	}
@@ -371,11 +380,30 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.KeyInfo, error) {
 	return storage.KeyInfo{Key: key, Size: d.size, Modified: d.modified}, nil
 }
 
+// Mode returns the permission bits key was put with (0600 for a mode of 0; PutEphemeral puts
+// 0600 with an encryption key, 0644 without). etcd has no file modes: the mode travels in the
+// value's header, so that copying state from etcd back to a directory (tlsalpn storage copy)
+// gives every file the mode it had. Mode needs no encryption key.
+func (s *Store) Mode(ctx context.Context, key string) (os.FileMode, error) {
+	if err := storage.ValidateKey(key); err != nil {
+		return 0, err
+	}
+	raw, _, err := s.getRaw(ctx, "mode", key)
+	if err != nil {
+		return 0, err
+	}
+	d, err := decode(raw)
+	if err != nil {
+		return 0, opError("mode", key, err)
+	}
+	return d.mode, nil
+}
+
 // Put implements storage.Storage. A value with a private mode (no group or other bits, or 0)
 // is sealed (see the package doc). Like a file system, etcd here refuses a key that has a key
 // above it or keys below it ("a" and "a/b" cannot both be keys).
 func (s *Store) Put(ctx context.Context, key string, value []byte, mode os.FileMode) error {
-	return s.put(ctx, key, value, mode, -1)
+	return s.put(ctx, "put", key, value, mode, -1, nil)
 }
 
 // PutIfVersion implements storage.Versioned.
@@ -383,20 +411,22 @@ func (s *Store) PutIfVersion(ctx context.Context, key string, value []byte, mode
 	if version < 0 {
 		return fmt.Errorf("storage/etcd: put %q: negative version %d", key, version)
 	}
-	return s.put(ctx, key, value, mode, version)
+	return s.put(ctx, "put", key, value, mode, version, nil)
 }
 
 // errShape is the failure of a Put whose key has a key above it or keys below it.
 var errShape = errors.New("a key above it or keys below it exist (a key cannot also be a prefix of other keys)")
 
-// put stores value; version >= 0 makes it conditional on the key's modification revision.
-func (s *Store) put(ctx context.Context, key string, value []byte, mode os.FileMode, version int64) error {
+// put stores value; version >= 0 makes it conditional on the key's modification revision;
+// lease, when not nil, gives the lease the key is attached to (once known: it may change
+// between attempts).
+func (s *Store) put(ctx context.Context, op, key string, value []byte, mode os.FileMode, version int64, lease func(context.Context) (clientv3.LeaseID, error)) error {
 	if err := storage.ValidateKey(key); err != nil {
 		return err
 	}
 	stored, err := s.encode(key, value, mode)
 	if err != nil {
-		return opError("put", key, err)
+		return opError(op, key, err)
 	}
 	ek := s.etcdKey(key)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ek+"/"), "=", 0).WithPrefix()}
@@ -410,7 +440,15 @@ func (s *Store) put(ctx context.Context, key string, value []byte, mode os.FileM
 	}
 	ambiguous := false // an earlier attempt may have been applied
 	return s.do(ctx, func(ctx context.Context) error {
-		r, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(ek, string(stored))).Else(clientv3.OpGet(ek)).Commit()
+		var opts []clientv3.OpOption
+		if lease != nil {
+			id, err := lease(ctx)
+			if err != nil {
+				return err
+			}
+			opts = append(opts, clientv3.WithLease(id))
+		}
+		r, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(ek, string(stored), opts...)).Else(clientv3.OpGet(ek)).Commit()
 		if err != nil {
 			if retryable(err) {
 				ambiguous = true
@@ -432,7 +470,7 @@ func (s *Store) put(ctx context.Context, key string, value []byte, mode os.FileM
 			return fmt.Errorf("%w: version %d, now %d", storage.ErrModified, version, curRev)
 		}
 		return errShape
-	}, func(err error) error { return opError("put", key, err) })
+	}, func(err error) error { return opError(op, key, err) })
 }
 
 // Delete implements storage.Storage.

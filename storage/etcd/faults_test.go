@@ -63,6 +63,7 @@ func runHelper(role string) int {
 // TestLockFreedWhenHolderKilled: a holder killed with SIGKILL cannot unlock; its lease expires
 // and the lock is free within the session TTL and a little.
 func TestLockFreedWhenHolderKilled(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	s := open(t, c, "lockkill")
 	exe, err := os.Executable()
@@ -108,40 +109,49 @@ func TestLockFreedWhenHolderKilled(t *testing.T) {
 	t.Logf("lock free %v after SIGKILL of its holder (session TTL 2s)", time.Since(killed).Round(10*time.Millisecond))
 }
 
-// TestOneMemberKilled: with one member of three gone, every operation still works.
+// TestOneMemberKilled: with one member of three gone, the leader at that, every operation
+// still works (requests in flight to the dead leader are made again on the new one).
 func TestOneMemberKilled(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	s := open(t, c, "onekilled")
 	ctx := t.Context()
 	if err := s.Put(ctx, "a/b", []byte("before"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		c.Kill(i)
-		for j := range 5 {
-			k := fmt.Sprintf("k/%d/%d", i, j)
-			if err := s.Put(ctx, k, []byte(k), 0o600); err != nil {
-				t.Fatalf("member %d killed: Put: %v", i, err)
-			}
-			if got, err := s.Get(ctx, k); err != nil || string(got) != k {
-				t.Fatalf("member %d killed: Get = %q, %v", i, got, err)
-			}
+	leader := c.Leader(t)
+	c.Kill(leader)
+	start := time.Now()
+	for j := range 10 {
+		k := fmt.Sprintf("k/%d", j)
+		if err := s.Put(ctx, k, []byte(k), 0o600); err != nil {
+			t.Fatalf("leader killed: Put: %v", err)
 		}
-		if _, err := s.List(ctx, "k", true); err != nil {
-			t.Fatalf("member %d killed: List: %v", i, err)
+		if got, err := s.Get(ctx, k); err != nil || string(got) != k {
+			t.Fatalf("leader killed: Get = %q, %v", got, err)
 		}
-		unlock, err := s.Lock(ctx, "l")
-		if err != nil {
-			t.Fatalf("member %d killed: Lock: %v", i, err)
-		}
-		unlock()
-		c.Restart(i)
+	}
+	t.Logf("10 Put+Get right after the leader was killed: %v", time.Since(start).Round(time.Millisecond))
+	if got, err := s.Get(ctx, "a/b"); err != nil || string(got) != "before" {
+		t.Fatalf("leader killed: Get of an older key = %q, %v", got, err)
+	}
+	if keys, err := s.List(ctx, "k", true); err != nil || len(keys) != 10 {
+		t.Fatalf("leader killed: List = %q, %v", keys, err)
+	}
+	unlock, err := s.Lock(ctx, "l")
+	if err != nil {
+		t.Fatalf("leader killed: Lock: %v", err)
+	}
+	unlock()
+	if err := s.PutIfVersion(ctx, "v", []byte("x"), 0o644, 0); err != nil {
+		t.Fatalf("leader killed: PutIfVersion: %v", err)
 	}
 }
 
 // TestWatchAcrossFailures: a watch survives the member it is connected to being killed, and all
 // members being stopped and started again, without missing or repeating a change.
 func TestWatchAcrossFailures(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	s := open(t, c, "watchfail", func(cfg *Config) { cfg.Endpoints = c.Endpoints()[:1] })
 	w := open(t, c, "watchfail") // the writer, on every member
@@ -209,6 +219,7 @@ func missing(want, got map[string]int) []string {
 // TestWatchCompaction: a watch that falls behind a compaction says so in the log, lists the
 // prefix and reports the differences from what it knew, then goes on watching.
 func TestWatchCompaction(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	var logs syncBuffer
 	s := open(t, c, "compact", func(cfg *Config) {
@@ -304,6 +315,7 @@ func (b *syncBuffer) String() string {
 
 // TestUnavailable: with etcd gone, calls fail within the request timeout with ErrUnavailable.
 func TestUnavailable(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 1)
 	s := open(t, c, "unavail", func(cfg *Config) { cfg.RequestTimeout = 2 * time.Second })
 	c.Kill(0)
@@ -318,6 +330,11 @@ func TestUnavailable(t *testing.T) {
 	err = s.Put(context.Background(), "a", []byte("x"), 0o644)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Put with etcd down = %v, want ErrUnavailable", err)
+	}
+	start = time.Now()
+	_, err = Open(context.Background(), Config{Endpoints: c.Endpoints(), DialTimeout: time.Second})
+	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 3*time.Second {
+		t.Errorf("Open with etcd down = %v after %v, want ErrUnavailable after the 1s dial timeout", err, time.Since(start))
 	}
 	c.Restart(0)
 	if err := s.Put(context.Background(), "a", []byte("x"), 0o644); err != nil {
@@ -364,4 +381,101 @@ func TestEphemeralSessionLost(t *testing.T) {
 	if err != nil || len(r.Kvs) != 0 {
 		t.Errorf("after Close, the ephemeral key: %v, %v", r.Kvs, err)
 	}
+}
+
+// TestWatchQuorumLost: the member the watch is on loses its leader (both others killed); etcd
+// ends the watch ("no leader") and Watch makes it again, from the revision after the last one
+// seen, until the quorum is back: changes made then are all reported, once.
+func TestWatchQuorumLost(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, 3)
+	var logs syncBuffer
+	s := open(t, c, "quorum", func(cfg *Config) {
+		cfg.Endpoints = c.Endpoints()[:1]
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	w := open(t, c, "quorum", func(cfg *Config) { cfg.Endpoints = c.Endpoints()[1:] })
+	ctx := t.Context()
+	events, err := s.Watch(ctx, "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(1)
+	c.Kill(2)
+	// Member 0 notices it has no leader within an election timeout or two.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "watch ended") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "watch ended") {
+		t.Fatalf("the watch did not end without a leader; log:\n%s", logs.String())
+	}
+	c.StartAll()
+	want := map[string]bool{}
+	for i := range 10 {
+		k := fmt.Sprintf("q/%d", i)
+		if err := w.Put(ctx, k, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = true
+	}
+	got := map[string]int{}
+	timeout := time.After(20 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case ev := <-events:
+			got[ev.Key]++
+		case <-timeout:
+			t.Fatalf("after 20s, events %v; want each of %v", got, want)
+		}
+	}
+	select {
+	case ev := <-events:
+		got[ev.Key]++
+	case <-time.After(300 * time.Millisecond):
+	}
+	for k, n := range got {
+		if !want[k] || n != 1 {
+			t.Errorf("event for %q seen %d times", k, n)
+		}
+	}
+}
+
+// TestLockLostIsLogged: a holder whose lease is gone (here revoked from outside, as etcd does
+// when the holder was cut off for longer than the TTL) hears of it in the log, and the lock is
+// free for others.
+func TestLockLostIsLogged(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	var logs syncBuffer
+	s := open(t, c, "lost", func(cfg *Config) { cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	ctx := t.Context()
+	unlock, err := s.Lock(ctx, "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lockMu.Lock()
+	var lease clientv3.LeaseID
+	for sess := range s.lockSessions {
+		lease = sess.Lease()
+	}
+	s.lockMu.Unlock()
+	if _, err := c.Client(t).Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	other := open(t, c, "lost")
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	u2, err := other.Lock(lctx, "l")
+	if err != nil {
+		t.Fatalf("Lock after the holder's lease was revoked: %v", err)
+	}
+	u2()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "lock lost") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "lock lost") || !strings.Contains(logs.String(), "lock=l") {
+		t.Errorf("no log line saying the lock was lost; log:\n%s", logs.String())
+	}
+	unlock() // an error or not: the lock is gone either way; it must not panic or hang
 }

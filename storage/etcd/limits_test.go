@@ -14,6 +14,7 @@ import (
 
 // TestTLSAndAuth: TLS with a client certificate and etcd users; refusals are ErrAuth.
 func TestTLSAndAuth(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3, etcdtest.WithTLS(), etcdtest.WithAuth("alice", "secret"))
 	ca, cert, key := c.ClientTLS()
 	withTLS := func(cfg *Config) { cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, cert, key }
@@ -47,7 +48,7 @@ func TestTLSAndAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{Endpoints: c.Endpoints(), Prefix: "tls", EncryptionKey: testKey, DialTimeout: 2 * time.Second, RequestTimeout: 3 * time.Second}
+			cfg := Config{Endpoints: c.Endpoints(), Prefix: "tls", EncryptionKey: testKey, DialTimeout: time.Second, RequestTimeout: 3 * time.Second}
 			tt.cfg(&cfg)
 			start := time.Now()
 			s, err := Open(t.Context(), cfg)

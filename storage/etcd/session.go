@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -75,6 +76,9 @@ func (s *Store) Lock(ctx context.Context, name string) (func() error, error) {
 			select {
 			case <-released:
 			default:
+				if s.closing.Load() {
+					return
+				}
 				s.log.Warn("storage/etcd: lock lost: its lease expired (etcd unreachable for longer than the session TTL?)",
 					"lock", name, "ttl", s.cfg.SessionTTL)
 			}
@@ -128,26 +132,17 @@ func (e *ephemeral) close() {
 // disappear at once rather than after the TTL. The value is sealed when the Store has an
 // encryption key (ephemeral values include challenge keys), plain otherwise.
 func (s *Store) PutEphemeral(ctx context.Context, key string, value []byte) error {
-	if err := storage.ValidateKey(key); err != nil {
-		return err
-	}
 	mode := os.FileMode(0o644)
 	if s.sealer != nil {
 		mode = 0o600
 	}
-	stored, err := s.encode(key, value, mode)
-	if err != nil {
-		return opError("put ephemeral", key, err)
-	}
-	sess, err := s.session(ctx)
-	if err != nil {
-		return opError("put ephemeral", key, err)
-	}
-	ek := s.etcdKey(key)
-	return s.do(ctx, func(ctx context.Context) error {
-		_, err := s.cli.Put(ctx, ek, string(stored), clientv3.WithLease(sess.Lease()))
-		return err
-	}, func(err error) error { return opError("put ephemeral", key, err) })
+	return s.put(ctx, "put ephemeral", key, value, mode, -1, func(ctx context.Context) (clientv3.LeaseID, error) {
+		sess, err := s.session(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return sess.Lease(), nil
+	})
 }
 
 // session returns the live ephemeral session, making one if there is none.
@@ -155,7 +150,7 @@ func (s *Store) session(ctx context.Context) (*concurrency.Session, error) {
 	s.eph.mu.Lock()
 	defer s.eph.mu.Unlock()
 	if s.eph.closed {
-		return nil, fmt.Errorf("store closed")
+		return nil, errors.New("store closed")
 	}
 	if s.eph.sess != nil {
 		select {

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -16,6 +17,7 @@ import (
 //	"TLA1"            magic and format version (4 bytes)
 //	kind              'p' plain or 's' sealed (1 byte)
 //	modified          Unix time in nanoseconds, big-endian (8 bytes): Stat's Modified
+//	mode              the permission bits given to Put, big-endian (2 bytes): see Mode
 //	plain:  the value
 //	sealed: key id (8 bytes), nonce (12 bytes), AES-256-GCM ciphertext and tag
 //
@@ -25,7 +27,8 @@ const (
 	magic        = "TLA1"
 	kindPlain    = 'p'
 	kindSealed   = 's'
-	headerLen    = len(magic) + 1 + 8
+	timeEnd      = len(magic) + 1 + 8
+	headerLen    = timeEnd + 2
 	keyIDLen     = 8
 	nonceLen     = 12
 	tagLen       = 16
@@ -63,22 +66,23 @@ func KeyID(key []byte) string {
 	return hex.EncodeToString(sum[:keyIDLen])
 }
 
-func header(k byte, mod time.Time) []byte {
+func header(k byte, mod time.Time, mode os.FileMode) []byte {
 	b := make([]byte, headerLen, headerLen+64)
 	copy(b, magic)
 	b[len(magic)] = k
 	binary.BigEndian.PutUint64(b[len(magic)+1:], uint64(mod.UnixNano()))
+	binary.BigEndian.PutUint16(b[timeEnd:], uint16(mode.Perm()))
 	return b
 }
 
 // encodePlain returns value with a plain header.
-func encodePlain(value []byte, mod time.Time) []byte {
-	return append(header(kindPlain, mod), value...)
+func encodePlain(value []byte, mod time.Time, mode os.FileMode) []byte {
+	return append(header(kindPlain, mod, mode), value...)
 }
 
 // seal returns value sealed for storage key.
-func (s *sealer) seal(key string, value []byte, mod time.Time) ([]byte, error) {
-	b := header(kindSealed, mod)
+func (s *sealer) seal(key string, value []byte, mod time.Time, mode os.FileMode) ([]byte, error) {
+	b := header(kindSealed, mod, mode)
 	b = append(b, s.id[:]...)
 	nonce := make([]byte, nonceLen)
 	if _, err := rand.Read(nonce); err != nil {
@@ -95,6 +99,7 @@ func (s *sealer) seal(key string, value []byte, mod time.Time) ([]byte, error) {
 type decoded struct {
 	sealed   bool
 	modified time.Time
+	mode     os.FileMode
 	size     int64
 	keyID    []byte // sealed only
 	body     []byte // plain: the value; sealed: nonce, ciphertext and tag
@@ -106,7 +111,8 @@ func decode(raw []byte) (decoded, error) {
 		return decoded{}, fmt.Errorf("%w: no %q header", ErrCorrupt, magic)
 	}
 	d := decoded{raw: raw}
-	d.modified = time.Unix(0, int64(binary.BigEndian.Uint64(raw[len(magic)+1:headerLen])))
+	d.modified = time.Unix(0, int64(binary.BigEndian.Uint64(raw[len(magic)+1:timeEnd])))
+	d.mode = os.FileMode(binary.BigEndian.Uint16(raw[timeEnd:headerLen])) & os.ModePerm
 	switch raw[len(magic)] {
 	case kindPlain:
 		d.body = raw[headerLen:]

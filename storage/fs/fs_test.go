@@ -324,32 +324,6 @@ func TestInvalidArguments(t *testing.T) {
 	}
 }
 
-func TestGetStatMissing(t *testing.T) {
-	f := newFS(t)
-	ctx := t.Context()
-	if err := f.Put(ctx, "a/file", []byte("x"), 0); err != nil {
-		t.Fatal(err)
-	}
-	for _, key := range []string{
-		"missing",
-		"a/missing",
-		"a",            // a prefix, not a key
-		"a/file/below", // below a key
-	} {
-		if _, err := f.Get(ctx, key); !errors.Is(err, storage.ErrNotExist) || !strings.Contains(err.Error(), key) {
-			t.Errorf("Get(%q) = %v, want ErrNotExist naming the key", key, err)
-		}
-		if _, err := f.Stat(ctx, key); !errors.Is(err, storage.ErrNotExist) {
-			t.Errorf("Stat(%q) = %v, want ErrNotExist", key, err)
-		}
-	}
-	before := time.Now().Add(-time.Second)
-	info, err := f.Stat(ctx, "a/file")
-	if err != nil || info.Key != "a/file" || info.Size != 1 || info.Modified.Before(before) {
-		t.Errorf("Stat = %+v, %v", info, err)
-	}
-}
-
 // TestPutFailureKeepsOldValue forces Put to fail at each stage and checks that the previous
 // value survives, the error says what happened to which key, and no temporary file is left.
 func TestPutFailureKeepsOldValue(t *testing.T) {
@@ -434,44 +408,6 @@ func TestPutFailureKeepsOldValue(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestConcurrentPutGet checks that readers racing with writers only ever see whole values.
-func TestConcurrentPutGet(t *testing.T) {
-	f := newFS(t)
-	ctx := t.Context()
-	const key = "certificates/ca/example.com/cert.pem"
-	values := [][]byte{bytes.Repeat([]byte("a"), 32<<10), bytes.Repeat([]byte("b"), 48<<10)}
-	if err := f.Put(ctx, key, values[0], 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for w := range 2 {
-		wg.Go(func() {
-			for i := range 50 {
-				if err := f.Put(ctx, key, values[(w+i)%2], 0o644); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	for range 2 {
-		wg.Go(func() {
-			for range 100 {
-				got, err := f.Get(ctx, key)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if !bytes.Equal(got, values[0]) && !bytes.Equal(got, values[1]) {
-					t.Errorf("torn read: %d bytes", len(got))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
 }
 
 // TestConcurrentPutDeleteOneDirectory: keys put and deleted at once in one

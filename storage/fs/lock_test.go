@@ -5,43 +5,9 @@ import (
 	"context"
 	"errors"
 	"os/exec"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
-
-func TestLockGoroutines(t *testing.T) {
-	f := newFS(t)
-	ctx := t.Context()
-	const name = "certificates/ca/example.com"
-	var held, maxHeld atomic.Int32
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for range 3 {
-				unlock, err := f.Lock(ctx, name)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				n := held.Add(1)
-				if n > maxHeld.Load() {
-					maxHeld.Store(n)
-				}
-				time.Sleep(2 * time.Millisecond)
-				held.Add(-1)
-				if err := unlock(); err != nil {
-					t.Error(err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if m := maxHeld.Load(); m != 1 {
-		t.Errorf("up to %d holders at once", m)
-	}
-}
 
 func TestLockContext(t *testing.T) {
 	f := newFS(t)
