@@ -1,0 +1,229 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/check"
+	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
+	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage"
+	"github.com/tlsalpn/tlsalpn/storage/etcd"
+)
+
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+// openStore opens a Store of its own (its own session: as another process would) on c.
+func openStore(t *testing.T, c *etcdtest.Cluster, prefix string) *etcd.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := etcd.Open(ctx, etcd.Config{Endpoints: c.Endpoints(), Prefix: prefix, EncryptionKey: testKey, SessionTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// testNode is a node as serve runs it: a store of its own, a responder answering on a loopback
+// listener, and the cluster node on top.
+type testNode struct {
+	store *etcd.Store
+	r     *responder.Responder
+	addr  string
+	node  *Node
+}
+
+func startNode(t *testing.T, c *etcdtest.Cluster, prefix, id string) *testNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := responder.New()
+	served := make(chan struct{})
+	go func() { r.Serve(ctx, ln); close(served) }()
+	tn := &testNode{store: openStore(t, c, prefix), r: r, addr: ln.Addr().String()}
+	tn.node, err = Start(ctx, Config{Storage: tn.store, Info: Info{ID: id, Addr: tn.addr, Version: "test"}, Local: r,
+		Publisher: PublisherConfig{AckTimeout: 3 * time.Second}})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tn.node.Stop(); cancel(); <-served })
+	return tn
+}
+
+func testChallenge(t *testing.T, name string) (*tls.Certificate, string) {
+	t.Helper()
+	keyAuth := "token-" + name + ".thumbprint"
+	cert, err := challenge.Build(challenge.Identifier{Type: challenge.DNS, Value: name}, keyAuth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, keyAuth
+}
+
+// validate checks addr as the CA would, with the key authorization.
+func validate(ctx context.Context, addr, name, keyAuth string) *check.Report {
+	host, port, _ := net.SplitHostPort(addr)
+	ap, _ := net.ResolveTCPAddr("tcp", net.JoinHostPort(host, port))
+	c := &check.Checker{Addresses: nil, Timeout: 3 * time.Second, SkipProduction: true}
+	c.Addresses = append(c.Addresses, ap.AddrPort().Addr())
+	return c.Check(ctx, check.Target{ID: challenge.Identifier{Type: challenge.DNS, Value: name}, Port: ap.Port, KeyAuthorization: keyAuth})
+}
+
+// eventually polls cond every 20 ms for up to d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCluster(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	tests := []struct {
+		name string
+		run  func(t *testing.T, prefix string)
+	}{
+		{"published to every node, served, withdrawn", func(t *testing.T, prefix string) {
+			nodes := []*testNode{startNode(t, c, prefix, "n1"), startNode(t, c, prefix, "n2"), startNode(t, c, prefix, "n3")}
+			got, err := Nodes(ctx, nodes[0].store)
+			if err != nil || len(got) != 3 || got[0].ID != "n1" || got[2].Addr != nodes[2].addr || got[1].Version != "test" {
+				t.Fatalf("Nodes = %+v, %v", got, err)
+			}
+			cert, keyAuth := testChallenge(t, "a.example")
+			seen, err := nodes[0].node.Publisher().Publish(ctx, "a.example", cert)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Publish returned: every node holds it already, none waits for storage.
+			for i, n := range nodes {
+				if !n.r.IsPending("a.example") {
+					t.Fatalf("node %d does not hold the challenge when Publish returned", i+1)
+				}
+			}
+			for len(seen) > 0 { // the checks' own handshakes
+				<-seen
+			}
+			if rep := validate(ctx, nodes[2].addr, "a.example", keyAuth); !rep.CA.Pass {
+				t.Fatalf("node 3 fails validation: %s", rep.CA.Problem)
+			}
+			select {
+			case <-seen:
+			case <-time.After(5 * time.Second):
+				t.Fatal("a validation served by node 3 was not relayed to the publisher on node 1")
+			}
+			if err := nodes[0].node.Publisher().Unpublish(ctx, "a.example"); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, "every node withdraws", func() bool {
+				for _, n := range nodes {
+					if n.r.IsPending("a.example") {
+						return false
+					}
+				}
+				return true
+			})
+			left, _ := nodes[0].store.List(ctx, storage.ClusterPrefix, true)
+			for _, k := range left {
+				if !strings.HasPrefix(k, storage.ClusterNodesPrefix+"/") {
+					t.Errorf("left in storage after Unpublish: %s", k)
+				}
+			}
+		}},
+		{"a node that starts later catches up before Start returns", func(t *testing.T, prefix string) {
+			n1 := startNode(t, c, prefix, "n1")
+			cert, _ := testChallenge(t, "b.example")
+			if _, err := n1.node.Publisher().Publish(ctx, "b.example", cert); err != nil {
+				t.Fatal(err)
+			}
+			n2 := startNode(t, c, prefix, "n2")
+			if !n2.r.IsPending("b.example") {
+				t.Fatal("a node started after Publish does not hold the challenge when Start returns")
+			}
+		}},
+		{"what a dead publisher published is withdrawn", func(t *testing.T, prefix string) {
+			n1 := startNode(t, c, prefix, "n1")
+			cli := openStore(t, c, prefix)
+			pub, err := NewPublisher(PublisherConfig{Storage: cli, Self: "issue@test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, _ := testChallenge(t, "c.example")
+			if _, err := pub.Publish(ctx, "c.example", cert); err != nil {
+				t.Fatal(err)
+			}
+			if !n1.r.IsPending("c.example") {
+				t.Fatal("not held after Publish")
+			}
+			cli.Close() // the publishing process ends without Unpublish: its lease goes
+			eventually(t, 5*time.Second, "the node withdraws the dead publisher's challenge", func() bool { return !n1.r.IsPending("c.example") })
+		}},
+		{"a second live node with the same id refuses to start", func(t *testing.T, prefix string) {
+			n1 := startNode(t, c, prefix, "n1")
+			_, err := Start(ctx, Config{Storage: openStore(t, c, prefix), Info: Info{ID: "n1", Addr: "127.0.0.1:1"}, Local: responder.New(), DuplicateWait: 300 * time.Millisecond})
+			var dup *DuplicateNodeError
+			if !errors.As(err, &dup) || dup.Other.Addr != n1.addr {
+				t.Fatalf("second n1: err = %v, want a DuplicateNodeError naming %s", err, n1.addr)
+			}
+		}},
+		{"a node that does not acknowledge is named, and nothing stays published", func(t *testing.T, prefix string) {
+			n1 := startNode(t, c, prefix, "n1")
+			ghost := openStore(t, c, prefix) // registered, follows nothing
+			if err := ghost.PutEphemeral(ctx, storage.ClusterNodeKey("ghost"), []byte(`{"id":"ghost","addr":"127.0.0.1:1"}`)); err != nil {
+				t.Fatal(err)
+			}
+			pub, _ := NewPublisher(PublisherConfig{Storage: n1.store, Self: "n1", AckTimeout: 700 * time.Millisecond})
+			cert, _ := testChallenge(t, "d.example")
+			_, err := pub.Publish(ctx, "d.example", cert)
+			var nr *NotReadyError
+			if !errors.As(err, &nr) || len(nr.Missing) != 1 || nr.Missing[0] != "ghost" || !strings.Contains(err.Error(), "ghost") {
+				t.Fatalf("err = %v, want a NotReadyError naming ghost", err)
+			}
+			if _, err := n1.store.Get(ctx, storage.ClusterChallengeKey("d.example")); !errors.Is(err, storage.ErrNotExist) {
+				t.Fatalf("challenge still stored after a failed Publish: %v", err)
+			}
+			eventually(t, 5*time.Second, "n1 withdraws it", func() bool { return !n1.r.IsPending("d.example") })
+		}},
+		{"a node whose address does not answer fails the check, named", func(t *testing.T, prefix string) {
+			startNode(t, c, prefix, "n1")
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			dead := ln.Addr().String()
+			ln.Close()
+			st := openStore(t, c, prefix)
+			nctx, ncancel := context.WithCancel(ctx)
+			defer ncancel()
+			wrong, err := Start(nctx, Config{Storage: st, Info: Info{ID: "wrong-addr", Addr: dead}, Local: responder.New()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer wrong.Stop()
+			cert, _ := testChallenge(t, "e.example")
+			_, err = wrong.Publisher().Publish(ctx, "e.example", cert)
+			var nr *NotReadyError
+			if !errors.As(err, &nr) || nr.Failed["wrong-addr"] == "" || nr.Failed["n1"] != "" {
+				t.Fatalf("err = %v, want a NotReadyError with the check of wrong-addr failed and n1 passed", err)
+			}
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t, "cluster-test/"+string(rune('a'+i))) })
+	}
+}

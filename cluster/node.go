@@ -1,0 +1,294 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
+)
+
+// ErrNotCluster is returned when the storage cannot hold keys that live with the process
+// (storage.Ephemeral): a directory cannot tell a dead node from a live one.
+var ErrNotCluster = errors.New("cluster: the storage keeps no ephemeral keys; cluster mode needs etcd")
+
+// Info describes a live node, as it registers itself.
+type Info struct {
+	ID string `json:"id"`
+	// Addr is the host:port the node is reached at: where the balancer sends connections, and
+	// where a publisher checks that the node answers a challenge.
+	Addr    string    `json:"addr"`
+	Version string    `json:"version,omitempty"`
+	Started time.Time `json:"started"`
+	// Instance is random per process, so that a node tells its own record (put again after its
+	// session was lost) from another process's with the same id.
+	Instance string `json:"instance"`
+}
+
+// DuplicateNodeError means another live process is registered with the node id asked for:
+// two nodes with one id would acknowledge challenges for each other.
+type DuplicateNodeError struct {
+	ID    string
+	Other Info
+}
+
+func (e *DuplicateNodeError) Error() string {
+	return fmt.Sprintf("cluster: node id %q is taken by a live node (address %s, started %s): give this node another id",
+		e.ID, e.Other.Addr, e.Other.Started.Format(time.RFC3339))
+}
+
+// Config configures a Node.
+type Config struct {
+	// Storage is the shared storage; it must implement storage.Ephemeral.
+	Storage storage.Storage
+	// Info is this node; ID and Addr are required, Started and Instance are filled in.
+	Info Info
+	// Local publishes on this node's own responder (a *responder.Responder).
+	Local issuer.Publisher
+	// Logger nil discards.
+	Logger *slog.Logger
+	// DuplicateWait is how long a node waits for a record with its id left by a process that
+	// died (its key lives until the session's TTL ends) before it refuses to start; 0 means
+	// 10 s.
+	DuplicateWait time.Duration
+	// Publisher configures the node's publisher; its Storage, Self and Logger are set here.
+	Publisher PublisherConfig
+}
+
+// Node is this process as a member of the cluster: registered, following the published
+// challenges, and publishing its own through Publisher.
+type Node struct {
+	cfg      Config
+	eph      storage.Ephemeral
+	info     Info
+	follower *Follower
+	pub      *Publisher
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// ValidateID reports whether id can name a node: one storage key segment, as Segment leaves it.
+func ValidateID(id string) error {
+	if id == "" {
+		return errors.New("cluster: empty node id")
+	}
+	if storage.Segment(id) != id {
+		return fmt.Errorf("cluster: node id %q: only letters, digits, '.', '-', '_' and '@' (not first or last '.')", id)
+	}
+	return nil
+}
+
+// Start registers the node, loads every challenge already published into the local responder
+// (catch-up: call it before the node accepts connections), and keeps both up to date until ctx
+// ends or Stop. It refuses, with a *DuplicateNodeError, when another live node has the id.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	eph, ok := cfg.Storage.(storage.Ephemeral)
+	if !ok {
+		return nil, ErrNotCluster
+	}
+	if err := ValidateID(cfg.Info.ID); err != nil {
+		return nil, err
+	}
+	if cfg.Info.Addr == "" {
+		return nil, fmt.Errorf("cluster: node %s: no address to be reached at", cfg.Info.ID)
+	}
+	if cfg.Local == nil {
+		return nil, fmt.Errorf("cluster: node %s: no local responder", cfg.Info.ID)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DuplicateWait == 0 {
+		cfg.DuplicateWait = 10 * time.Second
+	}
+	info := cfg.Info
+	if info.Started.IsZero() {
+		info.Started = time.Now().UTC()
+	}
+	info.Instance = randomID()
+	n := &Node{cfg: cfg, eph: eph, info: info, done: make(chan struct{})}
+	if err := n.register(ctx); err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	f, err := Follow(rctx, cfg.Storage, info.ID, cfg.Local, cfg.Logger)
+	if err != nil {
+		cancel()
+		n.deregister()
+		return nil, err
+	}
+	n.follower = f
+	pc := cfg.Publisher
+	pc.Storage, pc.Self, pc.Logger = cfg.Storage, info.ID, cfg.Logger
+	if n.pub, err = NewPublisher(pc); err != nil {
+		cancel()
+		n.deregister()
+		return nil, err
+	}
+	go func() {
+		defer close(n.done)
+		n.keepRegistered(rctx)
+	}()
+	go func() {
+		<-ctx.Done()
+		n.Stop()
+	}()
+	return n, nil
+}
+
+// Info returns the node as registered.
+func (n *Node) Info() Info { return n.info }
+
+// Publisher returns the publisher for this node's orders.
+func (n *Node) Publisher() *Publisher { return n.pub }
+
+// Stop withdraws the node: it stops following, withdraws what it loaded, and deletes its
+// record (which its death would also do, after the session's TTL).
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		n.cancel()
+		<-n.done
+		n.follower.Wait()
+		n.deregister()
+	})
+}
+
+func (n *Node) deregister() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.cfg.Storage.Delete(ctx, storage.ClusterNodeKey(n.info.ID)); err != nil {
+		n.cfg.Logger.Warn("cluster: removing this node's record (it goes with the session anyway)", "node", n.info.ID, "error", err)
+	}
+}
+
+// register puts the node's record, after making sure no other live process holds the id. A
+// record left by a process of this id that died lives until its session's TTL ends, so one is
+// waited for, up to DuplicateWait, before refusing.
+func (n *Node) register(ctx context.Context) error {
+	key := storage.ClusterNodeKey(n.info.ID)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch, werr := n.cfg.Storage.Watch(wctx, key)
+	deadline := time.Now().Add(n.cfg.DuplicateWait)
+	for {
+		other, err := readInfo(ctx, n.cfg.Storage, key)
+		if errors.Is(err, storage.ErrNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("cluster: registering node %s: %w", n.info.ID, err)
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return &DuplicateNodeError{ID: n.info.ID, Other: other}
+		}
+		n.cfg.Logger.Info("cluster: a node with this id is registered; waiting for it to go (a process that died leaves it for the session's TTL)",
+			"node", n.info.ID, "other_addr", other.Addr, "other_started", other.Started, "up_to", wait.Round(time.Second))
+		t := time.NewTimer(min(wait, time.Second))
+		if werr != nil {
+			watch = nil
+		}
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("cluster: registering node %s: %w", n.info.ID, ctx.Err())
+		case <-watch:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if err := n.put(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (n *Node) put(ctx context.Context) error {
+	b, err := json.Marshal(n.info)
+	if err != nil {
+		return err
+	}
+	if err := n.eph.PutEphemeral(ctx, storage.ClusterNodeKey(n.info.ID), b); err != nil {
+		return fmt.Errorf("cluster: registering node %s: %w", n.info.ID, err)
+	}
+	return nil
+}
+
+// keepRegistered puts the record, and the acknowledgements, again whenever the session is
+// lost (storage unreachable for longer than its TTL), once storage answers again.
+func (n *Node) keepRegistered(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.eph.SessionDone():
+		}
+		n.cfg.Logger.Warn("cluster: session with storage lost; this node's record and acknowledgements are gone until storage answers again", "node", n.info.ID)
+		for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := n.put(pctx)
+			if err == nil {
+				n.follower.Resync(pctx)
+			}
+			cancel()
+			if err == nil {
+				n.cfg.Logger.Info("cluster: registered again", "node", n.info.ID)
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+	}
+}
+
+// Nodes lists the live nodes, by id.
+func Nodes(ctx context.Context, st storage.Storage) ([]Info, error) {
+	keys, err := st.List(ctx, storage.ClusterNodesPrefix, false)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listing nodes: %w", err)
+	}
+	out := make([]Info, 0, len(keys))
+	for _, k := range keys {
+		info, err := readInfo(ctx, st, k)
+		if errors.Is(err, storage.ErrNotExist) {
+			continue // gone since the list
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: listing nodes: %w", err)
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func readInfo(ctx context.Context, st storage.Storage, key string) (Info, error) {
+	b, err := st.Get(ctx, key)
+	if err != nil {
+		return Info{}, err
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		return Info{}, fmt.Errorf("node record %s: %w", key, err)
+	}
+	return info, nil
+}
+
+func randomID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
