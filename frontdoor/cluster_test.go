@@ -321,6 +321,19 @@ func TestClusterThreeNodes(t *testing.T) {
 			})
 		}
 	}
+	// A command run outside the cluster (tlsalpn issue on a machine that reaches etcd) binds
+	// no listener: it publishes to the nodes, which the CA reaches through HAProxy.
+	pub, err := cluster.NewPublisher(cluster.PublisherConfig{Storage: store, Self: "issue@test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := &manager.Pool{Store: store, Publisher: pub, AgreeTOS: true}
+	pool.SetHTTPClient(caRoot, ca.HTTPClient())
+	cliSpec := manager.Spec{Names: []string{"cli.cluster.test"}, CA: ca.DirectoryURL(), CARoot: caRoot, Email: "ops@cluster.test"}
+	if _, err := manager.New(store, pool.Get, nil).Obtain(ctx, cliSpec, nil); err != nil {
+		t.Fatalf("issuing from outside the cluster through its nodes: %v", err)
+	}
+	certs++
 	stopProbes()
 	probes.Wait()
 
