@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -183,6 +184,25 @@ func TestCluster(t *testing.T) {
 			cli.Close() // the publishing process ends without Unpublish: its lease goes
 			eventually(t, 5*time.Second, "the node withdraws the dead publisher's challenge", func() bool { return !n1.r.IsPending("c.example") })
 		}},
+		{"members follow nodes coming and going, from memory", func(t *testing.T, prefix string) {
+			n1 := startNode(t, c, prefix, "n1")
+			if got := n1.node.Members(); !slices.Equal(got, []string{"n1"}) {
+				t.Fatalf("Members = %v", got)
+			}
+			select {
+			case <-n1.node.MembersChanged(): // the first list
+			default:
+			}
+			n2 := startNode(t, c, prefix, "n2")
+			eventually(t, 5*time.Second, "n1 sees n2", func() bool { return slices.Equal(n1.node.Members(), []string{"n1", "n2"}) })
+			select {
+			case <-n1.node.MembersChanged():
+			case <-time.After(time.Second):
+				t.Fatal("no change delivered when n2 came")
+			}
+			n2.node.Stop()
+			eventually(t, 5*time.Second, "n1 sees n2 go", func() bool { return slices.Equal(n1.node.Members(), []string{"n1"}) })
+		}},
 		{"a second live node with the same id refuses to start", func(t *testing.T, prefix string) {
 			n1 := startNode(t, c, prefix, "n1")
 			_, err := Start(ctx, Config{Storage: openStore(t, c, prefix), Info: Info{ID: "n1", Addr: "127.0.0.1:1"}, Local: responder.New(), DuplicateWait: 300 * time.Millisecond})
@@ -232,5 +252,32 @@ func TestCluster(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, "cluster-test/"+string(rune('a'+i))) })
+	}
+}
+
+// TestNodeSessionLoss: etcd gone for longer than the session's TTL takes the node's record with
+// it; once etcd is back, the node registers again on its own.
+func TestNodeSessionLoss(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	n := startNode(t, c, "session-loss", "n1")
+	lost := n.store.SessionDone()
+	c.StopAll()
+	select {
+	case <-lost:
+	case <-time.After(15 * time.Second):
+		t.Fatal("session not lost with etcd down")
+	}
+	c.StartAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	other := openStore(t, c, "session-loss")
+	eventually(t, 20*time.Second, "n1 registered again", func() bool {
+		got, err := Nodes(ctx, other)
+		return err == nil && len(got) == 1 && got[0].ID == "n1"
+	})
+	// And it is the new session's record: it outlives the old lease's TTL.
+	time.Sleep(3 * time.Second)
+	if got, err := Nodes(ctx, other); err != nil || len(got) != 1 {
+		t.Fatalf("after the old TTL: %v, %v", got, err)
 	}
 }

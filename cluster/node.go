@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -74,6 +75,12 @@ type Node struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopOnce sync.Once
+
+	// members are the ids of the live nodes, kept from a watch so that deciding who renews
+	// what reads no storage; changed delivers (once, not blocking) when they change.
+	membersMu sync.Mutex
+	members   []string
+	changed   chan struct{}
 }
 
 // ValidateID reports whether id can name a node: one storage key segment, as Segment leaves it.
@@ -115,12 +122,23 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		info.Started = time.Now().UTC()
 	}
 	info.Instance = randomID()
-	n := &Node{cfg: cfg, eph: eph, info: info, done: make(chan struct{})}
+	n := &Node{cfg: cfg, eph: eph, info: info, done: make(chan struct{}), changed: make(chan struct{}, 1)}
 	if err := n.register(ctx); err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
+	nodeEvents, err := cfg.Storage.Watch(rctx, storage.ClusterNodesPrefix)
+	if err != nil {
+		cancel()
+		n.deregister()
+		return nil, fmt.Errorf("cluster: following the nodes: %w", err)
+	}
+	if err := n.refreshMembers(ctx); err != nil {
+		cancel()
+		n.deregister()
+		return nil, err
+	}
 	f, err := Follow(rctx, cfg.Storage, info.ID, cfg.Local, cfg.Logger)
 	if err != nil {
 		cancel()
@@ -135,9 +153,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.deregister()
 		return nil, err
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() { n.keepRegistered(rctx) })
+	wg.Go(func() { n.followMembers(rctx, nodeEvents) })
 	go func() {
-		defer close(n.done)
-		n.keepRegistered(rctx)
+		wg.Wait()
+		close(n.done)
 	}()
 	go func() {
 		<-ctx.Done()
@@ -250,6 +271,70 @@ func (n *Node) keepRegistered(ctx context.Context) {
 				return
 			case <-time.After(backoff):
 			}
+		}
+	}
+}
+
+// Members returns the ids of the live nodes, sorted, this one included, as last seen: from
+// memory, kept up to date by a watch. It is what work is spread over (see Owner).
+func (n *Node) Members() []string {
+	n.membersMu.Lock()
+	defer n.membersMu.Unlock()
+	return append([]string(nil), n.members...)
+}
+
+// MembersChanged delivers when Members may have changed: a node came or went. A change
+// already pending is not repeated; it is meant for one receiver.
+func (n *Node) MembersChanged() <-chan struct{} { return n.changed }
+
+func (n *Node) refreshMembers(ctx context.Context) error {
+	infos, err := Nodes(ctx, n.cfg.Storage)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(infos))
+	for i, in := range infos {
+		ids[i] = in.ID
+	}
+	n.membersMu.Lock()
+	same := slices.Equal(ids, n.members)
+	n.members = ids
+	n.membersMu.Unlock()
+	if !same {
+		select {
+		case n.changed <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// followMembers keeps Members up to date until ctx ends.
+func (n *Node) followMembers(ctx context.Context, events <-chan storage.Event) {
+	for {
+		if events != nil { // nil after a failed Watch
+			for range events {
+				if err := n.refreshMembers(ctx); err != nil && ctx.Err() == nil {
+					n.cfg.Logger.Warn("cluster: reading the live nodes failed; the last list stays", "error", err)
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// The watch ended without ctx: watch again, and read what was missed.
+		var err error
+		if events, err = n.cfg.Storage.Watch(ctx, storage.ClusterNodesPrefix); err != nil {
+			events = nil
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if err := n.refreshMembers(ctx); err != nil && ctx.Err() == nil {
+			n.cfg.Logger.Warn("cluster: reading the live nodes failed; the last list stays", "error", err)
 		}
 	}
 }
