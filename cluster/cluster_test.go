@@ -156,6 +156,34 @@ func TestCluster(t *testing.T) {
 				}
 			}
 		}},
+		{"two challenges for one name take turns", func(t *testing.T, prefix string) {
+			n1 := startNode(t, c, prefix, "n1")
+			pub := n1.node.Publisher()
+			first, _ := testChallenge(t, "f.example")
+			second, keyAuth2 := testChallenge(t, "f.example")
+			second, _ = challenge.Build(challenge.Identifier{Type: challenge.DNS, Value: "f.example"}, keyAuth2+"2")
+			if _, err := pub.Publish(ctx, "f.example", first); err != nil {
+				t.Fatal(err)
+			}
+			published := make(chan error, 1)
+			go func() {
+				_, err := pub.Publish(ctx, "f.example", second)
+				published <- err
+			}()
+			select {
+			case err := <-published:
+				t.Fatalf("second Publish for a pending name returned (%v) before the first was withdrawn", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			pub.Unpublish(ctx, "f.example")
+			if err := <-published; err != nil {
+				t.Fatal(err)
+			}
+			if rep := validate(ctx, n1.addr, "f.example", keyAuth2+"2"); !rep.CA.Pass {
+				t.Fatalf("the second challenge is not the one served: %s", rep.CA.Problem)
+			}
+			pub.Unpublish(ctx, "f.example")
+		}},
 		{"a node that starts later catches up before Start returns", func(t *testing.T, prefix string) {
 			n1 := startNode(t, c, prefix, "n1")
 			cert, _ := testChallenge(t, "b.example")
@@ -261,13 +289,13 @@ func TestNodeSessionLoss(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	n := startNode(t, c, "session-loss", "n1")
 	lost := n.store.SessionDone()
-	c.StopAll()
+	c.Kill(0)
 	select {
 	case <-lost:
 	case <-time.After(15 * time.Second):
 		t.Fatal("session not lost with etcd down")
 	}
-	c.StartAll()
+	c.Restart(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	other := openStore(t, c, "session-loss")
@@ -280,4 +308,22 @@ func TestNodeSessionLoss(t *testing.T) {
 	if got, err := Nodes(ctx, other); err != nil || len(got) != 1 {
 		t.Fatalf("after the old TTL: %v, %v", got, err)
 	}
+}
+
+// TestHandshakeWithoutStorage: a node answers a published challenge from memory; with every
+// etcd member down, the validation still passes.
+func TestHandshakeWithoutStorage(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	n := startNode(t, c, "no-storage", "n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cert, keyAuth := testChallenge(t, "g.example")
+	if _, err := n.node.Publisher().Publish(ctx, "g.example", cert); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(0)
+	if rep := validate(ctx, n.addr, "g.example", keyAuth); !rep.CA.Pass {
+		t.Fatalf("with etcd down: %s", rep.CA.Problem)
+	}
+	c.Restart(0) // so that the node leaves soon, not after its timeouts
 }

@@ -135,14 +135,24 @@ func (p *Publisher) Publish(ctx context.Context, serverName string, cert *tls.Ce
 	if err != nil {
 		return nil, fmt.Errorf("cluster: publishing challenge for %s: %w", name, err)
 	}
+	// Challenges for one name take turns, as on a responder: a validation handshake cannot
+	// say which of two it is for (see responder.Responder).
 	pub := &publication{name: name, done: make(chan struct{})}
-	p.mu.Lock()
-	if p.pending[name] != nil {
+	for {
+		p.mu.Lock()
+		cur := p.pending[name]
+		if cur == nil {
+			p.pending[name] = pub
+			p.mu.Unlock()
+			break
+		}
 		p.mu.Unlock()
-		return nil, fmt.Errorf("cluster: publishing challenge for %s: one is already pending from this publisher", name)
+		select {
+		case <-cur.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: publishing challenge for %s: waited for another pending challenge for that name to be withdrawn: %w", name, ctx.Err())
+		}
 	}
-	p.pending[name] = pub
-	p.mu.Unlock()
 
 	// Watch before writing, so that no acknowledgement or "served" mark is missed.
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
