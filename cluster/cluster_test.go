@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -326,4 +328,40 @@ func TestHandshakeWithoutStorage(t *testing.T) {
 		t.Fatalf("with etcd down: %s", rep.CA.Problem)
 	}
 	c.Restart(0) // so that the node leaves soon, not after its timeouts
+}
+
+// TestPublishReadyTime measures how long Publish takes to say ready (every node acknowledged
+// and answered a validation on its own address) with 1, 3 and 5 nodes, and fails when it is
+// slow enough to matter next to the CA's own work (about a second per order).
+func TestPublishReadyTime(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, nodes := range []int{1, 3, 5} {
+		t.Run(strconv.Itoa(nodes)+" nodes", func(t *testing.T) {
+			prefix := "ready-time/" + strconv.Itoa(nodes)
+			var ns []*testNode
+			for i := range nodes {
+				ns = append(ns, startNode(t, c, prefix, "n"+strconv.Itoa(i+1)))
+			}
+			pub := ns[0].node.Publisher()
+			const rounds = 10
+			var times []time.Duration
+			for i := range rounds {
+				name := fmt.Sprintf("r%d.example", i)
+				cert, _ := testChallenge(t, name)
+				start := time.Now()
+				if _, err := pub.Publish(ctx, name, cert); err != nil {
+					t.Fatal(err)
+				}
+				times = append(times, time.Since(start))
+				pub.Unpublish(ctx, name)
+			}
+			slices.Sort(times)
+			t.Logf("%d nodes: Publish to ready p50 %s, max %s over %d", nodes, times[rounds/2].Round(100*time.Microsecond), times[rounds-1].Round(100*time.Microsecond), rounds)
+			if times[rounds/2] > 500*time.Millisecond {
+				t.Errorf("%d nodes: median Publish %s; want well under the CA's second", nodes, times[rounds/2])
+			}
+		})
+	}
 }
