@@ -259,6 +259,20 @@ func TestCluster(t *testing.T) {
 			}
 			eventually(t, 5*time.Second, "n1 withdraws it", func() bool { return !n1.r.IsPending("d.example") })
 		}},
+		{"a node that dies while its acknowledgement is awaited is not waited for, nor checked", func(t *testing.T, prefix string) {
+			n1 := startNode(t, c, prefix, "n1")
+			ghost := openStore(t, c, prefix)
+			if err := ghost.PutEphemeral(ctx, storage.ClusterNodeKey("ghost"), []byte(`{"id":"ghost","addr":"127.0.0.1:1"}`)); err != nil {
+				t.Fatal(err)
+			}
+			time.AfterFunc(300*time.Millisecond, func() { ghost.Close() })
+			pub, _ := NewPublisher(PublisherConfig{Storage: n1.store, Self: "n1", AckTimeout: 5 * time.Second})
+			cert, _ := testChallenge(t, "h.example")
+			if _, err := pub.Publish(ctx, "h.example", cert); err != nil {
+				t.Fatalf("with the unacknowledging node gone: %v", err)
+			}
+			pub.Unpublish(ctx, "h.example")
+		}},
 		{"a node whose address does not answer fails the check, named", func(t *testing.T, prefix string) {
 			startNode(t, c, prefix, "n1")
 			ln, _ := net.Listen("tcp", "127.0.0.1:0")

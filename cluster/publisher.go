@@ -185,25 +185,27 @@ func (p *Publisher) publish(ctx context.Context, name string, id challenge.Ident
 	if err := p.eph.PutEphemeral(ctx, storage.ClusterChallengeKey(name), rec); err != nil {
 		return fmt.Errorf("cluster: publishing challenge for %s: %w", name, err)
 	}
-	if err := p.waitAcks(ctx, name, recID, leafHash(cert), nodes, acks); err != nil {
+	acked, err := p.waitAcks(ctx, name, recID, leafHash(cert), nodes, acks)
+	if err != nil {
 		return err
 	}
 	if p.cfg.CheckTimeout < 0 {
 		return nil
 	}
-	return p.checkNodes(ctx, name, id, nodes)
+	return p.checkNodes(ctx, name, id, acked)
 }
 
 // waitAcks waits until each of nodes has acknowledged the challenge recID, or is no longer
-// live (a node that died cannot be reached by the CA either, once the balancer notices).
-func (p *Publisher) waitAcks(ctx context.Context, name, recID, leaf string, nodes []Info, acks <-chan storage.Event) error {
+// live (a node that died cannot be reached by the CA either, once the balancer notices), and
+// returns the nodes that acknowledged.
+func (p *Publisher) waitAcks(ctx context.Context, name, recID, leaf string, nodes []Info, acks <-chan storage.Event) ([]Info, error) {
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.AckTimeout)
 	defer cancel()
-	missing := map[string]bool{}
+	missing, gone := map[string]bool{}, map[string]bool{}
 	for _, n := range nodes {
 		missing[n.ID] = true
 	}
-	check := func(node string) {
+	lookAck := func(node string) {
 		b, err := p.cfg.Storage.Get(wctx, storage.ClusterAckKey(name, node))
 		if err != nil {
 			return
@@ -213,7 +215,7 @@ func (p *Publisher) waitAcks(ctx context.Context, name, recID, leaf string, node
 		}
 	}
 	for n := range missing {
-		check(n)
+		lookAck(n)
 	}
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -225,7 +227,7 @@ func (p *Publisher) waitAcks(ctx context.Context, name, recID, leaf string, node
 				continue
 			}
 			if !ev.Deleted {
-				check(pathBase(ev.Key))
+				lookAck(pathBase(ev.Key))
 			}
 		case <-tick.C:
 			// Acknowledgements are also looked for on a timer, and nodes that died meanwhile
@@ -240,11 +242,12 @@ func (p *Publisher) waitAcks(ctx context.Context, name, recID, leaf string, node
 					if !alive[n] {
 						p.cfg.Logger.Warn("cluster: node went away while its acknowledgement was awaited", "node", n, "server_name", name)
 						delete(missing, n)
+						gone[n] = true
 					}
 				}
 			}
 			for n := range missing {
-				check(n)
+				lookAck(n)
 			}
 		case <-wctx.Done():
 			e := &NotReadyError{ServerName: name, Missing: sortedKeys(missing)}
@@ -253,10 +256,16 @@ func (p *Publisher) waitAcks(ctx context.Context, name, recID, leaf string, node
 			} else {
 				e.Err = fmt.Errorf("waited %s", p.cfg.AckTimeout)
 			}
-			return e
+			return nil, e
 		}
 	}
-	return nil
+	acked := make([]Info, 0, len(nodes))
+	for _, n := range nodes {
+		if !gone[n.ID] {
+			acked = append(acked, n)
+		}
+	}
+	return acked, nil
 }
 
 // checkNodes validates the challenge on each node's own address, concurrently, as the CA
