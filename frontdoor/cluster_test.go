@@ -128,8 +128,11 @@ func startNodeProcess(t *testing.T, id, addr, cfgFile string, etcdc *etcdtest.Cl
 			n.cmd.Process.Kill()
 			<-n.done
 		}
+		b, _ := os.ReadFile(n.log)
+		if strings.Contains(string(b), "DATA RACE") {
+			t.Errorf("node %s: the race detector reported a race (see its log)", id)
+		}
 		if t.Failed() {
-			b, _ := os.ReadFile(n.log)
 			t.Logf("node %s log (last 3000 bytes):\n%s", id, tail(string(b), 3000))
 		}
 	})
@@ -341,6 +344,21 @@ func TestClusterThreeNodes(t *testing.T) {
 	stopProbes()
 	probes.Wait()
 
+	// A node killed (SIGKILL) leaves the cluster within the session's TTL, and HAProxy stops
+	// sending it connections: the others go on issuing without it.
+	nodes[2].cmd.Process.Kill()
+	killed := time.Now()
+	waitFor(t, ctx, 10*time.Second, "the killed node gone from the cluster", func() (bool, string) {
+		got, err := cluster.Nodes(ctx, store)
+		return err == nil && len(got) == 2, fmt.Sprintf("%+v %v", got, err)
+	})
+	t.Logf("killed node gone after %s", time.Since(killed).Round(time.Millisecond))
+	afterKill := manager.Spec{Names: []string{"after-kill.cluster.test"}, CA: ca.DirectoryURL(), CARoot: caRoot, Email: "ops@cluster.test"}
+	if _, err := manager.New(store, pool.Get, nil).Obtain(ctx, afterKill, nil); err != nil {
+		t.Fatalf("issuing with one node killed: %v", err)
+	}
+	certs++
+
 	if got := orders.Load(); got != int32(certs) {
 		t.Errorf("Pebble received %d orders for %d certificates; want exactly one each", got, certs)
 	}
@@ -354,7 +372,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	// connection, naming the server).
 	balLog, _ := os.ReadFile(bal.Log)
 	for i := range nodes {
-		if n := strings.Count(string(balLog), fmt.Sprintf("nodes/node%d ", i+1)); n == 0 {
+		if n := strings.Count(string(balLog), fmt.Sprintf(" fe nodes/node%d ", i+1)); n == 0 {
 			t.Errorf("HAProxy sent no validation to node %d; its log:\n%s", i+1, balLog)
 		} else {
 			t.Logf("validations through HAProxy to node %d: %d", i+1, n)

@@ -9,9 +9,9 @@ import (
 )
 
 // Balancer is HAProxy as an L4 balancer in front of several servers: mode tcp, balance
-// roundrobin, no TLS of its own, each connection passed whole to the next server. It is
-// what puts a cluster of tlsalpn nodes behind one address, where the CA's validation
-// connection lands on whichever node comes next.
+// roundrobin, no TLS of its own, each connection passed whole to the next server that is up
+// (a TCP connect every 200 ms tells). It is what puts a cluster of tlsalpn nodes behind one
+// address, where the CA's validation connection lands on whichever node comes next.
 type Balancer struct {
 	Addr   string // 127.0.0.1:port
 	Config string
@@ -47,7 +47,7 @@ func StartBalancer(t testing.TB, servers []string) *Balancer {
 		p("backend nodes")
 		p("  balance roundrobin")
 		for i, s := range servers {
-			p("  server node%d %s", i+1, s)
+			p("  server node%d %s check inter 200ms fall 1 rise 1", i+1, s)
 		}
 		if err := os.WriteFile(b.Config, []byte(c.String()), 0o644); err != nil {
 			t.Fatal(err)
