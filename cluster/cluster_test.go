@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,6 +186,38 @@ func TestCluster(t *testing.T) {
 				t.Fatalf("the second challenge is not the one served: %s", rep.CA.Problem)
 			}
 			pub.Unpublish(ctx, "f.example")
+		}},
+		{"a challenge the responder refused once is loaded again", func(t *testing.T, prefix string) {
+			n1 := startNode(t, c, prefix, "n1")
+			// n2's responder refuses its first challenge, as when steering cannot be turned to
+			// relay at that moment.
+			var refused atomic.Bool
+			r := responder.New(responder.WithPendingHook(func(ctx context.Context, pending bool) error {
+				if pending && refused.CompareAndSwap(false, true) {
+					return errors.New("steering could not be turned to relay")
+				}
+				return nil
+			}))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sctx, stop := context.WithCancel(ctx)
+			defer stop()
+			go r.Serve(sctx, ln)
+			n2, err := Start(sctx, Config{Storage: openStore(t, c, prefix), Info: Info{ID: "n2", Addr: ln.Addr().String()}, Local: r})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n2.Stop()
+			cert, _ := testChallenge(t, "i.example")
+			if _, err := n1.node.Publisher().Publish(ctx, "i.example", cert); err != nil {
+				t.Fatalf("with n2 refusing once: %v", err)
+			}
+			if !refused.Load() || !r.IsPending("i.example") {
+				t.Fatalf("refused %v, pending on n2 %v", refused.Load(), r.IsPending("i.example"))
+			}
+			n1.node.Publisher().Unpublish(ctx, "i.example")
 		}},
 		{"a node that starts later catches up before Start returns", func(t *testing.T, prefix string) {
 			n1 := startNode(t, c, prefix, "n1")

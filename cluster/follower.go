@@ -31,8 +31,15 @@ type Follower struct {
 
 	mu     sync.Mutex // serialises sync, withdraw and Resync
 	loaded map[string]*loadedChallenge
-	wg     sync.WaitGroup
+	// retry holds the keys whose challenge could not be loaded for a reason that may pass (a
+	// storage read failed, the responder's pending hook refused): tried again every
+	// retryEvery while the challenge is published.
+	retry map[string]bool
+	wg    sync.WaitGroup
 }
+
+// retryEvery is how often a challenge that could not be loaded is tried again.
+const retryEvery = time.Second
 
 // loadedChallenge is a challenge this node's responder holds.
 type loadedChallenge struct {
@@ -55,7 +62,7 @@ func Follow(ctx context.Context, st storage.Storage, node string, local issuer.P
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	f := &Follower{st: st, eph: eph, node: node, local: local, logger: logger, loaded: map[string]*loadedChallenge{}}
+	f := &Follower{st: st, eph: eph, node: node, local: local, logger: logger, loaded: map[string]*loadedChallenge{}, retry: map[string]bool{}}
 	events, err := f.catchUp(ctx)
 	if err != nil {
 		return nil, err
@@ -95,11 +102,30 @@ func (f *Follower) catchUp(ctx context.Context) (<-chan storage.Event, error) {
 func (f *Follower) run(ctx context.Context, events <-chan storage.Event) {
 	defer f.withdrawAll()
 	backoff := 200 * time.Millisecond
+	tick := time.NewTicker(retryEvery)
+	defer tick.Stop()
 	for {
-		for ev := range events {
-			f.mu.Lock()
-			f.syncLocked(ctx, ev.Key)
-			f.mu.Unlock()
+	watching:
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					break watching
+				}
+				f.mu.Lock()
+				f.syncLocked(ctx, ev.Key)
+				f.mu.Unlock()
+			case <-tick.C:
+				f.mu.Lock()
+				keys := make([]string, 0, len(f.retry))
+				for k := range f.retry {
+					keys = append(keys, k)
+				}
+				for _, k := range keys {
+					f.syncLocked(ctx, k)
+				}
+				f.mu.Unlock()
+			}
 		}
 		// The watch ended: ctx, or storage gave up on it. Start again, and list again, since
 		// what changed meanwhile was not reported.
@@ -142,13 +168,15 @@ func (f *Follower) syncLocked(ctx context.Context, key string) {
 		return
 	}
 	name := path.Base(key)
+	delete(f.retry, key)
 	b, err := f.st.Get(ctx, key)
 	if errors.Is(err, storage.ErrNotExist) {
 		f.withdrawLocked(ctx, name)
 		return
 	}
 	if err != nil {
-		f.logger.Error("cluster: reading a published challenge failed; this node cannot answer it", "node", f.node, "key", key, "error", err)
+		f.logger.Error("cluster: reading a published challenge failed; this node cannot answer it until a retry succeeds", "node", f.node, "key", key, "error", err, "retry_in", retryEvery)
+		f.retry[key] = true
 		return
 	}
 	p, cert, err := decodePublished(b)
@@ -166,7 +194,8 @@ func (f *Follower) syncLocked(ctx context.Context, key string) {
 	seen, err := f.local.Publish(pctx, p.ServerName, cert)
 	cancel()
 	if err != nil {
-		f.logger.Error("cluster: loading a published challenge into this node's responder failed; not acknowledged", "node", f.node, "server_name", p.ServerName, "error", err)
+		f.logger.Error("cluster: loading a published challenge into this node's responder failed; not acknowledged until a retry succeeds", "node", f.node, "server_name", p.ServerName, "error", err, "retry_in", retryEvery)
+		f.retry[key] = true
 		return
 	}
 	l := &loadedChallenge{key: key, sni: p.ServerName, id: p.ID, leaf: leafHash(cert), stop: make(chan struct{})}
