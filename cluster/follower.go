@@ -43,11 +43,12 @@ const retryEvery = time.Second
 
 // loadedChallenge is a challenge this node's responder holds.
 type loadedChallenge struct {
-	key  string // its storage key
-	sni  string // the server name it was published for
-	id   string // published.ID
-	leaf string
-	stop chan struct{} // closed when withdrawn: ends its "served" relay
+	key   string // its storage key
+	sni   string // the server name it was published for
+	id    string // published.ID
+	leaf  string
+	acked bool          // the acknowledgement is stored
+	stop  chan struct{} // closed when withdrawn: ends its "served" relay
 }
 
 // Follow loads every challenge published in st into local and returns once it has (the
@@ -149,15 +150,15 @@ func (f *Follower) run(ctx context.Context, events <-chan storage.Event) {
 	}
 }
 
-// Resync acknowledges again every challenge loaded (after the session was lost, its
-// acknowledgements went with it) and catches up with what changed.
+// Resync acknowledges again every challenge loaded: after the session was lost, its
+// acknowledgements went with it. (What was published or withdrawn meanwhile the watch
+// reports, resumed by the storage.)
 func (f *Follower) Resync(ctx context.Context) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for name, l := range f.loaded {
-		if err := f.putAck(ctx, storage.ClusterAckKey(name, f.node), ack{ID: l.id, Leaf: l.leaf}); err != nil {
-			f.logger.Warn("cluster: acknowledging a challenge again", "node", f.node, "server_name", name, "error", err)
-		}
+	for _, l := range f.loaded {
+		l.acked = false
+		f.ackLocked(ctx, l.key, l)
 	}
 }
 
@@ -186,6 +187,9 @@ func (f *Follower) syncLocked(ctx context.Context, key string) {
 	}
 	if cur := f.loaded[name]; cur != nil {
 		if cur.id == p.ID {
+			if !cur.acked {
+				f.ackLocked(ctx, key, cur)
+			}
 			return
 		}
 		f.withdrawLocked(ctx, name)
@@ -201,10 +205,18 @@ func (f *Follower) syncLocked(ctx context.Context, key string) {
 	l := &loadedChallenge{key: key, sni: p.ServerName, id: p.ID, leaf: leafHash(cert), stop: make(chan struct{})}
 	f.loaded[name] = l
 	f.logger.Debug("cluster: challenge loaded", "node", f.node, "server_name", p.ServerName, "publisher", p.Publisher)
-	if err := f.putAck(ctx, storage.ClusterAckKey(name, f.node), ack{ID: l.id, Leaf: l.leaf}); err != nil {
-		f.logger.Error("cluster: acknowledging a challenge failed; its publisher will give up waiting and say so", "node", f.node, "server_name", p.ServerName, "error", err)
-	}
+	f.ackLocked(ctx, key, l)
 	f.wg.Go(func() { f.relayServed(ctx, name, l, seen) })
+}
+
+// ackLocked stores the acknowledgement of l, or marks key to be tried again.
+func (f *Follower) ackLocked(ctx context.Context, key string, l *loadedChallenge) {
+	if err := f.putAck(ctx, storage.ClusterAckKey(path.Base(key), f.node), ack{ID: l.id, Leaf: l.leaf}); err != nil {
+		f.logger.Error("cluster: acknowledging a challenge failed; tried again until its publisher gives up waiting", "node", f.node, "server_name", l.sni, "error", err, "retry_in", retryEvery)
+		f.retry[key] = true
+		return
+	}
+	l.acked = true
 }
 
 // relayServed marks the challenge "served" in storage each time the responder served it, off
