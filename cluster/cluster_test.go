@@ -263,8 +263,30 @@ func TestCluster(t *testing.T) {
 			case <-time.After(time.Second):
 				t.Fatal("no change delivered when n2 came")
 			}
+			// Who keeps which certificate, for spreading each one's renewal over its keepers.
+			if err := n1.node.SetKeeps(ctx, []string{"b.example", "a.example"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := n2.node.SetKeeps(ctx, []string{"b.example"}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, "n1 sees what n2 keeps", func() bool { return slices.Equal(n1.node.Keepers("b.example"), []string{"n1", "n2"}) })
+			if got := n1.node.Keepers("a.example"); !slices.Equal(got, []string{"n1"}) {
+				t.Errorf("Keepers(a.example) = %v", got)
+			}
+			if got := n2.node.Keepers("c.example"); len(got) != 0 {
+				t.Errorf("Keepers(c.example) = %v", got)
+			}
+			select {
+			case <-n1.node.MembersChanged():
+			case <-time.After(time.Second):
+				t.Fatal("no change delivered when what the nodes keep changed")
+			}
 			n2.node.Stop()
 			eventually(t, 5*time.Second, "n1 sees n2 go", func() bool { return slices.Equal(n1.node.Members(), []string{"n1"}) })
+			if got := n1.node.Keepers("b.example"); !slices.Equal(got, []string{"n1"}) {
+				t.Errorf("Keepers(b.example) after n2 left = %v", got)
+			}
 		}},
 		{"a second live node with the same id refuses to start", func(t *testing.T, prefix string) {
 			n1 := startNode(t, c, prefix, "n1")

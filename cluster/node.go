@@ -32,6 +32,9 @@ type Info struct {
 	// Instance is random per process, so that a node tells its own record (put again after its
 	// session was lost) from another process's with the same id.
 	Instance string `json:"instance"`
+	// Keeps are the certificates (manager.Spec.ID) the node keeps: a certificate's renewal is
+	// spread over the nodes that keep it (see Keepers), since one that does not never orders it.
+	Keeps []string `json:"keeps,omitempty"`
 }
 
 // DuplicateNodeError means another live process is registered with the node id asked for:
@@ -69,6 +72,7 @@ type Config struct {
 type Node struct {
 	cfg      Config
 	eph      storage.Ephemeral
+	infoMu   sync.Mutex // guards info.Keeps, which SetKeeps changes
 	info     Info
 	follower *Follower
 	pub      *Publisher
@@ -79,7 +83,7 @@ type Node struct {
 	// members are the ids of the live nodes, kept from a watch so that deciding who renews
 	// what reads no storage; changed delivers (once, not blocking) when they change.
 	membersMu sync.Mutex
-	members   []string
+	members   []Info
 	changed   chan struct{}
 }
 
@@ -168,7 +172,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 }
 
 // Info returns the node as registered.
-func (n *Node) Info() Info { return n.info }
+func (n *Node) Info() Info {
+	n.infoMu.Lock()
+	defer n.infoMu.Unlock()
+	info := n.info
+	info.Keeps = slices.Clone(info.Keeps)
+	return info
+}
+
+// SetKeeps records which certificates this node keeps (it changes with serve's configuration)
+// in its registration, for the other nodes' Keepers.
+func (n *Node) SetKeeps(ctx context.Context, certIDs []string) error {
+	ids := slices.Clone(certIDs)
+	slices.Sort(ids)
+	n.infoMu.Lock()
+	n.info.Keeps = slices.Compact(ids)
+	n.infoMu.Unlock()
+	return n.put(ctx)
+}
 
 // Publisher returns the publisher for this node's orders.
 func (n *Node) Publisher() *Publisher { return n.pub }
@@ -235,7 +256,9 @@ func (n *Node) register(ctx context.Context) error {
 }
 
 func (n *Node) put(ctx context.Context) error {
+	n.infoMu.Lock()
 	b, err := json.Marshal(n.info)
+	n.infoMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -276,15 +299,34 @@ func (n *Node) keepRegistered(ctx context.Context) {
 }
 
 // Members returns the ids of the live nodes, sorted, this one included, as last seen: from
-// memory, kept up to date by a watch. It is what work is spread over (see Owner).
+// memory, kept up to date by a watch.
 func (n *Node) Members() []string {
 	n.membersMu.Lock()
 	defer n.membersMu.Unlock()
-	return append([]string(nil), n.members...)
+	ids := make([]string, len(n.members))
+	for i, m := range n.members {
+		ids[i] = m.ID
+	}
+	return ids
 }
 
-// MembersChanged delivers when Members may have changed: a node came or went. A change
-// already pending is not repeated; it is meant for one receiver.
+// Keepers returns the ids of the live nodes that keep the certificate certID (Info.Keeps),
+// sorted, from memory: those its renewal is spread over (package cluster's Owner).
+func (n *Node) Keepers(certID string) []string {
+	n.membersMu.Lock()
+	defer n.membersMu.Unlock()
+	var ids []string
+	for _, m := range n.members {
+		if slices.Contains(m.Keeps, certID) {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
+}
+
+// MembersChanged delivers when Members or Keepers may have changed: a node came or went, or
+// changed what it keeps. A change already pending is not repeated; it is meant for one
+// receiver.
 func (n *Node) MembersChanged() <-chan struct{} { return n.changed }
 
 func (n *Node) refreshMembers(ctx context.Context) error {
@@ -292,13 +334,9 @@ func (n *Node) refreshMembers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ids := make([]string, len(infos))
-	for i, in := range infos {
-		ids[i] = in.ID
-	}
 	n.membersMu.Lock()
-	same := slices.Equal(ids, n.members)
-	n.members = ids
+	same := slices.EqualFunc(infos, n.members, func(a, b Info) bool { return a.ID == b.ID && slices.Equal(a.Keeps, b.Keeps) })
+	n.members = infos
 	n.membersMu.Unlock()
 	if !same {
 		select {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tlsalpn/tlsalpn/check"
 	"github.com/tlsalpn/tlsalpn/cluster"
+	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
@@ -91,4 +92,19 @@ func (rt *runtime) joinCluster(ctx context.Context, c Config, listen net.Addr) e
 	rt.host = id
 	rt.logger.Info("cluster node registered; pending challenges loaded", "node", id, "address", addr)
 	return nil
+}
+
+// announceKeeps records in this node's registration which certificates it keeps, so that each
+// certificate's renewal can be spread over the nodes that keep it (cluster.Node.Keepers).
+func (rt *runtime) announceKeeps(ctx context.Context, specs []manager.Spec) {
+	if rt.node == nil {
+		return
+	}
+	ids := make([]string, len(specs))
+	for i, s := range specs {
+		ids[i] = s.ID()
+	}
+	if err := rt.node.SetKeeps(ctx, ids); err != nil {
+		rt.logger.Warn("cluster: the certificates this node keeps are not registered; the other nodes will not count it among their keepers until it is", "error", err)
+	}
 }

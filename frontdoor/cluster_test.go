@@ -316,6 +316,18 @@ func TestClusterThreeNodes(t *testing.T) {
 		}
 		n.cmd.Process.Signal(syscall.SIGHUP)
 	}
+	waitFor(t, ctx, 10*time.Second, "every node registered as keeping every certificate", func() (bool, string) {
+		got, err := cluster.Nodes(ctx, store)
+		if err != nil || len(got) != 3 {
+			return false, fmt.Sprint(got, err)
+		}
+		for _, in := range got {
+			if len(in.Keeps) != certs {
+				return false, fmt.Sprintf("%s keeps %d", in.ID, len(in.Keeps))
+			}
+		}
+		return true, ""
+	})
 	for _, n := range nodes {
 		for _, nm := range names {
 			waitFor(t, ctx, 20*time.Second, n.id+" serves "+nm[0], func() (bool, string) {

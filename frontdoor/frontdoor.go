@@ -307,6 +307,7 @@ func (rt *runtime) startKeeping(ctx context.Context, cfg *config.Config) error {
 	rt.keepMgr, rt.specs, rt.wake = m, specs, map[string]chan struct{}{}
 	rt.mu.Unlock()
 	rt.reannounce()
+	rt.announceKeeps(ctx, specs)
 	go func() {
 		defer close(done)
 		m.Keep(kctx, specs, manager.KeepOptions{
