@@ -94,9 +94,9 @@ func printNodes(ctx context.Context, w io.Writer, store storage.Storage) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDRESS\tVERSION\tUP SINCE")
+	fmt.Fprintln(tw, "NODE\tADDRESS\tVERSION\tUP SINCE\tKEEPS")
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.ID, n.Addr, orDash(n.Version), n.Started.Local().Format(time.DateTime))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d certificates\n", n.ID, n.Addr, orDash(n.Version), n.Started.Local().Format(time.DateTime), len(n.Keeps))
 	}
 	return tw.Flush()
 }

@@ -85,12 +85,15 @@ func TestClusterCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer node.Stop()
+	if err := node.SetKeeps(ctx, []string{"a.example", "b.example"}); err != nil {
+		t.Fatal(err)
+	}
 
 	out.Reset()
 	if err := printNodes(ctx, &out, store); err != nil {
 		t.Fatal(err)
 	}
-	if s := out.String(); !strings.Contains(s, "NODE") || !strings.Contains(s, "n1") || !strings.Contains(s, "127.0.0.1:8443") || !strings.Contains(s, "9.9") {
+	if s := out.String(); !strings.Contains(s, "NODE") || !strings.Contains(s, "n1") || !strings.Contains(s, "127.0.0.1:8443") || !strings.Contains(s, "9.9") || !strings.Contains(s, "2 certificates") {
 		t.Fatalf("nodes listed as %q", s)
 	}
 	is = &manager.Pool{Preflight: newIssuers(store, logger, nil).Preflight}
