@@ -7,7 +7,9 @@
 // travel ahead of the CA instead:
 //
 //   - Every node registers itself (Node: id, the address it is reached at, version, start
-//     time) in a key that lives as long as the process: a node that dies disappears.
+//     time, the certificates it keeps) in a key that lives as long as the process: a node
+//     that dies disappears. Each node follows the others in memory (Members, Keepers), which
+//     is what renewals are spread over.
 //   - The node that orders publishes each challenge certificate, with its throwaway key (never
 //     the account key), in such a key (Publisher). It tells the issuer "published" only when
 //     every live node has acknowledged it and a validation handshake against each node's own

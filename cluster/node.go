@@ -165,8 +165,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		close(n.done)
 	}()
 	go func() {
-		<-ctx.Done()
-		n.Stop()
+		select {
+		case <-ctx.Done():
+			n.Stop()
+		case <-n.done: // stopped
+		}
 	}()
 	return n, nil
 }
