@@ -78,11 +78,17 @@ func (rt *runtime) joinCluster(ctx context.Context, c Config, listen net.Addr) e
 	} else if _, _, err := net.SplitHostPort(addr); err != nil {
 		return &ConfigError{fmt.Errorf("node address %q: %w", addr, err)}
 	}
+	var pc cluster.PublisherConfig
+	if rt.newPool != nil && rt.newPool().Preflight == nil {
+		// serve --no-preflight: no check of each node's address either.
+		pc.CheckTimeout = -1
+	}
 	node, err := cluster.Start(ctx, cluster.Config{
-		Storage: rt.store,
-		Info:    cluster.Info{ID: id, Addr: addr, Version: c.Version},
-		Local:   rt.r,
-		Logger:  rt.logger,
+		Storage:   rt.store,
+		Info:      cluster.Info{ID: id, Addr: addr, Version: c.Version},
+		Local:     rt.r,
+		Logger:    rt.logger,
+		Publisher: pc,
 	})
 	if err != nil {
 		return fmt.Errorf("joining the cluster as node %s: %w", id, err)

@@ -20,7 +20,7 @@ import (
 // publishes its challenges to the nodes, which the CA reaches, instead of binding a listener
 // of its own. It returns nil on other storage and when no node is live (the command then
 // answers the CA itself, as on one host).
-func clusterPublisher(ctx context.Context, store storage.Storage, logger *slog.Logger) (*cluster.Publisher, []cluster.Info, error) {
+func clusterPublisher(ctx context.Context, store storage.Storage, logger *slog.Logger, noChecks bool) (*cluster.Publisher, []cluster.Info, error) {
 	if _, ok := store.(storage.Ephemeral); !ok {
 		return nil, nil, nil
 	}
@@ -31,7 +31,11 @@ func clusterPublisher(ctx context.Context, store storage.Storage, logger *slog.L
 	if len(nodes) == 0 {
 		return nil, nil, nil
 	}
-	pub, err := cluster.NewPublisher(cluster.PublisherConfig{Storage: store, Logger: logger})
+	pc := cluster.PublisherConfig{Storage: store, Logger: logger}
+	if noChecks {
+		pc.CheckTimeout = -1
+	}
+	pub, err := cluster.NewPublisher(pc)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -42,8 +46,11 @@ func clusterPublisher(ctx context.Context, store storage.Storage, logger *slog.L
 // nodes are live, and says so; the nodes' publisher checks each node itself, so the pool's
 // preflight of a local listener, which is not bound then, is dropped. It reports whether it
 // did.
+//
+// A pool without a preflight (--no-preflight) makes the publisher skip its checks of each
+// node's address too: from a machine outside the nodes' network those may not be reachable.
 func useCluster(ctx context.Context, store storage.Storage, is *manager.Pool, logger *slog.Logger) (bool, error) {
-	pub, nodes, err := clusterPublisher(ctx, store, logger)
+	pub, nodes, err := clusterPublisher(ctx, store, logger, is.Preflight == nil)
 	if err != nil || pub == nil {
 		return false, err
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/cluster"
 	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
 	"github.com/tlsalpn/tlsalpn/manager"
@@ -80,7 +81,8 @@ func TestClusterCommands(t *testing.T) {
 
 	nctx, stop := context.WithCancel(ctx)
 	defer stop()
-	node, err := cluster.Start(nctx, cluster.Config{Storage: store, Info: cluster.Info{ID: "n1", Addr: "127.0.0.1:8443", Version: "9.9"}, Local: responder.New()})
+	closed := "127.0.0.1:" + itoa(freePort(t)) // the node's address answers nothing
+	node, err := cluster.Start(nctx, cluster.Config{Storage: store, Info: cluster.Info{ID: "n1", Addr: closed, Version: "9.9"}, Local: responder.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func TestClusterCommands(t *testing.T) {
 	if err := printNodes(ctx, &out, store); err != nil {
 		t.Fatal(err)
 	}
-	if s := out.String(); !strings.Contains(s, "NODE") || !strings.Contains(s, "n1") || !strings.Contains(s, "127.0.0.1:8443") || !strings.Contains(s, "9.9") || !strings.Contains(s, "2 certificates") {
+	if s := out.String(); !strings.Contains(s, "NODE") || !strings.Contains(s, "n1") || !strings.Contains(s, closed) || !strings.Contains(s, "9.9") || !strings.Contains(s, "2 certificates") {
 		t.Fatalf("nodes listed as %q", s)
 	}
 	is = &manager.Pool{Preflight: newIssuers(store, logger, nil).Preflight}
@@ -103,6 +105,23 @@ func TestClusterCommands(t *testing.T) {
 	if _, ok := is.Publisher.(*cluster.Publisher); !ok || is.Preflight != nil {
 		t.Fatalf("pool publishes through %T with preflight %v; want the cluster's, and no local preflight", is.Publisher, is.Preflight != nil)
 	}
+	// The publisher checks the node's address (which answers nothing here), unless the
+	// command was told --no-preflight (a pool without a preflight).
+	cert, err := challenge.Build(challenge.Identifier{Type: challenge.DNS, Value: "a.example"}, "token.thumbprint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := is.Publisher.Publish(ctx, "a.example", cert); err == nil || !strings.Contains(err.Error(), "n1") {
+		t.Fatalf("Publish with the node's address dead: %v; want a failure naming n1", err)
+	}
+	noPreflight := &manager.Pool{}
+	if used, err := useCluster(ctx, store, noPreflight, logger); !used || err != nil {
+		t.Fatal(used, err)
+	}
+	if _, err := noPreflight.Publisher.Publish(ctx, "a.example", cert); err != nil {
+		t.Fatalf("--no-preflight: %v; want the acknowledgement alone to do", err)
+	}
+	noPreflight.Publisher.Unpublish(ctx, "a.example")
 
 	dir, err := fs.New(t.TempDir())
 	if err != nil {
