@@ -19,6 +19,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
+	"github.com/tlsalpn/tlsalpn/cluster"
 	"github.com/tlsalpn/tlsalpn/config"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
@@ -45,11 +46,14 @@ type Config struct {
 	// re-read.
 	Reload <-chan struct{}
 	Load   func() (*config.Config, error)
-	// NodeID is this serve's id as a cluster node, or "" on one host. A
-	// node records its deployments under its own id (manager.WithNode),
-	// so that a certificate another node stored is deployed here too, to
-	// this node's outputs, when the storage watch reports it.
-	NodeID string
+
+	// NodeID and NodeAddress name this serve as a cluster node, when Storage keeps ephemeral
+	// keys (etcd; see ClusterMode): its id (default the host name; two live nodes cannot share
+	// one) and the host:port the balancer and the other nodes reach it at (default: see
+	// NodeAddress). Version is registered with the node, for people.
+	NodeID      string
+	NodeAddress string
+	Version     string
 }
 
 // ConfigError is a configuration the daemon cannot run with, found when
@@ -82,6 +86,14 @@ func New(cfg Config) (*Daemon, error) {
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	rt, cfg, logger := d.rt, d.cfg.Config, d.cfg.Logger
 	rt.front = ln.Addr()
+	if ClusterMode(rt.store) {
+		// Before the first connection is accepted: a node that answers the balancer must
+		// hold every challenge already pending.
+		if err := rt.joinCluster(ctx, d.cfg, rt.front); err != nil {
+			return err
+		}
+		defer rt.node.Stop()
+	}
 	// Steering outlives the drain: connections that arrive while the old
 	// ones finish still reach the backend.
 	rt.applySteering(ctx, cfg, rt.front)
@@ -164,6 +176,9 @@ type runtime struct {
 	srv     *proxy.Server
 	steer   steering
 	front   net.Addr // the listener's address, once bound
+	// node is this serve as a cluster node (ClusterMode), once joined: its publisher
+	// publishes every order's challenges to every node.
+	node *cluster.Node
 
 	// deployAs is the node id the keeper records its deployments
 	// under (manager.WithNode): Config.NodeID; "" on one host.
@@ -256,6 +271,11 @@ func (rt *runtime) pool(a config.ACME) *manager.Pool {
 		p = rt.newPool()
 	}
 	p.Store, p.Logger, p.Publisher, p.AgreeTOS = rt.store, rt.logger, rt.r, a.AgreeTOS
+	if rt.node != nil {
+		// Every node answers the CA, wherever the balancer sends it; the node's publisher
+		// says ready only when each holds the challenge and answers it on its own address.
+		p.Publisher = rt.node.Publisher()
+	}
 	if a.EAB != nil {
 		p.EAB = &acme.EAB{KeyID: a.EAB.KID, MACKey: a.EAB.HMACKey}
 	}
@@ -291,9 +311,10 @@ func (rt *runtime) startKeeping(ctx context.Context, cfg *config.Config) error {
 	rt.keepMgr, rt.specs, rt.wake = m, specs, map[string]chan struct{}{}
 	rt.mu.Unlock()
 	rt.reannounce()
+	rt.announceKeeps(ctx, specs)
 	go func() {
 		defer close(done)
-		m.Keep(kctx, specs, manager.KeepOptions{
+		opts := manager.KeepOptions{
 			Cache: rt.cache,
 			Wake:  rt.wakeFor,
 			OnRenewed: func(rec *manager.Record, err error) {
@@ -304,7 +325,9 @@ func (rt *runtime) startKeeping(ctx context.Context, cfg *config.Config) error {
 					rt.logger.Info("certificate obtained", "names", rec.Names, "serial", rec.Serial, "not_after", rec.NotAfter)
 				}
 			},
-		})
+		}
+		rt.ownership(&opts)
+		m.Keep(kctx, specs, opts)
 	}()
 	return nil
 }

@@ -186,3 +186,54 @@ func ProbeKey(directoryURL, random string) string {
 
 // ProbePrefix begins the name of a writability probe within OrdersDir.
 const ProbePrefix = "probe-"
+
+// Cluster mode (package cluster) keeps its coordination under ClusterPrefix, all of it in
+// ephemeral keys (storage.Ephemeral) that vanish with the process that put them:
+//
+//	cluster/nodes/<node>                    a live node: its id, address, version, start time
+//	cluster/challenges/<sni>                a pending challenge: certificate and throwaway key
+//	cluster/acks/<sni>/<node>               <node> holds that challenge in its responder
+//	cluster/served/<sni>/<node>             <node> served that challenge to a validation
+//
+// <node> is a node id (one key segment) and <sni> is Segment of the challenge's server name.
+// The four directories are apart, so that no key is also the prefix of another.
+const (
+	// ClusterPrefix holds everything cluster mode coordinates through storage.
+	ClusterPrefix = "cluster"
+	// ClusterNodesPrefix holds one key per live node.
+	ClusterNodesPrefix = ClusterPrefix + "/nodes"
+	// ClusterChallengesPrefix holds one key per pending challenge.
+	ClusterChallengesPrefix = ClusterPrefix + "/challenges"
+	// ClusterAcksPrefix holds, per challenge, one key per node that loaded it.
+	ClusterAcksPrefix = ClusterPrefix + "/acks"
+	// ClusterServedPrefix holds, per challenge, one key per node that served it.
+	ClusterServedPrefix = ClusterPrefix + "/served"
+)
+
+// ClusterNodeKey is a live node's record: cluster/nodes/<node>.
+func ClusterNodeKey(node string) string { return path.Join(ClusterNodesPrefix, Segment(node)) }
+
+// ClusterChallengeKey is the pending challenge for a server name: cluster/challenges/<sni>.
+func ClusterChallengeKey(serverName string) string {
+	return path.Join(ClusterChallengesPrefix, Segment(serverName))
+}
+
+// ClusterAcksDir holds the acknowledgements of a server name's challenge: cluster/acks/<sni>.
+func ClusterAcksDir(serverName string) string {
+	return path.Join(ClusterAcksPrefix, Segment(serverName))
+}
+
+// ClusterAckKey is one node's acknowledgement of a challenge: cluster/acks/<sni>/<node>.
+func ClusterAckKey(serverName, node string) string {
+	return path.Join(ClusterAcksDir(serverName), Segment(node))
+}
+
+// ClusterServedDir holds the "served" marks of a server name's challenge: cluster/served/<sni>.
+func ClusterServedDir(serverName string) string {
+	return path.Join(ClusterServedPrefix, Segment(serverName))
+}
+
+// ClusterServedKey is one node's "served" mark for a challenge: cluster/served/<sni>/<node>.
+func ClusterServedKey(serverName, node string) string {
+	return path.Join(ClusterServedDir(serverName), Segment(node))
+}

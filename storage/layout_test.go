@@ -27,6 +27,11 @@ func TestLayout(t *testing.T) {
 		{"OrderDir", OrderDir(local, "0123abcd"), "orders/-__1-_14000-dir/0123abcd"},
 		{"OrderLockName", OrderLockName(le, "0123abcd"), "order-acme-v02.api.letsencrypt.org-directory-0123abcd"},
 		{"ProbeKey", ProbeKey(le, "99"), "orders/acme-v02.api.letsencrypt.org-directory/probe-99"},
+		{"ClusterNodeKey", ClusterNodeKey("node-1"), "cluster/nodes/node-1"},
+		{"ClusterChallengeKey", ClusterChallengeKey("example.com"), "cluster/challenges/example.com"},
+		{"ClusterChallengeKey IP", ClusterChallengeKey("1.2.0.192.in-addr.arpa"), "cluster/challenges/1.2.0.192.in-addr.arpa"},
+		{"ClusterAckKey", ClusterAckKey("example.com", "node-1"), "cluster/acks/example.com/node-1"},
+		{"ClusterServedKey", ClusterServedKey("example.com", "node-1"), "cluster/served/example.com/node-1"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

@@ -182,6 +182,11 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	liveDir := filepath.Join(st.loc.dir, "live")
 	is := issuePool(e, &f, store, logger, in.eab, hc)
 	defer is.CloseIdle()
+	if clustered, err := useCluster(ctx, store, is, logger); err != nil {
+		return err
+	} else if clustered {
+		in.portErr = nil // the nodes answer the CA, not --listen here
+	}
 	m := manager.New(store, is.Get, logger)
 	specs := issueSpecs(&f, fs.setFlags(), in, out)
 	opts := manager.IssueOptions{

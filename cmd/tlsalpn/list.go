@@ -102,7 +102,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 	}
 	if len(entries) == 0 {
 		fmt.Fprintf(e.stdout, "no certificates in %s\n", st.where())
-		return nil
+		return printNodes(ctx, e.stdout, store)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CERTIFICATE\tNAMES\tCA\tEXPIRES\tDAYS LEFT\tRENEWS\tOUT\tSTATE")
@@ -137,7 +137,8 @@ func runList(ctx context.Context, e *env, args []string) error {
 				le.CertName, le.RetiredBy, le.Out, le.CertName)
 		}
 	}
-	return nil
+	// In a cluster, the nodes that serve and renew these certificates.
+	return printNodes(ctx, e.stdout, store)
 }
 
 func entryFor(s *manager.Stored, now time.Time) listEntry {

@@ -107,6 +107,9 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	is := newIssuers(store, logger, responder.New(responder.WithLogger(logger)))
 	is.Hooks = hooks
 	defer is.CloseIdle()
+	if _, err := useCluster(ctx, store, is, logger); err != nil {
+		return err
+	}
 	if f.verbose {
 		is.OnStep = stepPrinter(e)
 	}

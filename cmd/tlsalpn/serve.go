@@ -78,6 +78,8 @@ type serveFlags struct {
 	steer       string
 	hapSocket   string
 	hapCert     string
+	nodeID      string
+	nodeAddress string
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -97,6 +99,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&f.keyType, "key-type", "ec256", "without --config: certificate key `TYPE`")
 	fs.StringVar(&f.profile, "profile", "", "without --config: ACME `PROFILE`")
 	fs.StringVar(&f.steer, "steer", "auto", "without --config: steering `MODE`: auto hands new connections straight to the backend's listening socket while no challenge is pending (Linux, root, backend on this host), off relays every one")
+	fs.StringVar(&f.nodeID, "node-id", "", "cluster mode (etcd storage): this node's `ID`, unique among live nodes (default: the host name)")
+	fs.StringVar(&f.nodeAddress, "node-address", "", "cluster mode: the `HOST:PORT` the balancer and the other nodes reach this node at (default: the listen address, with this host's first non-loopback address for an unspecified host)")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge through the front door before telling the CA it is ready")
 	if err := fs.parse(args, 0); err != nil {
 		return err
@@ -139,6 +143,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cfg.Storage.Location = loc.where()
+	if err := checkNodeFlags(&f, cfg.Storage.Location); err != nil {
+		return err
+	}
 	return runFrontDoor(ctx, e, &f, cfg, loc, logger)
 }
 
@@ -163,6 +170,7 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 	hup := make(chan os.Signal, 1)
 	reload := make(chan struct{}, 1)
 	fc := frontdoor.Config{Config: cfg, Storage: store, Logger: logger, Reload: reload,
+		NodeID: f.nodeID, NodeAddress: f.nodeAddress, Version: version(),
 		NewPool: func() *manager.Pool {
 			is := newIssuers(store, logger, nil)
 			if f.noPreflight {
