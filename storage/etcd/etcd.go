@@ -492,10 +492,11 @@ func (s *Store) rangeOf(prefix string) (start, end string) {
 }
 
 // relKey returns the storage key of an etcd key, and whether it is a storage key covered by
-// prefix (not a dot name of this backend, not a neighbour that merely shares the prefix).
+// prefix: not a name of this backend's own (.locks, .encryption-check, also those of a Store
+// on a prefix nested in this one), not a neighbour that merely shares the prefix as a string.
 func (s *Store) relKey(etcdKey []byte, prefix string) (string, bool) {
 	k, ok := strings.CutPrefix(string(etcdKey), s.root)
-	if !ok || k == "" || k[0] == '.' || !storage.HasPrefix(k, prefix) {
+	if !ok || !storage.HasPrefix(k, prefix) || storage.ValidateKey(k) != nil {
 		return "", false
 	}
 	return k, true
