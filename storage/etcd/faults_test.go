@@ -348,8 +348,14 @@ func TestEphemeralSessionLost(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	s := open(t, c, "eph")
 	ctx := t.Context()
-	if err := s.PutEphemeral(ctx, "cluster/nodes/n1", []byte("n1")); err != nil {
+	events, err := s.Watch(ctx, "cluster")
+	if err != nil {
 		t.Fatal(err)
+	}
+	for _, k := range []string{"cluster/nodes/n1", "cluster/challenges/n1/example.com"} {
+		if err := s.PutEphemeral(ctx, k, []byte("n1")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	done := s.SessionDone()
 	raw := c.Client(t)
@@ -358,6 +364,18 @@ func TestEphemeralSessionLost(t *testing.T) {
 	s.eph.mu.Unlock()
 	if _, err := raw.Revoke(ctx, lease); err != nil {
 		t.Fatal(err)
+	}
+	// The lease's keys go in one revision: the watch reports each.
+	gone := map[storage.Event]bool{}
+	for len(gone) < 2 {
+		select {
+		case ev := <-events:
+			if ev.Deleted {
+				gone[ev] = true
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("deletions seen after the lease was revoked: %v; want both keys", gone)
+		}
 	}
 	select {
 	case <-done:
