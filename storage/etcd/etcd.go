@@ -225,9 +225,11 @@ func (s *Store) checkKey(ctx context.Context) error {
 }
 
 // Close ends the sessions (revoking their leases: ephemeral keys and held locks go at once),
-// stops the watches and closes the connection.
+// stops the watches and closes the connection. Calls after the first do nothing.
 func (s *Store) Close() error {
-	s.closing.Store(true)
+	if s.closing.Swap(true) {
+		return nil
+	}
 	// Sessions first: revoking needs the Store's context, which cancel ends.
 	s.eph.close()
 	s.lockMu.Lock()

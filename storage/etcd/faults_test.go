@@ -393,8 +393,14 @@ func TestEphemeralSessionLost(t *testing.T) {
 		t.Error("the new session's SessionDone is closed")
 	default:
 	}
-	// Close revokes the lease: the key goes at once.
+	// Close revokes the lease: the key goes at once, and SessionDone says so.
+	done = s.SessionDone()
 	s.Close()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Error("SessionDone not closed by Close")
+	}
 	r, err := raw.Get(ctx, "eph/cluster/nodes/n1")
 	if err != nil || len(r.Kvs) != 0 {
 		t.Errorf("after Close, the ephemeral key: %v, %v", r.Kvs, err)
