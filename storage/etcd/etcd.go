@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/tlsalpn/tlsalpn/storage"
 )
@@ -35,6 +36,8 @@ const (
 	// maxSendMsgSize lets the server, not the client, decide what is too large (its
 	// --max-request-bytes), so that the limit is the cluster's one and the error its own.
 	maxSendMsgSize = 64 << 20
+	// reconnectMax is the longest pause between attempts to reconnect to a member.
+	reconnectMax = time.Second
 	// checkKey holds the encryption check value. A dot name: never a storage key.
 	checkKey = ".encryption-check"
 	// checkPlain is what the check value seals.
@@ -95,7 +98,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// Block in Open until a member is connected, and say why none could be: "x509:
 		// certificate signed by unknown authority" tells an operator what to fix, "context
 		// deadline exceeded" does not.
-		DialOptions: []grpc.DialOption{grpc.WithBlock(), grpc.WithReturnConnectionError()}, //nolint:staticcheck // supported throughout grpc 1.x
+		DialOptions: []grpc.DialOption{
+			grpc.WithBlock(), grpc.WithReturnConnectionError(), //nolint:staticcheck // supported throughout grpc 1.x
+			// grpc's default reconnection backoff grows to two minutes: after a long outage,
+			// a node would go on failing that long once etcd is back. Trying every second
+			// at most costs a connection attempt per member per second while etcd is down.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMax},
+				MinConnectTimeout: 5 * time.Second,
+			}),
+		},
 	}
 	if cfg.CAFile != "" || cfg.CertFile != "" {
 		tc, err := tlsConfig(cfg)

@@ -337,9 +337,17 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("Open with etcd down = %v after %v, want ErrUnavailable after the 1s dial timeout", err, time.Since(start))
 	}
 	c.Restart(0)
-	if err := s.Put(context.Background(), "a", []byte("x"), 0o644); err != nil {
+	// The Store reconnects on its own, soon: its reconnection backoff is capped at a second.
+	back := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Put(ctx, "a", []byte("x"), 0o644); err != nil {
 		t.Errorf("Put after etcd came back: %v", err)
 	}
+	if d := time.Since(back); d > 2*time.Second {
+		t.Errorf("Put after etcd came back took %v, want a reconnection within about a second", d)
+	}
+	t.Logf("first Put after etcd came back: %v", time.Since(back).Round(time.Millisecond))
 }
 
 // TestEphemeralSessionLost: when the session's lease is gone, its keys are gone, SessionDone
