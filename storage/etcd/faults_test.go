@@ -331,6 +331,18 @@ func TestUnavailable(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Put with etcd down = %v, want ErrUnavailable", err)
 	}
+	// A PutEphemeral waiting for a lease does not hold up SessionDone.
+	putDone := make(chan error, 1)
+	go func() { putDone <- s.PutEphemeral(context.Background(), "cluster/nodes/n", []byte("n")) }()
+	time.Sleep(100 * time.Millisecond)
+	start = time.Now()
+	s.SessionDone()
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("SessionDone waited %v for a session being made", d)
+	}
+	if err := <-putDone; !errors.Is(err, ErrUnavailable) {
+		t.Errorf("PutEphemeral with etcd down = %v, want ErrUnavailable", err)
+	}
 	start = time.Now()
 	_, err = Open(context.Background(), Config{Endpoints: c.Endpoints(), DialTimeout: time.Second})
 	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 3*time.Second {

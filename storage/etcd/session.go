@@ -108,10 +108,14 @@ func (s *Store) Lock(ctx context.Context, name string) (func() error, error) {
 
 // ephemeral is the Store's one session for ephemeral keys.
 type ephemeral struct {
-	mu     sync.Mutex
+	mu     sync.Mutex           // held while a session is made: PutEphemerals wait for it
 	sess   *concurrency.Session // nil until the first PutEphemeral, and after a loss
-	done   chan struct{}        // closed when sess is lost (or the Store closes); then replaced
 	closed bool
+
+	// doneMu guards done alone, so that SessionDone never waits for a session being made
+	// (mu, then doneMu, when both are taken).
+	doneMu sync.Mutex
+	done   chan struct{} // closed when sess is lost (or the Store closes); then replaced
 }
 
 func (e *ephemeral) close() {
@@ -123,7 +127,9 @@ func (e *ephemeral) close() {
 	sess := e.sess
 	e.closed = true
 	if sess == nil {
+		e.doneMu.Lock()
 		close(e.done) // no session to lose: say so now
+		e.doneMu.Unlock()
 	}
 	e.mu.Unlock()
 	if sess != nil {
@@ -138,10 +144,12 @@ func (s *Store) lost() {
 		s.log.Warn("storage/etcd: ephemeral session lost: its keys are gone from etcd", "lease", fmt.Sprintf("%x", s.eph.sess.Lease()))
 	}
 	s.eph.sess = nil
+	s.eph.doneMu.Lock()
 	close(s.eph.done)
 	if !s.eph.closed {
 		s.eph.done = make(chan struct{})
 	}
+	s.eph.doneMu.Unlock()
 }
 
 // PutEphemeral implements storage.Ephemeral. The Store has one session (a lease of SessionTTL,
@@ -199,7 +207,7 @@ func (s *Store) session(ctx context.Context) (*concurrency.Session, error) {
 // SessionDone implements storage.Ephemeral: the returned channel closes when the current
 // session (or, before the first PutEphemeral, the one it will make) is lost or the Store closes.
 func (s *Store) SessionDone() <-chan struct{} {
-	s.eph.mu.Lock()
-	defer s.eph.mu.Unlock()
+	s.eph.doneMu.Lock()
+	defer s.eph.doneMu.Unlock()
 	return s.eph.done
 }
