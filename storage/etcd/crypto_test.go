@@ -22,10 +22,10 @@ import (
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
-// TestEncryption runs the encryption cases on one single-member cluster, each under a prefix
+// TestEncryption runs the encryption cases on one three-member cluster, each under a prefix
 // of its own.
 func TestEncryption(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+	c := etcdtest.Start(t, 3)
 	for _, tc := range []struct {
 		name string
 		fn   func(*testing.T, *etcdtest.Cluster)
