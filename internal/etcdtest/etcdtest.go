@@ -274,36 +274,49 @@ func (c *Cluster) waitHealthy(ctx context.Context, which []int) error {
 		c.mu.Lock()
 		m := c.members[i]
 		c.mu.Unlock()
-		cli, err := c.newClient([]string{m.endpoint()}, true)
-		if err != nil {
+		if err := c.waitMember(ctx, m); err != nil {
 			return err
 		}
-		for {
-			select {
-			case <-m.exited:
-				cli.Close()
-				return m.exitError()
-			default:
-			}
+	}
+	return nil
+}
+
+// waitMember waits until m answers a linearizable read (with auth on, the client itself
+// needs the member up to log in, so it is made again until it can).
+func (c *Cluster) waitMember(ctx context.Context, m *member) error {
+	var cli *clientv3.Client
+	defer func() {
+		if cli != nil {
+			cli.Close()
+		}
+	}()
+	for {
+		select {
+		case <-m.exited:
+			return m.exitError()
+		default:
+		}
+		var err error
+		if cli == nil {
+			cli, err = c.newClient([]string{m.endpoint()}, true)
+		}
+		if cli != nil {
 			rctx, rcancel := context.WithTimeout(ctx, time.Second)
 			_, err = cli.Get(rctx, "etcdtest-health")
 			rcancel()
 			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				cli.Close()
-				return fmt.Errorf("member %s not healthy after %v: %v\n%s", m.name, startTimeout, err, m.logTail())
-			}
-			select {
-			case <-ctx.Done():
-			case <-m.exited:
-			case <-time.After(50 * time.Millisecond):
+				return nil
 			}
 		}
-		cli.Close()
+		if ctx.Err() != nil {
+			return fmt.Errorf("member %s not healthy after %v: %v\n%s", m.name, startTimeout, err, m.logTail())
+		}
+		select {
+		case <-ctx.Done():
+		case <-m.exited:
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return nil
 }
 
 func (m *member) endpoint() string { return fmt.Sprintf("127.0.0.1:%d", m.clientPort) }

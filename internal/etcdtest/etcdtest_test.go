@@ -53,4 +53,9 @@ func TestTLSAndAuth(t *testing.T) {
 	if ca == "" || cert == "" || key == "" {
 		t.Fatal("ClientTLS: empty file names")
 	}
+	// With auth on, a restarted member is waited for as root.
+	c.Restart(0)
+	if _, err := cli.Get(ctx, "k"); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
 }

@@ -22,10 +22,10 @@ import (
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
-// TestEncryption runs the encryption cases on one single-member cluster, each under a prefix
+// TestEncryption runs the encryption cases on one three-member cluster, each under a prefix
 // of its own.
 func TestEncryption(t *testing.T) {
-	c := etcdtest.Start(t, 1)
+	c := etcdtest.Start(t, 3)
 	for _, tc := range []struct {
 		name string
 		fn   func(*testing.T, *etcdtest.Cluster)
@@ -36,6 +36,7 @@ func TestEncryption(t *testing.T) {
 		{"WrongKeyRefused", testWrongKeyRefused},
 		{"FirstOpensAgree", testFirstOpensAgree},
 		{"Mode", testMode},
+		{"NestedPrefixInternals", testNestedPrefixInternals},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, c) })
 	}
@@ -315,5 +316,28 @@ func testMode(t *testing.T, c *etcdtest.Cluster) {
 	}
 	if _, err := s.Mode(ctx, "missing"); !errors.Is(err, storage.ErrNotExist) {
 		t.Errorf("Mode of a missing key = %v, want ErrNotExist", err)
+	}
+}
+
+// testNestedPrefixInternals: a Store on a prefix nested in another's does not show its own
+// names (check value, locks) as keys of the outer one.
+func testNestedPrefixInternals(t *testing.T, c *etcdtest.Cluster) {
+	outer := open(t, c, "nest")
+	inner := open(t, c, "nest/inner")
+	ctx := t.Context()
+	unlock, err := inner.Lock(ctx, "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if err := inner.Put(ctx, "a", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := outer.List(ctx, "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || keys[0] != "inner/a" {
+		t.Errorf("outer List = %q, want only [inner/a]", keys)
 	}
 }

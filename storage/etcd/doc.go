@@ -15,6 +15,9 @@
 // other keys: Put refuses "a/b/c" when "a/b" is a key and the other way round (checked in the
 // same transaction as the write).
 //
+// Prefixes of different installations must not nest ("tlsalpn" and "tlsalpn/prod"): the outer
+// one would see the inner one's keys as its own.
+//
 // # Values
 //
 // Each value carries a small header: a format tag, the time of the Put by the writer's clock
@@ -40,4 +43,13 @@
 // an error. Errors name the operation and the key and wrap one of ErrUnavailable, ErrTooLarge,
 // ErrQuota, ErrAuth, ErrNoEncryptionKey, ErrWrongKey or ErrCorrupt, as well as etcd's own error.
 // Lock waits as long as its context lets it (waiting for a lock is not a fault).
+//
+// # What etcd must be given
+//
+// tlsalpn never compacts etcd's history: run etcd with automatic compaction (for example
+// --auto-compaction-mode=periodic --auto-compaction-retention=1h), or every renewal, lock and
+// node heartbeat stays in the history until the quota (--quota-backend-bytes, 2 GiB by
+// default) is reached and etcd refuses writes (ErrQuota). A watch that falls behind a
+// compaction resynchronizes by itself (see Store.Watch). Values are a few KiB; etcd's default
+// --max-request-bytes (1.5 MiB) is ample.
 package etcd

@@ -15,10 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/tlsalpn/tlsalpn/storage"
 )
@@ -33,6 +36,8 @@ const (
 	// maxSendMsgSize lets the server, not the client, decide what is too large (its
 	// --max-request-bytes), so that the limit is the cluster's one and the error its own.
 	maxSendMsgSize = 64 << 20
+	// reconnectMax is the longest pause between attempts to reconnect to a member.
+	reconnectMax = time.Second
 	// checkKey holds the encryption check value. A dot name: never a storage key.
 	checkKey = ".encryption-check"
 	// checkPlain is what the check value seals.
@@ -93,7 +98,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// Block in Open until a member is connected, and say why none could be: "x509:
 		// certificate signed by unknown authority" tells an operator what to fix, "context
 		// deadline exceeded" does not.
-		DialOptions: []grpc.DialOption{grpc.WithBlock(), grpc.WithReturnConnectionError()}, //nolint:staticcheck // supported throughout grpc 1.x
+		DialOptions: []grpc.DialOption{
+			grpc.WithBlock(), grpc.WithReturnConnectionError(), //nolint:staticcheck // supported throughout grpc 1.x
+			// grpc's default reconnection backoff grows to two minutes: after a long outage,
+			// a node would go on failing that long once etcd is back. Trying every second
+			// at most costs a connection attempt per member per second while etcd is down.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMax},
+				MinConnectTimeout: 5 * time.Second,
+			}),
+		},
 	}
 	if cfg.CAFile != "" || cfg.CertFile != "" {
 		tc, err := tlsConfig(cfg)
@@ -223,9 +237,11 @@ func (s *Store) checkKey(ctx context.Context) error {
 }
 
 // Close ends the sessions (revoking their leases: ephemeral keys and held locks go at once),
-// stops the watches and closes the connection.
+// stops the watches and closes the connection. Calls after the first do nothing.
 func (s *Store) Close() error {
-	s.closing.Store(true)
+	if s.closing.Swap(true) {
+		return nil
+	}
 	// Sessions first: revoking needs the Store's context, which cancel ends.
 	s.eph.close()
 	s.lockMu.Lock()
@@ -492,10 +508,11 @@ func (s *Store) rangeOf(prefix string) (start, end string) {
 }
 
 // relKey returns the storage key of an etcd key, and whether it is a storage key covered by
-// prefix (not a dot name of this backend, not a neighbour that merely shares the prefix).
+// prefix: not a name of this backend's own (.locks, .encryption-check, also those of a Store
+// on a prefix nested in this one), not a neighbour that merely shares the prefix as a string.
 func (s *Store) relKey(etcdKey []byte, prefix string) (string, bool) {
 	k, ok := strings.CutPrefix(string(etcdKey), s.root)
-	if !ok || k == "" || k[0] == '.' || !storage.HasPrefix(k, prefix) {
+	if !ok || !storage.HasPrefix(k, prefix) || storage.ValidateKey(k) != nil {
 		return "", false
 	}
 	return k, true
@@ -530,6 +547,69 @@ func (s *Store) List(ctx context.Context, prefix string, recursive bool) ([]stri
 	}
 	slices.Sort(keys)
 	return slices.Compact(keys), nil
+}
+
+// getAllPage is how many values GetAll reads per request: a few MiB at the sizes tlsalpn
+// stores, well under what one response may carry.
+const getAllPage = 500
+
+// GetAll returns every key covered by prefix with its value, read in a few range requests
+// (getAllPage values each) instead of one Get per key: a node catching up with 10,000
+// certificates reads them in well under a second instead of ten. The values are those of one
+// revision (the first page's), so they are consistent with each other. Sealed values are
+// opened; one that cannot be (no key, damaged) fails the whole call, naming its key.
+func (s *Store) GetAll(ctx context.Context, prefix string) (map[string][]byte, error) {
+	if err := storage.ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte)
+	start, end := s.rangeOf(prefix)
+	var rev int64
+	for {
+		var kvs []*mvccpb.KeyValue
+		var more bool
+		err := s.do(ctx, func(ctx context.Context) error {
+			opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(getAllPage),
+				clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+			if rev != 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			r, err := s.cli.Get(ctx, start, opts...)
+			if err != nil {
+				return err
+			}
+			if rev == 0 {
+				rev = r.Header.Revision
+			}
+			kvs, more = r.Kvs, r.More
+			return nil
+		}, func(err error) error { return opError("get all", prefix, err) })
+		if errors.Is(err, rpctypes.ErrCompacted) && ctx.Err() == nil {
+			// The revision of the first page was compacted away meanwhile: start again.
+			clear(out)
+			start, _ = s.rangeOf(prefix)
+			rev = 0
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			k, ok := s.relKey(kv.Key, prefix)
+			if !ok {
+				continue
+			}
+			v, err := s.decodeValue(k, kv.Value)
+			if err != nil {
+				return nil, opError("get all", k, err)
+			}
+			out[k] = v
+		}
+		if !more || len(kvs) == 0 {
+			return out, nil
+		}
+		start = string(kvs[len(kvs)-1].Key) + "\x00"
+	}
 }
 
 // children turns the keys covered by prefix into its immediate children.

@@ -1,8 +1,13 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,3 +50,59 @@ func TestConformance(t *testing.T) {
 }
 
 func clientv3WithPrefix() clientv3.OpOption { return clientv3.WithPrefix() }
+
+// TestGetAll: GetAll returns exactly the keys covered by the prefix, across pages, with their
+// values opened.
+func TestGetAll(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := open(t, c, "getall")
+	ctx := t.Context()
+	const n = getAllPage*2 + 34
+	want := map[string][]byte{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				k := fmt.Sprintf("g/%04d/key.pem", i)
+				v := []byte(k + " value")
+				mode := os.FileMode(0o600)
+				if i%2 == 0 {
+					mode = 0o644
+				}
+				if err := s.Put(ctx, k, v, mode); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				want[k] = v
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, k := range []string{"g-x", "g.x/a", "h/a"} {
+		if err := s.Put(ctx, k, []byte("outside"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.GetAll(ctx, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Errorf("GetAll = %d values, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if !bytes.Equal(got[k], v) {
+			t.Errorf("GetAll[%q] = %q, want %q", k, got[k], v)
+		}
+	}
+	if got, err := s.GetAll(ctx, "missing"); err != nil || len(got) != 0 {
+		t.Errorf("GetAll of an empty prefix = %v, %v", got, err)
+	}
+	nokey := open(t, c, "getall", func(cfg *Config) { cfg.EncryptionKey = nil })
+	if _, err := nokey.GetAll(ctx, "g"); !errors.Is(err, ErrNoEncryptionKey) || !strings.Contains(err.Error(), "key.pem") {
+		t.Errorf("GetAll of sealed values without a key = %v, want ErrNoEncryptionKey naming a key", err)
+	}
+}

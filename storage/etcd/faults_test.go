@@ -331,15 +331,35 @@ func TestUnavailable(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Put with etcd down = %v, want ErrUnavailable", err)
 	}
+	// A PutEphemeral waiting for a lease does not hold up SessionDone.
+	putDone := make(chan error, 1)
+	go func() { putDone <- s.PutEphemeral(context.Background(), "cluster/nodes/n", []byte("n")) }()
+	time.Sleep(100 * time.Millisecond)
+	start = time.Now()
+	s.SessionDone()
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("SessionDone waited %v for a session being made", d)
+	}
+	if err := <-putDone; !errors.Is(err, ErrUnavailable) {
+		t.Errorf("PutEphemeral with etcd down = %v, want ErrUnavailable", err)
+	}
 	start = time.Now()
 	_, err = Open(context.Background(), Config{Endpoints: c.Endpoints(), DialTimeout: time.Second})
 	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 3*time.Second {
 		t.Errorf("Open with etcd down = %v after %v, want ErrUnavailable after the 1s dial timeout", err, time.Since(start))
 	}
 	c.Restart(0)
-	if err := s.Put(context.Background(), "a", []byte("x"), 0o644); err != nil {
+	// The Store reconnects on its own, soon: its reconnection backoff is capped at a second.
+	back := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Put(ctx, "a", []byte("x"), 0o644); err != nil {
 		t.Errorf("Put after etcd came back: %v", err)
 	}
+	if d := time.Since(back); d > 2*time.Second {
+		t.Errorf("Put after etcd came back took %v, want a reconnection within about a second", d)
+	}
+	t.Logf("first Put after etcd came back: %v", time.Since(back).Round(time.Millisecond))
 }
 
 // TestEphemeralSessionLost: when the session's lease is gone, its keys are gone, SessionDone
@@ -348,8 +368,14 @@ func TestEphemeralSessionLost(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	s := open(t, c, "eph")
 	ctx := t.Context()
-	if err := s.PutEphemeral(ctx, "cluster/nodes/n1", []byte("n1")); err != nil {
+	events, err := s.Watch(ctx, "cluster")
+	if err != nil {
 		t.Fatal(err)
+	}
+	for _, k := range []string{"cluster/nodes/n1", "cluster/challenges/n1/example.com"} {
+		if err := s.PutEphemeral(ctx, k, []byte("n1")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	done := s.SessionDone()
 	raw := c.Client(t)
@@ -358,6 +384,18 @@ func TestEphemeralSessionLost(t *testing.T) {
 	s.eph.mu.Unlock()
 	if _, err := raw.Revoke(ctx, lease); err != nil {
 		t.Fatal(err)
+	}
+	// The lease's keys go in one revision: the watch reports each.
+	gone := map[storage.Event]bool{}
+	for len(gone) < 2 {
+		select {
+		case ev := <-events:
+			if ev.Deleted {
+				gone[ev] = true
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("deletions seen after the lease was revoked: %v; want both keys", gone)
+		}
 	}
 	select {
 	case <-done:
@@ -375,8 +413,14 @@ func TestEphemeralSessionLost(t *testing.T) {
 		t.Error("the new session's SessionDone is closed")
 	default:
 	}
-	// Close revokes the lease: the key goes at once.
+	// Close revokes the lease: the key goes at once, and SessionDone says so.
+	done = s.SessionDone()
 	s.Close()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Error("SessionDone not closed by Close")
+	}
 	r, err := raw.Get(ctx, "eph/cluster/nodes/n1")
 	if err != nil || len(r.Kvs) != 0 {
 		t.Errorf("after Close, the ephemeral key: %v, %v", r.Kvs, err)

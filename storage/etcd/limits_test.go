@@ -70,7 +70,7 @@ func TestTLSAndAuth(t *testing.T) {
 // TestTooLargeAndQuota: a value beyond --max-request-bytes, and writes beyond the quota, fail
 // with clear errors naming the key, and what was stored stays readable.
 func TestTooLargeAndQuota(t *testing.T) {
-	c := etcdtest.Start(t, 1, etcdtest.WithMaxRequestBytes(256<<10), etcdtest.WithQuota(4<<20))
+	c := etcdtest.Start(t, 3, etcdtest.WithMaxRequestBytes(256<<10), etcdtest.WithQuota(4<<20))
 	s := open(t, c, "limits")
 	ctx := t.Context()
 	if err := s.Put(ctx, "big/cert.pem", []byte("small"), 0o644); err != nil {

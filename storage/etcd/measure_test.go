@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,4 +68,47 @@ func TestMeasureLatency(t *testing.T) {
 		<-events
 		return nil
 	})
+
+	// A store of 10,000 certificates: how long listing and reading it all takes.
+	const many = 10000
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < many; i += 16 {
+				if err := s.Put(ctx, fmt.Sprintf("many/%05d/cert.pem", i), value, 0o644); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("Put %d x 4 KiB, 16 at a time: %v", many, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	keys, err := s.List(ctx, "many", true)
+	if err != nil || len(keys) != many {
+		t.Fatalf("List = %d keys, %v", len(keys), err)
+	}
+	t.Logf("List %d keys: %v", many, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	for _, k := range keys {
+		if _, err := s.Get(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("Get %d x 4 KiB one by one: %v", many, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	all, err := s.GetAll(ctx, "many")
+	if err != nil || len(all) != many {
+		t.Fatalf("GetAll = %d values, %v", len(all), err)
+	}
+	t.Logf("GetAll %d x 4 KiB: %v", many, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	events2, err := s.Watch(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Watch of the whole store (%d keys, snapshot of keys): %v", many+2*n+n, time.Since(start).Round(time.Millisecond))
+	_ = events2
 }

@@ -108,20 +108,48 @@ func (s *Store) Lock(ctx context.Context, name string) (func() error, error) {
 
 // ephemeral is the Store's one session for ephemeral keys.
 type ephemeral struct {
-	mu     sync.Mutex
+	mu     sync.Mutex           // held while a session is made: PutEphemerals wait for it
 	sess   *concurrency.Session // nil until the first PutEphemeral, and after a loss
-	done   chan struct{}        // closed when sess is lost; replaced then
 	closed bool
+
+	// doneMu guards done alone, so that SessionDone never waits for a session being made
+	// (mu, then doneMu, when both are taken).
+	doneMu sync.Mutex
+	done   chan struct{} // closed when sess is lost (or the Store closes); then replaced
 }
 
 func (e *ephemeral) close() {
 	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
 	sess := e.sess
 	e.closed = true
+	if sess == nil {
+		e.doneMu.Lock()
+		close(e.done) // no session to lose: say so now
+		e.doneMu.Unlock()
+	}
 	e.mu.Unlock()
 	if sess != nil {
-		sess.Close() // revokes the lease: the keys go now, not after the TTL
+		sess.Close() // revokes the lease: the keys go now, not after the TTL; lost closes done
 	}
+}
+
+// lost ends the current session: its done channel closes and the next one gets a new channel.
+// e.mu must be held.
+func (s *Store) lost() {
+	if !s.eph.closed {
+		s.log.Warn("storage/etcd: ephemeral session lost: its keys are gone from etcd", "lease", fmt.Sprintf("%x", s.eph.sess.Lease()))
+	}
+	s.eph.sess = nil
+	s.eph.doneMu.Lock()
+	close(s.eph.done)
+	if !s.eph.closed {
+		s.eph.done = make(chan struct{})
+	}
+	s.eph.doneMu.Unlock()
 }
 
 // PutEphemeral implements storage.Ephemeral. The Store has one session (a lease of SessionTTL,
@@ -155,6 +183,7 @@ func (s *Store) session(ctx context.Context) (*concurrency.Session, error) {
 	if s.eph.sess != nil {
 		select {
 		case <-s.eph.sess.Done():
+			s.lost() // before its watcher below got to it
 		default:
 			return s.eph.sess, nil
 		}
@@ -164,19 +193,13 @@ func (s *Store) session(ctx context.Context) (*concurrency.Session, error) {
 		return nil, err
 	}
 	s.eph.sess = sess
-	done := s.eph.done
 	s.wg.Go(func() {
 		<-sess.Done()
 		s.eph.mu.Lock()
 		defer s.eph.mu.Unlock()
 		if s.eph.sess == sess {
-			s.eph.sess = nil
+			s.lost()
 		}
-		if !s.eph.closed {
-			s.log.Warn("storage/etcd: ephemeral session lost: its keys are gone from etcd", "lease", fmt.Sprintf("%x", sess.Lease()))
-		}
-		close(done)
-		s.eph.done = make(chan struct{})
 	})
 	return sess, nil
 }
@@ -184,7 +207,7 @@ func (s *Store) session(ctx context.Context) (*concurrency.Session, error) {
 // SessionDone implements storage.Ephemeral: the returned channel closes when the current
 // session (or, before the first PutEphemeral, the one it will make) is lost or the Store closes.
 func (s *Store) SessionDone() <-chan struct{} {
-	s.eph.mu.Lock()
-	defer s.eph.mu.Unlock()
+	s.eph.doneMu.Lock()
+	defer s.eph.doneMu.Unlock()
 	return s.eph.done
 }

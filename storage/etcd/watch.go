@@ -112,11 +112,14 @@ func (w *watcher) consume(ctx context.Context, wch clientv3.WatchChan) {
 			w.rev = max(w.rev, resp.Header.Revision)
 			continue
 		}
+		// Several events can share one revision (a transaction, a lease's keys deleted at its
+		// expiry): compare with the revision reached before this response, not the last event.
+		seen := w.rev
 		for _, ev := range resp.Events {
-			if ev.Kv.ModRevision <= w.rev {
+			if ev.Kv.ModRevision <= seen {
 				continue // already reported (a resumed watch never sends these; be sure)
 			}
-			w.rev = ev.Kv.ModRevision
+			w.rev = max(w.rev, ev.Kv.ModRevision)
 			k, ok := w.s.relKey(ev.Kv.Key, w.prefix)
 			if !ok {
 				continue
