@@ -45,6 +45,7 @@ func commands() []command {
 		{"revoke", "revoke a stored certificate", runRevoke},
 		{"list", "show the stored certificates and when they renew", runList},
 		{"reconfigure", "change a stored certificate's output, hook or key type without ordering", runReconfigure},
+		{"import", "take over the certificates and accounts of certbot, lego, acme.sh or Traefik", runImport},
 		{"delete", "stop managing a stored certificate (its deployed files stay)", runDelete},
 		{"check", "validate a host from the outside exactly as the CA does", runCheck},
 		{"plan", "which challenge to use here, decided by probing", runPlan},
