@@ -205,7 +205,6 @@ func orNoEmail(s string) string {
 	return s
 }
 
-
 // importSpecs maps each certificate of src to what tlsalpn stores, and
 // refuses two certificates under one name.
 func importSpecs(src *importer.Source, f *importFlags, parent string) ([]manager.Spec, error) {
