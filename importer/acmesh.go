@@ -88,6 +88,7 @@ func ACMESh(dir string) (*Source, error) {
 		} {
 			if p := v[f.key]; p != "" {
 				copies = append(copies, installCopy(f.env, p, f.env == "TLSALPN_KEY"))
+				c.Installs = append(c.Installs, p)
 			}
 		}
 		c.DeployHook = joinHooks(strings.Join(copies, " && "), v["Le_ReloadCmd"])

@@ -56,8 +56,11 @@ type Certificate struct {
 	// mapped; DeployHook may also put the files where the other tool
 	// installed them (acme.sh's --install-cert paths).
 	DeployHook, PreHook, PostHook string
-	From                          string   // the file it was read from
-	Notes                         []string // what the mapping did or could not carry over
+	// Installs are the files DeployHook writes besides Out, whose
+	// directories must be writable.
+	Installs []string
+	From     string   // the file it was read from
+	Notes    []string // what the mapping did or could not carry over
 }
 
 // Source is everything read from one directory or file.

@@ -260,7 +260,16 @@ func importCheck(ctx context.Context, store storage.Storage, m *manager.Manager,
 			errs = append(errs, fmt.Errorf("an account for %s at %s is stored already (%s): --force replaces it", orNoEmail(a.Email), a.CA, loc))
 		}
 	}
-	for _, s := range specs {
+	for i, s := range specs {
+		if !dryRun {
+			for _, p := range src.Certificates[i].Installs {
+				if fi, err := os.Stat(filepath.Dir(p)); err != nil || !fi.IsDir() {
+					errs = append(errs, fmt.Errorf("certificate %s is installed at %s, whose directory is missing: the deploy hook could not copy it there", s.ID(), p))
+				} else if err := deploy.CheckWritable(filepath.Dir(p)); err != nil {
+					errs = append(errs, fmt.Errorf("certificate %s is installed at %s: %w", s.ID(), p, err))
+				}
+			}
+		}
 		if m != nil && !force {
 			cur, err := m.Load(ctx, s.ID())
 			switch {

@@ -3,11 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +25,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mholt/acmez/v3/acme"
+
 	"github.com/tlsalpn/tlsalpn/internal/democa"
+	"github.com/tlsalpn/tlsalpn/issuer"
+	fsstorage "github.com/tlsalpn/tlsalpn/storage/fs"
 )
 
 // acmeTraffic records, at the CA, the accounts registered and the account
@@ -206,4 +218,224 @@ func TestImportCertbotAndLegoThenRenew(t *testing.T) {
 
 func tlsPair(certFile, keyFile string) (tls.Certificate, error) {
 	return tls.LoadX509KeyPair(certFile, keyFile)
+}
+
+// fixtureAccount registers an account with key at the CA, as acme.sh or
+// Traefik would have, and returns its URL.
+func fixtureAccount(t *testing.T, ca *cliCA, key crypto.Signer, email string) string {
+	t.Helper()
+	client := &acme.Client{Directory: ca.DirectoryURL(), HTTPClient: ca.HTTPClient()}
+	acct, err := client.NewAccount(context.Background(), acme.Account{PrivateKey: key, TermsOfServiceAgreed: true, Contact: []string{"mailto:" + email}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acct.Location
+}
+
+// pebbleCertificate has the CA issue a certificate for names to the
+// account at location with key, as the other tool would have (a renewal
+// names the certificate it replaces, which the CA accepts only from the
+// account that ordered it): tlsalpn issues it in a scratch storage holding
+// that account. It returns the chain, leaf first, and the key.
+func pebbleCertificate(t *testing.T, ca *cliCA, key crypto.Signer, location, email, keyType string, names ...string) (chainPEM, keyPEM []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := fsstorage.New(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := issuer.ImportAccount(context.Background(), st, ca.DirectoryURL(), email, key, location, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	args := append(ca.issueArgs(filepath.Join(dir, "store"), filepath.Join(dir, "out"), names...), "--key-type", keyType, "--email", email)
+	if code, stdout, stderr := runCLI(t, context.Background(), args...); code != exitOK {
+		t.Fatalf("issuing the fixture's certificate: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if chainPEM, err = os.ReadFile(filepath.Join(dir, "out", "fullchain.pem")); err != nil {
+		t.Fatal(err)
+	}
+	if keyPEM, err = os.ReadFile(filepath.Join(dir, "out", "key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	return chainPEM, keyPEM
+}
+
+func writeFiles(t *testing.T, files map[string]string) {
+	t.Helper()
+	for p, data := range files {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// acmeShHome builds ~/.acme.sh as acme.sh 3.x leaves it after
+// "acme.sh --issue --alpn -d NAME -d www.NAME --keylength ec-256" and
+// "acme.sh --install-cert -d NAME --ecc --cert-file … --key-file …
+// --fullchain-file … --reloadcmd …": the account under
+// ca/<host>/<path>/ (account.key, account.json, ca.conf with ACCOUNT_URL),
+// account.conf, and NAME_ecc/ with NAME.conf (Le_* settings, the reload
+// command base64-encoded as acme.sh's _setopt stores it), NAME.cer,
+// NAME.key, ca.cer and fullchain.cer.
+func acmeShHome(t *testing.T, ca *cliCA, home, name, installDir, reloadCmd string) (location string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	location = fixtureAccount(t, ca, key, "acmesh@example.com")
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	chainPEM, keyPEM := pebbleCertificate(t, ca, key, location, "acmesh@example.com", "ec256", name, "www."+name)
+	chain, err := issuer.ParseChainPEM(chainPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var caCer []byte
+	for _, c := range chain[1:] {
+		caCer = append(caCer, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	u, _ := url.Parse(ca.DirectoryURL())
+	cadir := filepath.Join(home, "ca", u.Host, strings.Trim(u.Path, "/"))
+	cdir := filepath.Join(home, name+"_ecc")
+	writeFiles(t, map[string]string{
+		filepath.Join(home, "account.conf"): "LOG_FILE='" + filepath.Join(home, "acme.sh.log") + "'\n#LOG_LEVEL=1\nAUTO_UPGRADE='1'\n" +
+			"ACCOUNT_EMAIL='acmesh@example.com'\nUPGRADE_HASH='0123456789abcdef'\n",
+		filepath.Join(cadir, "account.key"):  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})),
+		filepath.Join(cadir, "account.json"): `{"status":"valid","contact":["mailto:acmesh@example.com"],"orders":"` + location + `/orders"}`,
+		filepath.Join(cadir, "ca.conf"):      "ACCOUNT_URL='" + location + "'\nCA_KEY_HASH='Zm9v'\n",
+		filepath.Join(cdir, name+".conf"): "Le_Domain='" + name + "'\nLe_Alt='www." + name + "'\nLe_Webroot='alpn'\nLe_PreHook=''\nLe_PostHook=''\n" +
+			"Le_RenewHook=''\nLe_API='" + ca.DirectoryURL() + "'\nLe_Keylength='ec-256'\nLe_OrderFinalize='" + location + "/finalize'\n" +
+			"Le_LinkOrder='" + location + "/order'\nLe_LinkCert='" + location + "/cert'\nLe_CertCreateTime='1764770000'\n" +
+			"Le_CertCreateTimeStr='2025-12-03T14:00:00Z'\nLe_NextRenewTimeStr='2026-01-31T14:00:00Z'\nLe_NextRenewTime='1769868000'\n" +
+			"Le_RealCertPath='" + filepath.Join(installDir, "cert.pem") + "'\n" +
+			"Le_RealCACertPath='" + filepath.Join(installDir, "ca.pem") + "'\n" +
+			"Le_RealKeyPath='" + filepath.Join(installDir, "key.pem") + "'\n" +
+			"Le_ReloadCmd='__ACME_BASE64__START_" + base64.StdEncoding.EncodeToString([]byte(reloadCmd)) + "__ACME_BASE64__END_'\n" +
+			"Le_RealFullChainPath='" + filepath.Join(installDir, "fullchain.pem") + "'\n",
+		filepath.Join(cdir, name+".cer"):      string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[0].Raw})),
+		filepath.Join(cdir, name+".key"):      string(keyPEM),
+		filepath.Join(cdir, "ca.cer"):         string(caCer),
+		filepath.Join(cdir, "fullchain.cer"):  string(chainPEM),
+		filepath.Join(cdir, name+".csr"):      "-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n",
+		filepath.Join(cdir, name+".csr.conf"): "[ req_distinguished_name ]\n",
+		// What --install-cert copied.
+		filepath.Join(installDir, "cert.pem"):      string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[0].Raw})),
+		filepath.Join(installDir, "ca.pem"):        string(caCer),
+		filepath.Join(installDir, "fullchain.pem"): string(chainPEM),
+		filepath.Join(installDir, "key.pem"):       string(keyPEM),
+	})
+	return location
+}
+
+// traefikStore writes acme.json as Traefik v2/v3 keeps it for one
+// resolver: the account's key as base64 PKCS #1 DER (Traefik's account
+// keys are RSA), its registration, and each certificate and key as base64
+// PEM under domain.main and domain.sans.
+func traefikStore(t *testing.T, ca *cliCA, file string, names ...string) (location string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	location = fixtureAccount(t, ca, key, "traefik@example.com")
+	chainPEM, keyPEM := pebbleCertificate(t, ca, key, location, "traefik@example.com", "rsa2048", names...)
+	type domain struct {
+		Main string   `json:"main"`
+		SANs []string `json:"sans,omitempty"`
+	}
+	store := map[string]any{"le": map[string]any{
+		"Account": map[string]any{
+			"Email": "traefik@example.com",
+			"Registration": map[string]any{
+				"body": map[string]any{"status": "valid", "contact": []string{"mailto:traefik@example.com"}},
+				"uri":  location,
+			},
+			"PrivateKey": x509.MarshalPKCS1PrivateKey(key),
+			"KeyType":    "4096",
+		},
+		"Certificates": []map[string]any{{
+			"domain":      domain{Main: names[0], SANs: names[1:]},
+			"certificate": chainPEM,
+			"key":         keyPEM,
+			"Store":       "default",
+		}},
+	}}
+	data, err := json.MarshalIndent(store, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, map[string]string{file: string(data)})
+	return location
+}
+
+// TestImportACMEShAndTraefikThenRenew (issue 12.5): acme.sh's home and
+// Traefik's acme.json, built from their documented layouts with accounts
+// registered at Pebble and certificates it issued, are imported; renew
+// --force renews both with those accounts, and puts acme.sh's certificate
+// where its --install-cert put it, then runs its reload command.
+func TestImportACMEShAndTraefikThenRenew(t *testing.T) {
+	ca, traffic, _ := startImportCA(t)
+	dir := t.TempDir()
+	home, installed := filepath.Join(dir, "acme.sh"), filepath.Join(dir, "installed")
+	marker := filepath.Join(dir, "reloaded")
+	acmeShAcct := acmeShHome(t, ca, home, "acmesh.example.com", installed, "echo reload >> '"+marker+"'")
+	acmeJSON := filepath.Join(dir, "traefik", "acme.json")
+	traefikAcct := traefikStore(t, ca, acmeJSON, "traefik.example.com", "www.traefik.example.com")
+	traffic.take()
+
+	storage := filepath.Join(dir, "store")
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"import", "acme.sh", home},
+		{"import", "traefik", acmeJSON, "--ca", ca.DirectoryURL()},
+	} {
+		code, stdout, stderr := runCLI(t, ctx, append(args, ca.importArgs(storage)...)...)
+		if code != exitOK {
+			t.Fatalf("%s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
+		}
+	}
+	list := listJSON(t, storage)
+	if e := list["acmesh.example.com"]; !slices.Equal(e.Names, []string{"acmesh.example.com", "www.acmesh.example.com"}) || e.KeyType != "ec256" {
+		t.Errorf("imported acme.sh certificate: %+v", e)
+	}
+	if e := list["traefik.example.com"]; !slices.Equal(e.Names, []string{"traefik.example.com", "www.traefik.example.com"}) || e.KeyType != "rsa2048" {
+		t.Errorf("imported Traefik certificate: %+v", e)
+	}
+
+	code, stdout, stderr := runCLI(t, ctx, "renew", "--force", "--storage", storage)
+	if code != exitOK {
+		t.Fatalf("renew --force: exit %d\n%s%s", code, stdout, stderr)
+	}
+	registered, kids := traffic.take()
+	slices.Sort(kids)
+	want := []string{acmeShAcct, traefikAcct}
+	slices.Sort(want)
+	if registered != 0 || !slices.Equal(kids, want) {
+		t.Errorf("renewals registered %d accounts and ordered as %q; want none and the imported accounts %q", registered, kids, want)
+	}
+	after := listJSON(t, storage)
+	for name, before := range list {
+		if after[name].Serial == before.Serial {
+			t.Errorf("%s not renewed", name)
+		}
+	}
+	// acme.sh's install paths hold the renewed pair, the key private, and
+	// its reload command ran once.
+	leaf := verifyChain(t, ca, filepath.Join(installed, "fullchain.pem"), "acmesh.example.com")
+	if got := leaf.SerialNumber.Text(16); got != after["acmesh.example.com"].Serial {
+		t.Errorf("installed fullchain has serial %s, want %s", got, after["acmesh.example.com"].Serial)
+	}
+	if _, err := tlsPair(filepath.Join(installed, "cert.pem"), filepath.Join(installed, "key.pem")); err != nil {
+		t.Errorf("installed cert.pem and key.pem: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(installed, "key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("installed key.pem: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	if ran, _ := os.ReadFile(marker); string(ran) != "reload\n" {
+		t.Errorf("acme.sh's reload command ran %q; want once", ran)
+	}
+	verifyChain(t, ca, filepath.Join(storage, "live", "traefik.example.com", "fullchain.pem"), "traefik.example.com", "www.traefik.example.com")
 }
