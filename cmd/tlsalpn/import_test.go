@@ -10,10 +10,12 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -438,4 +440,129 @@ func TestImportACMEShAndTraefikThenRenew(t *testing.T) {
 		t.Errorf("acme.sh's reload command ran %q; want once", ran)
 	}
 	verifyChain(t, ca, filepath.Join(storage, "live", "traefik.example.com", "fullchain.pem"), "traefik.example.com", "www.traefik.example.com")
+}
+
+// selfSignedPEM is a certificate and key for names that no CA issued, for
+// sources refused before any CA is involved.
+func selfSignedPEM(t *testing.T, names ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalPKCS8PrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
+}
+
+// TestImportRefusals: --dry-run writes nothing; a source that cannot be
+// read in full, has a wildcard, or names a CA that cannot be told is
+// refused with the reason and nothing of it is written (all or nothing);
+// what is stored already stays unless --force; bad usage exits 2.
+func TestImportRefusals(t *testing.T) {
+	ca, _, _ := startImportCA(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "acme.sh")
+	acmeShHome(t, ca, good, "acmesh.example.com", filepath.Join(dir, "installed"), "true")
+	copyHome := func(t *testing.T) string {
+		home := filepath.Join(t.TempDir(), "acme.sh")
+		if out, err := exec.Command("cp", "-a", good, home).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return home
+	}
+	wildCert, wildKey := selfSignedPEM(t, "*.wild.example.com")
+	tests := []struct {
+		name    string
+		source  func(t *testing.T) (tool, path string)
+		extra   []string
+		stored  bool // the storage holds the acme.sh import already
+		code    int
+		want    string // in stdout+stderr
+		written bool   // lineages or accounts are (still) stored after
+	}{
+		{name: "dry run", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
+			extra: []string{"--dry-run"}, code: exitOK, want: "would import certificate acmesh.example.com"},
+		{name: "a certificate of the source unreadable", source: func(t *testing.T) (string, string) {
+			home := copyHome(t)
+			// A second certificate, sorted after the good one, whose key is gone.
+			d := filepath.Join(home, "zzz.example.com")
+			writeFiles(t, map[string]string{filepath.Join(d, "zzz.example.com.conf"): "Le_Domain='zzz.example.com'\nLe_API='" + ca.DirectoryURL() + "'\n",
+				filepath.Join(d, "fullchain.cer"): "x"})
+			return "acme.sh", home
+		}, code: exitFailure, want: "zzz.example.com.key: no such file"},
+		{name: "wildcard", source: func(t *testing.T) (string, string) {
+			data, _ := json.Marshal(map[string]any{"le": map[string]any{
+				"Account":      map[string]any{"Email": "a@example.com", "Registration": map[string]any{"uri": "https://acme-v02.api.letsencrypt.org/acme/acct/1"}, "PrivateKey": mustRSA(t)},
+				"Certificates": []map[string]any{{"domain": map[string]any{"main": "*.wild.example.com"}, "certificate": wildCert, "key": wildKey}},
+			}})
+			f := filepath.Join(t.TempDir(), "acme.json")
+			writeFiles(t, map[string]string{f: string(data)})
+			return "traefik", f
+		}, code: exitFailure, want: "cannot validate wildcard names"},
+		{name: "lego at a CA it cannot tell", source: func(t *testing.T) (string, string) {
+			d := filepath.Join(t.TempDir(), ".lego")
+			key, _ := issuer.EncodeKeyPEM(mustEC(t))
+			writeFiles(t, map[string]string{
+				filepath.Join(d, "accounts", "ca.example.net_14000", "a@example.com", "account.json"):              `{"email":"a@example.com","registration":{"body":{"status":"valid"},"uri":"https://ca.example.net:14000/acct/1"}}`,
+				filepath.Join(d, "accounts", "ca.example.net_14000", "a@example.com", "keys", "a@example.com.key"): string(key),
+			})
+			return "lego", d
+		}, code: exitFailure, want: "give it with --ca https://ca.example.net:14000/"},
+		{name: "stored already", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
+			stored: true, code: exitFailure, want: "certificate acmesh.example.com is stored already", written: true},
+		{name: "stored already, --force", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
+			extra: []string{"--force"}, stored: true, code: exitOK, want: "imported 1 certificates", written: true},
+		{name: "unknown tool", source: func(t *testing.T) (string, string) { return "caddy", good }, code: exitUsage, want: `unknown tool "caddy"`},
+		{name: "no such path", source: func(t *testing.T) (string, string) { return "certbot", filepath.Join(dir, "nope") }, code: exitUsage, want: "no such file"},
+		{name: "not certbot's directory", source: func(t *testing.T) (string, string) { return "certbot", good }, code: exitFailure, want: "no renewal directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			storage := filepath.Join(t.TempDir(), "store")
+			if tt.stored {
+				if code, stdout, stderr := runCLI(t, context.Background(), append([]string{"import", "acme.sh", good}, ca.importArgs(storage)...)...); code != exitOK {
+					t.Fatalf("first import: exit %d\n%s%s", code, stdout, stderr)
+				}
+			}
+			before := treeSnapshot(t, storage)
+			tool, path := tt.source(t)
+			code, stdout, stderr := runCLI(t, context.Background(), append(append([]string{"import", tool, path}, ca.importArgs(storage)...), tt.extra...)...)
+			if code != tt.code || !strings.Contains(stdout+stderr, tt.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s%s", code, tt.code, tt.want, stdout, stderr)
+			}
+			after := treeSnapshot(t, storage)
+			if files := treeFiles(t, storage); !tt.written && len(files) != 0 {
+				t.Errorf("a refused or dry-run import wrote %v", files)
+			}
+			// The storage's own directory changes when it is opened (its
+			// lock directory); what it holds must not.
+			delete(before, storage)
+			delete(after, storage)
+			if tt.stored && code != exitOK && len(diffSnapshots(before, after)) != 0 {
+				t.Errorf("a refused import changed the storage: %v", diffSnapshots(before, after))
+			}
+		})
+	}
+}
+
+func mustEC(t *testing.T) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func mustRSA(t *testing.T) []byte {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x509.MarshalPKCS1PrivateKey(k)
 }
