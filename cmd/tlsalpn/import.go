@@ -21,6 +21,9 @@ Usage: tlsalpn import certbot|lego|acme.sh|traefik PATH [flags]
 Takes over the certificates and accounts of another ACME client, so that
 the next renewal is done by tlsalpn with the account that client
 registered: nothing is ordered now, no new account is registered.
+
+Examples:
+  tlsalpn import certbot /etc/letsencrypt --dry-run
   tlsalpn import certbot /etc/letsencrypt
   tlsalpn import lego ~/.lego
   tlsalpn import acme.sh ~/.acme.sh
