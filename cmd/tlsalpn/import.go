@@ -196,9 +196,16 @@ func runImport(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("after importing %d of %d certificates: %w", i, len(specs), err)
 		}
 	}
-	fmt.Fprintf(e.stdout, "imported %d certificates and %d accounts from %s into %s\n", len(specs), len(src.Accounts), src.Path, store.Root())
+	fmt.Fprintf(e.stdout, "imported %s and %s from %s into %s\n", plural(len(specs), "certificate"), plural(len(src.Accounts), "account"), src.Path, store.Root())
 	fmt.Fprintf(e.stdout, "now stop %s renewing them, and renew with tlsalpn renew (the next run deploys each once to its output)\n", src.Tool)
 	return nil
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func orNoEmail(s string) string {

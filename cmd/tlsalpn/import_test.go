@@ -107,6 +107,46 @@ func (c *cliCA) importArgs(storage string) []string {
 	return []string{"--storage", storage, "--ca-root", c.root, "--listen", c.listen, "--validation-port", c.listen[strings.LastIndex(c.listen, ":")+1:]}
 }
 
+// readmeImportCommands returns the commands the README shows under
+// "Moving from certbot, lego, acme.sh or Traefik", as arguments to tlsalpn.
+// Tests run them with the source's path replaced by the directory the test
+// made, the embedded Pebble's flags (--ca-root, --listen,
+// --validation-port; --ca for lego and Traefik, which keep only the CA's
+// host) and --storage appended. Every one must be of a form some test runs.
+func readmeImportCommands(t *testing.T) [][]string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const heading = "### Moving from certbot, lego, acme.sh or Traefik\n"
+	_, sec, ok := strings.Cut(string(data), heading)
+	if !ok {
+		t.Fatalf("README.md has no %q", heading)
+	}
+	if i := strings.Index(sec, "\n#"); i >= 0 {
+		sec = sec[:i]
+	}
+	var cmds [][]string
+	for _, block := range strings.Split(sec, "```sh\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		for _, l := range strings.Split(strings.TrimSpace(block), "\n") {
+			args := tlsalpnArgs(t, shellWords(t, l))
+			switch {
+			case len(args) >= 3 && args[0] == "import" && slices.Contains([]string{"certbot", "lego", "acme.sh", "traefik"}, args[1]):
+			case len(args) == 1 && args[0] == "list", len(args) == 2 && args[0] == "renew" && args[1] == "--force":
+			default:
+				t.Fatalf("README command %q is of no form the import tests run", l)
+			}
+			cmds = append(cmds, args)
+		}
+	}
+	if len(cmds) == 0 {
+		t.Fatal("README shows no import commands")
+	}
+	return cmds
+}
+
 // runTool runs another ACME client, bounded, trusting the CA's root.
 func runTool(t *testing.T, env []string, name string, args ...string) {
 	t.Helper()
@@ -162,29 +202,45 @@ func TestImportCertbotAndLegoThenRenew(t *testing.T) {
 
 	storage := filepath.Join(dir, "store")
 	ctx := context.Background()
-	code, stdout, stderr := runCLI(t, ctx, append([]string{"import", "certbot", le}, ca.importArgs(storage)...)...)
-	if code != exitOK {
-		t.Fatalf("import certbot: exit %d\n%s%s", code, stdout, stderr)
-	}
-	t.Logf("import certbot:\n%s", stdout)
-	code, stdout, stderr = runCLI(t, ctx, append([]string{"import", "lego", legoDir, "--ca", ca.DirectoryURL()}, ca.importArgs(storage)...)...)
-	if code != exitOK {
-		t.Fatalf("import lego: exit %d\n%s%s", code, stdout, stderr)
-	}
-	t.Logf("import lego:\n%s", stdout)
-	list := listJSON(t, storage)
-	for name, want := range map[string]string{"site": certbotLeaf.SerialNumber.Text(16), "lego.example.com": legoLeaf.SerialNumber.Text(16)} {
-		if got := list[name].Serial; got != want {
-			t.Errorf("imported %s has serial %q, want the other tool's %s", name, got, want)
+	// The README's commands, in its order: the certbot and lego imports,
+	// list, then renew --force (acme.sh's and Traefik's are run by
+	// TestImportACMEShAndTraefikThenRenew).
+	for _, args := range readmeImportCommands(t) {
+		switch {
+		case args[0] == "import" && args[1] == "certbot":
+			args = append(append(append([]string{}, args[:2]...), le), args[3:]...)
+		case args[0] == "import" && args[1] == "lego":
+			args = append(append(append([]string{}, args[:2]...), legoDir), args[3:]...)
+			args = append(args, "--ca", ca.DirectoryURL())
+		case args[0] == "list":
+			list := listJSON(t, storage)
+			for name, want := range map[string]string{"site": certbotLeaf.SerialNumber.Text(16), "lego.example.com": legoLeaf.SerialNumber.Text(16)} {
+				if got := list[name].Serial; got != want {
+					t.Errorf("imported %s has serial %q, want the other tool's %s", name, got, want)
+				}
+			}
+			if e := list["site"]; !slices.Equal(e.Names, []string{"certbot.example.com", "www.certbot.example.com"}) || e.KeyType != "ec256" || e.Out != filepath.Join(le, "live", "site") {
+				t.Errorf("imported certbot certificate: %+v", e)
+			}
+		case args[0] == "renew":
+		default:
+			continue
 		}
-	}
-	if e := list["site"]; !slices.Equal(e.Names, []string{"certbot.example.com", "www.certbot.example.com"}) || e.KeyType != "ec256" || e.Out != filepath.Join(le, "live", "site") {
-		t.Errorf("imported certbot certificate: %+v", e)
-	}
-
-	code, stdout, stderr = runCLI(t, ctx, "renew", "--force", "--storage", storage)
-	if code != exitOK {
-		t.Fatalf("renew --force: exit %d\n%s%s", code, stdout, stderr)
+		if args[0] == "import" {
+			args = append(args, ca.importArgs(storage)...)
+		} else {
+			args = append(args, "--storage", storage)
+		}
+		code, stdout, stderr := runCLI(t, ctx, args...)
+		if code != exitOK {
+			t.Fatalf("tlsalpn %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
+		}
+		t.Logf("tlsalpn %s:\n%s", strings.Join(args, " "), stdout)
+		if slices.Contains(args, "--dry-run") {
+			if files := treeFiles(t, storage); len(files) != 0 || !strings.Contains(stdout, "would import certificate site") {
+				t.Errorf("import --dry-run wrote %v, or did not list the certificate:\n%s", files, stdout)
+			}
+		}
 	}
 	registered, kids = traffic.take()
 	if registered != 0 {
@@ -390,14 +446,28 @@ func TestImportACMEShAndTraefikThenRenew(t *testing.T) {
 
 	storage := filepath.Join(dir, "store")
 	ctx := context.Background()
-	for _, args := range [][]string{
-		{"import", "acme.sh", home},
-		{"import", "traefik", acmeJSON, "--ca", ca.DirectoryURL()},
-	} {
+	ran := 0
+	for _, args := range readmeImportCommands(t) {
+		if args[0] != "import" {
+			continue
+		}
+		switch args[1] {
+		case "acme.sh":
+			args = append(append(append([]string{}, args[:2]...), home), args[3:]...)
+		case "traefik":
+			args = append(append(append([]string{}, args[:2]...), acmeJSON), args[3:]...)
+			args = append(args, "--ca", ca.DirectoryURL())
+		default:
+			continue
+		}
+		ran++
 		code, stdout, stderr := runCLI(t, ctx, append(args, ca.importArgs(storage)...)...)
 		if code != exitOK {
 			t.Fatalf("%s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
 		}
+	}
+	if ran != 2 {
+		t.Fatalf("README shows %d acme.sh and Traefik imports; want one of each", ran)
 	}
 	list := listJSON(t, storage)
 	if e := list["acmesh.example.com"]; !slices.Equal(e.Names, []string{"acmesh.example.com", "www.acmesh.example.com"}) || e.KeyType != "ec256" {
@@ -517,7 +587,7 @@ func TestImportRefusals(t *testing.T) {
 		{name: "stored already", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
 			stored: true, code: exitFailure, want: "certificate acmesh.example.com is stored already", written: true},
 		{name: "stored already, --force", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
-			extra: []string{"--force"}, stored: true, code: exitOK, want: "imported 1 certificates", written: true},
+			extra: []string{"--force"}, stored: true, code: exitOK, want: "imported 1 certificate and 1 account", written: true},
 		{name: "unknown tool", source: func(t *testing.T) (string, string) { return "caddy", good }, code: exitUsage, want: `unknown tool "caddy"`},
 		{name: "no such path", source: func(t *testing.T) (string, string) { return "certbot", filepath.Join(dir, "nope") }, code: exitUsage, want: "no such file"},
 		{name: "not certbot's directory", source: func(t *testing.T) (string, string) { return "certbot", good }, code: exitFailure, want: "no renewal directory"},
