@@ -120,6 +120,12 @@ func acmeShAccount(dir, directory string, global map[string]string) (*Account, e
 		return nil, err
 	}
 	cadir := filepath.Join(dir, "ca", u.Host, filepath.FromSlash(strings.Trim(u.Path, "/")))
+	if _, err := os.Stat(filepath.Join(cadir, "ca.conf")); err != nil {
+		// acme.sh before 2.9 kept the account under ca/<host>/ only.
+		if old := filepath.Join(dir, "ca", u.Host); fileExists(filepath.Join(old, "ca.conf")) {
+			cadir = old
+		}
+	}
 	conf, err := readShellConf(filepath.Join(cadir, "ca.conf"))
 	if err != nil {
 		return nil, fmt.Errorf("reading the account for %s: %w", directory, err)
@@ -221,4 +227,9 @@ func unquoteShell(s string) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }

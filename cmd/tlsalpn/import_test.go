@@ -194,9 +194,6 @@ func TestImportCertbotAndLegoThenRenew(t *testing.T) {
 	if os.Remove(marker) != nil {
 		t.Log("certbot ran no deploy hook at issue (it runs them on renewal only)")
 	}
-	if os.Getenv("IMPORT_TEST_KEEP") != "" {
-		exec.Command("cp", "-a", le, legoDir, os.Getenv("IMPORT_TEST_KEEP")).Run()
-	}
 	certbotLeaf := readChain(t, filepath.Join(le, "live", "site", "fullchain.pem"))[0]
 	legoLeaf := readChain(t, filepath.Join(legoDir, "certificates", "lego.example.com.crt"))[0]
 
@@ -548,13 +545,16 @@ func TestImportRefusals(t *testing.T) {
 	}
 	wildCert, wildKey := selfSignedPEM(t, "*.wild.example.com")
 	tests := []struct {
-		name    string
-		source  func(t *testing.T) (tool, path string)
-		extra   []string
-		stored  bool // the storage holds the acme.sh import already
-		code    int
-		want    string // in stdout+stderr
-		written bool   // lineages or accounts are (still) stored after
+		name   string
+		source func(t *testing.T) (tool, path string)
+		extra  []string
+		stored bool // the storage holds the acme.sh import already
+		// accountAt, when set, is an account stored already for the
+		// acme.sh account's CA and email, at another URL.
+		accountAt string
+		code      int
+		want      string // in stdout+stderr
+		written   bool   // lineages or accounts are (still) stored after
 	}{
 		{name: "dry run", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
 			extra: []string{"--dry-run"}, code: exitOK, want: "would import certificate acmesh.example.com"},
@@ -586,6 +586,8 @@ func TestImportRefusals(t *testing.T) {
 		}, code: exitFailure, want: "give it with --ca https://ca.example.net:14000/"},
 		{name: "stored already", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
 			stored: true, code: exitFailure, want: "certificate acmesh.example.com is stored already", written: true},
+		{name: "another account stored for the CA and email", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
+			accountAt: "https://127.0.0.1:1/my-account/other", code: exitFailure, want: "an account for acmesh@example.com at " + ca.DirectoryURL() + " is stored already (https://127.0.0.1:1/my-account/other): --force replaces it", written: true},
 		{name: "stored already, --force", source: func(t *testing.T) (string, string) { return "acme.sh", copyHome(t) },
 			extra: []string{"--force"}, stored: true, code: exitOK, want: "imported 1 certificate and 1 account", written: true},
 		{name: "unknown tool", source: func(t *testing.T) (string, string) { return "caddy", good }, code: exitUsage, want: `unknown tool "caddy"`},
@@ -598,6 +600,15 @@ func TestImportRefusals(t *testing.T) {
 			if tt.stored {
 				if code, stdout, stderr := runCLI(t, context.Background(), append([]string{"import", "acme.sh", good}, ca.importArgs(storage)...)...); code != exitOK {
 					t.Fatalf("first import: exit %d\n%s%s", code, stdout, stderr)
+				}
+			}
+			if tt.accountAt != "" {
+				st, err := fsstorage.New(storage)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := issuer.ImportAccount(context.Background(), st, ca.DirectoryURL(), "acmesh@example.com", mustEC(t), tt.accountAt, nil, false); err != nil {
+					t.Fatal(err)
 				}
 			}
 			before := treeSnapshot(t, storage)
@@ -614,7 +625,7 @@ func TestImportRefusals(t *testing.T) {
 			// lock directory); what it holds must not.
 			delete(before, storage)
 			delete(after, storage)
-			if tt.stored && code != exitOK && len(diffSnapshots(before, after)) != 0 {
+			if tt.written && code != exitOK && len(diffSnapshots(before, after)) != 0 {
 				t.Errorf("a refused import changed the storage: %v", diffSnapshots(before, after))
 			}
 		})
