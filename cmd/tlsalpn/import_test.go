@@ -197,6 +197,12 @@ func TestImportCertbotAndLegoThenRenew(t *testing.T) {
 	certbotLeaf := readChain(t, filepath.Join(le, "live", "site", "fullchain.pem"))[0]
 	legoLeaf := readChain(t, filepath.Join(legoDir, "certificates", "lego.example.com.crt"))[0]
 
+	// A script in certbot's renewal-hooks/deploy, which certbot runs
+	// before the lineage's own deploy hook.
+	if err := os.WriteFile(filepath.Join(le, "renewal-hooks", "deploy", "10-reload"),
+		[]byte("#!/bin/sh\necho \"dir $RENEWED_LINEAGE\" >> '"+marker+"'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	storage := filepath.Join(dir, "store")
 	ctx := context.Background()
 	// The README's commands, in its order: the certbot and lego imports,
@@ -265,8 +271,8 @@ func TestImportCertbotAndLegoThenRenew(t *testing.T) {
 	if _, err := tlsPair(filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem")); err != nil {
 		t.Errorf("live/site/privkey.pem does not go with fullchain.pem after renewal: %v", err)
 	}
-	if ran, _ := os.ReadFile(marker); strings.TrimSpace(string(ran)) != live {
-		t.Errorf("certbot's deploy hook ran with RENEWED_LINEAGE %q; want %s once", ran, live)
+	if ran, _ := os.ReadFile(marker); string(ran) != "dir "+live+"\n"+live+"\n" {
+		t.Errorf("certbot's deploy hooks ran as %q; want renewal-hooks/deploy's, then the lineage's, each once with RENEWED_LINEAGE=%s", ran, live)
 	}
 	verifyChain(t, ca, filepath.Join(storage, "live", "lego.example.com", "fullchain.pem"), "lego.example.com")
 }
