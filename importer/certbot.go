@@ -103,20 +103,34 @@ func certbotCertificate(conf string, accounts map[string]Account) (Certificate, 
 	if hook == "" {
 		hook = params["deploy_hook"]
 	}
-	c.DeployHook = joinHooks(link, hook)
-	c.PreHook, c.PostHook = params["pre_hook"], params["post_hook"]
+	// certbot runs the executables in renewal-hooks/{pre,deploy,post}
+	// (in name order) before the lineage's own hook of each kind: so do
+	// these, listed when each runs, as certbot lists them.
+	hooksDir := filepath.Join(filepath.Dir(filepath.Dir(conf)), "renewal-hooks")
+	c.DeployHook = joinHooks(link, dirHooks(filepath.Join(hooksDir, "deploy")), hook)
+	c.PreHook = joinHooks(dirHooks(filepath.Join(hooksDir, "pre")), params["pre_hook"])
+	c.PostHook = joinHooks(dirHooks(filepath.Join(hooksDir, "post")), params["post_hook"])
 	if a := params["authenticator"]; a != "" && a != "standalone" {
 		c.Notes = append(c.Notes, "certbot validated it with "+a+"; tlsalpn renews it with TLS-ALPN-01 on port 443")
-	}
-	if hd := filepath.Join(filepath.Dir(filepath.Dir(conf)), "renewal-hooks", "deploy"); hasFiles(hd) {
-		c.Notes = append(c.Notes, "the scripts in "+hd+" are not run by tlsalpn: add them to the deploy hook (tlsalpn reconfigure --deploy-hook)")
 	}
 	return c, id, nil
 }
 
-func hasFiles(dir string) bool {
+// dirHooks is the shell command that runs the executables in dir as
+// certbot's list_hooks finds them (sorted, not ending in '~'), failing at
+// the first that fails; "" when dir holds none now.
+func dirHooks(dir string) string {
 	ents, err := os.ReadDir(dir)
-	return err == nil && len(ents) > 0
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 && !strings.HasSuffix(e.Name(), "~") {
+			return `for h in ` + shellQuote(dir) + `/*; do case "$h" in *~) continue ;; esac; if [ -f "$h" ] && [ -x "$h" ]; then "$h" || exit 1; fi; done`
+		}
+	}
+	return ""
 }
 
 // readCertbotConf reads a renewal configuration (configobj): the keys
