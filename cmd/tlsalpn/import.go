@@ -197,7 +197,13 @@ func runImport(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	fmt.Fprintf(e.stdout, "imported %s and %s from %s into %s\n", plural(len(specs), "certificate"), plural(len(src.Accounts), "account"), src.Path, store.Root())
-	fmt.Fprintf(e.stdout, "now stop %s renewing them, and renew with tlsalpn renew (the next run deploys each once to its output)\n", src.Tool)
+	stop := map[string]string{
+		"certbot": "systemctl disable --now certbot.timer (or remove certbot's cron line)",
+		"lego":    "remove lego's cron line or timer",
+		"acme.sh": "acme.sh --uninstall-cronjob",
+		"traefik": "point Traefik at the output directories (a file provider) or put tlsalpn serve in front of it",
+	}[src.Tool]
+	fmt.Fprintf(e.stdout, "now stop %s renewing them (%s), and renew with tlsalpn renew from cron or a timer, or tlsalpn serve; the next run deploys each once to its output\n", src.Tool, stop)
 	return nil
 }
 
