@@ -51,6 +51,11 @@ func ACMESh(dir string) (*Source, error) {
 		name := strings.TrimSuffix(filepath.Base(conf), ".conf")
 		cdir := filepath.Dir(conf)
 		c := Certificate{CertName: certName(name), From: conf}
+		if d := filepath.Base(cdir); d == name+"_ecc" && fileExists(filepath.Join(dir, name, name+".conf")) {
+			// acme.sh keeps an RSA and an ECDSA certificate for the same
+			// name side by side; they stay two certificates here too.
+			c.CertName = certName(d)
+		}
 		if v["Le_Domain"] == "" {
 			return refuse(fmt.Errorf("%s: no Le_Domain", conf))
 		}

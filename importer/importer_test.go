@@ -6,13 +6,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func b64(i *big.Int) string { return base64.RawURLEncoding.EncodeToString(i.Bytes()) }
@@ -82,5 +86,66 @@ func TestReadShellConf(t *testing.T) {
 	}
 	if _, err := readShellConf(p); err == nil || !strings.Contains(err.Error(), "x.conf:1") {
 		t.Errorf("unterminated quote: %v; want an error naming the line", err)
+	}
+}
+
+// selfSigned is a certificate for names, and its key, in PEM.
+func selfSigned(t *testing.T, key crypto.Signer, names ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalPKCS8PrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
+}
+
+// TestACMEShRSAAndECCSideBySide: acme.sh keeps NAME/ (RSA) and NAME_ecc/
+// for one name; both are taken, as NAME and NAME_ecc, with their key
+// types, the account of their Le_API and no hook when nothing was
+// installed.
+func TestACMEShRSAAndECCSideBySide(t *testing.T) {
+	home := t.TempDir()
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ak, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	akd, _ := x509.MarshalECPrivateKey(ak)
+	const api = "https://acme.example.net/directory"
+	files := map[string][]byte{
+		"ca/acme.example.net/directory/ca.conf":     []byte("ACCOUNT_URL='https://acme.example.net/acct/9'\n"),
+		"ca/acme.example.net/directory/account.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: akd}),
+		"account.conf": []byte("ACCOUNT_EMAIL='me@example.com'\n"),
+	}
+	for dir, key := range map[string]crypto.Signer{"example.com": rk, "example.com_ecc": ek} {
+		c, k := selfSigned(t, key, "example.com")
+		files[dir+"/example.com.conf"] = []byte("Le_Domain='example.com'\nLe_Alt='no'\nLe_API='" + api + "'\n")
+		files[dir+"/fullchain.cer"], files[dir+"/example.com.key"] = c, k
+	}
+	for p, data := range files {
+		p = filepath.Join(home, p)
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := ACMESh(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, c := range src.Certificates {
+		got[c.CertName] = string(c.KeyType) + " " + c.CA + " " + c.Email + " hook=" + c.DeployHook
+	}
+	want := map[string]string{
+		"example.com":     "rsa2048 " + api + " me@example.com hook=",
+		"example.com_ecc": "ec256 " + api + " me@example.com hook=",
+	}
+	if len(got) != 2 || got["example.com"] != want["example.com"] || got["example.com_ecc"] != want["example.com_ecc"] {
+		t.Errorf("certificates %v; want %v", got, want)
+	}
+	if len(src.Accounts) != 1 || src.Accounts[0].Location != "https://acme.example.net/acct/9" || !src.Accounts[0].Key.Public().(*ecdsa.PublicKey).Equal(ak.Public()) {
+		t.Errorf("accounts %+v; want the one of ca/acme.example.net/directory", src.Accounts)
 	}
 }

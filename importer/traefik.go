@@ -45,6 +45,10 @@ func Traefik(file string, opts Options) (*Source, error) {
 			Key         []byte `json:"key"`
 		}
 	}
+	var v1 struct{ DomainsCertificate json.RawMessage }
+	if json.Unmarshal(data, &v1) == nil && v1.DomainsCertificate != nil {
+		return refuse(errors.New("this is Traefik v1's acme.json (DomainsCertificate): only v2 and later (one section per certificate resolver) can be imported"))
+	}
 	if err := json.Unmarshal(data, &resolvers); err != nil {
 		return refuse(fmt.Errorf("not Traefik's acme.json (v2 or later): %w", err))
 	}
