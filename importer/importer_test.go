@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -147,5 +148,27 @@ func TestACMEShRSAAndECCSideBySide(t *testing.T) {
 	}
 	if len(src.Accounts) != 1 || src.Accounts[0].Location != "https://acme.example.net/acct/9" || !src.Accounts[0].Key.Public().(*ecdsa.PublicKey).Equal(ak.Public()) {
 		t.Errorf("accounts %+v; want the one of ca/acme.example.net/directory", src.Accounts)
+	}
+}
+
+// TestTraefikRefusals: acme.json files that cannot be taken whole are
+// refused with the reason.
+func TestTraefikRefusals(t *testing.T) {
+	tests := []struct{ name, json, want string }{
+		{"v1", `{"Account":{"Email":"a@example.com"},"DomainsCertificate":{"Certs":[]}}`, "Traefik v1"},
+		{"no certificates", `{"le":{"Account":null,"Certificates":null}}`, "no certificates"},
+		{"certificates without an account", `{"le":{"Certificates":[{"domain":{"main":"a.example"}}]}}`, "no registered account"},
+		{"not JSON", `acme`, "not Traefik's acme.json"},
+	}
+	for _, tt := range tests {
+		f := filepath.Join(t.TempDir(), "acme.json")
+		if err := os.WriteFile(f, []byte(tt.json), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Traefik(f, Options{})
+		var re *RefusedError
+		if !errors.As(err, &re) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v; want a *RefusedError saying %q", tt.name, err, tt.want)
+		}
 	}
 }
