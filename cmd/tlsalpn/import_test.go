@@ -341,15 +341,21 @@ func writeFiles(t *testing.T, files map[string]string) {
 // account.conf, and NAME_ecc/ with NAME.conf (Le_* settings, the reload
 // command base64-encoded as acme.sh's _setopt stores it), NAME.cer,
 // NAME.key, ca.cer and fullchain.cer.
-func acmeShHome(t *testing.T, ca *cliCA, home, name, installDir, reloadCmd string) (location string) {
+//
+// With otherAccount, the certificate was ordered by another account than
+// the one acme.sh keeps (an account key changed since, as with acme.sh
+// --create-account-key).
+func acmeShHome(t *testing.T, ca *cliCA, home, name, installDir, reloadCmd string, otherAccount bool) (location string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := mustEC(t)
 	location = fixtureAccount(t, ca, key, "acmesh@example.com")
 	keyDER, _ := x509.MarshalECPrivateKey(key)
-	chainPEM, keyPEM := pebbleCertificate(t, ca, key, location, "acmesh@example.com", "ec256", name, "www."+name)
+	certKey, certAcct := crypto.Signer(key), location
+	if otherAccount {
+		certKey = mustEC(t)
+		certAcct = fixtureAccount(t, ca, certKey, "acmesh@example.com")
+	}
+	chainPEM, keyPEM := pebbleCertificate(t, ca, certKey, certAcct, "acmesh@example.com", "ec256", name, "www."+name)
 	chain, err := issuer.ParseChainPEM(chainPEM)
 	if err != nil {
 		t.Fatal(err)
@@ -442,7 +448,7 @@ func TestImportACMEShAndTraefikThenRenew(t *testing.T) {
 	dir := t.TempDir()
 	home, installed := filepath.Join(dir, "acme.sh"), filepath.Join(dir, "installed")
 	marker := filepath.Join(dir, "reloaded")
-	acmeShAcct := acmeShHome(t, ca, home, "acmesh.example.com", installed, "echo reload >> '"+marker+"'")
+	acmeShAcct := acmeShHome(t, ca, home, "acmesh.example.com", installed, "echo reload >> '"+marker+"'", false)
 	acmeJSON := filepath.Join(dir, "traefik", "acme.json")
 	traefikAcct := traefikStore(t, ca, acmeJSON, "traefik.example.com", "www.traefik.example.com")
 	traffic.take()
@@ -541,7 +547,7 @@ func TestImportRefusals(t *testing.T) {
 	ca, _, _ := startImportCA(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "acme.sh")
-	acmeShHome(t, ca, good, "acmesh.example.com", filepath.Join(dir, "installed"), "true")
+	acmeShHome(t, ca, good, "acmesh.example.com", filepath.Join(dir, "installed"), "true", false)
 	copyHome := func(t *testing.T) string {
 		home := filepath.Join(t.TempDir(), "acme.sh")
 		if out, err := exec.Command("cp", "-a", good, home).CombinedOutput(); err != nil {
@@ -652,4 +658,29 @@ func mustRSA(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return x509.MarshalPKCS1PrivateKey(k)
+}
+
+// TestImportRenewsCertificateOfAnotherAccount: a certificate imported with
+// an account other than the one that ordered it (acme.sh's account key was
+// replaced since) renews all the same: the CA refuses that account's
+// "replaces" (unauthorized), and the order is placed again without it, by
+// the imported account, rather than failing for ever.
+func TestImportRenewsCertificateOfAnotherAccount(t *testing.T) {
+	ca, traffic, _ := startImportCA(t)
+	dir := t.TempDir()
+	home := filepath.Join(dir, "acme.sh")
+	acct := acmeShHome(t, ca, home, "acmesh.example.com", filepath.Join(dir, "installed"), "true", true)
+	storage := filepath.Join(dir, "store")
+	ctx := context.Background()
+	if code, stdout, stderr := runCLI(t, ctx, append([]string{"import", "acme.sh", home}, ca.importArgs(storage)...)...); code != exitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	traffic.take()
+	code, stdout, stderr := runCLI(t, ctx, "renew", "--force", "--storage", storage)
+	if code != exitOK || !strings.Contains(stdout, "renewed (forced)") {
+		t.Fatalf("renew --force: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if registered, kids := traffic.take(); registered != 0 || len(kids) != 2 || kids[0] != acct || kids[1] != acct {
+		t.Errorf("renewal registered %d accounts and ordered as %q; want none, and the imported account %s twice (with replaces, refused; without)", registered, kids, acct)
+	}
 }
