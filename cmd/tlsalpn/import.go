@@ -121,6 +121,15 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	default:
 		return usagef("unknown tool %q: import certbot, lego, acme.sh or traefik", tool)
 	}
+	// lego and Traefik record only the CA's host; the others record the
+	// directory URL and the account, which a flag must not silently
+	// contradict.
+	if f.ca != "" && tool != "lego" && tool != "traefik" {
+		return usagef("--ca is for lego and traefik, which do not record the CA's directory URL; %s records it for each certificate", tool)
+	}
+	if f.email != "" && tool != "lego" {
+		return usagef("--email chooses among a lego directory's accounts; %s records which account each certificate uses", tool)
+	}
 	if _, err := os.Stat(path); err != nil {
 		return usagef("%s: %v", tool, err)
 	}
@@ -150,7 +159,10 @@ func runImport(ctx context.Context, e *env, args []string) error {
 			parent = filepath.Join(store.Root(), "live")
 		}
 	} else if parent == "" {
-		dir, _ := storageDir(e, f.storage)
+		dir, err := storageDir(e, f.storage)
+		if err != nil {
+			return err
+		}
 		parent = filepath.Join(dir, "live")
 	}
 	specs, err := importSpecs(src, &f, parent)

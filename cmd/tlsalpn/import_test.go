@@ -604,6 +604,10 @@ func TestImportRefusals(t *testing.T) {
 			extra: []string{"--force"}, stored: true, code: exitOK, want: "imported 1 certificate and 1 account", written: true},
 		{name: "unknown tool", source: func(t *testing.T) (string, string) { return "caddy", good }, code: exitUsage, want: `unknown tool "caddy"`},
 		{name: "no such path", source: func(t *testing.T) (string, string) { return "certbot", filepath.Join(dir, "nope") }, code: exitUsage, want: "no such file"},
+		{name: "--ca where the source records it", source: func(t *testing.T) (string, string) { return "acme.sh", good },
+			extra: []string{"--ca", "letsencrypt"}, code: exitUsage, want: "--ca is for lego and traefik"},
+		{name: "--email where the source records it", source: func(t *testing.T) (string, string) { return "certbot", good },
+			extra: []string{"--email", "a@example.com"}, code: exitUsage, want: "--email chooses among a lego directory's accounts"},
 		{name: "not certbot's directory", source: func(t *testing.T) (string, string) { return "certbot", good }, code: exitFailure, want: "no renewal directory"},
 	}
 	for _, tt := range tests {
