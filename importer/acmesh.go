@@ -21,7 +21,8 @@ import (
 // account of ca/<host>/<path>/{account.key,ca.conf}. Where acme.sh
 // installed the files (--install-cert: Le_RealCertPath, Le_RealKeyPath,
 // Le_RealCACertPath, Le_RealFullChainPath), the deploy hook copies each
-// renewal there, then runs Le_ReloadCmd.
+// renewal there; Le_RenewHook and Le_ReloadCmd run around the copies as
+// acme.sh runs them, and Le_PreHook and Le_PostHook are kept.
 func ACMESh(dir string) (*Source, error) {
 	src := &Source{Tool: "acme.sh", Path: dir}
 	refuse := func(err error) (*Source, error) { return nil, &RefusedError{Tool: "acme.sh", Path: dir, Err: err} }
@@ -96,7 +97,15 @@ func ACMESh(dir string) (*Source, error) {
 				c.Installs = append(c.Installs, p)
 			}
 		}
-		c.DeployHook = joinHooks(strings.Join(copies, " && "), v["Le_ReloadCmd"])
+		// acme.sh runs Le_RenewHook after a renewal, then installs the
+		// files and runs Le_ReloadCmd, with the paths in its own
+		// variables, which are given here the paths tlsalpn deploys to.
+		var env string
+		if v["Le_RenewHook"] != "" || v["Le_ReloadCmd"] != "" {
+			env = `export CERT_PATH="$TLSALPN_CERT" CERT_KEY_PATH="$TLSALPN_KEY" CA_CERT_PATH="$TLSALPN_CHAIN" CERT_FULLCHAIN_PATH="$TLSALPN_FULLCHAIN" Le_Domain="$TLSALPN_DOMAIN"`
+		}
+		c.DeployHook = joinHooks(env, v["Le_RenewHook"], strings.Join(copies, " && "), v["Le_ReloadCmd"])
+		c.PreHook, c.PostHook = v["Le_PreHook"], v["Le_PostHook"]
 		if v["Le_Webroot"] != "" && v["Le_Webroot"] != "no" {
 			c.Notes = append(c.Notes, "acme.sh validated it with "+v["Le_Webroot"]+"; tlsalpn renews it with TLS-ALPN-01 on port 443")
 		}

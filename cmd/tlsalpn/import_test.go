@@ -345,7 +345,7 @@ func writeFiles(t *testing.T, files map[string]string) {
 // With otherAccount, the certificate was ordered by another account than
 // the one acme.sh keeps (an account key changed since, as with acme.sh
 // --create-account-key).
-func acmeShHome(t *testing.T, ca *cliCA, home, name, installDir, reloadCmd string, otherAccount bool) (location string) {
+func acmeShHome(t *testing.T, ca *cliCA, home, name, installDir, renewHook, reloadCmd string, otherAccount bool) (location string) {
 	t.Helper()
 	key := mustEC(t)
 	location = fixtureAccount(t, ca, key, "acmesh@example.com")
@@ -374,7 +374,7 @@ func acmeShHome(t *testing.T, ca *cliCA, home, name, installDir, reloadCmd strin
 		filepath.Join(cadir, "account.json"): `{"status":"valid","contact":["mailto:acmesh@example.com"],"orders":"` + location + `/orders"}`,
 		filepath.Join(cadir, "ca.conf"):      "ACCOUNT_URL='" + location + "'\nCA_KEY_HASH='Zm9v'\n",
 		filepath.Join(cdir, name+".conf"): "Le_Domain='" + name + "'\nLe_Alt='www." + name + "'\nLe_Webroot='alpn'\nLe_PreHook=''\nLe_PostHook=''\n" +
-			"Le_RenewHook=''\nLe_API='" + ca.DirectoryURL() + "'\nLe_Keylength='ec-256'\nLe_OrderFinalize='" + location + "/finalize'\n" +
+			"Le_RenewHook='" + strings.ReplaceAll(renewHook, "'", `'\''`) + "'\nLe_API='" + ca.DirectoryURL() + "'\nLe_Keylength='ec-256'\nLe_OrderFinalize='" + location + "/finalize'\n" +
 			"Le_LinkOrder='" + location + "/order'\nLe_LinkCert='" + location + "/cert'\nLe_CertCreateTime='1764770000'\n" +
 			"Le_CertCreateTimeStr='2025-12-03T14:00:00Z'\nLe_NextRenewTimeStr='2026-01-31T14:00:00Z'\nLe_NextRenewTime='1769868000'\n" +
 			"Le_RealCertPath='" + filepath.Join(installDir, "cert.pem") + "'\n" +
@@ -448,7 +448,8 @@ func TestImportACMEShAndTraefikThenRenew(t *testing.T) {
 	dir := t.TempDir()
 	home, installed := filepath.Join(dir, "acme.sh"), filepath.Join(dir, "installed")
 	marker := filepath.Join(dir, "reloaded")
-	acmeShAcct := acmeShHome(t, ca, home, "acmesh.example.com", installed, "echo reload >> '"+marker+"'", false)
+	acmeShAcct := acmeShHome(t, ca, home, "acmesh.example.com", installed,
+		"echo \"renew $Le_Domain $CERT_FULLCHAIN_PATH\" >> '"+marker+"'", "echo reload >> '"+marker+"'", false)
 	acmeJSON := filepath.Join(dir, "traefik", "acme.json")
 	traefikAcct := traefikStore(t, ca, acmeJSON, "traefik.example.com", "www.traefik.example.com")
 	traffic.take()
@@ -515,8 +516,8 @@ func TestImportACMEShAndTraefikThenRenew(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(installed, "key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("installed key.pem: %v, mode %v; want 0600", err, fi.Mode())
 	}
-	if ran, _ := os.ReadFile(marker); string(ran) != "reload\n" {
-		t.Errorf("acme.sh's reload command ran %q; want once", ran)
+	if ran, want := readFile(t, marker), "renew acmesh.example.com "+filepath.Join(storage, "live", "acmesh.example.com", "fullchain.pem")+"\nreload\n"; ran != want {
+		t.Errorf("acme.sh's renew hook and reload command ran as %q; want %q (each once, in that order)", ran, want)
 	}
 	verifyChain(t, ca, filepath.Join(storage, "live", "traefik.example.com", "fullchain.pem"), "traefik.example.com", "www.traefik.example.com")
 }
@@ -547,7 +548,7 @@ func TestImportRefusals(t *testing.T) {
 	ca, _, _ := startImportCA(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "acme.sh")
-	acmeShHome(t, ca, good, "acmesh.example.com", filepath.Join(dir, "installed"), "true", false)
+	acmeShHome(t, ca, good, "acmesh.example.com", filepath.Join(dir, "installed"), "", "true", false)
 	copyHome := func(t *testing.T) string {
 		home := filepath.Join(t.TempDir(), "acme.sh")
 		if out, err := exec.Command("cp", "-a", good, home).CombinedOutput(); err != nil {
@@ -673,7 +674,7 @@ func TestImportRenewsCertificateOfAnotherAccount(t *testing.T) {
 	ca, traffic, _ := startImportCA(t)
 	dir := t.TempDir()
 	home := filepath.Join(dir, "acme.sh")
-	acct := acmeShHome(t, ca, home, "acmesh.example.com", filepath.Join(dir, "installed"), "true", true)
+	acct := acmeShHome(t, ca, home, "acmesh.example.com", filepath.Join(dir, "installed"), "", "true", true)
 	storage := filepath.Join(dir, "store")
 	ctx := context.Background()
 	if code, stdout, stderr := runCLI(t, ctx, append([]string{"import", "acme.sh", home}, ca.importArgs(storage)...)...); code != exitOK {
@@ -687,4 +688,10 @@ func TestImportRenewsCertificateOfAnotherAccount(t *testing.T) {
 	if registered, kids := traffic.take(); registered != 0 || len(kids) != 2 || kids[0] != acct || kids[1] != acct {
 		t.Errorf("renewal registered %d accounts and ordered as %q; want none, and the imported account %s twice (with replaces, refused; without)", registered, kids, acct)
 	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	data, _ := os.ReadFile(p)
+	return string(data)
 }
