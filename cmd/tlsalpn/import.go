@@ -33,13 +33,15 @@ What is carried over, per tool:
   certbot  renewal/NAME.conf: the certificate (live/NAME), its account and
            CA, key type; the output stays live/NAME (cert.pem, chain.pem,
            fullchain.pem, and privkey.pem kept pointing at the new key);
-           renew_hook (--deploy-hook), pre_hook and post_hook.
+           the scripts in renewal-hooks/{pre,deploy,post}, renew_hook
+           (--deploy-hook), pre_hook and post_hook, in certbot's order.
   lego     certificates/NAME.crt and the account at the CA that issued it;
            lego records only the CA's host: a CA tlsalpn does not know needs
            --ca URL, and several accounts at one CA need --email.
   acme.sh  NAME[_ecc]/NAME.conf: the certificate, Le_API's account, and
-           where --install-cert put the files (Le_Real*Path) and
-           Le_ReloadCmd, as a deploy hook that copies them there.
+           where --install-cert put the files (Le_Real*Path), copied
+           there by the deploy hook between Le_RenewHook and Le_ReloadCmd;
+           Le_PreHook and Le_PostHook.
   traefik  every resolver's account and certificates; --ca as for lego.
 Certificates without an output of their own (lego, acme.sh, Traefik) are
 deployed to --out DIR/NAME (default: STORAGE/live/NAME) by the next renew.
