@@ -54,7 +54,7 @@ name or an account already stored is not replaced without --force.
 
 Then stop the other tool's renewals (certbot: systemctl disable --now
 certbot.timer; lego and acme.sh: their cron line), and let tlsalpn renew
-(cron or timer, see tlsalpn renew --help) or tlsalpn serve keep them.
+keep them (cron or timer, see tlsalpn renew --help).
 
 Exit codes: 0 imported (or listed), 1 refused or failed (nothing written
 unless it says so), 2 usage error.
@@ -217,7 +217,7 @@ func runImport(ctx context.Context, e *env, args []string) error {
 		"acme.sh": "acme.sh --uninstall-cronjob",
 		"traefik": "point Traefik at the output directories (a file provider) or put tlsalpn serve in front of it",
 	}[src.Tool]
-	fmt.Fprintf(e.stdout, "now stop %s renewing them (%s), and renew with tlsalpn renew from cron or a timer, or tlsalpn serve; the next run deploys each once to its output\n", src.Tool, stop)
+	fmt.Fprintf(e.stdout, "now stop %s renewing them (%s), and renew them with tlsalpn renew from cron or a timer (tlsalpn renew --help); its next run deploys each once to its output\n", src.Tool, stop)
 	return nil
 }
 
