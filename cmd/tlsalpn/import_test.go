@@ -226,6 +226,17 @@ func TestImportCertbotAndLegoThenRenew(t *testing.T) {
 				t.Errorf("imported certbot certificate: %+v", e)
 			}
 		case args[0] == "renew":
+			// Before it, a plain renew: nothing is due, and each
+			// imported certificate is deployed once to its output, the
+			// same certificate, certbot's paths still a matching pair.
+			code, stdout, stderr := runCLI(t, ctx, "renew", "--storage", storage)
+			if code != exitOK || strings.Count(stdout, "deployed (no earlier deployment recorded); not due") != 2 {
+				t.Fatalf("renew after the imports: exit %d\n%s%s", code, stdout, stderr)
+			}
+			live := filepath.Join(le, "live", "site")
+			if pair, err := tlsPair(filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem")); err != nil || pair.Leaf.SerialNumber.Cmp(certbotLeaf.SerialNumber) != 0 {
+				t.Errorf("live/site after the first renew: %v; want certbot's certificate, with its key", err)
+			}
 		default:
 			continue
 		}
@@ -271,8 +282,8 @@ func TestImportCertbotAndLegoThenRenew(t *testing.T) {
 	if _, err := tlsPair(filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem")); err != nil {
 		t.Errorf("live/site/privkey.pem does not go with fullchain.pem after renewal: %v", err)
 	}
-	if ran, _ := os.ReadFile(marker); string(ran) != "dir "+live+"\n"+live+"\n" {
-		t.Errorf("certbot's deploy hooks ran as %q; want renewal-hooks/deploy's, then the lineage's, each once with RENEWED_LINEAGE=%s", ran, live)
+	if ran, once := readFile(t, marker), "dir "+live+"\n"+live+"\n"; ran != once+once {
+		t.Errorf("certbot's deploy hooks ran as %q; want renewal-hooks/deploy's, then the lineage's, with RENEWED_LINEAGE=%s, once at the first renew and once at the renewal", ran, live)
 	}
 	verifyChain(t, ca, filepath.Join(storage, "live", "lego.example.com", "fullchain.pem"), "lego.example.com")
 }
