@@ -89,6 +89,11 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	if f.validationPort < 1 || f.validationPort > 65535 {
 		return usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
 	}
+	// Stored for every renewal: a bad address must not wait for the
+	// first one to be found out.
+	if err := checkListen(f.listen); err != nil {
+		return err
+	}
 	tool, path := fs.pos[0], fs.pos[1]
 	if f.ca != "" {
 		if _, err := issuer.ResolveCA(f.ca); err != nil {

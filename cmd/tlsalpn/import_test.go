@@ -620,6 +620,11 @@ func TestImportRefusals(t *testing.T) {
 			extra: []string{"--ca", "letsencrypt"}, code: exitUsage, want: "--ca is for lego and traefik"},
 		{name: "--email where the source records it", source: func(t *testing.T) (string, string) { return "certbot", good },
 			extra: []string{"--email", "a@example.com"}, code: exitUsage, want: "--email chooses among a lego directory's accounts"},
+		{name: "no path", source: func(t *testing.T) (string, string) { return "certbot", "" }, code: exitUsage, want: "give the tool and its directory or file"},
+		{name: "--listen without a colon", source: func(t *testing.T) (string, string) { return "acme.sh", good },
+			extra: []string{"--listen", "16443"}, code: exitUsage, want: "did you mean --listen :16443?"},
+		{name: "--validation-port out of range", source: func(t *testing.T) (string, string) { return "acme.sh", good },
+			extra: []string{"--validation-port", "0"}, code: exitUsage, want: "--validation-port 0"},
 		{name: "not certbot's directory", source: func(t *testing.T) (string, string) { return "certbot", good }, code: exitFailure, want: "no renewal directory"},
 	}
 	for _, tt := range tests {
@@ -641,7 +646,11 @@ func TestImportRefusals(t *testing.T) {
 			}
 			before := treeSnapshot(t, storage)
 			tool, path := tt.source(t)
-			code, stdout, stderr := runCLI(t, context.Background(), append(append([]string{"import", tool, path}, ca.importArgs(storage)...), tt.extra...)...)
+			args := []string{"import", tool, path}
+			if path == "" {
+				args = args[:2]
+			}
+			code, stdout, stderr := runCLI(t, context.Background(), append(append(args, ca.importArgs(storage)...), tt.extra...)...)
 			if code != tt.code || !strings.Contains(stdout+stderr, tt.want) {
 				t.Fatalf("exit %d, want %d with %q:\n%s%s", code, tt.code, tt.want, stdout, stderr)
 			}
