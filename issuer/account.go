@@ -193,3 +193,84 @@ func (iss *Issuer) register(ctx context.Context, key crypto.Signer) (acme.Accoun
 	iss.step(Step{Kind: StepAccount, Detail: "account registered: " + acct.Location})
 	return acct, nil
 }
+
+// AccountExistsError refuses to import an account over another one stored
+// for the same CA and email: renewals would change account silently.
+type AccountExistsError struct {
+	Directory, Email string
+	Location         string // the stored account's
+}
+
+func (e *AccountExistsError) Error() string {
+	who := e.Email
+	if who == "" {
+		who = "(no email)"
+	}
+	return fmt.Sprintf("an account for %s at %s is stored already: %s", who, e.Directory, e.Location)
+}
+
+// ImportAccount stores an account registered by another client (certbot,
+// lego, acme.sh, Traefik) as the account for directory and email, so that
+// orders from this storage use it and register nothing: its key and its
+// URL at the CA (location) are taken as they are. The CA is not asked;
+// an account it no longer knows is registered again with the same key on
+// first use (see reregister).
+//
+// An account stored already for directory and email with the same
+// location is left as it is; with another location it is an
+// *AccountExistsError, unless force replaces it.
+func ImportAccount(ctx context.Context, store storage.Storage, directory, email string, key crypto.Signer, location string, contact []string, force bool) error {
+	if location == "" {
+		return fmt.Errorf("importing the account for %s: no account URL", directory)
+	}
+	prefix := storage.AccountDir(directory, email)
+	unlock, err := store.Lock(ctx, storage.AccountLockName(directory, email))
+	if err != nil {
+		return fmt.Errorf("locking account for %s: %w", directory, err)
+	}
+	defer unlock()
+	data, err := store.Get(ctx, path.Join(prefix, storage.AccountFile))
+	switch {
+	case err == nil:
+		var cur accountRecord
+		if json.Unmarshal(data, &cur) == nil && cur.Location == location {
+			if _, kerr := store.Get(ctx, path.Join(prefix, storage.KeyFile)); kerr == nil {
+				return nil
+			}
+		} else if !force {
+			return &AccountExistsError{Directory: directory, Email: email, Location: cur.Location}
+		}
+	case !errors.Is(err, storage.ErrNotExist):
+		return fmt.Errorf("reading account %s: %w", prefix, err)
+	}
+	keyPEM, err := EncodeKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	if err := store.Put(ctx, path.Join(prefix, storage.KeyFile), keyPEM, 0o600); err != nil {
+		return fmt.Errorf("saving account key for %s: %w", location, err)
+	}
+	rec, _ := json.MarshalIndent(accountRecord{Directory: directory, Location: location, Contact: contact, Status: "valid"}, "", "  ")
+	if err := store.Put(ctx, path.Join(prefix, storage.AccountFile), rec, 0o600); err != nil {
+		return fmt.Errorf("saving account %s: %w", location, err)
+	}
+	return nil
+}
+
+// StoredAccount returns the location of the account stored for directory
+// and email, or "" when there is none: what an import would keep or
+// replace.
+func StoredAccount(ctx context.Context, store storage.Storage, directory, email string) (string, error) {
+	data, err := store.Get(ctx, storage.AccountKey(directory, email, storage.AccountFile))
+	if errors.Is(err, storage.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading the account for %s: %w", directory, err)
+	}
+	var rec accountRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return "", fmt.Errorf("reading the account for %s: %w", directory, err)
+	}
+	return rec.Location, nil
+}

@@ -198,6 +198,15 @@ func (iss *Issuer) fresh(ctx context.Context, o *order, dir acme.Directory) (*Re
 		iss.logger.Warn("certificate already replaced; ordering without replaces", "names", o.label)
 		ord = acme.Order{Identifiers: ids, Profile: o.profile}
 		ord, err = iss.client.NewOrder(ctx, o.acct, ord)
+	} else if err != nil && errors.As(err, &problem) && problem.Type == acme.ProblemTypeUnauthorized && ord.Replaces != "" {
+		// The CA accepts "replaces" only from the account that ordered
+		// the certificate (Boulder, Pebble). One taken over from another
+		// client (tlsalpn import) may have been ordered by an account
+		// other than the one imported: without this it would never renew.
+		iss.logger.Warn("the CA refused to let this account replace the certificate (another account ordered it); ordering without replaces",
+			"names", o.label, "account", o.acct.Location, "error", err)
+		ord = acme.Order{Identifiers: ids, Profile: o.profile}
+		ord, err = iss.client.NewOrder(ctx, o.acct, ord)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating order for %s at %s: %w", o.label, iss.cfg.Directory, err)

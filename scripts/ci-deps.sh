@@ -53,6 +53,10 @@ have() {
 missing=()
 have nginx || missing+=(nginx)
 have haproxy || missing+=(haproxy)
+# import (tlsalpn import certbot|lego): directories made by the real tools
+# against Pebble.
+have certbot || missing+=(certbot)
+have lego || missing+=(lego)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
 # The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):

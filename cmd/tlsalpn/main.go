@@ -45,6 +45,7 @@ func commands() []command {
 		{"revoke", "revoke a stored certificate", runRevoke},
 		{"list", "show the stored certificates and when they renew", runList},
 		{"reconfigure", "change a stored certificate's output, hook or key type without ordering", runReconfigure},
+		{"import", "take over the certificates and accounts of certbot, lego, acme.sh or Traefik", runImport},
 		{"delete", "stop managing a stored certificate (its deployed files stay)", runDelete},
 		{"storage", "copy all state between a directory and etcd (storage copy SRC DST)", runStorage},
 		{"check", "validate a host from the outside exactly as the CA does", runCheck},

@@ -413,7 +413,7 @@ func TestMessagesForPeople(t *testing.T) {
 // TestHelpHasExamplesAndVersion: every command's help has examples, and
 // the main help names "version".
 func TestHelpHasExamplesAndVersion(t *testing.T) {
-	for _, cmd := range []string{"issue", "revoke", "list", "demo", "serve", "renew"} {
+	for _, cmd := range []string{"issue", "revoke", "list", "demo", "serve", "renew", "import"} {
 		code, out, _ := runCLI(t, context.Background(), cmd, "--help")
 		if code != exitOK || !strings.Contains(out, "tlsalpn "+cmd+" ") || !(strings.Contains(out, "Examples:") || strings.Contains(out, "Simplest use") || strings.Contains(out, "Run it from cron")) {
 			t.Errorf("%s --help: exit %d, no examples:\n%s", cmd, code, out)
