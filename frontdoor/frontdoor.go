@@ -45,6 +45,11 @@ type Config struct {
 	// re-read.
 	Reload <-chan struct{}
 	Load   func() (*config.Config, error)
+	// Reloaded, when set, is called after each request on Reload has
+	// been handled, whether the configuration was applied or refused:
+	// either way the daemon runs again (systemd's READY=1 after
+	// RELOADING=1).
+	Reloaded func()
 	// NodeID is this serve's id as a cluster node, or "" on one host. A
 	// node records its deployments under its own id (manager.WithNode),
 	// so that a certificate another node stored is deployed here too, to
@@ -109,6 +114,9 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		case <-d.cfg.Reload:
 			cfg = d.reload(ctx, cfg)
+			if d.cfg.Reloaded != nil {
+				d.cfg.Reloaded()
+			}
 		case <-ctx.Done():
 			return d.drain(cfg, served)
 		}

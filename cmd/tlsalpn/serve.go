@@ -149,7 +149,8 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 	}
 	hup := make(chan os.Signal, 1)
 	reload := make(chan struct{}, 1)
-	fc := frontdoor.Config{Config: cfg, Storage: store, Logger: logger, Reload: reload,
+	notify := newServeNotify(e, logger)
+	fc := frontdoor.Config{Config: cfg, Storage: store, Logger: logger, Reload: reload, Reloaded: notify.reloaded,
 		NewPool: func() *manager.Pool {
 			is := newIssuers(store, logger, nil)
 			if f.noPreflight {
@@ -182,10 +183,13 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 	defer signal.Stop(hup)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
+	notify.ready(ln.Addr(), cfg)
+	notify.run(ctx, sctx)
 	go func() {
 		for {
 			select {
 			case <-hup:
+				notify.reloading()
 				select {
 				case reload <- struct{}{}:
 				default:
