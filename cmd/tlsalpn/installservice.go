@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tlsalpn/tlsalpn/deploy"
+	"github.com/tlsalpn/tlsalpn/plan"
+)
+
+const installServiceUsage = `
+Usage: tlsalpn install-service serve [--steer] [--hook-kill] [--root DIR] [--dry-run] [--force]
+       tlsalpn install-service renew [--root DIR] [--dry-run] [--force]
+
+Writes the systemd units of one way of working, the ones shipped in
+contrib/systemd, byte for byte:
+  serve  tlsalpn.service, the front door on :443 (Type=notify, as the
+         unprivileged user tlsalpn with only CAP_NET_BIND_SERVICE), and
+         /etc/sysusers.d/tlsalpn.conf, which makes that user;
+         --steer adds the drop-in steering needs (CAP_BPF, CAP_NET_ADMIN,
+         CAP_SYS_PTRACE); --hook-kill the one for deploy hooks that signal
+         a server of another user (nginx -s reload: CAP_KILL)
+  renew  tlsalpn-renew.service and tlsalpn-renew.timer, "tlsalpn renew -q"
+         twice a day as root, for certificates obtained with tlsalpn issue
+into DIR/etc/systemd/system (DIR is / unless --root is given, e.g. an image
+being built). It never starts anything: it prints the systemctl commands to
+run. A file already there with other contents is left alone, and nothing is
+written, unless --force is given.
+
+Examples:
+  tlsalpn install-service serve --dry-run
+  tlsalpn install-service serve --steer
+  tlsalpn install-service renew --root /tmp/image
+
+Exit codes: 0 written (or already there), 1 a file differs (see --force) or
+could not be written, 2 usage error.
+`
+
+// unitFile is one file install-service writes: its path below the root
+// and its contents.
+type unitFile struct {
+	path string
+	text string
+}
+
+// unitsFor returns the files of a way of working; the texts are plan's,
+// which tests keep equal to contrib/.
+func unitsFor(what string, steer, hookKill bool) ([]unitFile, error) {
+	const dir = "etc/systemd/system"
+	switch what {
+	case "serve":
+		files := []unitFile{
+			{filepath.Join(dir, "tlsalpn.service"), plan.ServeUnit},
+			{"etc/sysusers.d/tlsalpn.conf", plan.SysusersConf},
+		}
+		if steer {
+			files = append(files, unitFile{filepath.Join(dir, "tlsalpn.service.d", "steer.conf"), plan.SteerDropIn})
+		}
+		if hookKill {
+			files = append(files, unitFile{filepath.Join(dir, "tlsalpn.service.d", "deploy-hook-kill.conf"), plan.HookKillDropIn})
+		}
+		return files, nil
+	case "renew":
+		if steer || hookKill {
+			return nil, usagef("--steer and --hook-kill are drop-ins of the serve unit: tlsalpn renew neither listens nor steers")
+		}
+		return []unitFile{
+			{filepath.Join(dir, "tlsalpn-renew.service"), plan.RenewServiceUnit},
+			{filepath.Join(dir, "tlsalpn-renew.timer"), plan.RenewTimerUnit},
+		}, nil
+	case "":
+		return nil, usagef("say which units: serve (the front door) or renew (a timer for certificates from tlsalpn issue)")
+	}
+	return nil, usagef("%q: want serve (the front door) or renew (a timer for certificates from tlsalpn issue)", what)
+}
+
+func runInstallService(ctx context.Context, e *env, args []string) error {
+	var root string
+	var dryRun, force, steer, hookKill bool
+	fs := newFlagSet(e, "install-service", installServiceUsage)
+	fs.StringVar(&root, "root", "/", "write below this `DIR` instead of /")
+	fs.BoolVar(&dryRun, "dry-run", false, "print the files and where they would go; write nothing")
+	fs.BoolVar(&force, "force", false, "replace files that are already there with other contents")
+	fs.BoolVar(&steer, "steer", false, "serve: add the drop-in with the capabilities steering needs")
+	fs.BoolVar(&hookKill, "hook-kill", false, "serve: add the drop-in that lets deploy hooks signal a server of another user (CAP_KILL)")
+	if err := fs.parse(args, 1); err != nil {
+		return err
+	}
+	what := ""
+	if len(fs.pos) == 1 {
+		what = fs.pos[0]
+	}
+	files, err := unitsFor(what, steer, hookKill)
+	if err != nil {
+		return err
+	}
+	if root == "" {
+		return usagef("--root: give a directory (/ for this system)")
+	}
+	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+		return usagef("--root %s: not a directory", root)
+	}
+
+	// Look at every file first: a refusal writes nothing.
+	state := make([]string, len(files))
+	var differ []string
+	for i, f := range files {
+		path := filepath.Join(root, f.path)
+		old, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, iofs.ErrNotExist):
+			state[i] = "new"
+		case err != nil:
+			return fmt.Errorf("reading %s: %w", path, err)
+		case bytes.Equal(old, []byte(f.text)):
+			state[i] = "unchanged"
+		default:
+			state[i] = "replaced"
+			differ = append(differ, path)
+		}
+	}
+	if dryRun {
+		for i, f := range files {
+			verb := map[string]string{"new": "would write", "unchanged": "already there, unchanged", "replaced": "differs; --force would replace"}[state[i]]
+			fmt.Fprintf(e.stdout, "# %s (%s)\n%s\n", filepath.Join(root, f.path), verb, f.text)
+		}
+		return nil
+	}
+	if len(differ) > 0 && !force {
+		return fmt.Errorf("%s already there with other contents; nothing written (compare with tlsalpn install-service %s --dry-run, then --force replaces)",
+			strings.Join(differ, ", "), what)
+	}
+	for i, f := range files {
+		if state[i] == "unchanged" {
+			fmt.Fprintf(e.stdout, "%s: unchanged\n", filepath.Join(root, f.path))
+			continue
+		}
+		path := filepath.Join(root, f.path)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		if err := deploy.WriteFileAtomic(path, []byte(f.text), 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		fmt.Fprintf(e.stdout, "%s: %s\n", path, map[string]string{"new": "written", "replaced": "replaced"}[state[i]])
+	}
+	fmt.Fprintln(e.stdout, "next:")
+	if what == "serve" {
+		fmt.Fprint(e.stdout, `  systemd-sysusers                                  # creates the user tlsalpn
+  chown tlsalpn /etc/nginx/tls                      # each certificate's out directory (ReadWritePaths= in the unit)
+  tlsalpn serve --check-config /etc/tlsalpn/serve.yaml
+  systemctl daemon-reload && systemctl enable --now tlsalpn
+`)
+	} else {
+		fmt.Fprint(e.stdout, "  systemctl daemon-reload && systemctl enable --now tlsalpn-renew.timer\n")
+	}
+	if exe, err := os.Executable(); err == nil && exe != "/usr/local/bin/tlsalpn" {
+		fmt.Fprintf(e.stdout, "The units run /usr/local/bin/tlsalpn; this is %s: install -m 0755 %s /usr/local/bin/tlsalpn\n", exe, exe)
+	}
+	return nil
+}
