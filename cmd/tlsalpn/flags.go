@@ -200,11 +200,13 @@ type caFlags struct {
 	storage           string
 	verbose           bool
 	timeout           time.Duration
+	logFormat         logFormat
 }
 
 func (c *caFlags) register(f *flagSet, withAccount bool) {
 	f.StringVar(&c.storage, "storage", "", "`DIR` holding accounts, keys and certificates (default $TLSALPN_STORAGE, else "+fs.SystemRoot+" as root, else $XDG_DATA_HOME/tlsalpn or ~/.local/share/tlsalpn)")
 	f.BoolVar(&c.verbose, "v", false, "show each step of the ACME flow, and info logs")
+	registerLogFormat(f, &c.logFormat)
 	if !withAccount {
 		return
 	}
@@ -308,7 +310,7 @@ func (c *caFlags) logger(e *env) *slog.Logger {
 	if e.getenv("TLSALPN_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: adviseErrors}))
+	return newLogger(e, c.logFormat, level)
 }
 
 // storageDir is the storage directory a command uses: --storage when

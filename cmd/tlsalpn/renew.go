@@ -96,7 +96,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	}
 	logger := f.logger(e)
 	if f.quiet {
-		logger = quietLogger(e)
+		logger = quietLogger(e, f.logFormat)
 	}
 	hooks := manager.NewStandaloneHooks(logger, f.preHook, f.postHook)
 	if f.dryRun {

@@ -125,7 +125,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	logger := f.logger(e)
 	if !f.verbose && e.getenv("TLSALPN_DEBUG") == "" {
 		// A daemon reports what it does: info by default.
-		logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: adviseErrors}))
+		logger = newLogger(e, f.logFormat, slog.LevelInfo)
 	}
 	if e.getenv("GOGC") == "" {
 		// The front door's live heap is a megabyte or two while each TLS
