@@ -176,6 +176,14 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	defer is.CloseIdle()
 	m := manager.New(store, is.Get, logger)
 	specs := issueSpecs(&f, fs.setFlags(), in, out)
+	// -v prints every step already; otherwise a terminal shows how far
+	// the validations are.
+	var prog *progress
+	if !f.verbose {
+		if prog = newProgress(e, "names validated", len(in.ids)); prog != nil {
+			is.OnStep = prog.issueStep
+		}
+	}
 	opts := manager.IssueOptions{
 		Force: f.force,
 		// The port was bind-tested before anything was contacted; it
@@ -184,7 +192,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		Defaults:    manager.Spec{KeyType: in.kt, Listen: f.listen},
 		DefaultOut:  func(name string) string { return filepath.Join(liveDir, name) },
 	}
-	recs, failed := issueEach(ctx, e, m, store, specs, opts)
+	recs, failed := issueEach(ctx, e, m, store, specs, opts, prog)
 	// The server the pre-hook stopped comes back whatever happened.
 	if err := is.Hooks.Finish(ctx); err != nil {
 		failed = append(failed, err)
@@ -298,7 +306,7 @@ func issueSpecs(f *issueFlags, set map[string]bool, in issueInput, out string) [
 
 // issueEach issues specs at once, prints each result, and returns the
 // records stored and the failures.
-func issueEach(ctx context.Context, e *env, m *manager.Manager, store storage.Storage, specs []manager.Spec, opts manager.IssueOptions) ([]*manager.Record, []error) {
+func issueEach(ctx context.Context, e *env, m *manager.Manager, store storage.Storage, specs []manager.Spec, opts manager.IssueOptions, prog *progress) ([]*manager.Record, []error) {
 	start := time.Now()
 	errs := make([]error, len(specs))
 	results := make([]*manager.IssueResult, len(specs))
@@ -314,6 +322,7 @@ func issueEach(ctx context.Context, e *env, m *manager.Manager, store storage.St
 		}()
 	}
 	wg.Wait()
+	prog.clear()
 	var failed []error
 	var recs []*manager.Record
 	for i, res := range results {
