@@ -53,6 +53,9 @@ have() {
 missing=()
 have nginx || missing+=(nginx)
 have haproxy || missing+=(haproxy)
+# systemd-analyze verifies the units in contrib/systemd and those tlsalpn
+# install-service writes (the daemon itself is not run).
+have systemd-analyze || missing+=(systemd)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
 # The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):
