@@ -49,6 +49,20 @@ type unitFile struct {
 	text string
 }
 
+// otherWay returns the unit of the other way of working when it is
+// installed under root: serve's unit for renew, the renew timer for serve.
+func otherWay(root, what string) string {
+	other := "tlsalpn-renew.timer"
+	if what == "renew" {
+		other = "tlsalpn.service"
+	}
+	path := filepath.Join(root, "etc", "systemd", "system", other)
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	return ""
+}
+
 // unitsFor returns the files of a way of working; the texts are plan's,
 // which tests keep equal to contrib/.
 func unitsFor(what string, steer, hookKill bool) ([]unitFile, error) {
@@ -159,6 +173,10 @@ func runInstallService(ctx context.Context, e *env, args []string) error {
 `)
 	} else {
 		fmt.Fprint(e.stdout, "  systemctl daemon-reload && systemctl enable --now tlsalpn-renew.timer\n")
+	}
+	if other := otherWay(root, what); other != "" {
+		fmt.Fprintf(e.stdout, "Warning: %s is installed too. Use one way: serve renews the certificates it keeps itself, as the user tlsalpn,\n"+
+			"while the renew timer runs as root and leaves root-owned files in the storage that serve then cannot read.\n", other)
 	}
 	if exe, err := os.Executable(); err == nil && exe != "/usr/local/bin/tlsalpn" {
 		fmt.Fprintf(e.stdout, "The units run /usr/local/bin/tlsalpn; this is %s: install -m 0755 %s /usr/local/bin/tlsalpn\n", exe, exe)

@@ -134,6 +134,21 @@ func verifyUnits(t *testing.T, dir string) {
 	}
 }
 
+// TestInstallServiceBothWays: installing the renew timer where serve's
+// unit is (or the other way round) says loudly that the two fight over
+// the storage.
+func TestInstallServiceBothWays(t *testing.T) {
+	root := t.TempDir()
+	ctx := context.Background()
+	if code, stdout, stderr := runCLI(t, ctx, "install-service", "serve", "--root", root); code != exitOK || strings.Contains(stdout, "Warning") {
+		t.Fatalf("serve alone: exit %d: %s %s", code, stdout, stderr)
+	}
+	code, stdout, stderr := runCLI(t, ctx, "install-service", "renew", "--root", root)
+	if code != exitOK || !strings.Contains(stdout, "Warning: "+filepath.Join(root, "etc/systemd/system/tlsalpn.service")+" is installed too") {
+		t.Errorf("renew over serve: exit %d: %s %s", code, stdout, stderr)
+	}
+}
+
 func TestInstallServiceUsage(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
