@@ -171,19 +171,28 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	liveDir := filepath.Join(store.Root(), "live")
-	logger := f.logger(e)
-	is := issuePool(e, &f, store, logger, in.eab, hc)
-	defer is.CloseIdle()
-	m := manager.New(store, is.Get, logger)
-	specs := issueSpecs(&f, fs.setFlags(), in, out)
 	// -v prints every step already; otherwise a terminal shows how far
-	// the validations are.
+	// the validations are, and log lines go above that line.
 	var prog *progress
 	if !f.verbose {
-		if prog = newProgress(e, "names validated", len(in.ids)); prog != nil {
-			is.OnStep = prog.issueStep
-		}
+		prog = newProgress(e, "names validated", len(in.ids))
 	}
+	logger := f.logger(e)
+	if prog != nil {
+		le := *e
+		le.stderr = prog.above(e.stderr)
+		if f.logFormat == "" {
+			f.logFormat = "text" // stderr is a terminal
+		}
+		logger = f.logger(&le)
+	}
+	is := issuePool(e, &f, store, logger, in.eab, hc)
+	defer is.CloseIdle()
+	if prog != nil {
+		is.OnStep = prog.issueStep
+	}
+	m := manager.New(store, is.Get, logger)
+	specs := issueSpecs(&f, fs.setFlags(), in, out)
 	opts := manager.IssueOptions{
 		Force: f.force,
 		// The port was bind-tested before anything was contacted; it

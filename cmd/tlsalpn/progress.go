@@ -47,10 +47,43 @@ func (p *progress) update(doing string, finished bool) {
 	if doing != "" {
 		p.doing = doing
 	}
+	p.draw()
+	p.shown = true
+}
+
+// draw writes the line; p.mu is held.
+func (p *progress) draw() {
 	// \r and "erase to the end of the line" (ECMA-48 EL): the line is
 	// rewritten in place.
 	fmt.Fprintf(p.w, "\r\x1b[K[%d/%d %s] %s", p.done, p.total, p.unit, p.doing)
-	p.shown = true
+}
+
+// above returns a writer for w whose writes (log lines) appear above the
+// progress line: the line is erased, the text written, the line redrawn.
+func (p *progress) above(w io.Writer) io.Writer {
+	if p == nil {
+		return w
+	}
+	return aboveWriter{p, w}
+}
+
+type aboveWriter struct {
+	p *progress
+	w io.Writer
+}
+
+func (a aboveWriter) Write(b []byte) (int, error) {
+	p := a.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shown {
+		fmt.Fprint(a.w, "\r\x1b[K")
+	}
+	n, err := a.w.Write(b)
+	if p.shown {
+		p.draw()
+	}
+	return n, err
 }
 
 // clear erases the line, before the results are printed.

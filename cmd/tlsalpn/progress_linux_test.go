@@ -67,3 +67,20 @@ func TestProgressOnTerminal(t *testing.T) {
 		})
 	}
 }
+
+// TestProgressLogsAbove: a log line written while the progress line is
+// shown erases it, goes on a line of its own, and the line is redrawn
+// under it.
+func TestProgressLogsAbove(t *testing.T) {
+	var buf strings.Builder
+	p := &progress{w: &buf, unit: "names validated", total: 2}
+	p.update("validating a.example", false)
+	io.WriteString(p.above(&buf), "level=WARN msg=slow\n")
+	p.clear()
+	want := "\r\x1b[K[0/2 names validated] validating a.example" +
+		"\r\x1b[K" + "level=WARN msg=slow\n" + "\r\x1b[K[0/2 names validated] validating a.example" +
+		"\r\x1b[K"
+	if buf.String() != want {
+		t.Errorf("wrote %q,\nwant  %q", buf.String(), want)
+	}
+}
