@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -31,8 +32,9 @@ It reads storage only and never contacts the CA.
 
 Monitoring (--expiring-within, e.g. from cron or as a Nagios check): instead
 of the table, one line per certificate that expires within DURATION (30d or
-720h), or is already expired, or is damaged, then a summary line; exit 1 when
-there is any such line. Revoked and retired certificates are not renewed by
+720h) or has expired, whose last deployment failed (the server has an older
+one), or that is damaged; exit 1 when there is any such line, else one "OK:"
+line. Revoked and retired certificates are not renewed by
 design and are left out. This is "check --expiring-within" for what is
 stored here, without a connection.
 
@@ -43,9 +45,8 @@ Examples:
   tlsalpn list --expiring-within 14d || mail -s "certificates expiring" root
 
 Exit codes: 0 listed (even if some are damaged: the table says so; with
---expiring-within, none expires within it and none is damaged), 1 storage
-unreadable, or with --expiring-within some certificate inside it or damaged,
-2 usage error.
+--expiring-within, nothing to report), 1 storage unreadable, or with
+--expiring-within some certificate to report, 2 usage error.
 `
 
 // listEntry is one row of "tlsalpn list --json"; its field names are a
@@ -85,7 +86,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "list", listUsage)
 	cf.register(fs, false)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	fs.StringVar(&expiringWithin, "expiring-within", "", "print only the certificates that expire within this `DURATION` (e.g. 14d or 336h), are expired or damaged, and exit 1 if there is any: for cron and Nagios")
+	fs.StringVar(&expiringWithin, "expiring-within", "", "print only the certificates that expire within this `DURATION` (e.g. 14d or 336h), have expired, failed to deploy or are damaged, and exit 1 if there is any: for cron and Nagios")
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
@@ -168,7 +169,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 // --expiring-within does, so that cron mails it and Nagios warns.
 func listExpiring(e *env, entries []listEntry, now time.Time, within time.Duration, spelled string, asJSON bool) error {
 	var flagged []listEntry
-	var expiring, damaged int
+	var expiring, damaged, undeployed int
 	for _, le := range entries {
 		switch {
 		case le.Damaged != "":
@@ -179,6 +180,10 @@ func listExpiring(e *env, entries []listEntry, now time.Time, within time.Durati
 			continue
 		case le.NotAfter.Sub(now) < within:
 			expiring++
+		case le.DeployError != "":
+			// The stored certificate is fresh, but the server still has
+			// an older one, which this cannot see expire.
+			undeployed++
 		default:
 			continue
 		}
@@ -198,22 +203,30 @@ func listExpiring(e *env, entries []listEntry, now time.Time, within time.Durati
 			case le.State == "EXPIRED":
 				fmt.Fprintf(e.stdout, "%s: EXPIRED %s (%s ago), names %s\n", le.CertName,
 					le.NotAfter.UTC().Format("2006-01-02 15:04 UTC"), roughAgo(now.Sub(le.NotAfter)), strings.Join(le.Names, ","))
-			default:
+			case le.NotAfter.Sub(now) < within:
 				fmt.Fprintf(e.stdout, "%s: expires %s (in %s), names %s\n", le.CertName,
 					le.NotAfter.UTC().Format("2006-01-02 15:04 UTC"), roughAgo(le.NotAfter.Sub(now)), strings.Join(le.Names, ","))
+			default:
+				fmt.Fprintf(e.stdout, "%s: DEPLOY FAILED: serial %s is stored but not deployed, the server has an older certificate: %s\n",
+					le.CertName, le.Serial, le.DeployError)
 			}
 		}
 		if len(flagged) == 0 {
 			fmt.Fprintf(e.stdout, "OK: none of %d certificates expires within %s\n", len(entries), spelled)
 		}
 	}
-	switch {
-	case damaged > 0 && expiring > 0:
-		return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d certificates expire within %s and %d are damaged", expiring, len(entries), spelled, damaged)}
-	case damaged > 0:
-		return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d certificates are damaged", damaged, len(entries))}
-	case expiring > 0:
-		return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d certificates expire within %s", expiring, len(entries), spelled)}
+	var parts []string
+	if expiring > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d certificates expire within %s", expiring, len(entries), spelled))
+	}
+	if undeployed > 0 {
+		parts = append(parts, fmt.Sprintf("%d are not deployed", undeployed))
+	}
+	if damaged > 0 {
+		parts = append(parts, fmt.Sprintf("%d are damaged", damaged))
+	}
+	if len(parts) > 0 {
+		return &exitError{code: exitFailure, err: errors.New(strings.Join(parts, "; "))}
 	}
 	return nil
 }

@@ -65,3 +65,22 @@ func TestListExpiringWithin(t *testing.T) {
 		t.Errorf("list --json --expiring-within 14d: exit %d: %s", code, stdout)
 	}
 }
+
+// TestListExpiringWithinDeployFailed: a certificate stored fresh but not
+// deployed is reported too: the server still has an older one, whose
+// expiry the stored one hides.
+func TestListExpiringWithinDeployFailed(t *testing.T) {
+	ca := startCLICA(t, democa.Options{})
+	dir := t.TempDir()
+	storage := filepath.Join(dir, "store")
+	ctx := context.Background()
+	args := append(ca.issueArgs(storage, filepath.Join(dir, "out"), "hook.example"), "--deploy-hook", "exit 3")
+	if code, _, stderr := runCLI(t, ctx, args...); code != exitFailure {
+		t.Fatalf("issue with a failing hook: exit %d, want 1: %s", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, ctx, "list", "--storage", storage, "--expiring-within", "14d")
+	if code != exitFailure || !strings.Contains(stdout, "hook.example: DEPLOY FAILED: serial ") || !strings.Contains(stderr, "1 are not deployed") {
+		t.Errorf("exit %d: %s %s", code, stdout, stderr)
+	}
+}
+
