@@ -83,4 +83,3 @@ func TestListExpiringWithinDeployFailed(t *testing.T) {
 		t.Errorf("exit %d: %s %s", code, stdout, stderr)
 	}
 }
-
