@@ -8,14 +8,16 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/tlsalpn/tlsalpn/config"
 	"github.com/tlsalpn/tlsalpn/deploy"
 	"github.com/tlsalpn/tlsalpn/plan"
 )
 
 const installServiceUsage = `
-Usage: tlsalpn install-service serve [--steer] [--hook-kill] [--root DIR] [--dry-run] [--force]
+Usage: tlsalpn install-service serve [--config FILE] [--steer] [--hook-kill] [--root DIR] [--dry-run] [--force]
        tlsalpn install-service renew [--root DIR] [--dry-run] [--force]
 
 Writes the systemd units of one way of working, the ones shipped in
@@ -25,7 +27,9 @@ contrib/systemd, byte for byte:
          /etc/sysusers.d/tlsalpn.conf, which makes that user;
          --steer adds the drop-in steering needs (CAP_BPF, CAP_NET_ADMIN,
          CAP_SYS_PTRACE); --hook-kill the one for deploy hooks that signal
-         a server of another user (nginx -s reload: CAP_KILL)
+         a server of another user (nginx -s reload: CAP_KILL); --config
+         FILE adds paths.conf, which runs serve with FILE and lets it write
+         exactly the output directories FILE names (ReadWritePaths=)
   renew  tlsalpn-renew.service and tlsalpn-renew.timer, "tlsalpn renew -q"
          twice a day as root, for certificates obtained with tlsalpn issue
 into DIR/etc/systemd/system (DIR is / unless --root is given, e.g. an image
@@ -35,7 +39,7 @@ written, unless --force is given.
 
 Examples:
   tlsalpn install-service serve --dry-run
-  tlsalpn install-service serve --steer
+  tlsalpn install-service serve --steer --config /etc/tlsalpn/serve.yaml
   tlsalpn install-service renew --root /tmp/image
 
 Exit codes: 0 written (or already there), 1 a file differs (see --force) or
@@ -47,6 +51,70 @@ could not be written, 2 usage error.
 type unitFile struct {
 	path string
 	text string
+}
+
+// pathsDropIn is the drop-in that runs serve with configFile and gives it
+// write access to the directories the file's certificates are written to
+// (out, and the directory of an HAProxy crt), instead of the unit's
+// example /etc/nginx/tls: under ProtectSystem=strict nothing else is
+// writable. Each is "-"-prefixed, so that a directory not made yet does
+// not stop the unit; it must exist, owned by tlsalpn, before a
+// certificate goes there (install-service says so).
+func pathsDropIn(configFile string) (string, error) {
+	abs, dirs, err := configOutDirs(configFile)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by tlsalpn install-service serve --config %s:\n", abs)
+	b.WriteString("# serve runs with that file and may write where its certificates go.\n[Service]\n")
+	if abs != "/etc/tlsalpn/serve.yaml" {
+		// An empty assignment drops the unit's commands before these.
+		fmt.Fprintf(&b, "ExecStartPre=\nExecStartPre=/usr/local/bin/tlsalpn serve --check-config %s\n", systemdQuote(abs))
+		fmt.Fprintf(&b, "ExecStart=\nExecStart=/usr/local/bin/tlsalpn serve --config %s --storage /var/lib/tlsalpn --log-format json\n", systemdQuote(abs))
+	}
+	// The unit's example directory is dropped: only these are writable.
+	b.WriteString("ReadWritePaths=\n")
+	for _, d := range dirs {
+		fmt.Fprintf(&b, "ReadWritePaths=%s\n", systemdQuote("-"+d))
+	}
+	return b.String(), nil
+}
+
+// configOutDirs reads configFile and returns its absolute path and the
+// directories its certificates are written to, sorted, each once.
+func configOutDirs(configFile string) (string, []string, error) {
+	abs, err := filepath.Abs(configFile)
+	if err != nil {
+		return "", nil, usagef("--config: %v", err)
+	}
+	cfg, err := config.Load(abs)
+	if err != nil {
+		return "", nil, usagef("--config: %v", err)
+	}
+	var dirs []string
+	for _, c := range cfg.Certificates {
+		if c.Out != "" {
+			dirs = append(dirs, filepath.Clean(c.Out))
+		}
+		if c.HAProxy != nil && c.HAProxy.Cert != "" {
+			dirs = append(dirs, filepath.Dir(c.HAProxy.Cert))
+		}
+	}
+	slices.Sort(dirs)
+	return abs, slices.Compact(dirs), nil
+}
+
+// systemdQuote quotes a path for a unit file when it needs it: spaces,
+// quotes and backslashes are written as systemd reads them in a
+// double-quoted word; "%" is doubled, as specifiers are expanded in both.
+func systemdQuote(s string) string {
+	s = strings.ReplaceAll(s, "%", "%%")
+	if !strings.ContainsAny(s, " \t\"'\\") {
+		return s
+	}
+	r := strings.NewReplacer("\\", "\\\\", "\"", "\\\"")
+	return "\"" + r.Replace(s) + "\""
 }
 
 // otherWay returns the unit of the other way of working when it is
@@ -65,7 +133,7 @@ func otherWay(root, what string) string {
 
 // unitsFor returns the files of a way of working; the texts are plan's,
 // which tests keep equal to contrib/.
-func unitsFor(what string, steer, hookKill bool) ([]unitFile, error) {
+func unitsFor(what string, steer, hookKill bool, configFile string) ([]unitFile, error) {
 	const dir = "etc/systemd/system"
 	switch what {
 	case "serve":
@@ -79,10 +147,17 @@ func unitsFor(what string, steer, hookKill bool) ([]unitFile, error) {
 		if hookKill {
 			files = append(files, unitFile{filepath.Join(dir, "tlsalpn.service.d", "deploy-hook-kill.conf"), plan.HookKillDropIn})
 		}
+		if configFile != "" {
+			text, err := pathsDropIn(configFile)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, unitFile{filepath.Join(dir, "tlsalpn.service.d", "paths.conf"), text})
+		}
 		return files, nil
 	case "renew":
-		if steer || hookKill {
-			return nil, usagef("--steer and --hook-kill are drop-ins of the serve unit: tlsalpn renew neither listens nor steers")
+		if steer || hookKill || configFile != "" {
+			return nil, usagef("--steer, --hook-kill and --config are for the serve unit: tlsalpn renew neither listens nor steers, and reads no config file")
 		}
 		return []unitFile{
 			{filepath.Join(dir, "tlsalpn-renew.service"), plan.RenewServiceUnit},
@@ -97,11 +172,13 @@ func unitsFor(what string, steer, hookKill bool) ([]unitFile, error) {
 func runInstallService(ctx context.Context, e *env, args []string) error {
 	var root string
 	var dryRun, force, steer, hookKill bool
+	var configFile string
 	fs := newFlagSet(e, "install-service", installServiceUsage)
 	fs.StringVar(&root, "root", "/", "write below this `DIR` instead of /")
 	fs.BoolVar(&dryRun, "dry-run", false, "print the files and where they would go; write nothing")
 	fs.BoolVar(&force, "force", false, "replace files that are already there with other contents")
 	fs.BoolVar(&steer, "steer", false, "serve: add the drop-in with the capabilities steering needs")
+	fs.StringVar(&configFile, "config", "", "serve: the configuration `FILE` serve runs with; its output directories become the only writable ones (drop-in paths.conf)")
 	fs.BoolVar(&hookKill, "hook-kill", false, "serve: add the drop-in that lets deploy hooks signal a server of another user (CAP_KILL)")
 	if err := fs.parse(args, 1); err != nil {
 		return err
@@ -110,7 +187,7 @@ func runInstallService(ctx context.Context, e *env, args []string) error {
 	if len(fs.pos) == 1 {
 		what = fs.pos[0]
 	}
-	files, err := unitsFor(what, steer, hookKill)
+	files, err := unitsFor(what, steer, hookKill, configFile)
 	if err != nil {
 		return err
 	}
@@ -166,11 +243,17 @@ func runInstallService(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintln(e.stdout, "next:")
 	if what == "serve" {
-		fmt.Fprint(e.stdout, `  systemd-sysusers                                  # creates the user tlsalpn
-  chown tlsalpn /etc/nginx/tls                      # each certificate's out directory (ReadWritePaths= in the unit)
-  tlsalpn serve --check-config /etc/tlsalpn/serve.yaml
-  systemctl daemon-reload && systemctl enable --now tlsalpn
-`)
+		fmt.Fprintln(e.stdout, "  systemd-sysusers                                  # creates the user tlsalpn")
+		cfgPath, dirs := "/etc/tlsalpn/serve.yaml", []string{"/etc/nginx/tls"}
+		if configFile != "" {
+			cfgPath, dirs, _ = configOutDirs(configFile) // read without error above
+		}
+		fmt.Fprintln(e.stdout, "  # the directories certificates are written to, the only ones serve may write (ReadWritePaths=):")
+		for _, d := range dirs {
+			fmt.Fprintf(e.stdout, "  install -d -o tlsalpn -m 0755 %s\n", shellQuote(d))
+		}
+		fmt.Fprintf(e.stdout, "  tlsalpn serve --check-config %s\n", shellQuote(cfgPath))
+		fmt.Fprintln(e.stdout, "  systemctl daemon-reload && systemctl enable --now tlsalpn")
 	} else {
 		fmt.Fprint(e.stdout, "  systemctl daemon-reload && systemctl enable --now tlsalpn-renew.timer\n")
 	}

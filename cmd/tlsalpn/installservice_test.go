@@ -160,7 +160,8 @@ func TestInstallServiceUsage(t *testing.T) {
 	}{
 		{nil, "say which units"},
 		{[]string{"timer"}, `"timer": want serve`},
-		{[]string{"renew", "--steer"}, "drop-ins of the serve unit"},
+		{[]string{"renew", "--steer"}, "are for the serve unit"},
+		{[]string{"renew", "--config", "x.yaml"}, "are for the serve unit"},
 		{[]string{"serve", "--root", "/nonexistent-root-dir"}, "not a directory"},
 		{[]string{"serve", "renew"}, "unexpected argument"},
 	} {
@@ -168,5 +169,55 @@ func TestInstallServiceUsage(t *testing.T) {
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {
 			t.Errorf("install-service %v: exit %d: %s (want %q)", tc.args, code, stderr, tc.want)
 		}
+	}
+}
+
+// TestInstallServiceConfig: with --config, serve runs with that file and
+// may write exactly the directories its certificates go to (quoted as
+// systemd reads them), and systemd-analyze accepts the result.
+func TestInstallServiceConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "my serve.yaml")
+	os.WriteFile(cfg, []byte(`listen: ":443"
+acme: {ca: letsencrypt, email: ops@example.com, agree_tos: true}
+routes:
+  - names: ["*"]
+    backend: 127.0.0.1:8443
+certificates:
+  - names: [example.com]
+    out: /etc/nginx/tls/example.com
+  - names: [www.example.com]
+    out: /etc/nginx/tls/example.com/
+  - names: [shop.example.com]
+    out: /etc/nginx/tls/shop 50%
+  - names: [api.example.com]
+    haproxy: {socket: /run/haproxy/admin.sock, cert: /etc/haproxy/certs/api.pem}
+`), 0o644)
+	root := t.TempDir()
+	code, stdout, stderr := runCLI(t, context.Background(), "install-service", "serve", "--config", cfg, "--root", root)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s %s", code, stdout, stderr)
+	}
+	got, err := os.ReadFile(filepath.Join(root, "etc/systemd/system/tlsalpn.service.d/paths.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"ExecStartPre=\nExecStartPre=/usr/local/bin/tlsalpn serve --check-config \"" + cfg + "\"\n",
+		"ExecStart=\nExecStart=/usr/local/bin/tlsalpn serve --config \"" + cfg + "\" --storage /var/lib/tlsalpn --log-format json\n",
+		"ReadWritePaths=\nReadWritePaths=-/etc/haproxy/certs\nReadWritePaths=-/etc/nginx/tls/example.com\nReadWritePaths=\"-/etc/nginx/tls/shop 50%%\"\n",
+	} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("paths.conf lacks %q:\n%s", want, got)
+		}
+	}
+	if !strings.Contains(stdout, "install -d -o tlsalpn -m 0755 '/etc/nginx/tls/shop 50%'") {
+		t.Errorf("next steps do not make the directories:\n%s", stdout)
+	}
+	verifyUnits(t, filepath.Join(root, "etc/systemd/system"))
+
+	code, _, stderr = runCLI(t, context.Background(), "install-service", "serve", "--config", filepath.Join(dir, "missing.yaml"), "--root", root)
+	if code != exitUsage || !strings.Contains(stderr, "--config") {
+		t.Errorf("missing config: exit %d: %s", code, stderr)
 	}
 }
