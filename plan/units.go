@@ -117,8 +117,8 @@ SystemCallFilter=@system-service
 ReadWritePaths=-/etc/nginx/tls
 StateDirectory=tlsalpn
 StateDirectoryMode=0700
-# Keys are written 0600 anyway; nothing the service creates is for others.
-UMask=0027
+# No UMask=0027: servers running as another user must reach cert.pem
+# through the 0755 directories deploy makes; key.pem is 0600 anyway.
 LimitNOFILE=65536
 
 [Install]
