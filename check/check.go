@@ -251,6 +251,10 @@ type Checker struct {
 	Concurrency int
 	// Logger gets a debug line per handshake; nil discards.
 	Logger *slog.Logger
+	// Checked, when set, is called as CheckAll and MonitorAll finish each
+	// target, one call at a time: a long run over many hosts can show
+	// how far it is.
+	Checked func(Target)
 }
 
 func (c *Checker) timeout() time.Duration {
@@ -277,16 +281,28 @@ func (c *Checker) CheckAll(ctx context.Context, targets []Target) []*Report {
 	reports := make([]*Report, len(targets))
 	sem := make(chan struct{}, n)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for i, t := range targets {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			reports[i] = c.Check(ctx, t)
+			c.checked(&mu, t)
 		}()
 	}
 	wg.Wait()
 	return reports
+}
+
+// checked calls Checked for t, under mu so that calls do not overlap.
+func (c *Checker) checked(mu *sync.Mutex, t Target) {
+	if c.Checked == nil {
+		return
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	c.Checked(t)
 }
 
 // Check checks one target: resolution, then every address concurrently,

@@ -176,11 +176,13 @@ func (c *Checker) MonitorAll(ctx context.Context, targets []Target) []*MonitorRe
 	reports := make([]*MonitorReport, len(targets))
 	sem := make(chan struct{}, n)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for i, t := range targets {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			reports[i] = c.Monitor(ctx, t)
+			c.checked(&mu, t)
 		})
 	}
 	wg.Wait()

@@ -46,6 +46,11 @@ type Config struct {
 	// re-read.
 	Reload <-chan struct{}
 	Load   func() (*config.Config, error)
+	// Reloaded, when set, is called after each request on Reload has
+	// been handled, whether the configuration was applied or refused:
+	// either way the daemon runs again (systemd's READY=1 after
+	// RELOADING=1).
+	Reloaded func()
 
 	// NodeID and NodeAddress name this serve as a cluster node, when Storage keeps ephemeral
 	// keys (etcd; see ClusterMode): its id (default the host name; two live nodes cannot share
@@ -121,6 +126,9 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		case <-d.cfg.Reload:
 			cfg = d.reload(ctx, cfg)
+			if d.cfg.Reloaded != nil {
+				d.cfg.Reloaded()
+			}
 		case <-ctx.Done():
 			return d.drain(cfg, served)
 		}

@@ -227,13 +227,26 @@ func (iss *Issuer) fresh(ctx context.Context, o *order, dir acme.Directory) (*Re
 		detail += " replacing " + ord.Replaces
 	}
 	iss.step(Step{Kind: StepOrder, Identifier: o.label, Detail: detail})
+	iss.logger.Info("order created", "names", o.names, "order", ord.Location, "profile", o.profile, "replaces", ord.Replaces)
 	return iss.complete(ctx, o, ord, key)
 }
 
 // complete takes ord from wherever it is to a downloaded, checked
 // certificate for key: authorizations if pending, finalisation if ready,
 // polling if processing, download once valid.
-func (iss *Issuer) complete(ctx context.Context, o *order, ord acme.Order, key crypto.Signer) (*Result, error) {
+func (iss *Issuer) complete(ctx context.Context, o *order, ord acme.Order, key crypto.Signer) (res *Result, err error) {
+	// One line for the order's outcome, with its names and URL, so that
+	// a log search for either finds how it ended, in serve's keeper as
+	// in issue and renew.
+	location := ord.Location
+	defer func() {
+		if err != nil {
+			iss.logger.Info("order failed", "names", o.names, "order", location, "outcome", "failed", "error", err)
+			return
+		}
+		iss.logger.Info("certificate issued", "names", o.names, "order", location, "outcome", "issued",
+			"serial", fmt.Sprintf("%x", res.Leaf.SerialNumber), "not_after", res.Leaf.NotAfter, "certificate", res.URL)
+	}()
 	if ord.Status == acme.StatusPending {
 		if err := iss.authorize(ctx, o.acct, ord); err != nil {
 			// Nothing issued: the entry would only be dropped next time.
@@ -244,7 +257,6 @@ func (iss *Issuer) complete(ctx context.Context, o *order, ord acme.Order, key c
 		}
 		ord.Status = acme.StatusReady
 	}
-	var err error
 	switch ord.Status {
 	case acme.StatusReady:
 		csr, err := acmez.NewCSR(key, o.names)

@@ -57,6 +57,9 @@ have haproxy || missing+=(haproxy)
 # against Pebble.
 have certbot || missing+=(certbot)
 have lego || missing+=(lego)
+# systemd-analyze verifies the units in contrib/systemd and those tlsalpn
+# install-service writes (the daemon itself is not run).
+have systemd-analyze || missing+=(systemd)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
 # The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):

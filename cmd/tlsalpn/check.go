@@ -180,7 +180,10 @@ func (f *checkFlags) checker(e *env) (*check.Checker, error) {
 // runCAChecks checks targets by the CA's rules, prints the reports and
 // returns the exit the verdict calls for.
 func runCAChecks(ctx context.Context, e *env, c *check.Checker, targets []check.Target, f checkFlags) error {
+	prog := newProgress(e, "names checked", len(targets))
+	c.Checked = prog.checked
 	reports := c.CheckAll(ctx, targets)
+	prog.clear()
 	var failing, expiring int
 	for _, r := range reports {
 		switch r.Verdict {
@@ -243,7 +246,10 @@ const (
 // runMonitor checks what ordinary clients get from each target and exits
 // by the worst status: 0 ok, 1 expiring, 3 certificate, 4 unreachable.
 func runMonitor(ctx context.Context, e *env, c *check.Checker, targets []check.Target, f checkFlags) error {
+	prog := newProgress(e, "names checked", len(targets))
+	c.Checked = prog.checked
 	reports := c.MonitorAll(ctx, targets)
+	prog.clear()
 	overall := check.StatusOK
 	counts := map[check.Status]int{}
 	for _, r := range reports {

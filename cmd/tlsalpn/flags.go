@@ -198,13 +198,15 @@ type caFlags struct {
 	eabKID, eabHMAC   string
 	eabHMACFile       string
 	storageFlags
-	verbose bool
-	timeout time.Duration
+	verbose   bool
+	timeout   time.Duration
+	logFormat logFormat
 }
 
 func (c *caFlags) register(f *flagSet, withAccount bool) {
 	c.storageFlags.register(f)
 	f.BoolVar(&c.verbose, "v", false, "show each step of the ACME flow, and info logs")
+	registerLogFormat(f, &c.logFormat)
 	if !withAccount {
 		return
 	}
@@ -308,7 +310,7 @@ func (c *caFlags) logger(e *env) *slog.Logger {
 	if e.getenv("TLSALPN_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: adviseErrors}))
+	return newLogger(e, c.logFormat, level)
 }
 
 // storageDir is the storage directory a command uses: --storage when

@@ -180,8 +180,25 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	// An etcd storage has no directory: resolve refused it without --out.
 	liveDir := filepath.Join(st.loc.dir, "live")
+	// -v prints every step already; otherwise a terminal shows how far
+	// the validations are, and log lines go above that line.
+	var prog *progress
+	if !f.verbose {
+		prog = newProgress(e, "names validated", len(in.ids))
+	}
+	if prog != nil {
+		le := *e
+		le.stderr = prog.above(e.stderr)
+		if f.logFormat == "" {
+			f.logFormat = "text" // stderr is a terminal
+		}
+		logger = f.logger(&le)
+	}
 	is := issuePool(e, &f, store, logger, in.eab, hc)
 	defer is.CloseIdle()
+	if prog != nil {
+		is.OnStep = prog.issueStep
+	}
 	if clustered, err := useCluster(ctx, store, is, logger); err != nil {
 		return err
 	} else if clustered {
@@ -197,7 +214,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		Defaults:    manager.Spec{KeyType: in.kt, Listen: f.listen},
 		DefaultOut:  func(name string) string { return filepath.Join(liveDir, name) },
 	}
-	recs, failed := issueEach(ctx, e, m, store, specs, opts)
+	recs, failed := issueEach(ctx, e, m, store, specs, opts, prog)
 	// The server the pre-hook stopped comes back whatever happened.
 	if err := is.Hooks.Finish(ctx); err != nil {
 		failed = append(failed, err)
@@ -312,7 +329,7 @@ func issueSpecs(f *issueFlags, set map[string]bool, in issueInput, out string) [
 
 // issueEach issues specs at once, prints each result, and returns the
 // records stored and the failures.
-func issueEach(ctx context.Context, e *env, m *manager.Manager, store storage.Storage, specs []manager.Spec, opts manager.IssueOptions) ([]*manager.Record, []error) {
+func issueEach(ctx context.Context, e *env, m *manager.Manager, store storage.Storage, specs []manager.Spec, opts manager.IssueOptions, prog *progress) ([]*manager.Record, []error) {
 	start := time.Now()
 	errs := make([]error, len(specs))
 	results := make([]*manager.IssueResult, len(specs))
@@ -328,6 +345,7 @@ func issueEach(ctx context.Context, e *env, m *manager.Manager, store storage.St
 		}()
 	}
 	wg.Wait()
+	prog.clear()
 	var failed []error
 	var recs []*manager.Record
 	for i, res := range results {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 const listUsage = `
 Usage: tlsalpn list [--json] [--storage DIR]
+       tlsalpn list --expiring-within DURATION [--json] [--storage DIR]
 
 Shows every stored certificate by its certificate name: the names it
 covers, the CA it comes from, its expiry and days left, when it renews (the
@@ -28,13 +30,23 @@ CA's ARI window when known), where it is deployed, and its state:
                  fails on it until it is repaired, re-issued or deleted
 It reads storage only and never contacts the CA.
 
+Monitoring (--expiring-within, e.g. from cron or as a Nagios check): instead
+of the table, one line per certificate that expires within DURATION (30d or
+720h) or has expired, whose last deployment failed (the server has an older
+one), or that is damaged; exit 1 when there is any such line, else one "OK:"
+line. Revoked and retired certificates are not renewed by
+design and are left out. This is "check --expiring-within" for what is
+stored here, without a connection.
+
 Examples:
   tlsalpn list
   tlsalpn list --storage /var/lib/tlsalpn
   tlsalpn list --json | jq -r '.[] | select(.days_left < 20) | .cert_name'
+  tlsalpn list --expiring-within 14d || mail -s "certificates expiring" root
 
-Exit codes: 0 listed (even if some are damaged: the table says so),
-1 storage unreadable, 2 usage error.
+Exit codes: 0 listed (even if some are damaged: the table says so; with
+--expiring-within, nothing to report), 1 storage unreadable, or with
+--expiring-within some certificate to report, 2 usage error.
 `
 
 // listEntry is one row of "tlsalpn list --json"; its field names are a
@@ -70,11 +82,20 @@ type listEntry struct {
 func runList(ctx context.Context, e *env, args []string) error {
 	var cf caFlags
 	var asJSON bool
+	var expiringWithin string
 	fs := newFlagSet(e, "list", listUsage)
 	cf.register(fs, false)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	fs.StringVar(&expiringWithin, "expiring-within", "", "print only the certificates that expire within this `DURATION` (e.g. 14d or 336h), have expired, failed to deploy or are damaged, and exit 1 if there is any: for cron and Nagios")
 	if err := fs.parse(args, 0); err != nil {
 		return err
+	}
+	var within time.Duration
+	if expiringWithin != "" {
+		var err error
+		if within, err = parseDays(expiringWithin); err != nil {
+			return usagef("--expiring-within: %v", err)
+		}
 	}
 	st, err := openStorage(ctx, e, &cf.storageFlags, mustExist, cf.logger(e))
 	if err != nil {
@@ -94,6 +115,9 @@ func runList(ctx context.Context, e *env, args []string) error {
 	}
 	for _, d := range bad {
 		entries = append(entries, listEntry{CertName: d.Name, State: "DAMAGED", Damaged: d.Error()})
+	}
+	if expiringWithin != "" {
+		return listExpiring(e, entries, now, within, expiringWithin, asJSON)
 	}
 	if asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -139,6 +163,87 @@ func runList(ctx context.Context, e *env, args []string) error {
 	}
 	// In a cluster, the nodes that serve and renew these certificates.
 	return printNodes(ctx, e.stdout, store)
+}
+
+// listExpiring prints, one line each, the entries that need someone: a
+// certificate that expires within the threshold (or has expired) and is
+// still meant to be renewed, or one that is damaged and cannot be renewed
+// until repaired. Any such entry makes the command exit 1, as check
+// --expiring-within does, so that cron mails it and Nagios warns.
+func listExpiring(e *env, entries []listEntry, now time.Time, within time.Duration, spelled string, asJSON bool) error {
+	var flagged []listEntry
+	var expiring, damaged, undeployed int
+	for _, le := range entries {
+		switch {
+		case le.Damaged != "":
+			damaged++
+		case le.Revoked || le.RetiredBy != "":
+			// Neither is renewed, on purpose: revoke and a new
+			// certificate over the same output say so.
+			continue
+		case le.NotAfter.Sub(now) < within:
+			expiring++
+		case le.DeployError != "":
+			// The stored certificate is fresh, but the server still has
+			// an older one, which this cannot see expire.
+			undeployed++
+		default:
+			continue
+		}
+		flagged = append(flagged, le)
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(flagged); err != nil {
+			return err
+		}
+	} else {
+		for _, le := range flagged {
+			switch {
+			case le.Damaged != "":
+				fmt.Fprintf(e.stdout, "%s: DAMAGED: %s\n", le.CertName, le.Damaged)
+			case le.State == "EXPIRED":
+				fmt.Fprintf(e.stdout, "%s: EXPIRED %s (%s ago), names %s\n", le.CertName,
+					le.NotAfter.UTC().Format("2006-01-02 15:04 UTC"), roughAgo(now.Sub(le.NotAfter)), strings.Join(le.Names, ","))
+			case le.NotAfter.Sub(now) < within:
+				fmt.Fprintf(e.stdout, "%s: expires %s (in %s), names %s\n", le.CertName,
+					le.NotAfter.UTC().Format("2006-01-02 15:04 UTC"), roughAgo(le.NotAfter.Sub(now)), strings.Join(le.Names, ","))
+			default:
+				fmt.Fprintf(e.stdout, "%s: DEPLOY FAILED: serial %s is stored but not deployed, the server has an older certificate: %s\n",
+					le.CertName, le.Serial, le.DeployError)
+			}
+		}
+		if len(flagged) == 0 {
+			fmt.Fprintf(e.stdout, "OK: none of %d certificates expires within %s\n", len(entries), spelled)
+		}
+	}
+	var parts []string
+	if expiring > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d certificates expire within %s", expiring, len(entries), spelled))
+	}
+	if undeployed > 0 {
+		parts = append(parts, fmt.Sprintf("%d are not deployed", undeployed))
+	}
+	if damaged > 0 {
+		parts = append(parts, fmt.Sprintf("%d are damaged", damaged))
+	}
+	if len(parts) > 0 {
+		return &exitError{code: exitFailure, err: errors.New(strings.Join(parts, "; "))}
+	}
+	return nil
+}
+
+// roughAgo spells a duration as people read an expiry: days and hours.
+func roughAgo(d time.Duration) string {
+	if d < 0 {
+		d = -d
+	}
+	days, hours := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
+	if days == 0 {
+		return fmt.Sprintf("%dh", hours)
+	}
+	return fmt.Sprintf("%dd %dh", days, hours)
 }
 
 func entryFor(s *manager.Stored, now time.Time) listEntry {

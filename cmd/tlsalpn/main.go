@@ -51,6 +51,7 @@ func commands() []command {
 		{"check", "validate a host from the outside exactly as the CA does", runCheck},
 		{"plan", "which challenge to use here, decided by probing", runPlan},
 		{"demo", "run the whole flow on this machine against an embedded test CA", runDemo},
+		{"install-service", "write the systemd units for serve, or the renew timer", runInstallService},
 	}
 }
 
@@ -231,10 +232,14 @@ Usage:
 
 Commands:
 `)
+	width := 0
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
 	}
-	fmt.Fprintf(w, "  %-8s %s\n", "version", "print the version")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-*s %s\n", width, c.name, c.summary)
+	}
+	fmt.Fprintf(w, "  %-*s %s\n", width, "version", "print the version")
 	fmt.Fprint(w, `
 Try it with nothing set up:
   tlsalpn demo

@@ -92,7 +92,7 @@ func runRenew(ctx context.Context, e *env, args []string) error {
 	defer cancel()
 	logger := f.logger(e)
 	if f.quiet {
-		logger = quietLogger(e)
+		logger = quietLogger(e, f.logFormat)
 	}
 	st, err := openStorage(ctx, e, &f.storageFlags, mustExist, logger)
 	if err != nil {

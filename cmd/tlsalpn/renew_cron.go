@@ -123,10 +123,10 @@ func worthSaying(results []manager.RenewResult) []manager.RenewResult {
 
 // quietLogger is renew -q's logger: errors only, unless TLSALPN_DEBUG asks
 // for everything.
-func quietLogger(e *env) *slog.Logger {
+func quietLogger(e *env, format logFormat) *slog.Logger {
 	level := slog.LevelError
 	if e.getenv("TLSALPN_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: adviseErrors}))
+	return newLogger(e, format, level)
 }

@@ -129,7 +129,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	logger := f.logger(e)
 	if !f.verbose && e.getenv("TLSALPN_DEBUG") == "" {
 		// A daemon reports what it does: info by default.
-		logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: adviseErrors}))
+		logger = newLogger(e, f.logFormat, slog.LevelInfo)
 	}
 	if e.getenv("GOGC") == "" {
 		// The front door's live heap is a megabyte or two while each TLS
@@ -169,7 +169,8 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 	store := st.store
 	hup := make(chan os.Signal, 1)
 	reload := make(chan struct{}, 1)
-	fc := frontdoor.Config{Config: cfg, Storage: store, Logger: logger, Reload: reload,
+	notify := newServeNotify(e, logger)
+	fc := frontdoor.Config{Config: cfg, Storage: store, Logger: logger, Reload: reload, Reloaded: notify.reloaded,
 		NodeID: f.nodeID, NodeAddress: f.nodeAddress, Version: version(),
 		NewPool: func() *manager.Pool {
 			is := newIssuers(store, logger, nil)
@@ -203,10 +204,13 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 	defer signal.Stop(hup)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
+	notify.ready(ln.Addr(), cfg)
+	notify.run(ctx, sctx)
 	go func() {
 		for {
 			select {
 			case <-hup:
+				notify.reloading()
 				select {
 				case reload <- struct{}{}:
 				default:
