@@ -60,3 +60,13 @@ func (w *Switch) Swap(s *Steerer) (old *Steerer, err error) {
 	old, w.s = w.s, s
 	return old, nil
 }
+
+// Steering reports whether new connections bypass the front door now:
+// a Steerer is in place and steering (no challenge holds it). It is what
+// the admin API's status and the route_steered metric say.
+func (w *Switch) Steering() bool {
+	w.mu.Lock()
+	s := w.s
+	w.mu.Unlock()
+	return s != nil && s.Steering()
+}
