@@ -22,6 +22,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/config"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
+	"github.com/tlsalpn/tlsalpn/metrics"
 	"github.com/tlsalpn/tlsalpn/proxy"
 	"github.com/tlsalpn/tlsalpn/responder"
 	"github.com/tlsalpn/tlsalpn/steer"
@@ -50,6 +51,15 @@ type Config struct {
 	// so that a certificate another node stored is deployed here too, to
 	// this node's outputs, when the storage watch reports it.
 	NodeID string
+
+	// Metrics, when set, is told what the daemon does (package
+	// metrics); nil observes nothing, at no cost.
+	Metrics *metrics.Metrics
+	// Admin, when set, is the listener the admin API (metrics, health,
+	// status, forced renewals) is served on while Serve runs, requiring
+	// AdminToken as a bearer token unless it is "". Metrics must be set.
+	Admin      net.Listener
+	AdminToken string
 }
 
 // ConfigError is a configuration the daemon cannot run with, found when
@@ -81,7 +91,20 @@ func New(cfg Config) (*Daemon, error) {
 // keeper, the storage watch and the serve lease run meanwhile.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	rt, cfg, logger := d.rt, d.cfg.Config, d.cfg.Logger
-	rt.front = ln.Addr()
+	rt.mu.Lock()
+	rt.front, rt.serveCtx = ln.Addr(), ctx
+	rt.mu.Unlock()
+	if d.cfg.Admin != nil {
+		adone := make(chan struct{})
+		actx, stopAdmin := context.WithCancel(ctx)
+		go func() {
+			defer close(adone)
+			if err := d.admin().Serve(actx, d.cfg.Admin); err != nil {
+				logger.Error("admin API stopped", "error", err)
+			}
+		}()
+		defer func() { stopAdmin(); <-adone }()
+	}
 	// Steering outlives the drain: connections that arrive while the old
 	// ones finish still reach the backend.
 	rt.applySteering(ctx, cfg, rt.front)
@@ -165,6 +188,13 @@ type runtime struct {
 	steer   steering
 	front   net.Addr // the listener's address, once bound
 
+	// metrics is Config.Metrics; serveCtx is Serve's context, for the
+	// renewals the admin API starts; cfg the configuration the keeper
+	// runs with.
+	metrics  *metrics.Metrics
+	serveCtx context.Context
+	cfg      *config.Config
+
 	// deployAs is the node id the keeper records its deployments
 	// under (manager.WithNode): Config.NodeID; "" on one host.
 	deployAs string
@@ -191,12 +221,12 @@ type runtime struct {
 
 func newRuntime(c Config) (*runtime, error) {
 	cfg, logger := c.Config, c.Logger
-	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, deployAs: c.NodeID, cache: manager.NewCache(),
+	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, deployAs: c.NodeID, cache: manager.NewCache(), metrics: c.Metrics,
 		wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	// The steering switch holds steering while any challenge is pending:
 	// the responder's first-pending / last-withdrawn hook.
 	rt.steer.gate = &steer.Switch{}
-	rt.r = responder.New(responder.WithLogger(logger), responder.WithPendingHook(rt.steer.gate.Pending))
+	rt.r = responder.New(append(responderOptions(c), responder.WithLogger(logger), responder.WithPendingHook(rt.steer.gate.Pending))...)
 	var err error
 	if rt.host, err = os.Hostname(); err != nil || rt.host == "" {
 		rt.host = "localhost"
@@ -212,6 +242,11 @@ func newRuntime(c Config) (*runtime, error) {
 	rt.srv, err = proxy.New(ProxyConfig(cfg), rt.r, rt.cache, logger)
 	if err != nil {
 		return nil, &ConfigError{err}
+	}
+	if c.Metrics != nil {
+		if err := rt.observe(c.Metrics); err != nil {
+			return nil, &ConfigError{err}
+		}
 	}
 	return rt, nil
 }
@@ -256,6 +291,7 @@ func (rt *runtime) pool(a config.ACME) *manager.Pool {
 		p = rt.newPool()
 	}
 	p.Store, p.Logger, p.Publisher, p.AgreeTOS = rt.store, rt.logger, rt.r, a.AgreeTOS
+	rt.observeHTTP(p)
 	if a.EAB != nil {
 		p.EAB = &acme.EAB{KeyID: a.EAB.KID, MACKey: a.EAB.HMACKey}
 	}
@@ -288,14 +324,15 @@ func (rt *runtime) startKeeping(ctx context.Context, cfg *config.Config) error {
 	done := make(chan struct{})
 	rt.mu.Lock()
 	rt.keepCancel, rt.keepDone = cancel, done
-	rt.keepMgr, rt.specs, rt.wake = m, specs, map[string]chan struct{}{}
+	rt.keepMgr, rt.specs, rt.wake, rt.cfg = m, specs, map[string]chan struct{}{}, cfg
 	rt.mu.Unlock()
 	rt.reannounce()
 	go func() {
 		defer close(done)
 		m.Keep(kctx, specs, manager.KeepOptions{
-			Cache: rt.cache,
-			Wake:  rt.wakeFor,
+			Cache:     rt.cache,
+			Wake:      rt.wakeFor,
+			OnAttempt: rt.onAttempt(),
 			OnRenewed: func(rec *manager.Record, err error) {
 				switch {
 				case rec != nil && err != nil:
