@@ -78,6 +78,8 @@ type serveFlags struct {
 	steer       string
 	hapSocket   string
 	hapCert     string
+	admin       string
+	adminToken  string
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -97,6 +99,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&f.keyType, "key-type", "ec256", "without --config: certificate key `TYPE`")
 	fs.StringVar(&f.profile, "profile", "", "without --config: ACME `PROFILE`")
 	fs.StringVar(&f.steer, "steer", "auto", "without --config: steering `MODE`: auto hands new connections straight to the backend's listening socket while no challenge is pending (Linux, root, backend on this host), off relays every one")
+	fs.StringVar(&f.admin, "admin", "", "serve the admin API (Prometheus /metrics, /healthz, /readyz, /status, POST /renew) on `ADDR`, such as 127.0.0.1:9443; loopback only unless --admin-token-file (overrides the config's admin)")
+	fs.StringVar(&f.adminToken, "admin-token-file", "", "`FILE` holding the bearer token the admin API requires (overrides the config's admin_token_file)")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge through the front door before telling the CA it is ready")
 	if err := fs.parse(args, 0); err != nil {
 		return err
@@ -166,6 +170,13 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 			return next, err
 		}
 	}
+	adminLn, err := adminListener(ctx, e, cfg, &fc)
+	if err != nil {
+		return err
+	}
+	if adminLn != nil {
+		defer adminLn.Close()
+	}
 	d, err := frontdoor.New(fc)
 	if err != nil {
 		if ce, ok := errors.AsType[*frontdoor.ConfigError](err); ok {
@@ -210,6 +221,9 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 		}
 		if f.storage != "" {
 			cfg.Storage = config.Storage{Location: f.storage} // the flag replaces the whole section
+		}
+		if err := adminFlags(f, cfg); err != nil {
+			return nil, err
 		}
 		return cfg, nil
 	}
@@ -269,6 +283,9 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	}
 	if len(f.names) > 0 && !f.agreeTOS {
 		return nil, usagef("-d asks for certificates, which needs the CA's terms of service accepted: read them, then add --agree-tos")
+	}
+	if err := adminFlags(f, cfg); err != nil {
+		return nil, err
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
