@@ -37,31 +37,30 @@ const maxProblem = 64 << 10
 func (t *acmeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := t.base.RoundTrip(req)
+	took := time.Since(start)
 	endpoint := t.endpoint(req)
 	code := "0"
 	if resp != nil {
 		code = strconv.Itoa(resp.StatusCode)
+		ct := resp.Header.Get("Content-Type")
+		switch {
+		case resp.StatusCode >= 400 && strings.HasPrefix(ct, "application/problem+json"):
+			var p struct {
+				Type string `json:"type"`
+			}
+			json.Unmarshal(t.peek(resp), &p)
+			t.m.acmeErrors.WithLabelValues(endpoint, problemType(p.Type)).Inc()
+		case req.Method == http.MethodGet && resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "application/json") && endpoint != "renewalInfo":
+			// Only the directory and renewal information are plain
+			// GETs: a directory names the other endpoints.
+			if t.learn(req.URL.String(), t.peek(resp)) {
+				endpoint = "directory"
+			}
+		}
 	}
 	t.m.acmeRequests.WithLabelValues(endpoint, code).Inc()
-	t.m.acmeDuration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
-	if err != nil || resp == nil {
-		return resp, err
-	}
-	ct := resp.Header.Get("Content-Type")
-	switch {
-	case resp.StatusCode >= 400 && strings.HasPrefix(ct, "application/problem+json"):
-		body := t.peek(resp)
-		var p struct {
-			Type string `json:"type"`
-		}
-		json.Unmarshal(body, &p)
-		t.m.acmeErrors.WithLabelValues(endpoint, problemType(p.Type)).Inc()
-	case req.Method == http.MethodGet && resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "application/json") && endpoint != "renewalInfo":
-		// Only the directory and renewal information are plain GETs:
-		// a directory names the other endpoints.
-		t.learn(req.URL.String(), t.peek(resp))
-	}
-	return resp, nil
+	t.m.acmeDuration.WithLabelValues(endpoint).Observe(took.Seconds())
+	return resp, err
 }
 
 // peek reads up to maxProblem bytes of resp's body and puts them back in
@@ -75,11 +74,12 @@ func (t *acmeTransport) peek(resp *http.Response) []byte {
 	return body
 }
 
-// learn records the endpoints of the directory at url, if body is one.
-func (t *acmeTransport) learn(url string, body []byte) {
+// learn records the endpoints of the directory at url, if body is one,
+// and reports whether it was.
+func (t *acmeTransport) learn(url string, body []byte) bool {
 	var d map[string]any
 	if json.Unmarshal(body, &d) != nil || d["newNonce"] == nil {
-		return
+		return false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -92,6 +92,7 @@ func (t *acmeTransport) learn(url string, body []byte) {
 			t.dir[u] = k
 		}
 	}
+	return true
 }
 
 // endpoint names the ACME resource req is for: the directory's own name

@@ -57,13 +57,17 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 	o := route.obs
 	switch route.Mode {
 	case TerminateTCP:
+		var cc net.Conn = conn
+		var counted *countConn
 		if o != nil {
 			o.Opened(Terminated)
+			counted = &countConn{Conn: conn}
+			cc = counted
 		}
-		tc := tls.Server(conn, t.tls.tcp)
+		tc := tls.Server(cc, t.tls.tcp)
 		if !t.handshake(tc, route, cfg) {
 			if o != nil {
-				o.Closed(Terminated, 0, 0)
+				o.Closed(Terminated, counted.in.Load(), counted.out.Load())
 			}
 			return true
 		}
@@ -75,27 +79,27 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 			}
 			tc.Close()
 			if o != nil {
-				o.Closed(Terminated, 0, 0)
+				o.Closed(Terminated, counted.in.Load(), counted.out.Load())
 			}
 			return true
 		}
-		up, down := pipe(tc, backend, cfg.IdleTimeout, t.bufs)
+		pipe(tc, backend, cfg.IdleTimeout, t.bufs)
 		if o != nil {
-			o.Closed(Terminated, up, down)
+			o.Closed(Terminated, counted.in.Load(), counted.out.Load())
 		}
 	case TerminateHTTP:
 		front := t.front(route, cfg)
 		if front == nil {
 			return false
 		}
-		nc := &notifyConn{Conn: conn, done: make(chan struct{})}
+		nc := &notifyConn{countConn: countConn{Conn: conn}, done: make(chan struct{})}
 		tc := tls.Server(nc, t.tls.http)
 		if o != nil {
 			// Done here rather than by the HTTP server, so that it
 			// is timed; the server's own Handshake is then a no-op.
 			o.Opened(Terminated)
 			if !t.handshake(tc, route, cfg) {
-				o.Closed(Terminated, 0, 0)
+				o.Closed(Terminated, nc.in.Load(), nc.out.Load())
 				return true
 			}
 		}
@@ -225,21 +229,27 @@ func (l *chanListener) Close() error {
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
 
 // notifyConn tells, by closing done, when the HTTP server closed it, and
-// counts the bytes that crossed it each way (TLS records included).
+// counts the bytes that crossed it.
 type notifyConn struct {
+	countConn
+	once sync.Once
+	done chan struct{}
+}
+
+// countConn counts the bytes that cross a client connection each way,
+// TLS records included, as for a relayed connection.
+type countConn struct {
 	net.Conn
-	once    sync.Once
-	done    chan struct{}
 	in, out atomic.Int64
 }
 
-func (c *notifyConn) Read(b []byte) (int, error) {
+func (c *countConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.in.Add(int64(n))
 	return n, err
 }
 
-func (c *notifyConn) Write(b []byte) (int, error) {
+func (c *countConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.out.Add(int64(n))
 	return n, err
