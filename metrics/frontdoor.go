@@ -36,8 +36,15 @@ func RouteLabel(r proxy.Route) string {
 	return r.Names[0]
 }
 
-// Refused implements proxy.Observer.
-func (m *Metrics) Refused(reason proxy.Refusal) { m.refused.WithLabelValues(string(reason)).Inc() }
+// Refused implements proxy.Observer. Under a flood it runs for every
+// connection, so the known reasons' counters are resolved once.
+func (m *Metrics) Refused(reason proxy.Refusal) {
+	if c, ok := m.refusedBy[reason]; ok {
+		c.Inc()
+		return
+	}
+	m.refused.WithLabelValues(string(reason)).Inc()
+}
 
 // ChallengeNotPending implements proxy.Observer.
 func (m *Metrics) ChallengeNotPending() { m.challNotPending.Inc() }

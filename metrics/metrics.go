@@ -52,11 +52,12 @@ type Metrics struct {
 	challNotPending prometheus.Counter     // told by the proxy
 	challWithdrawn  prometheus.Counter     // told by the responder
 
-	connsOpen     *prometheus.GaugeVec     // route, path
-	connsTotal    *prometheus.CounterVec   // route, path
-	bytesTotal    *prometheus.CounterVec   // route, direction
-	refused       *prometheus.CounterVec   // reason
-	handshakeTime *prometheus.HistogramVec // route, result
+	connsOpen     *prometheus.GaugeVec                 // route, path
+	connsTotal    *prometheus.CounterVec               // route, path
+	bytesTotal    *prometheus.CounterVec               // route, direction
+	refused       *prometheus.CounterVec               // reason
+	refusedBy     map[proxy.Refusal]prometheus.Counter // refused's children, resolved once: read-only after New
+	handshakeTime *prometheus.HistogramVec             // route, result
 
 	mu sync.Mutex
 	// attempts is the last order the keeper (or a request) placed for
@@ -102,7 +103,10 @@ func New() *Metrics {
 	for _, r := range []proxy.Refusal{proxy.RefusedLimit, proxy.RefusedSourceLimit, proxy.RefusedEvicted, proxy.RefusedHelloTimeout,
 		proxy.RefusedBadHello, proxy.RefusedUntrustedProxy, proxy.RefusedBadProxyHeader, proxy.RefusedNoRoute,
 		proxy.RefusedBackendDown, proxy.RefusedHandshakeFailed} {
-		m.refused.WithLabelValues(string(r))
+		if m.refusedBy == nil {
+			m.refusedBy = map[proxy.Refusal]prometheus.Counter{}
+		}
+		m.refusedBy[r] = m.refused.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&certCollector{m: m})
