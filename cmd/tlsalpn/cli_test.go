@@ -133,7 +133,10 @@ func startCLICA(t *testing.T, opts democa.Options) *cliCA {
 				c.orders.Add(1)
 			}
 			if c.fail500.Load() && r.Method == http.MethodPost {
-				http.Error(w, `{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure"}`, http.StatusInternalServerError)
+				// A problem document, as a CA sends it (RFC 8555 §6.7).
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(http.StatusInternalServerError)
+				w.Write([]byte(`{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure","status":500}`))
 				return
 			}
 			if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/finalize-order/") {

@@ -191,7 +191,10 @@ routes:
 certificates:
   - names: [example.com]
     out: %q
-`, ca.listen, filepath.Join(dir, "store"), ca.DirectoryURL(), ca.root, tlsBackend, plainBackend, out)
+  - names: [hookfail.example]
+    out: %q
+    deploy_hook: exit 3
+`, ca.listen, filepath.Join(dir, "store"), ca.DirectoryURL(), ca.root, tlsBackend, plainBackend, out, filepath.Join(dir, "out2"))
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -248,11 +251,12 @@ certificates:
 		relayed, _ := s.value("tlsalpn_frontdoor_connections_total", "route=*", "path=relayed")
 		term, _ := s.value("tlsalpn_frontdoor_connections_total", "route=example.com", "path=terminated")
 		_, ari := s.value("tlsalpn_certificate_ari_window_end_timestamp_seconds", "certificate=example.com")
-		return relayed == 2 && term == 1 && ari
+		hookFailed, _ := s.value("tlsalpn_renewal_deploy_failures_total")
+		return relayed == 2 && term == 1 && ari && hookFailed == 1
 	})
 	orders := float64(ca.orders.Load())
-	if orders != 1 {
-		t.Errorf("the CA saw %v orders, want 1", orders)
+	if orders != 2 {
+		t.Errorf("the CA saw %v orders, want 2 (one per certificate)", orders)
 	}
 	notAfter := float64(leaf.NotAfter.Unix())
 	ts := func(t time.Time) float64 { return float64(t.UnixMilli()) / 1e3 }
@@ -262,21 +266,21 @@ certificates:
 		want   func(v float64) bool
 		what   string
 	}{
-		{"tlsalpn_renewal_attempts_total", []string{"trigger=missing"}, eq(1), "one order, for a missing certificate"},
+		{"tlsalpn_renewal_attempts_total", []string{"trigger=missing"}, eq(2), "one order per missing certificate"},
 		{"tlsalpn_renewal_attempts_total", []string{"trigger=due"}, eq(0), "no renewal"},
 		{"tlsalpn_acme_requests_total", []string{"endpoint=newOrder", "code=201"}, eq(orders), "the orders the CA saw"},
-		{"tlsalpn_acme_requests_total", []string{"endpoint=finalize", "code=200"}, eq(1), "one finalize"},
+		{"tlsalpn_acme_requests_total", []string{"endpoint=finalize", "code=200"}, eq(2), "one finalize per order"},
 		{"tlsalpn_acme_requests_total", []string{"endpoint=directory", "code=200"}, atLeast(1), "the directory"},
 		{"tlsalpn_acme_requests_total", []string{"endpoint=newAccount"}, atLeast(1), "an account"},
 		{"tlsalpn_acme_requests_total", []string{"endpoint=challenge"}, atLeast(1), "the challenge told ready"},
-		{"tlsalpn_acme_requests_total", []string{"endpoint=certificate", "code=200"}, eq(1), "the certificate downloaded"},
+		{"tlsalpn_acme_requests_total", []string{"endpoint=certificate", "code=200"}, eq(2), "the certificates downloaded"},
 		{"tlsalpn_acme_requests_total", []string{"endpoint=renewalInfo", "code=200"}, atLeast(1), "renewal information"},
 		{"tlsalpn_acme_request_duration_seconds", []string{"endpoint=newOrder"}, eq(orders), "a latency per order"},
 		// Pebble validates each challenge from 3 connections at once
 		// (concurrentValidations in its va package); the responder logs
 		// each, and no preflight adds its own.
 		{"tlsalpn_challenge_handshakes_answered_total", nil, eq(float64(strings.Count(stderr.String(), "serving tls-alpn-01 challenge"))), "as many as the responder logged"},
-		{"tlsalpn_challenge_handshakes_answered_total", nil, eq(3), "Pebble's 3 validation handshakes for the one challenge"},
+		{"tlsalpn_challenge_handshakes_answered_total", nil, eq(6), "Pebble's 3 validation handshakes for each of the 2 challenges"},
 		{"tlsalpn_challenge_handshakes_refused_total", []string{"reason=not_pending"}, eq(1), "the acme-tls/1 hello for nothing.example"},
 		{"tlsalpn_challenges_pending", nil, eq(0), "nothing pending after the order"},
 		{"tlsalpn_certificate_stored", []string{"certificate=example.com"}, eq(1), "stored"},
@@ -286,6 +290,9 @@ certificates:
 		{"tlsalpn_certificate_renewal_failing_since_timestamp_seconds", []string{"certificate=example.com"}, eq(0), "not failing"},
 		{"tlsalpn_certificate_last_deployment_timestamp_seconds", []string{"certificate=example.com"}, between(ts(start)-1, ts(time.Now())), "deployed during the test"},
 		{"tlsalpn_certificate_last_deployment_success", []string{"certificate=example.com"}, eq(1), "deployed"},
+		{"tlsalpn_certificate_last_deployment_success", []string{"certificate=hookfail.example"}, eq(0), "its deploy hook exits 3"},
+		{"tlsalpn_certificate_last_renewal_success", []string{"certificate=hookfail.example"}, eq(1), "obtained, though not deployed"},
+		{"tlsalpn_renewal_deploy_failures_total", nil, eq(1), "the hook that failed"},
 		{"tlsalpn_certificate_ari_window_start_timestamp_seconds", []string{"certificate=example.com"}, between(float64(leaf.NotBefore.Unix()), notAfter), "a window inside the lifetime"},
 		{"tlsalpn_certificate_ari_window_end_timestamp_seconds", []string{"certificate=example.com"}, between(float64(leaf.NotBefore.Unix()), notAfter), "a window inside the lifetime"},
 		{"tlsalpn_certificate_next_renewal_timestamp_seconds", []string{"certificate=example.com"}, between(ts(time.Now()), notAfter), "renewal ahead, before expiry"},
@@ -341,7 +348,7 @@ certificates:
 	if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil {
 		t.Fatalf("/status: %d %v %s", code, err, body)
 	}
-	if len(st.Certificates) != 1 || st.Certificates[0].Name != "example.com" || st.Certificates[0].Serial != leaf.SerialNumber.Text(16) ||
+	if len(st.Certificates) != 2 || st.Certificates[1].DeployError == "" || st.Certificates[0].Name != "example.com" || st.Certificates[0].Serial != leaf.SerialNumber.Text(16) ||
 		!st.Certificates[0].NotAfter.Equal(leaf.NotAfter) || st.Certificates[0].NextRenewalReason == "" || !st.Certificates[0].LastAttemptOK {
 		t.Errorf("/status certificates: %s", body)
 	}
@@ -365,15 +372,55 @@ certificates:
 	if v, _ := s.value("tlsalpn_renewal_attempts_total", "trigger=requested"); v != 1 {
 		t.Errorf("requested attempts = %v after POST /renew, want 1", v)
 	}
-	if v, _ := s.value("tlsalpn_acme_requests_total", "endpoint=newOrder", "code=201"); v != float64(ca.orders.Load()) || v != 2 {
-		t.Errorf("newOrder requests = %v, the CA saw %d, want 2", v, ca.orders.Load())
+	if v, _ := s.value("tlsalpn_acme_requests_total", "endpoint=newOrder", "code=201"); v != float64(ca.orders.Load()) || v != 3 {
+		t.Errorf("newOrder requests = %v, the CA saw %d, want 3", v, ca.orders.Load())
 	}
 	if v, _ := s.value("tlsalpn_certificate_expiry_timestamp_seconds", "certificate=example.com"); v != float64(rr.NotAfter.Unix()) {
 		t.Errorf("expiry after the renewal = %v, want the new NotAfter %v", v, rr.NotAfter.Unix())
 	}
+
+	// A renewal the CA refuses: counted by the CA's error type, and the
+	// certificate's renewals are failing from now on.
+	ca.fail500.Store(true)
+	failedAt := time.Now()
+	body, code = adminDo(t, http.MethodPost, admin, "/renew?name=example.com", "")
+	ca.fail500.Store(false)
+	if err := json.Unmarshal([]byte(body), &rr); code != http.StatusBadGateway || err != nil || rr.Error == "" {
+		t.Fatalf("POST /renew while the CA fails: %d %v %s; want 502 and the error", code, err, body)
+	}
+	s = getScrape(t, admin)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   func(float64) bool
+	}{
+		{"tlsalpn_renewal_failures_total", []string{"reason=serverInternal"}, eq(1)},
+		{"tlsalpn_acme_errors_total", []string{"type=serverInternal"}, atLeast(1)},
+		{"tlsalpn_certificate_last_renewal_success", []string{"certificate=example.com"}, eq(0)},
+		{"tlsalpn_certificate_renewal_failing_since_timestamp_seconds", []string{"certificate=example.com"}, between(ts(failedAt), ts(time.Now()))},
+	} {
+		if v, ok := s.value(c.name, c.labels...); !ok || !c.want(v) {
+			t.Errorf("after a refused renewal, %s%v = %v (present %v)\n%s", c.name, c.labels, v, ok, grepLines(s.text, "_failures_total", "_errors_total"))
+		}
+	}
+	promtoolCheckMetrics(t, s.text)
 	if code := stop(); code != exitOK {
 		t.Errorf("serve exited %d: %s", code, stderr.String())
 	}
+}
+
+// grepLines returns the lines of text that contain any of subs.
+func grepLines(text string, subs ...string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		for _, sub := range subs {
+			if strings.Contains(l, sub) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func eq(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
