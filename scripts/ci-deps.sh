@@ -56,6 +56,8 @@ have haproxy || missing+=(haproxy)
 # promtool (in Debian's prometheus package; its server is not started)
 # checks a real /metrics scrape and contrib/prometheus/alerts.yml.
 have promtool || missing+=(prometheus)
+# curl runs the README's admin API commands as written.
+have curl || missing+=(curl)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
 # The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):

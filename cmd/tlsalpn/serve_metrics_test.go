@@ -530,3 +530,113 @@ func TestServeAdminUsage(t *testing.T) {
 		})
 	}
 }
+
+// readmeSection returns the fenced code blocks of lang in README.md's
+// section titled heading (up to the next heading of any level).
+func readmeSection(t *testing.T, heading, lang string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	i := strings.Index(text, "\n"+heading+"\n")
+	if i < 0 {
+		t.Fatalf("README.md has no %q", heading)
+	}
+	text = text[i+len(heading)+2:]
+	if j := regexp.MustCompile(`(?m)^#{2,3} `).FindStringIndex(text); j != nil {
+		text = text[:j[0]]
+	}
+	var blocks []string
+	re := regexp.MustCompile("(?ms)^```" + regexp.QuoteMeta(lang) + "\n(.*?)^```\n")
+	for _, m := range re.FindAllStringSubmatch(text, -1) {
+		blocks = append(blocks, m[1])
+	}
+	return blocks
+}
+
+// TestREADMEMetricsCommands runs every command of README.md's "Metrics and
+// the admin API" as written, with two substitutions: serve.yaml is a
+// configuration for the embedded Pebble (one certificate, example.com),
+// and 127.0.0.1:9443 a free loopback port. tlsalpn runs in-process; the
+// other lines run under sh from the repository's root, and must exit 0.
+func TestREADMEMetricsCommands(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skipf("curl, which the README's commands use, is not installed: %v", err)
+	}
+	promtoolPath(t)
+	blocks := readmeSection(t, "### Metrics and the admin API", "sh")
+	if len(blocks) != 2 {
+		t.Fatalf("the section has %d sh blocks, want 2 (the admin API, the rules)", len(blocks))
+	}
+	ca := startCLICA(t, democa.Options{})
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "serve.yaml")
+	os.WriteFile(cfgFile, []byte(fmt.Sprintf(`listen: %q
+storage: %q
+acme: {ca: %q, ca_root: %q, email: ops@example.com, agree_tos: true, profile: default}
+proxy: {steer: "off"}
+routes: [{names: ["*"], backend: %q}]
+certificates: [{names: [example.com], out: %q}]
+`, ca.listen, filepath.Join(dir, "store"), ca.DirectoryURL(), ca.root, echoTLSBackend(t, "b.example"), filepath.Join(dir, "out"))), 0o644)
+	admin := "127.0.0.1:" + itoa(freePort(t))
+	subst := strings.NewReplacer("127.0.0.1:9443", admin, "serve.yaml", cfgFile)
+
+	var lines []string
+	for _, b := range blocks {
+		for _, l := range strings.Split(strings.ReplaceAll(b, "\\\n", " "), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				lines = append(lines, l)
+			}
+		}
+	}
+	var stop func() int
+	var stderr *syncBuffer
+	ran := 0
+	for _, l := range lines {
+		words := shellWords(t, subst.Replace(l))
+		if words[0] == "tlsalpn" {
+			var stdout *syncBuffer
+			stdout, stderr, stop = startServe(t, tlsalpnArgs(t, words)[1:]...)
+			if got := adminAddr(t, stdout); got != admin {
+				t.Fatalf("admin API on %s, want %s", got, admin)
+			}
+			waitFor(t, "serve to be ready", 30*time.Second, func() bool {
+				_, code := adminGet(t, admin, "/readyz", "")
+				return code == http.StatusOK
+			})
+			ran++
+			continue
+		}
+		cmd := exec.Command("sh", "-c", subst.Replace(l))
+		cmd.Dir = filepath.Join("..", "..")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", l, err, out)
+			continue
+		}
+		ran++
+		switch {
+		case strings.Contains(l, "/status"):
+			var st metrics.Status
+			if err := json.Unmarshal(out, &st); err != nil || len(st.Certificates) != 1 || !st.Certificates[0].Stored {
+				t.Errorf("%s: %v\n%s", l, err, out)
+			}
+		case strings.Contains(l, "/renew"):
+			var rr metrics.RenewResult
+			if err := json.Unmarshal(out, &rr); err != nil || rr.Serial == "" || rr.Error != "" {
+				t.Errorf("%s: %v\n%s", l, err, out)
+			}
+		}
+	}
+	if ran != len(lines) || ran < 7 {
+		t.Errorf("ran %d of the section's %d commands, want all of at least 7", ran, len(lines))
+	}
+	if stop == nil {
+		t.Fatal("the section starts no tlsalpn serve")
+	}
+	if code := stop(); code != exitOK {
+		t.Errorf("serve exited %d: %s", code, stderr.String())
+	}
+}
