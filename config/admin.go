@@ -11,9 +11,8 @@ import (
 // where. A host left out (":9443") listens everywhere.
 func (c *Config) validateAdmin(v *validator) {
 	if c.Admin == "" {
-		if c.AdminTokenFile != "" {
-			v.errorf("admin_token_file", "set, but admin is not: add admin: 127.0.0.1:9443 (the address of the admin API), or remove admin_token_file")
-		}
+		// A token file alone is checked by the command, whose --admin
+		// may give the address.
 		return
 	}
 	host, port, err := net.SplitHostPort(c.Admin)

@@ -71,6 +71,9 @@ func (rt *runtime) status(ctx context.Context) (*metrics.Status, error) {
 	rt.mu.Lock()
 	m, specs, cfg, front := rt.keepMgr, rt.specs, rt.cfg, rt.front
 	rt.mu.Unlock()
+	if m == nil {
+		return nil, errors.New("the keeper has not started yet")
+	}
 	st := &metrics.Status{PendingChallenges: rt.r.PendingNames(), Certificates: []metrics.CertificateStatus{}, Routes: []metrics.RouteStatus{}}
 	if front != nil {
 		st.Listening = front.String()

@@ -375,6 +375,9 @@ func (rt *runtime) reload(ctx context.Context, cur, next *config.Config) error {
 		return errors.New("storage changed: that needs a restart")
 	}
 	next.Storage = cur.Storage
+	if next.Admin != cur.Admin || next.AdminTokenFile != cur.AdminTokenFile {
+		return fmt.Errorf("admin or admin_token_file changed (from %q, %q to %q, %q): that needs a restart", cur.Admin, cur.AdminTokenFile, next.Admin, next.AdminTokenFile)
+	}
 	if _, _, err := rt.manager(next); err != nil {
 		return err
 	}

@@ -167,6 +167,9 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 			if err == nil {
 				err = checkConfigFiles(next)
 			}
+			if err == nil {
+				err = adminFlags(f, next) // the flags override the file, as at start
+			}
 			return next, err
 		}
 	}

@@ -23,7 +23,7 @@ func adminFlags(f *serveFlags, cfg *config.Config) error {
 	}
 	if cfg.Admin == "" {
 		if cfg.AdminTokenFile != "" {
-			return usagef("--admin-token-file without an admin address: add --admin 127.0.0.1:9443 (or admin: in the config)")
+			return usagef("an admin token file (--admin-token-file or admin_token_file) but no admin address: add --admin 127.0.0.1:9443 or admin: in the config, or leave the token out")
 		}
 		return nil
 	}

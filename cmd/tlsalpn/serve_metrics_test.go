@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -509,7 +510,7 @@ func TestServeAdminUsage(t *testing.T) {
 		{"no host without token", append(base, "--admin", ":9443"), "not a loopback address"},
 		{"public without token", append(base, "--admin", "192.0.2.1:9443"), "not a loopback address"},
 		{"not host:port", append(base, "--admin", "9443"), "--admin"},
-		{"token without address", append(base, "--admin-token-file", empty), "without an admin address"},
+		{"token without address", append(base, "--admin-token-file", empty), "but no admin address"},
 		{"empty token file", append(base, "--admin", "127.0.0.1:0", "--admin-token-file", empty), "is empty"},
 		{"missing token file", append(base, "--admin", "127.0.0.1:0", "--admin-token-file", filepath.Join(dir, "nope")), "admin token"},
 		{"config: wildcard without token", []string{"--config", cfgFile}, "admin: 0.0.0.0:9443 is not a loopback address"},
@@ -639,4 +640,59 @@ certificates: [{names: [example.com], out: %q}]
 	if code := stop(); code != exitOK {
 		t.Errorf("serve exited %d: %s", code, stderr.String())
 	}
+}
+
+// TestServeAdminReload: SIGHUP keeps the admin API as it is. The --admin
+// flag overrides the file at a reload as at start, so a file without
+// admin reloads; a file that changes the admin API's address or token is
+// refused, loudly, and the running API keeps answering.
+func TestServeAdminReload(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "serve.yaml")
+	backendAddr := echoTLSBackend(t, "b.example")
+	write := func(extra string) {
+		os.WriteFile(cfg, []byte(fmt.Sprintf("listen: \"127.0.0.1:%d\"\nstorage: %s\nproxy: {steer: \"off\"}\nroutes: [{names: [\"*\"], backend: %q}]\n%s",
+			freePort(t), filepath.Join(dir, "store"), backendAddr, extra)), 0o644)
+	}
+	write("")
+	listenLine := regexp.MustCompile(`listen: "([^"]+)"`)
+	data, _ := os.ReadFile(cfg)
+	listen := listenLine.FindStringSubmatch(string(data))[1]
+	stdout, stderr, stop := startServe(t, "--config", cfg, "--admin", "127.0.0.1:0")
+	admin := adminAddr(t, stdout)
+	hup := func(log string) {
+		t.Helper()
+		before := strings.Count(stderr.String(), log)
+		if self, err := os.FindProcess(os.Getpid()); err == nil {
+			self.Signal(syscall.SIGHUP)
+		}
+		waitFor(t, "the reload to log "+log, 10*time.Second, func() bool { return strings.Count(stderr.String(), log) > before })
+	}
+	for i, step := range []struct{ extra, log string }{
+		{"", "SIGHUP: configuration reloaded"},
+		{"admin_token_file: " + filepath.Join(dir, "token") + "\n", "needs a restart"},
+	} {
+		os.WriteFile(filepath.Join(dir, "token"), []byte("tok\n"), 0o600)
+		data := listenLine.ReplaceAllString(string(mustRead(t, cfg)), fmt.Sprintf("listen: %q", listen)) // the listen address stays
+		os.WriteFile(cfg, []byte(data+step.extra), 0o644)
+		hup(step.log)
+		if body, code := adminGet(t, admin, "/healthz", ""); code != http.StatusOK {
+			t.Errorf("step %d: /healthz without a token after the reload: %d %s", i, code, body)
+		}
+	}
+	if !strings.Contains(stderr.String(), "new configuration refused") {
+		t.Errorf("the refused reload was not logged as refused:\n%s", stderr)
+	}
+	if code := stop(); code != exitOK {
+		t.Errorf("serve exited %d: %s", code, stderr.String())
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
