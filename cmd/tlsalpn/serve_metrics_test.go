@@ -461,15 +461,20 @@ func promtoolCheckMetrics(t *testing.T, text string) {
 }
 
 // TestServeAdminToken: with --admin-token-file, every admin request needs
-// the bearer token; without one, a non-loopback address is refused.
+// the bearer token. And while the CA refuses every order, serve is not
+// ready, says which certificate it waits for, and the metrics say the
+// certificate is missing and failing.
 func TestServeAdminToken(t *testing.T) {
 	ca := startCLICA(t, democa.Options{})
+	ca.fail500.Store(true)
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600)
 	stdout, stderr, stop := startServe(t, "--listen", ca.listen, "--backend", echoTLSBackend(t, "b.example"), "--storage", filepath.Join(dir, "store"),
+		"-d", "example.com", "--ca", ca.DirectoryURL(), "--ca-root", ca.root, "--email", "ops@example.com", "--agree-tos",
 		"--steer", "off", "--admin", "127.0.0.1:0", "--admin-token-file", tokenFile)
 	admin := adminAddr(t, stdout)
+	waitFor(t, "the first order to fail", 20*time.Second, func() bool { return strings.Contains(stderr.String(), "obtaining certificate failed") })
 	for _, c := range []struct {
 		path, token string
 		want        int
@@ -478,10 +483,21 @@ func TestServeAdminToken(t *testing.T) {
 		{"/status", "wrong", http.StatusUnauthorized},
 		{"/healthz", "", http.StatusUnauthorized},
 		{"/metrics", "s3cret-token", http.StatusOK},
-		{"/readyz", "s3cret-token", http.StatusOK}, // no certificates to wait for
+		{"/healthz", "s3cret-token", http.StatusOK},
+		{"/readyz", "s3cret-token", http.StatusServiceUnavailable},
 	} {
 		if body, code := adminGet(t, admin, c.path, c.token); code != c.want {
 			t.Errorf("GET %s with token %q: %d %s, want %d", c.path, c.token, code, body, c.want)
+		}
+	}
+	if body, _ := adminGet(t, admin, "/readyz", "s3cret-token"); !strings.Contains(body, "no certificate yet for [example.com]") {
+		t.Errorf("/readyz says %q; want the certificate it waits for", body)
+	}
+	body, _ := adminGet(t, admin, "/metrics", "s3cret-token")
+	for _, want := range []string{`tlsalpn_certificate_stored{certificate="example.com"} 0`, `tlsalpn_certificate_last_renewal_success{certificate="example.com"} 0`,
+		`tlsalpn_renewal_failures_total{reason="serverInternal"} `, `tlsalpn_acme_errors_total{endpoint="newAccount",type="serverInternal"} `} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(body, "tlsalpn_certificate", "failures", "errors"))
 		}
 	}
 	if code := stop(); code != exitOK {
