@@ -51,6 +51,11 @@ before a challenge is published, new connections come to the front door again
 until the last one is withdrawn. Where steering cannot be had, every
 connection is relayed, and the log says why.
 
+Admin API (off by default): --admin 127.0.0.1:9443 (admin: in the config)
+serves Prometheus metrics on /metrics, /healthz, /readyz, /status (JSON) and
+POST /renew?name=NAME. Loopback only, unless --admin-token-file names a file
+holding the bearer token every request must then send.
+
 Signals: SIGHUP re-reads the config file (a bad one is refused and the old one
 keeps running; established connections are never dropped); SIGTERM or SIGINT
 stop accepting and drain open connections for proxy.drain_timeout.
