@@ -119,6 +119,9 @@ type cliCA struct {
 	listen  string // where tlsalpn must answer the CA
 	fail500 atomic.Bool
 	orders  atomic.Int64 // new orders placed at the CA
+	// onChallenge, if set, runs when a client tells the CA a challenge
+	// is ready, before the CA sees it: the client has published it.
+	onChallenge atomic.Pointer[func()]
 }
 
 func startCLICA(t *testing.T, opts democa.Options) *cliCA {
@@ -138,6 +141,9 @@ func startCLICA(t *testing.T, opts democa.Options) *cliCA {
 				w.WriteHeader(http.StatusInternalServerError)
 				w.Write([]byte(`{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure","status":500}`))
 				return
+			}
+			if f := c.onChallenge.Load(); f != nil && r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/chalZ/") {
+				(*f)()
 			}
 			if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/finalize-order/") {
 				c.finalized.Add(1)

@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -199,10 +201,33 @@ certificates:
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// While a challenge is pending (told ready, not yet validated), the
+	// metrics and /status show it.
+	var duringPending, duringStatus string
+	var duringOnce sync.Once
+	var adminOf atomic.Pointer[string]
+	onChallenge := func() {
+		duringOnce.Do(func() {
+			// On the CA's goroutine: no t.Fatal here.
+			for i := 0; adminOf.Load() == nil && i < 500; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if a := adminOf.Load(); a != nil {
+				for _, l := range strings.Split(httpGetBody("http://"+*a+"/metrics"), "\n") {
+					if strings.HasPrefix(l, "tlsalpn_challenges_pending ") {
+						duringPending = l
+					}
+				}
+				duringStatus = httpGetBody("http://" + *a + "/status")
+			}
+		})
+	}
+	ca.onChallenge.Store(&onChallenge)
 	start := time.Now()
 	// No preflight: every validation handshake counted is the CA's.
 	stdout, stderr, stop := startServe(t, "--config", cfgFile, "--no-preflight")
 	admin := adminAddr(t, stdout)
+	adminOf.Store(&admin)
 
 	if body, code := adminGet(t, admin, "/healthz", ""); code != http.StatusOK {
 		t.Errorf("/healthz: %d %s", code, body)
@@ -332,6 +357,20 @@ certificates:
 		}
 	}
 	promtoolCheckMetrics(t, s.text)
+	// The two certificates are ordered at once: one or both of their
+	// challenges may be pending.
+	var pendingSt metrics.Status
+	if err := json.Unmarshal([]byte(duringStatus), &pendingSt); err != nil || len(pendingSt.PendingChallenges) == 0 {
+		t.Errorf("while a challenge was pending, /status said %v %s", err, duringStatus)
+	}
+	for _, n := range pendingSt.PendingChallenges {
+		if n != "example.com" && n != "hookfail.example" {
+			t.Errorf("/status lists %q as pending; want only the certificates' names", n)
+		}
+	}
+	if len(pendingSt.PendingChallenges) == 0 || (duringPending != "tlsalpn_challenges_pending 1" && duringPending != "tlsalpn_challenges_pending 2") {
+		t.Errorf("while a challenge was pending, /metrics said %q; want 1 or 2", duringPending)
+	}
 	if testing.Verbose() {
 		for _, l := range strings.Split(s.text, "\n") {
 			if strings.HasPrefix(l, "tlsalpn_acme_requests_total") {
@@ -408,6 +447,18 @@ certificates:
 	if code := stop(); code != exitOK {
 		t.Errorf("serve exited %d: %s", code, stderr.String())
 	}
+}
+
+// httpGetBody returns the body of GET url, or the error as text.
+func httpGetBody(url string) string {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // grepLines returns the lines of text that contain any of subs.
