@@ -137,11 +137,18 @@ func TestObserverPaths(t *testing.T) {
 	}
 	c.Close()
 
-	// Terminated (HTTP): two requests on one connection.
-	hc := httpsClient(addr, poolOf(cert), false, nil)
-	getSeen(t, hc, "https://app.example/a")
-	getSeen(t, hc, "https://app.example/b")
-	hc.CloseIdleConnections()
+	// Terminated (HTTP): two requests on one connection, HTTP/1.1 and
+	// HTTP/2 (the front door completes the handshake, timed, before
+	// the HTTP server takes the connection: h2 must still be chosen).
+	for _, h2 := range []bool{false, true} {
+		hc := httpsClient(addr, poolOf(cert), h2, nil)
+		getSeen(t, hc, "https://app.example/a")
+		s, resp := getSeen(t, hc, "https://app.example/b")
+		if want := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[h2]; resp.Proto != want || s.Backend != "http" {
+			t.Errorf("client spoke %s to %q, want %s to the backend", resp.Proto, s.Backend, want)
+		}
+		hc.CloseIdleConnections()
+	}
 
 	// Refused: silent until the ClientHello timeout, no route, backend
 	// down, not TLS.
@@ -159,7 +166,7 @@ func TestObserverPaths(t *testing.T) {
 	for {
 		relay, refused = o.snapshot("relay.example")
 		app, _ = o.snapshot("app.example")
-		if relay.closed[Relayed] == 1 && app.closed[Terminated] == 1 || time.Now().After(deadline) {
+		if relay.closed[Relayed] == 1 && app.closed[Terminated] == 2 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -167,8 +174,8 @@ func TestObserverPaths(t *testing.T) {
 	if relay.open[Relayed] != 1 || relay.closed[Relayed] != 1 || relay.up != int64(len(h)) || relay.down != int64(len("relay\n")) {
 		t.Errorf("relayed route saw %+v; want 1 opened and closed, %d bytes in, %d out", relay, len(h), len("relay\n"))
 	}
-	if app.open[Terminated] != 1 || app.closed[Terminated] != 1 || app.up < 500 || app.down < 500 || app.handshakes != 1 || app.hsTime <= 0 || app.hsFailed != 0 {
-		t.Errorf("terminated route saw %+v; want 1 connection with its handshake and its bytes both ways", app)
+	if app.open[Terminated] != 2 || app.closed[Terminated] != 2 || app.up < 1000 || app.down < 1000 || app.handshakes != 2 || app.hsTime <= 0 || app.hsFailed != 0 {
+		t.Errorf("terminated route saw %+v; want 2 connections with their handshakes and their bytes both ways", app)
 	}
 	want := map[Refusal]int{RefusedHelloTimeout: 1, RefusedNoRoute: 1, RefusedBackendDown: 1, RefusedBadHello: 1}
 	for r, n := range want {
