@@ -61,7 +61,7 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 		var counted *countConn
 		if o != nil {
 			o.Opened(Terminated)
-			counted = &countConn{Conn: conn}
+			counted = &countConn{Conn: conn, on: true}
 			cc = counted
 		}
 		tc := tls.Server(cc, t.tls.tcp)
@@ -92,7 +92,7 @@ func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
 		if front == nil {
 			return false
 		}
-		nc := &notifyConn{countConn: countConn{Conn: conn}, done: make(chan struct{})}
+		nc := &notifyConn{countConn: countConn{Conn: conn, on: o != nil}, done: make(chan struct{})}
 		tc := tls.Server(nc, t.tls.http)
 		if o != nil {
 			// Done here rather than by the HTTP server, so that it
@@ -237,21 +237,27 @@ type notifyConn struct {
 }
 
 // countConn counts the bytes that cross a client connection each way,
-// TLS records included, as for a relayed connection.
+// TLS records included, as for a relayed connection; only when on (an
+// Observer wants them).
 type countConn struct {
 	net.Conn
+	on      bool
 	in, out atomic.Int64
 }
 
 func (c *countConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	c.in.Add(int64(n))
+	if c.on {
+		c.in.Add(int64(n))
+	}
 	return n, err
 }
 
 func (c *countConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	c.out.Add(int64(n))
+	if c.on {
+		c.out.Add(int64(n))
+	}
 	return n, err
 }
 
