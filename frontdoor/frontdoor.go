@@ -57,7 +57,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Admin, when set, is the listener the admin API (metrics, health,
 	// status, forced renewals) is served on while Serve runs, requiring
-	// AdminToken as a bearer token unless it is "". Metrics must be set.
+	// AdminToken as a bearer token unless it is "". Metrics are made
+	// for it when not given.
 	Admin      net.Listener
 	AdminToken string
 }
@@ -79,6 +80,9 @@ type Daemon struct {
 // certificates already stored are served from the first connection.
 // Nothing listens yet.
 func New(cfg Config) (*Daemon, error) {
+	if cfg.Admin != nil && cfg.Metrics == nil {
+		cfg.Metrics = metrics.New() // the admin API serves them
+	}
 	rt, err := newRuntime(cfg)
 	if err != nil {
 		return nil, err
