@@ -21,6 +21,9 @@ type Switch struct {
 	mu      sync.Mutex
 	s       *Steerer
 	pending bool
+	// steered counts what the Steerers swapped out had steered (when
+	// they were), so that Steered only grows.
+	steered uint64
 }
 
 // Pending holds steering when pending is true and releases it when false.
@@ -58,6 +61,9 @@ func (w *Switch) Swap(s *Steerer) (old *Steerer, err error) {
 		}
 	}
 	old, w.s = w.s, s
+	if old != nil {
+		w.steered += old.Steered()
+	}
 	return old, nil
 }
 
@@ -69,4 +75,18 @@ func (w *Switch) Steering() bool {
 	s := w.s
 	w.mu.Unlock()
 	return s != nil && s.Steering()
+}
+
+// Steered returns how many new connections the Steerers this Switch held
+// have handed straight to the backend: the count of Steerer.Steered,
+// kept across Swaps (those steered between a Swap and the old Steerer's
+// Close are not counted).
+func (w *Switch) Steered() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.steered
+	if w.s != nil {
+		n += w.s.Steered()
+	}
+	return n
 }
