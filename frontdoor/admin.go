@@ -74,7 +74,8 @@ func (rt *runtime) status(ctx context.Context) (*metrics.Status, error) {
 	if m == nil {
 		return nil, errors.New("the keeper has not started yet")
 	}
-	st := &metrics.Status{PendingChallenges: rt.r.PendingNames(), Certificates: []metrics.CertificateStatus{}, Routes: []metrics.RouteStatus{}}
+	st := &metrics.Status{PendingChallenges: rt.r.PendingNames(), Certificates: []metrics.CertificateStatus{}, Routes: []metrics.RouteStatus{},
+		SteeredConnections: rt.steer.gate.Steered()}
 	if front != nil {
 		st.Listening = front.String()
 	}

@@ -17,6 +17,10 @@ type Status struct {
 	// published for now.
 	PendingChallenges []string      `json:"pending_challenges"`
 	Routes            []RouteStatus `json:"routes"`
+	// SteeredConnections counts the new connections the kernel handed
+	// straight to the backend (steering): the front door never sees
+	// them, so they are in no other count.
+	SteeredConnections uint64 `json:"steered_connections"`
 }
 
 // CertificateStatus is one certificate serve keeps.
@@ -99,6 +103,7 @@ var (
 	descPending      = prometheus.NewDesc("tlsalpn_challenges_pending", "TLS-ALPN-01 challenges published now.", nil, nil)
 	descSteered      = prometheus.NewDesc("tlsalpn_frontdoor_route_steered", "1 if new connections for the route go straight to the backend's socket now, bypassing the front door.", []string{"route"}, nil)
 	descStatusUp     = prometheus.NewDesc("tlsalpn_status_up", "1 if the certificates' state could be read from storage at this scrape.", nil, nil)
+	descSteeredConns = prometheus.NewDesc("tlsalpn_frontdoor_steered_connections_total", "New connections the kernel handed straight to the backend's listening socket (steering), which the front door never sees.", nil, nil)
 )
 
 func certDesc(name, help string) *prometheus.Desc {
@@ -107,7 +112,7 @@ func certDesc(name, help string) *prometheus.Desc {
 
 func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNotAfter, descNotBefore, descARIStart, descARIEnd, descNext, descLastRenewal,
-		descLastAttempt, descLastResult, descFailing, descLastDeploy, descDeployResult, descStored, descPending, descSteered, descStatusUp} {
+		descLastAttempt, descLastResult, descFailing, descLastDeploy, descDeployResult, descStored, descPending, descSteered, descStatusUp, descSteeredConns} {
 		ch <- d
 	}
 }
@@ -165,6 +170,7 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(len(st.PendingChallenges)))
+	ch <- prometheus.MustNewConstMetric(descSteeredConns, prometheus.CounterValue, float64(st.SteeredConnections))
 	for _, r := range st.Routes {
 		ch <- prometheus.MustNewConstMetric(descSteered, prometheus.GaugeValue, b(r.Steered), r.Route)
 	}

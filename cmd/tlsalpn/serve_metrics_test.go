@@ -25,6 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/tlsalpn/tlsalpn/challenge"
 	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/metrics"
 )
@@ -762,4 +763,81 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestServeMetricsSteered: connections the kernel steers straight to the
+// backend never reach the front door, so they are counted in the kernel
+// and shown as tlsalpn_frontdoor_steered_connections_total, with the
+// route shown steered; none of them is counted as relayed.
+func TestServeMetricsSteered(t *testing.T) {
+	dir := t.TempDir()
+	listen := "127.0.0.1:" + itoa(freePort(t))
+	stdout, stderr, stop := startServe(t, "--listen", listen, "--backend", plainTCPEchoTLS(t),
+		"--storage", filepath.Join(dir, "store"), "--admin", "127.0.0.1:0")
+	admin := adminAddr(t, stdout)
+	waitFor(t, "serve to log its steering", 10*time.Second, func() bool { return strings.Contains(stderr.String(), "steering") })
+	if steeringForbidden(stderr.String()) || strings.Contains(stderr.String(), "steering off") {
+		t.Skipf("steering not possible here: %s", stderr.String())
+	}
+	waitForPort(t, listen, 10*time.Second)
+	before := getScrape(t, admin)
+	n0, _ := before.value("tlsalpn_frontdoor_steered_connections_total")
+	const conns = 3
+	for range conns {
+		c, err := tls.Dial("tcp", listen, &tls.Config{InsecureSkipVerify: true, ServerName: "example.com"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoOnce(t, c)
+	}
+	s := getScrape(t, admin)
+	if n, ok := s.value("tlsalpn_frontdoor_steered_connections_total"); !ok || n-n0 != conns {
+		t.Errorf("steered connections went from %v to %v (present %v); want %d more", n0, n, ok, conns)
+	}
+	if v, _ := s.value("tlsalpn_frontdoor_route_steered", "route=*"); v != 1 {
+		t.Errorf("tlsalpn_frontdoor_route_steered{route=\"*\"} = %v, want 1", v)
+	}
+	if v, _ := s.value("tlsalpn_frontdoor_connections_total", "route=*", "path=relayed"); v != 0 {
+		t.Errorf("%v connections counted as relayed; want 0, all steered", v)
+	}
+	body, _ := adminGet(t, admin, "/status", "")
+	var st metrics.Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Routes) != 1 || !st.Routes[0].Steered || st.SteeredConnections < conns {
+		t.Errorf("/status: %v %s", err, body)
+	}
+	if code := stop(); code != exitOK {
+		t.Errorf("serve exited %d: %s", code, stderr.String())
+	}
+}
+
+// plainTCPEchoTLS is echoTLSBackend on a plain TCP socket: a Go listener
+// uses Multipath TCP by default, which a sockmap (steering) cannot take.
+func plainTCPEchoTLS(t *testing.T) string {
+	t.Helper()
+	id, _ := challenge.ParseIdentifier("b.example")
+	cert, err := challenge.Build(id, "backend.cert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{*cert}})
+				io.Copy(tc, tc)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
