@@ -338,6 +338,9 @@ func (c *Config) Summary() string {
 	if c.Storage.Location != "" {
 		parts = append(parts, "storage in "+c.Storage.Location)
 	}
+	if c.Admin != "" {
+		parts = append(parts, "admin API on "+c.Admin)
+	}
 	return strings.Join(parts, "; ")
 }
 

@@ -193,7 +193,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // Serve serves the admin API on ln until ctx ends.
 func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// No WriteTimeout: POST /renew answers when the renewal is done.
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
