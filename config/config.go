@@ -25,6 +25,13 @@ type Config struct {
 	Proxy        Proxy         `yaml:"proxy"`
 	Routes       []Route       `yaml:"routes" want:"a list of routes, each starting with \"- names:\""`
 	Certificates []Certificate `yaml:"certificates" want:"a list of certificates, each starting with \"- names:\""`
+	// Admin is the address of the admin API (Prometheus metrics,
+	// health, status, forced renewals); "" (the default) serves none.
+	// Loopback unless AdminTokenFile is set.
+	Admin string `yaml:"admin" example:"127.0.0.1:9443"`
+	// AdminTokenFile holds the bearer token every admin API request must
+	// carry; required for an address that is not loopback.
+	AdminTokenFile string `yaml:"admin_token_file" example:"/etc/tlsalpn/admin-token"`
 
 	// Set by Parse so that Validate can point at the line of a value.
 	file string
@@ -330,6 +337,9 @@ func (c *Config) Summary() string {
 	parts = append(parts, fmt.Sprintf("at most %d connections", c.Proxy.MaxConnections))
 	if c.Storage.Location != "" {
 		parts = append(parts, "storage in "+c.Storage.Location)
+	}
+	if c.Admin != "" {
+		parts = append(parts, "admin API on "+c.Admin)
 	}
 	return strings.Join(parts, "; ")
 }

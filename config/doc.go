@@ -49,6 +49,9 @@
 //	    mode: passthrough             # passthrough (default) | http | tcp
 //	    send_proxy: 2                 # PROXY protocol to the backend: 0 (default), 1 or 2
 //
+//	admin: 127.0.0.1:9443             # admin API: /metrics, /healthz, /readyz, /status, POST /renew (default: none)
+//	admin_token_file: /etc/tlsalpn/admin-token   # bearer token required by the admin API; needed off loopback
+//
 //	certificates:                     # obtained at start, renewed in the background
 //	  - names: [example.com, www.example.com]   # no wildcards: those need DNS-01
 //	    out: /etc/nginx/tls/example.com         # deploy the PEM files here (optional)

@@ -68,6 +68,7 @@ func (c *Config) Validate() error {
 	refused := c.validateRoutes(v)
 	c.validateCertificates(v)
 	c.validateCoverage(v, refused)
+	c.validateAdmin(v)
 
 	slices.SortStableFunc(v.errs, func(a, b *Error) int {
 		// Errors without a position keep their order, after the others.

@@ -23,6 +23,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/config"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
+	"github.com/tlsalpn/tlsalpn/metrics"
 	"github.com/tlsalpn/tlsalpn/proxy"
 	"github.com/tlsalpn/tlsalpn/responder"
 	"github.com/tlsalpn/tlsalpn/steer"
@@ -59,6 +60,16 @@ type Config struct {
 	NodeID      string
 	NodeAddress string
 	Version     string
+
+	// Metrics, when set, is told what the daemon does (package
+	// metrics); nil observes nothing, at no cost.
+	Metrics *metrics.Metrics
+	// Admin, when set, is the listener the admin API (metrics, health,
+	// status, forced renewals) is served on while Serve runs, requiring
+	// AdminToken as a bearer token unless it is "". Metrics are made
+	// for it when not given.
+	Admin      net.Listener
+	AdminToken string
 }
 
 // ConfigError is a configuration the daemon cannot run with, found when
@@ -78,6 +89,9 @@ type Daemon struct {
 // certificates already stored are served from the first connection.
 // Nothing listens yet.
 func New(cfg Config) (*Daemon, error) {
+	if cfg.Admin != nil && cfg.Metrics == nil {
+		cfg.Metrics = metrics.New() // the admin API serves them
+	}
 	rt, err := newRuntime(cfg)
 	if err != nil {
 		return nil, err
@@ -90,7 +104,20 @@ func New(cfg Config) (*Daemon, error) {
 // keeper, the storage watch and the serve lease run meanwhile.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	rt, cfg, logger := d.rt, d.cfg.Config, d.cfg.Logger
-	rt.front = ln.Addr()
+	rt.mu.Lock()
+	rt.front, rt.serveCtx = ln.Addr(), ctx
+	rt.mu.Unlock()
+	if d.cfg.Admin != nil {
+		adone := make(chan struct{})
+		actx, stopAdmin := context.WithCancel(ctx)
+		go func() {
+			defer close(adone)
+			if err := d.admin().Serve(actx, d.cfg.Admin); err != nil {
+				logger.Error("admin API stopped", "error", err)
+			}
+		}()
+		defer func() { stopAdmin(); <-adone }()
+	}
 	if ClusterMode(rt.store) {
 		// Before the first connection is accepted: a node that answers the balancer must
 		// hold every challenge already pending.
@@ -188,6 +215,13 @@ type runtime struct {
 	// publishes every order's challenges to every node.
 	node *cluster.Node
 
+	// metrics is Config.Metrics; serveCtx is Serve's context, for the
+	// renewals the admin API starts; cfg the configuration the keeper
+	// runs with.
+	metrics  *metrics.Metrics
+	serveCtx context.Context
+	cfg      *config.Config
+
 	// deployAs is the node id the keeper records its deployments
 	// under (manager.WithNode): Config.NodeID; "" on one host.
 	deployAs string
@@ -214,12 +248,12 @@ type runtime struct {
 
 func newRuntime(c Config) (*runtime, error) {
 	cfg, logger := c.Config, c.Logger
-	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, deployAs: c.NodeID, cache: manager.NewCache(),
+	rt := &runtime{logger: logger, store: c.Storage, newPool: c.NewPool, deployAs: c.NodeID, cache: manager.NewCache(), metrics: c.Metrics,
 		wake: map[string]chan struct{}{}, handling: map[string]bool{}}
 	// The steering switch holds steering while any challenge is pending:
 	// the responder's first-pending / last-withdrawn hook.
 	rt.steer.gate = &steer.Switch{}
-	rt.r = responder.New(responder.WithLogger(logger), responder.WithPendingHook(rt.steer.gate.Pending))
+	rt.r = responder.New(append(responderOptions(c), responder.WithLogger(logger), responder.WithPendingHook(rt.steer.gate.Pending))...)
 	var err error
 	if rt.host, err = os.Hostname(); err != nil || rt.host == "" {
 		rt.host = "localhost"
@@ -235,6 +269,11 @@ func newRuntime(c Config) (*runtime, error) {
 	rt.srv, err = proxy.New(ProxyConfig(cfg), rt.r, rt.cache, logger)
 	if err != nil {
 		return nil, &ConfigError{err}
+	}
+	if c.Metrics != nil {
+		if err := rt.observe(c.Metrics); err != nil {
+			return nil, &ConfigError{err}
+		}
 	}
 	return rt, nil
 }
@@ -284,6 +323,7 @@ func (rt *runtime) pool(a config.ACME) *manager.Pool {
 		// says ready only when each holds the challenge and answers it on its own address.
 		p.Publisher = rt.node.Publisher()
 	}
+	rt.observeHTTP(p)
 	if a.EAB != nil {
 		p.EAB = &acme.EAB{KeyID: a.EAB.KID, MACKey: a.EAB.HMACKey}
 	}
@@ -316,15 +356,16 @@ func (rt *runtime) startKeeping(ctx context.Context, cfg *config.Config) error {
 	done := make(chan struct{})
 	rt.mu.Lock()
 	rt.keepCancel, rt.keepDone = cancel, done
-	rt.keepMgr, rt.specs, rt.wake = m, specs, map[string]chan struct{}{}
+	rt.keepMgr, rt.specs, rt.wake, rt.cfg = m, specs, map[string]chan struct{}{}, cfg
 	rt.mu.Unlock()
 	rt.reannounce()
 	rt.announceKeeps(ctx, specs)
 	go func() {
 		defer close(done)
 		opts := manager.KeepOptions{
-			Cache: rt.cache,
-			Wake:  rt.wakeFor,
+			Cache:     rt.cache,
+			Wake:      rt.wakeFor,
+			OnAttempt: rt.onAttempt(),
 			OnRenewed: func(rec *manager.Record, err error) {
 				switch {
 				case rec != nil && err != nil:
@@ -369,6 +410,9 @@ func (rt *runtime) reload(ctx context.Context, cur, next *config.Config) error {
 		return errors.New("storage changed: that needs a restart")
 	}
 	next.Storage = cur.Storage
+	if next.Admin != cur.Admin || next.AdminTokenFile != cur.AdminTokenFile {
+		return fmt.Errorf("admin or admin_token_file changed (from %q, %q to %q, %q): that needs a restart", cur.Admin, cur.AdminTokenFile, next.Admin, next.AdminTokenFile)
+	}
 	if _, _, err := rt.manager(next); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/manager"
+	"github.com/tlsalpn/tlsalpn/metrics"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
@@ -202,6 +203,9 @@ func (rt *runtime) renewFor(ctx context.Context, m *manager.Manager, spec manage
 	}
 	before := time.Now()
 	rec, err := m.Obtain(ctx, spec, replaces)
+	if rt.metrics != nil {
+		rt.metrics.Attempt(spec, metrics.TriggerRequested, rec, err)
+	}
 	if rec == nil {
 		out.Error = err.Error()
 		rt.logger.Error("requested renewal failed", "name", req.Name, "error", err)

@@ -23,6 +23,14 @@ type KeepOptions struct {
 	// stored and deployed (or deployment failed, then err says so), or
 	// found renewed by another process when about to renew it.
 	OnRenewed func(rec *Record, err error)
+	// OnAttempt, if set, is called after each order the keeper places,
+	// with what made it (TriggerMissing, TriggerRevoked, TriggerDue or
+	// TriggerEmergency) and Obtain's outcome: a record and no error when
+	// obtained and deployed, a record and an error when only the
+	// deployment failed, no record when the order failed. It lets a
+	// caller count attempts and failures (package metrics) without the
+	// keeper knowing who counts.
+	OnAttempt func(spec Spec, trigger string, rec *Record, err error)
 	// CheckEvery bounds how long the keeper sleeps between looks at a
 	// certificate, so that a changed ARI window or a clock jump is noticed.
 	CheckEvery time.Duration // default 6 h, the ARI polling interval
@@ -72,6 +80,14 @@ type KeepOptions struct {
 	// from ordering it twice. Default 1 h.
 	OwnerGrace time.Duration
 }
+
+// What made the keeper place an order (KeepOptions.OnAttempt).
+const (
+	TriggerMissing   = "missing"   // no certificate stored for the spec (or its names changed)
+	TriggerRevoked   = "revoked"   // the stored one was revoked
+	TriggerDue       = "due"       // its renewal time came (ARI window or lifetime)
+	TriggerEmergency = "emergency" // so little lifetime left that the schedule is ignored
+)
 
 // Keep obtains every spec's certificate if it is missing (or its names
 // changed), then renews each on schedule until ctx ends: ARI first, else
@@ -193,7 +209,7 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owne
 			}
 			if !ok {
 				// Missing, or the names changed: obtain now.
-				wait, got = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
+				wait, got = m.attempt(ctx, spec, nil, TriggerMissing, opts, &backoff, &deployBackoff)
 				break
 			}
 			// Serving a revoked certificate fails every client that
@@ -202,7 +218,7 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owne
 			// is obtained now. tlsalpn renew, which has no such
 			// instruction, leaves a revoked certificate alone.
 			m.logger.Warn("certificate was revoked; obtaining a new one for the configured names", "name", name, "serial", s.Serial)
-			wait, got = m.attempt(ctx, spec, nil, opts, &backoff, &deployBackoff)
+			wait, got = m.attempt(ctx, spec, nil, TriggerRevoked, opts, &backoff, &deployBackoff)
 		default:
 			iss, err := m.issuerFor(ctx, s.Spec)
 			if err != nil {
@@ -234,7 +250,11 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owne
 			}
 			if d.Due || urgent {
 				m.logger.Info("renewing", "name", name, "reason", d.Reason)
-				wait, got = m.attempt(ctx, spec, s.Chain[0], opts, &backoff, &deployBackoff)
+				trigger := TriggerDue
+				if !d.Due {
+					trigger = TriggerEmergency
+				}
+				wait, got = m.attempt(ctx, spec, s.Chain[0], trigger, opts, &backoff, &deployBackoff)
 				break
 			}
 			wait = min(time.Until(d.At), opts.CheckEvery)
@@ -353,8 +373,11 @@ func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-
 // attempt obtains once and returns how long to wait before looking again:
 // shortly after a success, the backoff after a failure, the deployment
 // backoff when only the deployment failed; and the record stored, if any.
-func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff, deployBackoff *time.Duration) (time.Duration, *Record) {
+func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, trigger string, opts KeepOptions, backoff, deployBackoff *time.Duration) (time.Duration, *Record) {
 	rec, err := m.Obtain(ctx, spec, replaces)
+	if opts.OnAttempt != nil {
+		opts.OnAttempt(spec, trigger, rec, err)
+	}
 	if opts.OnRenewed != nil && (rec != nil || err != nil) {
 		opts.OnRenewed(rec, err)
 	}

@@ -91,6 +91,7 @@ type Server struct {
 	certs  CertSource
 	tls    *terminateTLS // nil without certs
 	logger *slog.Logger
+	obs    Observer // nil: nothing observed
 
 	cur    atomic.Pointer[state]
 	active atomic.Int64
@@ -152,6 +153,11 @@ func (s *Server) compile(cfg Config) (*state, error) {
 		return nil, err
 	}
 	cfg.Routes = routes
+	if s.obs != nil {
+		for i := range routes {
+			routes[i].obs = s.obs.Route(routes[i])
+		}
+	}
 	st := &state{cfg: cfg, routes: rt}
 	for i := range routes {
 		if routes[i].Mode != Passthrough {
@@ -159,6 +165,9 @@ func (s *Server) compile(cfg Config) (*state, error) {
 				return nil, fmt.Errorf("route to %s terminates TLS but no certificates are managed", routes[i].Backend)
 			}
 			st.terminator = newTerminator(s.certs, s.tls, &s.bufs, s.logger)
+			if s.obs != nil {
+				st.terminator.refused = s.obs.Refused
+			}
 			break
 		}
 	}
@@ -250,10 +259,12 @@ func (s *Server) admit(conn net.Conn, st *state) (*waiter, bool) {
 			s.logger.Warn("near the connection limit; closing the oldest connections that have not sent a ClientHello",
 				"remote", victim.conn.RemoteAddr(), "max", cfg.MaxConns, "evicted_so_far", s.gate.evicted.Load())
 		}
+		s.refused(RefusedEvicted)
 		victim.conn.Close()
 	}
 	switch v {
 	case sourceIsFull:
+		s.refused(RefusedSourceLimit)
 		s.refusedSource(src, cfg)
 		conn.Close()
 		return nil, false
@@ -262,6 +273,7 @@ func (s *Server) admit(conn net.Conn, st *state) (*waiter, bool) {
 			s.logger.Warn("connection limit reached by connections that have sent their ClientHello; closing new connections",
 				"max", cfg.MaxConns, "refused_so_far", s.gate.refusedFull.Load())
 		}
+		s.refused(RefusedLimit)
 		conn.Close()
 		return nil, false
 	}
@@ -343,6 +355,7 @@ func (s *Server) readHello(conn net.Conn, cfg *Config, w *waiter) (*clienthello.
 		// A PROXY header would come first; a balancer is trusted not
 		// to dribble.
 		if err := clienthello.AwaitRecord(conn); err != nil {
+			s.refused(helloRefusal(err, nil))
 			s.logger.Debug("refused connection", "remote", client, "error", fmt.Errorf("waiting for the ClientHello: %w", err))
 			return nil, nil, nil, false
 		}
@@ -362,12 +375,14 @@ func (s *Server) readHello(conn net.Conn, cfg *Config, w *waiter) (*clienthello.
 	if trusted {
 		hdr, rest, err := readProxyHeader(br)
 		if err != nil {
+			s.refused(RefusedBadProxyHeader)
 			s.logger.Debug("refused connection from trusted proxy", "remote", conn.RemoteAddr(), "error", err)
 			return nil, nil, nil, false
 		}
 		if hdr != nil {
 			client = hdr
 			if src := sourceOf(hdr); !s.gate.move(w, src, cfg.MaxHelloWaitsPerSource) {
+				s.refused(RefusedSourceLimit)
 				s.refusedSource(src, cfg)
 				return nil, nil, nil, false
 			}
@@ -377,10 +392,12 @@ func (s *Server) readHello(conn net.Conn, cfg *Config, w *waiter) (*clienthello.
 
 	hello, err := clienthello.Read(src)
 	if err != nil {
+		s.refused(helloRefusal(err, hello))
 		s.logger.Debug("refused connection", "remote", client, "error", err)
 		return nil, nil, nil, false
 	}
 	if !s.gate.hello(w) {
+		s.refused(RefusedEvicted)
 		s.logger.Debug("connection evicted before its ClientHello was complete", "remote", client)
 		return nil, nil, nil, false
 	}
@@ -411,9 +428,13 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 	if s.acme != nil {
 		// One lookup decides: the handshake that follows serves what it
 		// found. Any other acme-tls/1 hello is the backend's.
-		if c, _ := s.acme.Lookup(name, hello.ALPN); c != nil {
+		c, err := s.acme.Lookup(name, hello.ALPN)
+		if c != nil {
 			s.acme.ServeConn(clienthello.Replay(conn, prefix, client), c)
 			return
+		}
+		if err != nil && s.obs != nil {
+			s.obs.ChallengeNotPending()
 		}
 	}
 	// Route by the configuration current now, not the one at accept: a
@@ -423,6 +444,7 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 		st = s.cur.Load()
 		route := st.routes.match(name)
 		if route == nil {
+			s.refused(RefusedNoRoute)
 			s.logger.Debug("no route for server name; closing", "server_name", hello.ServerName, "remote", client)
 			return
 		}
@@ -441,18 +463,26 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 func (s *Server) passthrough(conn net.Conn, prefix []byte, client net.Addr, route *Route, cfg *Config) {
 	backend, err := dialBackend(route, cfg, client, conn.LocalAddr())
 	if err != nil {
+		s.refused(RefusedBackendDown)
 		s.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "remote", client, "error", err)
 		return
 	}
 	defer backend.Close()
+	var up, down int64
+	if o := route.obs; o != nil {
+		o.Opened(Relayed)
+		defer func() { o.Closed(Relayed, up, down) }()
+	}
 	backend.SetWriteDeadline(time.Now().Add(cfg.IdleTimeout))
 	if _, err := backend.Write(prefix); err != nil {
 		s.logger.Debug("replaying ClientHello to backend", "backend", route.Backend, "error", err)
 		return
 	}
-	if _, _, ok := s.relay.relay(conn, backend, cfg.IdleTimeout); !ok {
-		pipe(conn, backend, cfg.IdleTimeout, &s.bufs)
+	var ok bool
+	if up, down, ok = s.relay.relay(conn, backend, cfg.IdleTimeout); !ok {
+		up, down = pipe(conn, backend, cfg.IdleTimeout, &s.bufs)
 	}
+	up += int64(len(prefix))
 }
 
 // helloReaderPool holds the buffered readers ClientHellos are read

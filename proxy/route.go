@@ -34,6 +34,10 @@ type Route struct {
 	// protocol header of that version so the backend logs the client's
 	// address; 0 sends none.
 	SendProxy int
+
+	// obs counts this route's connections: set by the Server when it
+	// compiles a configuration with an Observer, nil otherwise.
+	obs RouteObserver
 }
 
 // routeTable matches server names to routes; it is immutable once built,

@@ -9,6 +9,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // terminator terminates TLS with managed certificates for the routes whose
@@ -20,6 +22,8 @@ type terminator struct {
 	logger *slog.Logger
 	tls    *terminateTLS
 	bufs   *bufferPool // the Server's
+	// refused is the Server's Observer.Refused, or nil.
+	refused func(Refusal)
 
 	mu      sync.Mutex
 	fronts  map[string]*httpFront // by backend address
@@ -50,33 +54,89 @@ func newTerminator(certs CertSource, tc *terminateTLS, bufs *bufferPool, logger 
 // and returns when the connection is finished. It returns false, without
 // having read from conn, when t was retired before it could take conn.
 func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
+	o := route.obs
 	switch route.Mode {
 	case TerminateTCP:
-		tc := tls.Server(conn, t.tls.tcp)
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.ClientHelloTimeout)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			t.logger.Debug("TLS handshake failed", "remote", conn.RemoteAddr(), "error", err)
+		var cc net.Conn = conn
+		var counted *countConn
+		if o != nil {
+			o.Opened(Terminated)
+			counted = &countConn{Conn: conn, on: true}
+			cc = counted
+		}
+		tc := tls.Server(cc, t.tls.tcp)
+		if !t.handshake(tc, route, cfg) {
+			if o != nil {
+				o.Closed(Terminated, counted.in.Load(), counted.out.Load())
+			}
 			return true
 		}
 		backend, err := dialBackend(route, cfg, conn.RemoteAddr(), conn.LocalAddr())
 		if err != nil {
 			t.logger.Warn("backend unreachable; closing client connection", "backend", route.Backend, "remote", conn.RemoteAddr(), "error", err)
+			if t.refused != nil {
+				t.refused(RefusedBackendDown)
+			}
 			tc.Close()
+			if o != nil {
+				o.Closed(Terminated, counted.in.Load(), counted.out.Load())
+			}
 			return true
 		}
 		pipe(tc, backend, cfg.IdleTimeout, t.bufs)
+		if o != nil {
+			o.Closed(Terminated, counted.in.Load(), counted.out.Load())
+		}
 	case TerminateHTTP:
 		front := t.front(route, cfg)
 		if front == nil {
 			return false
 		}
-		nc := &notifyConn{Conn: conn, done: make(chan struct{})}
-		if !front.ln.push(tls.Server(nc, t.tls.http)) {
+		nc := &notifyConn{countConn: countConn{Conn: conn, on: o != nil}, done: make(chan struct{})}
+		tc := tls.Server(nc, t.tls.http)
+		if o != nil {
+			// Done here rather than by the HTTP server, so that it
+			// is timed; the server's own Handshake is then a no-op.
+			o.Opened(Terminated)
+			if !t.handshake(tc, route, cfg) {
+				o.Closed(Terminated, nc.in.Load(), nc.out.Load())
+				return true
+			}
+		}
+		if !front.ln.push(tc) {
+			if o != nil {
+				tc.Close()
+				o.Closed(Terminated, nc.in.Load(), nc.out.Load())
+				return true // the handshake consumed the hello: it cannot be routed again
+			}
 			return false
 		}
 		<-nc.done // the HTTP server closes it when the client is done
+		if o != nil {
+			o.Closed(Terminated, nc.in.Load(), nc.out.Load())
+		}
+	}
+	return true
+}
+
+// handshake completes tc's TLS handshake within the ClientHello timeout,
+// tells route's observer how long it took, and reports whether it
+// succeeded; a failed one is logged and closed.
+func (t *terminator) handshake(tc *tls.Conn, route *Route, cfg *Config) bool {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ClientHelloTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if route.obs != nil {
+		route.obs.Handshake(time.Since(start), err)
+	}
+	if err != nil {
+		t.logger.Debug("TLS handshake failed", "remote", tc.RemoteAddr(), "error", err)
+		if t.refused != nil {
+			t.refused(RefusedHandshakeFailed)
+		}
+		tc.Close()
+		return false
 	}
 	return true
 }
@@ -168,11 +228,37 @@ func (l *chanListener) Close() error {
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
 
-// notifyConn tells, by closing done, when the HTTP server closed it.
+// notifyConn tells, by closing done, when the HTTP server closed it, and
+// counts the bytes that crossed it.
 type notifyConn struct {
-	net.Conn
+	countConn
 	once sync.Once
 	done chan struct{}
+}
+
+// countConn counts the bytes that cross a client connection each way,
+// TLS records included, as for a relayed connection; only when on (an
+// Observer wants them).
+type countConn struct {
+	net.Conn
+	on      bool
+	in, out atomic.Int64
+}
+
+func (c *countConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.on {
+		c.in.Add(int64(n))
+	}
+	return n, err
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.on {
+		c.out.Add(int64(n))
+	}
+	return n, err
 }
 
 func (c *notifyConn) Close() error {

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -214,6 +215,19 @@ func (r *Responder) Pending() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return len(r.pending)
+}
+
+// PendingNames returns the server names a challenge is published for
+// now, sorted.
+func (r *Responder) PendingNames() []string {
+	r.mu.RLock()
+	names := make([]string, 0, len(r.pending))
+	for n := range r.pending {
+		names = append(names, n)
+	}
+	r.mu.RUnlock()
+	slices.Sort(names)
+	return names
 }
 
 // IsValidationHello reports whether hello is a TLS-ALPN-01 validation

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian's (or Ubuntu's) packages, the servers the tests run
 # for real: nginx and HAProxy (internal/backend starts them as plain child
-# processes on loopback ports). Safe to run again: what is installed already
+# processes on loopback ports), and promtool (package prometheus). Safe to run again: what is installed already
 # is left alone, and with nothing missing it touches nothing, not even the
 # package lists.
 #
@@ -60,6 +60,11 @@ have lego || missing+=(lego)
 # systemd-analyze verifies the units in contrib/systemd and those tlsalpn
 # install-service writes (the daemon itself is not run).
 have systemd-analyze || missing+=(systemd)
+# promtool (in Debian's prometheus package; its server is not started)
+# checks a real /metrics scrape and contrib/prometheus/alerts.yml.
+have promtool || missing+=(prometheus)
+# curl runs the README's admin API commands as written.
+have curl || missing+=(curl)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
 # The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):
@@ -121,7 +126,7 @@ if [ "$dry_run" = 0 ]; then
 		echo "ci-deps: installed $(dpkg-query -W -f='${Package} ${Version}' "$pkg")"
 	done
 	for cmd in "${missing[@]}"; do
-		case "$cmd" in etcd-server) cmd=etcd ;; esac
+		case "$cmd" in etcd-server) cmd=etcd ;; prometheus) cmd=promtool ;; esac
 		CI_DEPS_ASSUME_MISSING="" have "$cmd" || {
 			echo "ci-deps: $cmd is still missing after installing its package" >&2
 			exit 1

@@ -31,10 +31,12 @@ const skPass = 1
 
 // kernel is the BPF side: the sk_lookup program, its link to this
 // network namespace, the one-entry sockmap with the backend's listening
-// socket, and the one-entry array that says whether to steer.
+// socket, the one-entry array that says whether to steer, and the one
+// that counts the connections steered.
 type kernel struct {
 	sockets *ebpf.Map // SOCKMAP, key 0: the backend's listening socket
 	state   *ebpf.Map // ARRAY, key 0: 1 steer, 0 held
+	count   *ebpf.Map // ARRAY, key 0: connections handed to the backend's socket
 	prog    *ebpf.Program
 
 	mu   sync.Mutex
@@ -65,11 +67,18 @@ func loadKernel(front netip.AddrPort) (*kernel, error) {
 		k.close()
 		return nil, unsupported("creating state map", err)
 	}
+	k.count, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "tlsalpn_steered", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1,
+	})
+	if err != nil {
+		k.close()
+		return nil, unsupported("creating counter map", err)
+	}
 	k.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "tlsalpn_steer",
 		Type:         ebpf.SkLookup,
 		AttachType:   ebpf.AttachSkLookup,
-		Instructions: program(front, k.state.FD(), k.sockets.FD()),
+		Instructions: program(front, k.state.FD(), k.sockets.FD(), k.count.FD()),
 		License:      "GPL",
 	})
 	if err != nil {
@@ -95,13 +104,15 @@ func loadKernel(front netip.AddrPort) (*kernel, error) {
 //	if protocol != TCP || local_port != front.port || !address matches: pass
 //	if !state[0]: pass
 //	sk = sockets[0]; if !sk: pass
-//	bpf_sk_assign(ctx, sk, 0); bpf_sk_release(sk); pass
+//	r = bpf_sk_assign(ctx, sk, 0); bpf_sk_release(sk)
+//	if r == 0: count[0] += 1 (atomically)
+//	pass
 //
 // Every path passes: a connection the program does not place (held, no
 // backend socket, or the assignment refused, e.g. an IPv6 connection for
 // an IPv4-only backend) takes the kernel's normal lookup to the front
 // door's own listener. Nothing is ever dropped.
-func program(front netip.AddrPort, stateFD, socketsFD int) asm.Instructions {
+func program(front netip.AddrPort, stateFD, socketsFD, countFD int) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R2, asm.R6, offProtocol, asm.Word),
@@ -158,8 +169,18 @@ func program(front netip.AddrPort, stateFD, socketsFD int) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.R7),
 		asm.Mov.Imm(asm.R3, 0),
 		asm.FnSkAssign.Call(),
+		asm.Mov.Reg(asm.R8, asm.R0),
 		asm.Mov.Reg(asm.R1, asm.R7),
 		asm.FnSkRelease.Call(),
+		// count[0] += 1 when the backend's socket took it
+		asm.JNE.Imm(asm.R8, 0, "pass"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.LoadMapPtr(asm.R1, countFD),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
 		asm.Return(),
 	)
@@ -228,6 +249,16 @@ func (k *kernel) take(l procnet.Listener) error {
 	return nil
 }
 
+// steered returns how many connections the program handed to the
+// backend's socket; 0 if the count cannot be read.
+func (k *kernel) steered() uint64 {
+	var n uint64
+	if k.count == nil || k.count.Lookup(uint32(0), &n) != nil {
+		return 0
+	}
+	return n
+}
+
 // present reports whether the sockmap holds a socket.
 func (k *kernel) present() bool {
 	var cookie uint64
@@ -262,7 +293,7 @@ func (k *kernel) close() error {
 	if k.prog != nil {
 		err = errors.Join(err, k.prog.Close())
 	}
-	for _, m := range []*ebpf.Map{k.sockets, k.state} {
+	for _, m := range []*ebpf.Map{k.sockets, k.state, k.count} {
 		if m != nil {
 			err = errors.Join(err, m.Close())
 		}

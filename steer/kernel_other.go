@@ -21,6 +21,7 @@ func (*kernel) grab(string, netip.AddrPort) (procnet.Listener, error) {
 	return procnet.Listener{}, ErrUnsupported
 }
 func (*kernel) present() bool          { return false }
+func (*kernel) steered() uint64        { return 0 }
 func (*kernel) setSteering(bool) error { return ErrUnsupported }
 func (*kernel) detach() error          { return nil }
 func (*kernel) close() error           { return nil }

@@ -82,6 +82,7 @@ type Steerer struct {
 	attached bool             // the backend's socket is in the map, as last seen
 	socket   procnet.Listener // the backend's socket last taken
 	closed   bool
+	final    uint64 // steered() when closed
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -180,6 +181,18 @@ func (s *Steerer) Steering() bool {
 	return !s.closed && s.holds == 0 && s.k.present()
 }
 
+// Steered returns how many new connections the kernel has handed
+// straight to the backend's socket, bypassing the front door (which
+// therefore never sees them to count).
+func (s *Steerer) Steered() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return s.final
+	}
+	return s.k.steered()
+}
+
 // Socket returns the backend's listening socket last taken: its address
 // and the process holding it.
 func (s *Steerer) Socket() procnet.Listener {
@@ -212,6 +225,10 @@ func (s *Steerer) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	<-s.done
+	n := s.k.steered()
+	s.mu.Lock()
+	s.final = n
+	s.mu.Unlock()
 	if err := s.k.close(); err != nil {
 		return fmt.Errorf("steer: detaching: %w", err)
 	}

@@ -191,6 +191,10 @@ func TestSteersToBackend(t *testing.T) {
 					t.Errorf("%s reached %q; want the front door", h, tag)
 				}
 			}
+			// Counted: what reached the backend, not what was relayed.
+			if got := s.Steered(); got != uint64(len(tc.dial)) {
+				t.Errorf("Steered() = %d after %d connections steered and %d relayed; want %d", got, len(tc.dial), len(tc.relayed), len(tc.dial))
+			}
 			// The socket taken is the backend's own, in this process.
 			if l := s.Socket(); l.PID != os.Getpid() || l.Local.Port() != addrPort(t, back.Addr()).Port() {
 				t.Errorf("Socket() = %+v; want pid %d port %d", l, os.Getpid(), addrPort(t, back.Addr()).Port())

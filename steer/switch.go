@@ -21,6 +21,9 @@ type Switch struct {
 	mu      sync.Mutex
 	s       *Steerer
 	pending bool
+	// steered counts what the Steerers swapped out had steered (when
+	// they were), so that Steered only grows.
+	steered uint64
 }
 
 // Pending holds steering when pending is true and releases it when false.
@@ -58,5 +61,32 @@ func (w *Switch) Swap(s *Steerer) (old *Steerer, err error) {
 		}
 	}
 	old, w.s = w.s, s
+	if old != nil {
+		w.steered += old.Steered()
+	}
 	return old, nil
+}
+
+// Steering reports whether new connections bypass the front door now:
+// a Steerer is in place and steering (no challenge holds it). It is what
+// the admin API's status and the route_steered metric say.
+func (w *Switch) Steering() bool {
+	w.mu.Lock()
+	s := w.s
+	w.mu.Unlock()
+	return s != nil && s.Steering()
+}
+
+// Steered returns how many new connections the Steerers this Switch held
+// have handed straight to the backend: the count of Steerer.Steered,
+// kept across Swaps (those steered between a Swap and the old Steerer's
+// Close are not counted).
+func (w *Switch) Steered() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.steered
+	if w.s != nil {
+		n += w.s.Steered()
+	}
+	return n
 }

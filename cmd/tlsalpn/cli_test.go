@@ -119,6 +119,9 @@ type cliCA struct {
 	listen  string // where tlsalpn must answer the CA
 	fail500 atomic.Bool
 	orders  atomic.Int64 // new orders placed at the CA
+	// onChallenge, if set, runs when a client tells the CA a challenge
+	// is ready, before the CA sees it: the client has published it.
+	onChallenge atomic.Pointer[func()]
 }
 
 func startCLICA(t *testing.T, opts democa.Options) *cliCA {
@@ -133,8 +136,14 @@ func startCLICA(t *testing.T, opts democa.Options) *cliCA {
 				c.orders.Add(1)
 			}
 			if c.fail500.Load() && r.Method == http.MethodPost {
-				http.Error(w, `{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure"}`, http.StatusInternalServerError)
+				// A problem document, as a CA sends it (RFC 8555 §6.7).
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(http.StatusInternalServerError)
+				w.Write([]byte(`{"type":"urn:ietf:params:acme:error:serverInternal","detail":"injected failure","status":500}`))
 				return
+			}
+			if f := c.onChallenge.Load(); f != nil && r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/chalZ/") {
+				(*f)()
 			}
 			if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/finalize-order/") {
 				c.finalized.Add(1)

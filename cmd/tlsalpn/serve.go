@@ -51,6 +51,11 @@ before a challenge is published, new connections come to the front door again
 until the last one is withdrawn. Where steering cannot be had, every
 connection is relayed, and the log says why.
 
+Admin API (off by default): --admin 127.0.0.1:9443 (admin: in the config)
+serves Prometheus metrics on /metrics, /healthz, /readyz, /status (JSON) and
+POST /renew?name=NAME. Loopback only, unless --admin-token-file names a file
+holding the bearer token every request must then send.
+
 Signals: SIGHUP re-reads the config file (a bad one is refused and the old one
 keeps running; established connections are never dropped); SIGTERM or SIGINT
 stop accepting and drain open connections for proxy.drain_timeout.
@@ -80,6 +85,8 @@ type serveFlags struct {
 	hapCert     string
 	nodeID      string
 	nodeAddress string
+	admin       string
+	adminToken  string
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -101,6 +108,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&f.steer, "steer", "auto", "without --config: steering `MODE`: auto hands new connections straight to the backend's listening socket while no challenge is pending (Linux, root, backend on this host), off relays every one")
 	fs.StringVar(&f.nodeID, "node-id", "", "cluster mode (etcd storage): this node's `ID`, unique among live nodes (default: the host name)")
 	fs.StringVar(&f.nodeAddress, "node-address", "", "cluster mode: the `HOST:PORT` the balancer and the other nodes reach this node at (default: the listen address, with this host's first non-loopback address for an unspecified host)")
+	fs.StringVar(&f.admin, "admin", "", "serve the admin API (Prometheus /metrics, /healthz, /readyz, /status, POST /renew) on `ADDR`, such as 127.0.0.1:9443; loopback only unless --admin-token-file (overrides the config's admin)")
+	fs.StringVar(&f.adminToken, "admin-token-file", "", "`FILE` holding the bearer token the admin API requires (overrides the config's admin_token_file)")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge through the front door before telling the CA it is ready")
 	if err := fs.parse(args, 0); err != nil {
 		return err
@@ -185,8 +194,18 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 			if err == nil {
 				err = checkConfigFiles(next)
 			}
+			if err == nil {
+				err = adminFlags(f, next) // the flags override the file, as at start
+			}
 			return next, err
 		}
+	}
+	adminLn, err := adminListener(ctx, e, cfg, &fc)
+	if err != nil {
+		return err
+	}
+	if adminLn != nil {
+		defer adminLn.Close()
 	}
 	d, err := frontdoor.New(fc)
 	if err != nil {
@@ -235,6 +254,9 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 		}
 		if f.storage != "" {
 			cfg.Storage = config.Storage{Location: f.storage} // the flag replaces the whole section
+		}
+		if err := adminFlags(f, cfg); err != nil {
+			return nil, err
 		}
 		return cfg, nil
 	}
@@ -303,6 +325,9 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	}
 	if len(f.names) > 0 && !f.agreeTOS {
 		return nil, usagef("-d asks for certificates, which needs the CA's terms of service accepted: read them, then add --agree-tos")
+	}
+	if err := adminFlags(f, cfg); err != nil {
+		return nil, err
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
