@@ -600,9 +600,9 @@ func TestServeAdminUsage(t *testing.T) {
 	}
 }
 
-// readmeSection returns the fenced code blocks of lang in README.md's
+// readmeSectionBlocks returns the fenced code blocks of lang in README.md's
 // section titled heading (up to the next heading of any level).
-func readmeSection(t *testing.T, heading, lang string) []string {
+func readmeSectionBlocks(t *testing.T, heading, lang string) []string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
 	if err != nil {
@@ -635,7 +635,7 @@ func TestREADMEMetricsCommands(t *testing.T) {
 		t.Skipf("curl, which the README's commands use, is not installed: %v", err)
 	}
 	promtoolPath(t)
-	blocks := readmeSection(t, "### Metrics and the admin API", "sh")
+	blocks := readmeSectionBlocks(t, "### Metrics and the admin API", "sh")
 	if len(blocks) != 2 {
 		t.Fatalf("the section has %d sh blocks, want 2 (the admin API, the rules)", len(blocks))
 	}
