@@ -412,6 +412,13 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 		// One lookup decides: the handshake that follows serves what it
 		// found. Any other acme-tls/1 hello is the backend's.
 		if c, _ := s.acme.Lookup(name, hello.ALPN); c != nil {
+			if addr := c.Forward(); addr != "" {
+				// Another ACME client answers this name's
+				// challenges: relay the hello untouched.
+				s.logger.Info("forwarding tls-alpn-01 handshake", "server_name", name, "remote", client, "to", addr)
+				s.passthrough(conn, prefix, client, &Route{Backend: addr, Mode: Passthrough}, &st.cfg)
+				return
+			}
 			s.acme.ServeConn(clienthello.Replay(conn, prefix, client), c)
 			return
 		}

@@ -53,6 +53,12 @@ have() {
 missing=()
 have nginx || missing+=(nginx)
 have haproxy || missing+=(haproxy)
+# The keep-your-ACME-client tests (cmd/tlsalpn keepclient_test.go) run
+# Debian's lego, dehydrated and uacme (its ualpn client and ualpn.sh hook)
+# against Pebble through tlsalpn serve:
+have lego || missing+=(lego)
+have dehydrated || missing+=(dehydrated)
+have ualpn || missing+=(uacme)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
 # The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):
