@@ -61,11 +61,10 @@ have dehydrated || missing+=(dehydrated)
 have ualpn || missing+=(uacme)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
-# The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):
-# CI_DEPS_BENCH=1 adds them.
+# The benchmarks (bench/proxy.sh) also want wrk (and ualpn, above):
+# CI_DEPS_BENCH=1 adds it.
 if [ -n "${CI_DEPS_BENCH:-}" ]; then
 	have wrk || missing+=(wrk)
-	have ualpn || missing+=(uacme)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
