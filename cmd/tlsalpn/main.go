@@ -49,6 +49,7 @@ func commands() []command {
 		{"check", "validate a host from the outside exactly as the CA does", runCheck},
 		{"plan", "which challenge to use here, decided by probing", runPlan},
 		{"demo", "run the whole flow on this machine against an embedded test CA", runDemo},
+		{"challenge", "publish or withdraw a challenge on a running serve, for another ACME client's hook", runChallenge},
 	}
 }
 

@@ -78,6 +78,7 @@ type serveFlags struct {
 	steer       string
 	hapSocket   string
 	hapCert     string
+	keep        keepClientFlags
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -98,6 +99,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&f.profile, "profile", "", "without --config: ACME `PROFILE`")
 	fs.StringVar(&f.steer, "steer", "auto", "without --config: steering `MODE`: auto hands new connections straight to the backend's listening socket while no challenge is pending (Linux, root, backend on this host), off relays every one")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge through the front door before telling the CA it is ready")
+	f.keep.register(fs)
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
@@ -211,6 +213,9 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 		if f.storage != "" {
 			cfg.Storage = config.Storage{Location: f.storage} // the flag replaces the whole section
 		}
+		if err := f.keep.apply(cfg); err != nil {
+			return nil, err
+		}
 		return cfg, nil
 	}
 	if err := validateServeFlags(e, f); err != nil {
@@ -269,6 +274,9 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	}
 	if len(f.names) > 0 && !f.agreeTOS {
 		return nil, usagef("-d asks for certificates, which needs the CA's terms of service accepted: read them, then add --agree-tos")
+	}
+	if err := f.keep.apply(cfg); err != nil {
+		return nil, err
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
