@@ -133,7 +133,8 @@ func (r *keepRig) finish(t *testing.T) {
 	if l := r.probes.leaks.Load(); l != 0 {
 		t.Errorf("check's leak probes saw %d leaks: %v", l, r.probes.last.Load())
 	}
-	t.Logf("%d requests through nginx, 0 failed; %d rounds of leak probes, 0 leaks", r.loop.ok.Load(), r.probes.runs.Load())
+	t.Logf("%d requests through nginx, %d failed; %d rounds of leak probes, %d leaks",
+		r.loop.ok.Load(), r.loop.failed.Load(), r.probes.runs.Load(), r.probes.leaks.Load())
 	if code := r.stop(); code != exitOK {
 		t.Errorf("serve exited %d:\n%s", code, r.stderr.String())
 	}
