@@ -75,6 +75,13 @@ func keepClient(cfg *config.Config) (*responder.KeepClient, error) {
 	return k, nil
 }
 
+// CheckKeepClient reports what New would refuse in cfg's acme_forward
+// settings, for serve --check-config.
+func CheckKeepClient(cfg *config.Config) error {
+	_, err := keepClient(cfg)
+	return err
+}
+
 // checkForward refuses a forward address that is not HOST:PORT.
 func checkForward(addr string) error {
 	host, port, err := net.SplitHostPort(addr)

@@ -469,3 +469,21 @@ func validationCert(t *testing.T, addr, name string) *x509.Certificate {
 	defer c.Close()
 	return c.ConnectionState().PeerCertificates[0]
 }
+
+// TestKeepClientBadValues: a forward address that is not HOST:PORT is a
+// usage error before anything starts, from a flag or from the config.
+func TestKeepClientBadValues(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "c.yaml")
+	os.WriteFile(conf, []byte("storage: "+dir+"\nroutes:\n  - names: [\"*\"]\n    backend: 127.0.0.1:8443\n    acme_forward: nope\n"), 0o644)
+	for _, args := range [][]string{
+		{"serve", "--listen", "127.0.0.1:" + itoa(freePort(t)), "--backend", "127.0.0.1:8443", "--acme-forward", "5001", "--storage", dir},
+		{"serve", "--check-config", conf},
+		{"serve", "--config", conf},
+	} {
+		code, _, stderr := runCLI(t, context.Background(), args...)
+		if code != exitUsage || !strings.Contains(stderr, "HOST:PORT") {
+			t.Errorf("%q: exit %d, %q; want %d and a HOST:PORT error", args, code, stderr, exitUsage)
+		}
+	}
+}

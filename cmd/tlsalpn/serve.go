@@ -306,6 +306,9 @@ func checkConfigFiles(cfg *config.Config) error {
 	if _, err := issuer.ResolveCA(cfg.ACME.CA); err != nil {
 		return fmt.Errorf("acme.ca: %w", err)
 	}
+	if err := frontdoor.CheckKeepClient(cfg); err != nil {
+		return err
+	}
 	for i, c := range cfg.Certificates {
 		ids, err := parseNames(c.Names)
 		if err == nil {
