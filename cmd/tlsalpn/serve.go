@@ -51,6 +51,16 @@ before a challenge is published, new connections come to the front door again
 until the last one is withdrawn. Where steering cannot be had, every
 connection is relayed, and the log says why.
 
+Keeping another ACME client (lego, acme.sh, dehydrated, uacme): --acme-forward
+HOST:PORT relays validations for names with no challenge of tlsalpn's own
+pending to where lego --tls.port or acme.sh --tlsport answers; --acme-cert-dir
+DIR serves the challenge certificates dehydrated writes to its ALPNCERTDIR;
+--ualpn-socket PATH speaks ualpn's socket protocol, for uacme's ualpn.sh hook
+and "tlsalpn challenge publish". Only a ClientHello offering exactly
+acme-tls/1 ever reaches them. Forwarding and a challenge directory keep the
+front door relaying every connection (steering off): the other client decides
+alone when the CA connects.
+
 Signals: SIGHUP re-reads the config file (a bad one is refused and the old one
 keeps running; established connections are never dropped); SIGTERM or SIGINT
 stop accepting and drain open connections for proxy.drain_timeout.
