@@ -94,8 +94,9 @@ func (r *Responder) Scan() {
 type certDir struct {
 	path string
 
-	mu    sync.Mutex
-	cache map[string]*dirEntry // by server name
+	mu      sync.Mutex
+	cache   map[string]*dirEntry // by server name
+	scanErr string               // the last scan's error, logged once
 }
 
 type dirEntry struct {
@@ -146,8 +147,19 @@ func (d *certDir) get(name string, logger *slog.Logger) *tls.Certificate {
 
 func (d *certDir) scan(logger *slog.Logger) {
 	ents, err := os.ReadDir(d.path)
+	d.mu.Lock()
+	report := err != nil && err.Error() != d.scanErr
+	d.scanErr = ""
 	if err != nil {
-		logger.Warn("challenge directory unreadable", "dir", d.path, "error", err)
+		d.scanErr = err.Error()
+	}
+	d.mu.Unlock()
+	if err != nil {
+		// Once per error, not every scan: dehydrated creates its
+		// ALPNCERTDIR only when it first needs it.
+		if report {
+			logger.Warn("challenge directory unreadable; its certificates are not served until it can be read", "dir", d.path, "error", err)
+		}
 		return
 	}
 	seen := map[string]bool{}
