@@ -341,6 +341,15 @@ func (c *Config) Summary() string {
 	if n := len(c.Proxy.TrustedProxies); n > 0 {
 		parts = append(parts, fmt.Sprintf("PROXY protocol accepted from %s", plural(n, "network")))
 	}
+	if c.ACMEForward != "" {
+		parts = append(parts, "acme-tls/1 validations of other names forwarded to "+c.ACMEForward)
+	}
+	if c.ACMECertDir != "" {
+		parts = append(parts, "challenge certificates read from "+c.ACMECertDir)
+	}
+	if c.UALPNSocket != "" {
+		parts = append(parts, "ualpn socket "+c.UALPNSocket)
+	}
 	parts = append(parts, fmt.Sprintf("at most %d connections", c.Proxy.MaxConnections))
 	if c.Storage.Location != "" {
 		parts = append(parts, "storage in "+c.Storage.Location)
