@@ -357,10 +357,10 @@ func (rt *runtime) reload(ctx context.Context, cur, next *config.Config) error {
 	if next.ACMECertDir != cur.ACMECertDir || next.UALPNSocket != cur.UALPNSocket {
 		return errors.New("acme_cert_dir or ualpn_socket changed: that needs a restart")
 	}
-	rt.r.SetKeepClient(kc)
 	if err := rt.srv.Reload(ProxyConfig(next)); err != nil {
 		return err
 	}
+	rt.r.SetKeepClient(kc)
 	rt.applySteering(ctx, next, rt.front)
 	rt.stopKeeping()
 	return rt.startKeeping(ctx, next)

@@ -173,6 +173,10 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 		fc.Load = func() (*config.Config, error) {
 			next, err := config.Load(f.configFile)
 			if err == nil {
+				// The flags given at start still hold.
+				err = f.keep.apply(next)
+			}
+			if err == nil {
 				err = checkConfigFiles(next)
 			}
 			return next, err
