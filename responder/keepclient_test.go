@@ -258,6 +258,19 @@ func TestServeUALPNRealClient(t *testing.T) {
 	if r.Pending() != 0 {
 		t.Error("unauth left the challenge pending")
 	}
+	// An auth never unauthed (the hook died) is withdrawn after a while,
+	// so that it cannot keep steering off for good.
+	r.ualpnTTL = 50 * time.Millisecond
+	if got := client("auth u.example " + digest); got != "OK" {
+		t.Fatalf("auth: %q; want OK", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Pending() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.Pending() != 0 {
+		t.Error("an auth never unauthed stayed pending past its time")
+	}
 }
 
 type syncLog struct {

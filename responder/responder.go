@@ -104,6 +104,8 @@ type Responder struct {
 	observe func(Event)
 	// handshakeTimeout is HandshakeTimeout; tests shorten it.
 	handshakeTimeout time.Duration
+	// ualpnTTL is ualpnAuthTTL; tests shorten it.
+	ualpnTTL time.Duration
 
 	// holds counts the Publish calls that succeeded or are still waiting,
 	// not yet unpublished, and tells the pending hook (WithPendingHook).
@@ -144,7 +146,7 @@ func WithPendingHook(fn func(ctx context.Context, pending bool) error) Option {
 
 // New returns a Responder with no pending challenges.
 func New(opts ...Option) *Responder {
-	r := &Responder{pending: make(map[string]*Challenge), handshakeTimeout: HandshakeTimeout}
+	r := &Responder{pending: make(map[string]*Challenge), handshakeTimeout: HandshakeTimeout, ualpnTTL: ualpnAuthTTL}
 	for _, o := range opts {
 		o(r)
 	}

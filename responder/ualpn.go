@@ -21,6 +21,12 @@ const ualpnMaxLine = 1024
 // ualpnIdle closes a socket client that sends nothing for this long.
 const ualpnIdle = 30 * time.Second
 
+// ualpnAuthTTL withdraws a challenge published on the socket that was
+// never unauthed (a hook that died between "begin" and "done"): a CA
+// validates within minutes, and a challenge left pending would keep
+// steering off for good.
+const ualpnAuthTTL = 30 * time.Minute
+
 // ServeUALPN speaks ualpn's socket protocol on ln until ctx ends, so that
 // an ACME client's hook written for ualpn (uacme's ualpn.sh, which runs
 // "echo 'auth NAME DIGEST' | ualpn") drives this responder instead. The
@@ -38,7 +44,7 @@ const ualpnIdle = 30 * time.Second
 // relay before "OK" is sent, so the hook's client may tell the CA at once.
 // Challenges still published when ServeUALPN returns are withdrawn.
 func (r *Responder) ServeUALPN(ctx context.Context, ln net.Listener) error {
-	s := &ualpnServer{r: r, held: map[string]func(){}}
+	s := &ualpnServer{r: r, held: map[string]*ualpnAuth{}}
 	defer s.withdrawAll()
 	defer ln.Close()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -70,14 +76,27 @@ func (r *Responder) ServeUALPN(ctx context.Context, ln net.Listener) error {
 type ualpnServer struct {
 	r    *Responder
 	mu   sync.Mutex
-	held map[string]func() // withdraw, by normalised server name
+	held map[string]*ualpnAuth // by normalised server name
+}
+
+// ualpnAuth is one challenge published on the socket.
+type ualpnAuth struct {
+	withdraw func()
+	expire   *time.Timer
+}
+
+func (a *ualpnAuth) release() {
+	if a.expire != nil {
+		a.expire.Stop()
+	}
+	a.withdraw()
 }
 
 func (s *ualpnServer) withdrawAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for name, w := range s.held {
-		w()
+	for name, a := range s.held {
+		a.release()
 		delete(s.held, name)
 	}
 }
@@ -127,15 +146,25 @@ func (s *ualpnServer) command(ctx context.Context, line string) error {
 		name := challenge.ServerName(id)
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if w := s.held[name]; w != nil {
-			w()
+		if a := s.held[name]; a != nil {
+			a.release()
 			delete(s.held, name)
 		}
 		w, err := s.r.Offer(ctx, name, cert)
 		if err != nil {
 			return fmt.Errorf("auth %s: %w", f[1], err)
 		}
-		s.held[name] = w
+		a := &ualpnAuth{withdraw: w}
+		s.held[name] = a
+		a.expire = time.AfterFunc(s.r.ualpnTTL, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.held[name] == a {
+				a.release()
+				delete(s.held, name)
+				s.r.logger.Warn("ualpn socket: challenge withdrawn: no unauth came for it", "identifier", id.Value, "after", s.r.ualpnTTL)
+			}
+		})
 		s.r.logger.Info("ualpn socket: challenge published", "identifier", id.Value)
 		return nil
 	case len(f) == 2 && f[0] == "unauth":
@@ -148,11 +177,11 @@ func (s *ualpnServer) command(ctx context.Context, line string) error {
 		defer s.mu.Unlock()
 		// Withdrawing what is not published is done, as Unpublish
 		// has it: uacme runs "unauth" after a failed "auth" too.
-		if w := s.held[name]; w != nil {
-			w()
+		if a := s.held[name]; a != nil {
+			a.release()
 			delete(s.held, name)
+			s.r.logger.Info("ualpn socket: challenge withdrawn", "identifier", id.Value)
 		}
-		s.r.logger.Info("ualpn socket: challenge withdrawn", "identifier", id.Value)
 		return nil
 	}
 	return fmt.Errorf("unknown command %q: want \"auth IDENTIFIER DIGEST\" or \"unauth IDENTIFIER\"", line)
