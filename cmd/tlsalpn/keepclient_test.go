@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -485,5 +486,79 @@ func TestKeepClientBadValues(t *testing.T) {
 		if code != exitUsage || !strings.Contains(stderr, "HOST:PORT") {
 			t.Errorf("%q: exit %d, %q; want %d and a HOST:PORT error", args, code, stderr, exitUsage)
 		}
+	}
+}
+
+// TestKeepClientForwardReload: SIGHUP applies a new acme_forward at
+// once: validations for the name go to the new address, nothing else
+// does, and the flags given at start still hold.
+func TestKeepClientForwardReload(t *testing.T) {
+	dir := t.TempDir()
+	backendAddr := echoTLSBackend(t, "example.com")
+	// Two forward targets that count the connections they get.
+	type target struct {
+		addr string
+		n    atomic.Int64
+	}
+	targets := make([]*target, 2)
+	for i := range targets {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		tg := &target{addr: ln.Addr().String()}
+		targets[i] = tg
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				tg.n.Add(1)
+				c.Close()
+			}
+		}()
+	}
+	listen := "127.0.0.1:" + itoa(freePort(t))
+	cfg := filepath.Join(dir, "serve.yaml")
+	write := func(fwd string) {
+		os.WriteFile(cfg, []byte("listen: \""+listen+"\"\nstorage: "+filepath.Join(dir, "store")+
+			"\nroutes:\n  - names: [\"*\"]\n    backend: "+backendAddr+"\n    acme_forward: "+fwd+"\n"), 0o644)
+	}
+	write(targets[0].addr)
+	sock := filepath.Join(dir, "u.sock")
+	_, stderr, stop := startServe(t, "--config", cfg, "--ualpn-socket", sock)
+	waitForPort(t, listen, 10*time.Second)
+	hello := func(alpn []string) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", listen,
+			&tls.Config{InsecureSkipVerify: true, ServerName: "example.com", NextProtos: alpn})
+		if err == nil {
+			c.Close()
+		}
+	}
+	hello([]string{"acme-tls/1"})
+	hello([]string{"h2", "http/1.1"})
+	if a, b := targets[0].n.Load(), targets[1].n.Load(); a != 1 || b != 0 {
+		t.Fatalf("before the reload: %d and %d connections forwarded; want 1 and 0", a, b)
+	}
+	write(targets[1].addr)
+	before := strings.Count(stderr.String(), "configuration reloaded")
+	if self, err := os.FindProcess(os.Getpid()); err == nil {
+		self.Signal(syscall.SIGHUP)
+	}
+	waitFor(t, "the reload", 10*time.Second, func() bool { return strings.Count(stderr.String(), "configuration reloaded") > before })
+	hello([]string{"acme-tls/1"})
+	hello(nil)
+	if a, b := targets[0].n.Load(), targets[1].n.Load(); a != 1 || b != 1 {
+		t.Errorf("after the reload: %d and %d connections forwarded; want 1 and 1\n%s", a, b, stderr.String())
+	}
+	// The --ualpn-socket flag held through the reload.
+	code, _, errOut := runCLI(t, context.Background(), "challenge", "withdraw", "--name", "example.com", "--socket", sock)
+	if code != exitOK {
+		t.Errorf("the ualpn socket did not survive the reload: %s", errOut)
+	}
+	if code := stop(); code != exitOK {
+		t.Errorf("serve exited %d:\n%s", code, stderr.String())
 	}
 }
