@@ -7,9 +7,12 @@
 //
 // The rule that makes it safe to put in front of production: a connection
 // gets a validation certificate only when its ClientHello offers exactly
-// acme-tls/1 for a name with a challenge pending now. Any other
-// acme-tls/1 hello goes to the backend like everything else, so a backend
-// that solves its own challenges keeps working.
+// acme-tls/1 for a name with a challenge pending now. When another ACME
+// client is kept beside tlsalpn, such a hello for a name with no challenge
+// of tlsalpn's own pending may instead be relayed, untouched, to where
+// that client answers (responder.Lookup decides; Challenge.Forward says
+// where). Any other acme-tls/1 hello goes to the backend like everything
+// else, so a backend that solves its own challenges keeps working.
 package proxy
 
 import (
