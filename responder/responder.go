@@ -11,6 +11,11 @@
 // such as "tlsalpn issue" validates; or inside any Go TLS server through
 // TLSConfig or GetConfigForClient, so that the server keeps serving its real
 // certificates while it also answers the CA.
+//
+// The challenges may also be another ACME client's, kept beside tlsalpn:
+// published through ualpn's socket protocol (ServeUALPN), read from the
+// directory it writes them to, or relayed to where it answers (see
+// KeepClient). The rule above holds for them all.
 package responder
 
 import (
