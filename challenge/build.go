@@ -51,11 +51,17 @@ const (
 // result is parsed back with x509.ParseCertificate for Leaf, which also
 // checks that the encoding is sound.
 func Build(id Identifier, keyAuth string) (*tls.Certificate, error) {
+	return BuildFromHash(id, KeyAuthorizationHash(keyAuth))
+}
+
+// BuildFromHash is Build given SHA-256(keyAuth) instead of keyAuth: what
+// ualpn's socket protocol carries (uacme passes its hooks the digest, not
+// the key authorization).
+func BuildFromHash(id Identifier, sum [32]byte) (*tls.Certificate, error) {
 	san, err := sanValue(id)
 	if err != nil {
 		return nil, err
 	}
-	sum := KeyAuthorizationHash(keyAuth)
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

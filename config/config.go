@@ -32,6 +32,18 @@ type Config struct {
 	// AdminTokenFile holds the bearer token every admin API request must
 	// carry; required for an address that is not loopback.
 	AdminTokenFile string `yaml:"admin_token_file" example:"/etc/tlsalpn/admin-token"`
+	// ACMEForward is where validation handshakes (exactly acme-tls/1)
+	// for names with no challenge of tlsalpn's own pending are relayed,
+	// byte for byte: the port another ACME client answers on (lego
+	// --tls.port, acme.sh --tlsport). A route's own acme_forward wins.
+	ACMEForward string `yaml:"acme_forward" example:"127.0.0.1:5001"`
+	// ACMECertDir is a directory where another ACME client writes
+	// challenge certificates as NAME.crt.pem and NAME.key.pem
+	// (dehydrated's ALPNCERTDIR); they are served to validations.
+	ACMECertDir string `yaml:"acme_cert_dir" example:"/var/lib/dehydrated/alpn-certs"`
+	// UALPNSocket is a Unix socket speaking ualpn's protocol, for uacme's
+	// ualpn.sh hook and "tlsalpn challenge publish".
+	UALPNSocket string `yaml:"ualpn_socket" example:"/run/ualpn.sock"`
 
 	// Set by Parse so that Validate can point at the line of a value.
 	file string
@@ -138,6 +150,8 @@ type Route struct {
 	Backend   string   `yaml:"backend" example:"127.0.0.1:8443"` // host:port
 	Mode      string   `yaml:"mode" example:"passthrough"`       // ModePassthrough (default), ModeHTTP or ModeTCP
 	SendProxy int      `yaml:"send_proxy" want:"0, 1 or 2"`      // PROXY protocol version sent to the backend: 0 (none), 1 or 2
+	// ACMEForward overrides the top-level acme_forward for these names.
+	ACMEForward string `yaml:"acme_forward" example:"127.0.0.1:5001"`
 }
 
 // Certificate is one certificate to obtain at start and keep renewed.
@@ -333,6 +347,15 @@ func (c *Config) Summary() string {
 	}
 	if n := len(c.Proxy.TrustedProxies); n > 0 {
 		parts = append(parts, fmt.Sprintf("PROXY protocol accepted from %s", plural(n, "network")))
+	}
+	if c.ACMEForward != "" {
+		parts = append(parts, "acme-tls/1 validations of other names forwarded to "+c.ACMEForward)
+	}
+	if c.ACMECertDir != "" {
+		parts = append(parts, "challenge certificates read from "+c.ACMECertDir)
+	}
+	if c.UALPNSocket != "" {
+		parts = append(parts, "ualpn socket "+c.UALPNSocket)
 	}
 	parts = append(parts, fmt.Sprintf("at most %d connections", c.Proxy.MaxConnections))
 	if c.Storage.Location != "" {

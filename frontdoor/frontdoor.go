@@ -131,6 +131,11 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	rt.applySteering(ctx, cfg, rt.front)
 	defer rt.closeSteering()
 
+	// Another ACME client's challenges (a directory, the ualpn socket)
+	// are answered from the first connection on.
+	if err := rt.serveKeepClient(ctx, cfg); err != nil {
+		return err
+	}
 	served := make(chan error, 1)
 	go func() { served <- rt.srv.Serve(context.WithoutCancel(ctx), ln) }()
 	rt.startKeeping(ctx, cfg)
@@ -254,7 +259,11 @@ func newRuntime(c Config) (*runtime, error) {
 	// the responder's first-pending / last-withdrawn hook.
 	rt.steer.gate = &steer.Switch{}
 	rt.r = responder.New(append(responderOptions(c), responder.WithLogger(logger), responder.WithPendingHook(rt.steer.gate.Pending))...)
-	var err error
+	kc, err := keepClient(cfg)
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	rt.r.SetKeepClient(kc)
 	if rt.host, err = os.Hostname(); err != nil || rt.host == "" {
 		rt.host = "localhost"
 	}
@@ -416,9 +425,17 @@ func (rt *runtime) reload(ctx context.Context, cur, next *config.Config) error {
 	if _, _, err := rt.manager(next); err != nil {
 		return err
 	}
+	kc, err := keepClient(next)
+	if err != nil {
+		return err
+	}
+	if next.ACMECertDir != cur.ACMECertDir || next.UALPNSocket != cur.UALPNSocket {
+		return errors.New("acme_cert_dir or ualpn_socket changed: that needs a restart")
+	}
 	if err := rt.srv.Reload(ProxyConfig(next)); err != nil {
 		return err
 	}
+	rt.r.SetKeepClient(kc)
 	rt.applySteering(ctx, next, rt.front)
 	rt.stopKeeping()
 	return rt.startKeeping(ctx, next)

@@ -32,6 +32,8 @@ func steerBackend(cfg *config.Config) (backend, why string) {
 		return "", "the backend expects a PROXY protocol header (send_proxy)"
 	case len(cfg.Proxy.TrustedProxies) > 0:
 		return "", "trusted_proxies send PROXY protocol headers, which only the front door can read"
+	case keepClientSteerWhy(cfg) != "":
+		return "", keepClientSteerWhy(cfg)
 	}
 	return cfg.Routes[0].Backend, ""
 }

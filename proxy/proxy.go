@@ -7,9 +7,12 @@
 //
 // The rule that makes it safe to put in front of production: a connection
 // gets a validation certificate only when its ClientHello offers exactly
-// acme-tls/1 for a name with a challenge pending now. Any other
-// acme-tls/1 hello goes to the backend like everything else, so a backend
-// that solves its own challenges keeps working.
+// acme-tls/1 for a name with a challenge pending now. When another ACME
+// client is kept beside tlsalpn, such a hello for a name with no challenge
+// of tlsalpn's own pending may instead be relayed, untouched, to where
+// that client answers (responder.Lookup decides; Challenge.Forward says
+// where). Any other acme-tls/1 hello goes to the backend like everything
+// else, so a backend that solves its own challenges keeps working.
 package proxy
 
 import (
@@ -430,6 +433,13 @@ func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
 		// found. Any other acme-tls/1 hello is the backend's.
 		c, err := s.acme.Lookup(name, hello.ALPN)
 		if c != nil {
+			if addr := c.Forward(); addr != "" {
+				// Another ACME client answers this name's
+				// challenges: relay the hello untouched.
+				s.logger.Info("forwarding tls-alpn-01 handshake", "server_name", name, "remote", client, "to", addr)
+				s.passthrough(conn, prefix, client, &Route{Backend: addr, Mode: Passthrough}, &st.cfg)
+				return
+			}
 			s.acme.ServeConn(clienthello.Replay(conn, prefix, client), c)
 			return
 		}

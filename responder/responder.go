@@ -11,6 +11,11 @@
 // such as "tlsalpn issue" validates; or inside any Go TLS server through
 // TLSConfig or GetConfigForClient, so that the server keeps serving its real
 // certificates while it also answers the CA.
+//
+// The challenges may also be another ACME client's, kept beside tlsalpn:
+// published through ualpn's socket protocol (ServeUALPN), read from the
+// directory it writes them to, or relayed to where it answers (see
+// KeepClient). The rule above holds for them all.
 package responder
 
 import (
@@ -23,6 +28,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
@@ -68,7 +74,15 @@ type Challenge struct {
 	cert *tls.Certificate
 	seen chan struct{} // capacity 1; a send means "the CA has been served"
 	done chan struct{} // closed by the Unpublish that removes this entry
+	// forward, when set, is the address this handshake is relayed to,
+	// byte for byte, instead of being answered here (cert is nil): the
+	// third outcome of Lookup, for another ACME client's responder.
+	forward string
 }
+
+// Forward returns the address a front door must relay this validation
+// handshake to, untouched, or "" when it is answered here (ServeConn).
+func (c *Challenge) Forward() string { return c.forward }
 
 // withdrawn reports whether c was unpublished since it was looked up.
 func (c *Challenge) withdrawn() bool {
@@ -96,6 +110,8 @@ type Responder struct {
 	observe func(Event)
 	// handshakeTimeout is HandshakeTimeout; tests shorten it.
 	handshakeTimeout time.Duration
+	// ualpnTTL is ualpnAuthTTL; tests shorten it.
+	ualpnTTL time.Duration
 
 	// holds counts the Publish calls that succeeded or are still waiting,
 	// not yet unpublished, and tells the pending hook (WithPendingHook).
@@ -105,6 +121,10 @@ type Responder struct {
 
 	mu      sync.RWMutex
 	pending map[string]*Challenge // keyed by the SNI the CA sends
+
+	// keep is how challenges of another ACME client are found (a
+	// challenge directory, an address to forward to); nil for none.
+	keep atomic.Pointer[KeepClient]
 }
 
 // Option configures a Responder.
@@ -132,7 +152,7 @@ func WithPendingHook(fn func(ctx context.Context, pending bool) error) Option {
 
 // New returns a Responder with no pending challenges.
 func New(opts ...Option) *Responder {
-	r := &Responder{pending: make(map[string]*Challenge), handshakeTimeout: HandshakeTimeout}
+	r := &Responder{pending: make(map[string]*Challenge), handshakeTimeout: HandshakeTimeout, ualpnTTL: ualpnAuthTTL}
 	for _, o := range opts {
 		o(r)
 	}
@@ -240,17 +260,27 @@ func IsValidationHello(alpn []string) bool {
 
 // Lookup decides whether a handshake offering alpn for serverName is
 // answered here: it returns (nil, nil) when it is not a validation
-// handshake (see IsValidationHello), the pending Challenge when it is one
-// for a name with a challenge published, and (nil, ErrNoChallenge)
-// otherwise. It is the one place the acme-tls/1 decision is made, for
-// GetConfigForClient and for a front door that peeked the ClientHello
-// and hands the connection to ServeConn with what Lookup returned.
+// handshake (see IsValidationHello); the pending Challenge when it is one
+// for a name with a challenge published, or with a valid certificate in
+// the challenge directory (see KeepClient); a Challenge whose Forward is
+// the address to relay the handshake to when no challenge of ours is
+// pending and forwarding is configured for the name; and (nil,
+// ErrNoChallenge) otherwise. It is the one place the acme-tls/1 decision
+// is made, for GetConfigForClient and for a front door that peeked the
+// ClientHello and hands the connection to ServeConn (or, for a forwarded
+// one, relays it) with what Lookup returned.
 func (r *Responder) Lookup(serverName string, alpn []string) (*Challenge, error) {
 	if !IsValidationHello(alpn) {
 		return nil, nil
 	}
-	if c := r.lookup(challenge.NormalizeServerName(serverName)); c != nil {
+	name := challenge.NormalizeServerName(serverName)
+	if c := r.lookup(name); c != nil {
 		return c, nil
+	}
+	if k := r.keep.Load(); k != nil && name != "" {
+		if c := k.lookup(name, r.logger); c != nil {
+			return c, nil
+		}
 	}
 	return nil, ErrNoChallenge
 }
@@ -285,6 +315,14 @@ func (r *Responder) answer(hello *tls.ClientHelloInfo, c *Challenge) (*tls.Confi
 		remote = hello.Conn.RemoteAddr()
 	}
 	ev := Event{RemoteAddr: remote, ALPN: hello.SupportedProtos}
+	if c != nil && c.forward != "" {
+		// Only a front door that peeked the hello can relay it; a
+		// handshake already under way here cannot be.
+		ev.ServerName = c.name
+		ev.Err = ErrForwardOnly
+		r.emit(ev)
+		return nil, fmt.Errorf("tls-alpn-01 handshake for %q from %v: %w", hello.ServerName, remote, ErrForwardOnly)
+	}
 	if c == nil || c.withdrawn() {
 		ev.ServerName = challenge.NormalizeServerName(hello.ServerName)
 		ev.Err = ErrNoChallenge

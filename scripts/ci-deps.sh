@@ -65,13 +65,17 @@ have systemd-analyze || missing+=(systemd)
 have promtool || missing+=(prometheus)
 # curl runs the README's admin API commands as written.
 have curl || missing+=(curl)
+# The keep-your-ACME-client tests (cmd/tlsalpn keepclient_test.go) run
+# Debian's lego, dehydrated and uacme (its ualpn client and ualpn.sh hook)
+# against Pebble through tlsalpn serve:
+have dehydrated || missing+=(dehydrated)
+have ualpn || missing+=(uacme)
 # Cluster tests, when they exist:
 # have etcd || missing+=(etcd-server)
-# The benchmarks (bench/proxy.sh) also want wrk and ualpn (Debian's uacme):
-# CI_DEPS_BENCH=1 adds them.
+# The benchmarks (bench/proxy.sh) also want wrk (and ualpn, above):
+# CI_DEPS_BENCH=1 adds it.
 if [ -n "${CI_DEPS_BENCH:-}" ]; then
 	have wrk || missing+=(wrk)
-	have ualpn || missing+=(uacme)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -52,6 +52,7 @@ func commands() []command {
 		{"plan", "which challenge to use here, decided by probing", runPlan},
 		{"demo", "run the whole flow on this machine against an embedded test CA", runDemo},
 		{"install-service", "write the systemd units for serve, or the renew timer", runInstallService},
+		{"challenge", "publish or withdraw a challenge on a running serve, for another ACME client's hook", runChallenge},
 	}
 }
 

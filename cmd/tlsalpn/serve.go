@@ -56,6 +56,16 @@ serves Prometheus metrics on /metrics, /healthz, /readyz, /status (JSON) and
 POST /renew?name=NAME. Loopback only, unless --admin-token-file names a file
 holding the bearer token every request must then send.
 
+Keeping another ACME client (lego, acme.sh, dehydrated, uacme): --acme-forward
+HOST:PORT relays validations for names with no challenge of tlsalpn's own
+pending to where lego --tls.port or acme.sh --tlsport answers; --acme-cert-dir
+DIR serves the challenge certificates dehydrated writes to its ALPNCERTDIR;
+--ualpn-socket PATH speaks ualpn's socket protocol, for uacme's ualpn.sh hook
+and "tlsalpn challenge publish". Only a ClientHello offering exactly
+acme-tls/1 ever reaches them. Forwarding and a challenge directory keep the
+front door relaying every connection (steering off): the other client decides
+alone when the CA connects.
+
 Signals: SIGHUP re-reads the config file (a bad one is refused and the old one
 keeps running; established connections are never dropped); SIGTERM or SIGINT
 stop accepting and drain open connections for proxy.drain_timeout.
@@ -87,6 +97,7 @@ type serveFlags struct {
 	nodeAddress string
 	admin       string
 	adminToken  string
+	keep        keepClientFlags
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -111,6 +122,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&f.admin, "admin", "", "serve the admin API (Prometheus /metrics, /healthz, /readyz, /status, POST /renew) on `ADDR`, such as 127.0.0.1:9443; loopback only unless --admin-token-file (overrides the config's admin)")
 	fs.StringVar(&f.adminToken, "admin-token-file", "", "`FILE` holding the bearer token the admin API requires (overrides the config's admin_token_file)")
 	fs.BoolVar(&f.noPreflight, "no-preflight", false, "do not check each challenge through the front door before telling the CA it is ready")
+	f.keep.register(fs)
 	if err := fs.parse(args, 0); err != nil {
 		return err
 	}
@@ -192,6 +204,10 @@ func runFrontDoor(ctx context.Context, e *env, f *serveFlags, cfg *config.Config
 		fc.Load = func() (*config.Config, error) {
 			next, err := config.Load(f.configFile)
 			if err == nil {
+				// The flags given at start still hold.
+				err = f.keep.apply(next)
+			}
+			if err == nil {
 				err = checkConfigFiles(next)
 			}
 			if err == nil {
@@ -256,6 +272,9 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 			cfg.Storage = config.Storage{Location: f.storage} // the flag replaces the whole section
 		}
 		if err := adminFlags(f, cfg); err != nil {
+			return nil, err
+		}
+		if err := f.keep.apply(cfg); err != nil {
 			return nil, err
 		}
 		return cfg, nil
@@ -329,6 +348,9 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	if err := adminFlags(f, cfg); err != nil {
 		return nil, err
 	}
+	if err := f.keep.apply(cfg); err != nil {
+		return nil, err
+	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, usagef("%s", asFlags(err))
@@ -359,6 +381,9 @@ func checkConfigFiles(cfg *config.Config) error {
 	}
 	if _, err := issuer.ResolveCA(cfg.ACME.CA); err != nil {
 		return fmt.Errorf("acme.ca: %w", err)
+	}
+	if err := frontdoor.CheckKeepClient(cfg); err != nil {
+		return err
 	}
 	for i, c := range cfg.Certificates {
 		ids, err := parseNames(c.Names)
