@@ -70,8 +70,6 @@ have curl || missing+=(curl)
 # against Pebble through tlsalpn serve:
 have dehydrated || missing+=(dehydrated)
 have ualpn || missing+=(uacme)
-# Cluster tests, when they exist:
-# have etcd || missing+=(etcd-server)
 # The benchmarks (bench/proxy.sh) also want wrk (and ualpn, above):
 # CI_DEPS_BENCH=1 adds it.
 if [ -n "${CI_DEPS_BENCH:-}" ]; then
