@@ -168,16 +168,11 @@ func (m *Manager) LoadIntoCache(ctx context.Context, spec Spec, cache *Cache) (*
 }
 
 func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owners *broadcast) {
-	name := spec.Names[0]
-	backoff := opts.MinBackoff
-	deployBackoff := opts.MinBackoff
+	k := &keeping{spec: spec, opts: opts, backoff: opts.MinBackoff, deployBackoff: opts.MinBackoff}
 	var wake <-chan struct{}
 	if opts.Wake != nil {
 		wake = opts.Wake(spec)
 	}
-	// needSince is when this keeper, not the owner, first found the
-	// certificate missing or revoked, for OwnerGrace.
-	var needSince time.Time
 	for {
 		// Taken before ownership is asked, so that a change between the
 		// two is not missed.
@@ -189,80 +184,16 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owne
 			seen = stampOf(&s.Record, true)
 		}
 		if ok && s.Revoked.IsZero() {
-			needSince = time.Time{}
-		} else if needSince.IsZero() {
-			needSince = m.now()
+			k.needSince = time.Time{}
+		} else if k.needSince.IsZero() {
+			k.needSince = m.now()
 		}
 		var wait time.Duration
 		var got *Record // what an attempt stored
-		switch {
-		case !ok || !s.Revoked.IsZero():
-			if !owned {
-				if takeOver := needSince.Add(opts.OwnerGrace); m.now().Before(takeOver) {
-					wait = min(time.Until(takeOver), opts.CheckEvery)
-					m.logger.Debug("certificate missing or revoked; left to the node that owns it", "name", name,
-						"taken_over_in", wait.Round(time.Second))
-					break
-				}
-				m.logger.Warn("obtaining a certificate another node owns: it has been missing or revoked for longer than the grace given to its owner",
-					"name", name, "grace", opts.OwnerGrace)
-			}
-			if !ok {
-				// Missing, or the names changed: obtain now.
-				wait, got = m.attempt(ctx, spec, nil, TriggerMissing, opts, &backoff, &deployBackoff)
-				break
-			}
-			// Serving a revoked certificate fails every client that
-			// checks; the configuration asks for these names to be
-			// served, so a new certificate (new key, no "replaces")
-			// is obtained now. tlsalpn renew, which has no such
-			// instruction, leaves a revoked certificate alone.
-			m.logger.Warn("certificate was revoked; obtaining a new one for the configured names", "name", name, "serial", s.Serial)
-			wait, got = m.attempt(ctx, spec, nil, TriggerRevoked, opts, &backoff, &deployBackoff)
-		default:
-			iss, err := m.issuerFor(ctx, s.Spec)
-			if err != nil {
-				m.logger.Error("cannot renew", "name", name, "error", err)
-				wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, opts.MaxBackoff)
-				break
-			}
-			var d Decision
-			if owned {
-				d = m.Due(ctx, iss, s)
-			} else {
-				// The owner asks the CA for renewal information and
-				// stores it; this keeper only reads what is stored.
-				d = m.Due(ctx, nil, s)
-			}
-			urgent := emergency(s, m.now())
-			if !owned && (d.Due || urgent) {
-				// An emergency renewal is the owner's for
-				// OwnerGrace, then anyone's.
-				if takeOver := emergencyAt(s).Add(opts.OwnerGrace); m.now().Before(takeOver) {
-					wait = min(max(time.Until(takeOver), time.Second), opts.CheckEvery)
-					m.logger.Debug("certificate due; left to the node that owns it", "name", name, "reason", d.Reason,
-						"taken_over_in", wait.Round(time.Second))
-					wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, wait)
-					break
-				}
-				m.logger.Warn("renewing a certificate another node owns: its owner has not renewed it in time",
-					"name", name, "remaining", s.Remaining(m.now()).Round(time.Minute), "grace", opts.OwnerGrace)
-			}
-			if d.Due || urgent {
-				m.logger.Info("renewing", "name", name, "reason", d.Reason)
-				trigger := TriggerDue
-				if !d.Due {
-					trigger = TriggerEmergency
-				}
-				wait, got = m.attempt(ctx, spec, s.Chain[0], trigger, opts, &backoff, &deployBackoff)
-				break
-			}
-			wait = min(time.Until(d.At), opts.CheckEvery)
-			if s.ARI != nil && !s.ARI.RetryAfter.IsZero() {
-				wait = min(wait, max(time.Until(s.ARI.RetryAfter), time.Minute))
-			}
-			wait = m.deployIfPending(ctx, spec, s, opts, &deployBackoff, max(wait, time.Second)+jitter(wait))
-			m.logger.Debug("next look at certificate", "name", name, "in", wait.Round(time.Second), "reason", d.Reason)
+		if !ok || !s.Revoked.IsZero() {
+			wait, got = m.replace(ctx, k, s, ok, owned)
+		} else {
+			wait, got = m.renewIfDue(ctx, k, s, owned)
 		}
 		if got != nil {
 			// Stored by this keeper: not a change to look at again.
@@ -272,6 +203,93 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owne
 			return
 		}
 	}
+}
+
+// keeping is what one certificate's keeper carries from one look to the
+// next.
+type keeping struct {
+	spec                   Spec
+	opts                   KeepOptions
+	backoff, deployBackoff time.Duration
+	// needSince is when this keeper, not the owner, first found the
+	// certificate missing or revoked, for OwnerGrace.
+	needSince time.Time
+}
+
+// replace obtains the certificate of a keeper whose stored one is missing
+// or for other names (found is false) or revoked, once it is this node's
+// to obtain, and says how long to sleep then.
+func (m *Manager) replace(ctx context.Context, k *keeping, s *Stored, found, owned bool) (time.Duration, *Record) {
+	name, opts := k.spec.Names[0], k.opts
+	if !owned {
+		if takeOver := k.needSince.Add(opts.OwnerGrace); m.now().Before(takeOver) {
+			wait := min(time.Until(takeOver), opts.CheckEvery)
+			m.logger.Debug("certificate missing or revoked; left to the node that owns it", "name", name,
+				"taken_over_in", wait.Round(time.Second))
+			return wait, nil
+		}
+		m.logger.Warn("obtaining a certificate another node owns: it has been missing or revoked for longer than the grace given to its owner",
+			"name", name, "grace", opts.OwnerGrace)
+	}
+	if !found {
+		// Missing, or the names changed: obtain now.
+		return m.attempt(ctx, k.spec, nil, TriggerMissing, opts, &k.backoff, &k.deployBackoff)
+	}
+	// Serving a revoked certificate fails every client that checks; the
+	// configuration asks for these names to be served, so a new
+	// certificate (new key, no "replaces") is obtained now. tlsalpn
+	// renew, which has no such instruction, leaves a revoked certificate
+	// alone.
+	m.logger.Warn("certificate was revoked; obtaining a new one for the configured names", "name", name, "serial", s.Serial)
+	return m.attempt(ctx, k.spec, nil, TriggerRevoked, opts, &k.backoff, &k.deployBackoff)
+}
+
+// renewIfDue renews the stored certificate s when it is due (or in an
+// emergency) and this node's to renew, deploys it where a deployment is
+// pending, and says how long to sleep then.
+func (m *Manager) renewIfDue(ctx context.Context, k *keeping, s *Stored, owned bool) (time.Duration, *Record) {
+	name, spec, opts := k.spec.Names[0], k.spec, k.opts
+	iss, err := m.issuerFor(ctx, s.Spec)
+	if err != nil {
+		m.logger.Error("cannot renew", "name", name, "error", err)
+		return m.deployIfPending(ctx, spec, s, opts, &k.deployBackoff, opts.MaxBackoff), nil
+	}
+	var d Decision
+	if owned {
+		d = m.Due(ctx, iss, s)
+	} else {
+		// The owner asks the CA for renewal information and stores it;
+		// this keeper only reads what is stored.
+		d = m.Due(ctx, nil, s)
+	}
+	urgent := emergency(s, m.now())
+	if !owned && (d.Due || urgent) {
+		// An emergency renewal is the owner's for OwnerGrace, then
+		// anyone's.
+		if takeOver := emergencyAt(s).Add(opts.OwnerGrace); m.now().Before(takeOver) {
+			wait := min(max(time.Until(takeOver), time.Second), opts.CheckEvery)
+			m.logger.Debug("certificate due; left to the node that owns it", "name", name, "reason", d.Reason,
+				"taken_over_in", wait.Round(time.Second))
+			return m.deployIfPending(ctx, spec, s, opts, &k.deployBackoff, wait), nil
+		}
+		m.logger.Warn("renewing a certificate another node owns: its owner has not renewed it in time",
+			"name", name, "remaining", s.Remaining(m.now()).Round(time.Minute), "grace", opts.OwnerGrace)
+	}
+	if d.Due || urgent {
+		m.logger.Info("renewing", "name", name, "reason", d.Reason)
+		trigger := TriggerDue
+		if !d.Due {
+			trigger = TriggerEmergency
+		}
+		return m.attempt(ctx, spec, s.Chain[0], trigger, opts, &k.backoff, &k.deployBackoff)
+	}
+	wait := min(time.Until(d.At), opts.CheckEvery)
+	if s.ARI != nil && !s.ARI.RetryAfter.IsZero() {
+		wait = min(wait, max(time.Until(s.ARI.RetryAfter), time.Minute))
+	}
+	wait = m.deployIfPending(ctx, spec, s, opts, &k.deployBackoff, max(wait, time.Second)+jitter(wait))
+	m.logger.Debug("next look at certificate", "name", name, "in", wait.Round(time.Second), "reason", d.Reason)
+	return wait, nil
 }
 
 // ownership is what a sleeping keeper watches besides storage: whether

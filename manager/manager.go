@@ -190,19 +190,26 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	if err != nil {
 		return nil, err
 	}
+	return m.keepObtained(ctx, spec, res, replaces, prev, prevVer, prevErr)
+}
+
+// keepObtained stores and deploys what an order obtained for spec, unless a newer
+// certificate was stored meanwhile by another process (then that one is
+// kept, and deployed here if it is not yet). prev, prevVer and prevErr
+// are the record as it was read before ordering.
+func (m *Manager) keepObtained(ctx context.Context, spec Spec, res *issuer.Result, replaces *x509.Certificate, prev *Record, prevVer int64, prevErr error) (*Record, error) {
+	id := spec.ID()
 	spec.Profile = res.Profile // pin what was chosen, so renewals keep it
 	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: m.now().UTC(), ver: prevVer}
 	fillFromLeaf(rec, res.Leaf)
 	if replaces != nil {
 		rec.Replaced, _ = acme.ARIUniqueIdentifier(replaces)
 	}
+	var base *Record
 	if prevErr == nil {
 		// The deployment history belongs to the certificate name, not
 		// to one certificate: deployedTo compares serials.
 		rec.Deployed, rec.DeployedOn = prev.Deployed, prev.DeployedOn
-	}
-	var base *Record
-	if prevErr == nil {
 		base = prev
 	}
 	if err := m.save(ctx, rec, base, res.ChainPEM, res.KeyPEM); err != nil {
