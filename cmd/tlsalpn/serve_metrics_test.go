@@ -346,14 +346,16 @@ certificates:
 	if v := s.sum("tlsalpn_acme_errors_total"); v != 0 {
 		t.Errorf("tlsalpn_acme_errors_total sums to %v, want 0 (Pebble with strict nonces may say badNonce: then say so here)", v)
 	}
-	// The handshake histogram's sum is about what the client saw.
+	// The handshake histogram measured something. Not compared with the
+	// client's own time: in TLS 1.3 the client's handshake ends before the
+	// server has read its Finished, so the server's can be the longer.
 	if f := s.families["tlsalpn_frontdoor_tls_handshake_duration_seconds"]; f != nil {
 		for _, m := range f.Metric {
 			if m.GetHistogram().GetSampleCount() == 0 {
 				continue // result="failed"
 			}
-			if sum := m.GetHistogram().GetSampleSum(); sum <= 0 || sum > hsTook.Seconds() {
-				t.Errorf("terminate handshake took %gs by the histogram, the client's whole dial %gs", sum, hsTook.Seconds())
+			if sum := m.GetHistogram().GetSampleSum(); sum <= 0 || sum > 30 {
+				t.Errorf("terminate handshakes took %gs in all by the histogram (the client's whole dial %gs): want a positive duration", sum, hsTook.Seconds())
 			}
 		}
 	}
