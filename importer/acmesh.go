@@ -246,15 +246,9 @@ func unquoteShell(s string) (string, error) {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		switch c := s[i]; c {
-		case '\'':
-			j := strings.IndexByte(s[i+1:], '\'')
-			if j < 0 {
-				return "", fmt.Errorf("unterminated quote in %q", s)
-			}
-			b.WriteString(s[i+1 : i+1+j])
-			i += j + 2
-		case '"':
-			j := strings.IndexByte(s[i+1:], '"')
+		case '\'', '"':
+			// A quoted part ends at the next quote of its kind.
+			j := strings.IndexByte(s[i+1:], c)
 			if j < 0 {
 				return "", fmt.Errorf("unterminated quote in %q", s)
 			}
