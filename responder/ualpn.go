@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/internal/acceptretry"
 )
 
 // ualpnMaxLine bounds one command: an identifier (253 bytes at most) and a
@@ -46,31 +45,15 @@ const ualpnAuthTTL = 30 * time.Minute
 func (r *Responder) ServeUALPN(ctx context.Context, ln net.Listener) error {
 	s := &ualpnServer{r: r, held: map[string]*ualpnAuth{}}
 	defer s.withdrawAll()
-	defer ln.Close()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var backoff acceptretry.Backoff
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if delay, ok := backoff.Next(err); ok {
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("accepting on the ualpn socket %s: %w", ln.Addr(), err)
-		}
-		backoff.Reset()
+	return acceptEach(ctx, ln, "ualpn connections", func(conn net.Conn) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			s.handle(ctx, conn)
 		}()
-	}
+	})
 }
 
 type ualpnServer struct {
