@@ -78,10 +78,22 @@ func (a *ualpnAuth) release() {
 func (s *ualpnServer) withdrawAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for name, a := range s.held {
-		a.release()
-		delete(s.held, name)
+	for name := range s.held {
+		s.withdrawLocked(name)
 	}
+}
+
+// withdrawLocked withdraws the challenge published on the socket for
+// name, if there is one, and reports whether there was; s.mu is held. Its
+// expiry goes with it, so that it cannot withdraw a later auth's.
+func (s *ualpnServer) withdrawLocked(name string) bool {
+	a := s.held[name]
+	if a == nil {
+		return false
+	}
+	a.release()
+	delete(s.held, name)
+	return true
 }
 
 func (s *ualpnServer) handle(ctx context.Context, conn net.Conn) {
@@ -129,10 +141,7 @@ func (s *ualpnServer) command(ctx context.Context, line string) error {
 		name := challenge.ServerName(id)
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if a := s.held[name]; a != nil {
-			a.release()
-			delete(s.held, name)
-		}
+		s.withdrawLocked(name)
 		w, err := s.r.Offer(ctx, name, cert)
 		if err != nil {
 			return fmt.Errorf("auth %s: %w", f[1], err)
@@ -142,9 +151,7 @@ func (s *ualpnServer) command(ctx context.Context, line string) error {
 		a.expire = time.AfterFunc(s.r.ualpnTTL, func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if s.held[name] == a {
-				a.release()
-				delete(s.held, name)
+			if s.held[name] == a && s.withdrawLocked(name) {
 				s.r.logger.Warn("ualpn socket: challenge withdrawn: no unauth came for it", "identifier", id.Value, "after", s.r.ualpnTTL)
 			}
 		})
@@ -160,9 +167,7 @@ func (s *ualpnServer) command(ctx context.Context, line string) error {
 		defer s.mu.Unlock()
 		// Withdrawing what is not published is done, as Unpublish
 		// has it: uacme runs "unauth" after a failed "auth" too.
-		if a := s.held[name]; a != nil {
-			a.release()
-			delete(s.held, name)
+		if s.withdrawLocked(name) {
 			s.r.logger.Info("ualpn socket: challenge withdrawn", "identifier", id.Value)
 		}
 		return nil
