@@ -93,52 +93,65 @@ func verifyErr(rule error, detail string) error { return &VerifyError{Rule: rule
 // A refused certificate gives a *VerifyError; other errors are about the
 // arguments.
 func Verify(leaf *x509.Certificate, id Identifier, keyAuth string) error {
+	v, err := validationValue("Verify", leaf, id)
+	if err != nil {
+		return err
+	}
+	// Boulder: "Verify key authorization in acmeValidation extension".
+	h := KeyAuthorizationHash(keyAuth)
+	if subtle.ConstantTimeCompare(h[:], v) != 1 {
+		return verifyErr(ErrWrongHash, fmt.Sprintf(
+			"Received certificate with acmeValidationV1 extension value %s but expected %s.",
+			hex.EncodeToString(v), hex.EncodeToString(h[:])))
+	}
+	return nil
+}
+
+// validationValue applies every rule of Verify but the hash comparison, in
+// the CA's order, and returns the acmeIdentifier extension's 32 bytes. It
+// is Verify's and VerifyStructure's one copy of those rules, so that both
+// refuse a certificate for the same reasons and in the same words; fn
+// names the caller in the errors about the arguments.
+func validationValue(fn string, leaf *x509.Certificate, id Identifier) ([]byte, error) {
 	if leaf == nil {
-		return errors.New("challenge: Verify: nil certificate")
+		return nil, fmt.Errorf("challenge: %s: nil certificate", fn)
 	}
 	if id.Type != DNS && id.Type != IP {
-		return fmt.Errorf("challenge: Verify %q: %w", id.Value, ErrIdentifierType)
+		return nil, fmt.Errorf("challenge: %s %q: %w", fn, id.Value, ErrIdentifierType)
 	}
 
 	// Boulder: "The certificate must be self-signed."
 	if err := leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature); err != nil ||
 		!bytes.Equal(leaf.RawSubject, leaf.RawIssuer) {
-		return verifyErr(ErrNotSelfSigned, "Received certificate which is not self-signed.")
+		return nil, verifyErr(ErrNotSelfSigned, "Received certificate which is not self-signed.")
 	}
 
 	// Boulder: checkAcceptableExtensions, with acmeIdentifier checked first.
 	if msg, rule := checkAcceptableExtensions(leaf.Extensions); rule != nil {
-		return verifyErr(rule, fmt.Sprintf("Received certificate with unexpected extensions: %q", msg))
+		return nil, verifyErr(rule, fmt.Sprintf("Received certificate with unexpected extensions: %q", msg))
 	}
 
 	// Boulder: checkExpectedSAN.
 	if msg, rule := checkExpectedSAN(leaf, id); rule != nil {
 		names := strings.Join(certAltNames(leaf), ", ")
-		return verifyErr(rule, fmt.Sprintf("Received certificate with unexpected identifiers (%q): %q", names, msg))
+		return nil, verifyErr(rule, fmt.Sprintf("Received certificate with unexpected identifiers (%q): %q", names, msg))
 	}
 
-	// Boulder: "Verify key authorization in acmeValidation extension".
-	h := KeyAuthorizationHash(keyAuth)
 	for _, ext := range leaf.Extensions {
 		if !oidACMEIdentifier.Equal(ext.Id) {
 			continue
 		}
 		if !ext.Critical {
-			return verifyErr(ErrNotCritical, "Received certificate with acmeValidationV1 extension that is not Critical.")
+			return nil, verifyErr(ErrNotCritical, "Received certificate with acmeValidationV1 extension that is not Critical.")
 		}
 		var v []byte
 		rest, err := asn1.Unmarshal(ext.Value, &v)
-		if err != nil || len(rest) > 0 || len(h) != len(v) {
-			return verifyErr(ErrMalformedValue, "Received certificate with malformed acmeValidationV1 extension value.")
+		if err != nil || len(rest) > 0 || len(v) != 32 {
+			return nil, verifyErr(ErrMalformedValue, "Received certificate with malformed acmeValidationV1 extension value.")
 		}
-		if subtle.ConstantTimeCompare(h[:], v) != 1 {
-			return verifyErr(ErrWrongHash, fmt.Sprintf(
-				"Received certificate with acmeValidationV1 extension value %s but expected %s.",
-				hex.EncodeToString(v), hex.EncodeToString(h[:])))
-		}
-		return nil
+		return v, nil
 	}
-	return verifyErr(ErrNoExtension, "Received certificate with no acmeValidationV1 extension.")
+	return nil, verifyErr(ErrNoExtension, "Received certificate with no acmeValidationV1 extension.")
 }
 
 // checkAcceptableExtensions mirrors Boulder's function of the same name: no

@@ -26,22 +26,10 @@ import (
 func ACMESh(dir string) (*Source, error) {
 	src := &Source{Tool: "acme.sh", Path: dir}
 	refuse := func(err error) (*Source, error) { return nil, &RefusedError{Tool: "acme.sh", Path: dir, Err: err} }
-	confs, err := filepath.Glob(filepath.Join(dir, "*", "*.conf"))
+	certs, err := acmeShConfs(dir)
 	if err != nil {
 		return refuse(err)
 	}
-	var certs []string
-	for _, c := range confs {
-		d := filepath.Base(filepath.Dir(c))
-		name := strings.TrimSuffix(filepath.Base(c), ".conf")
-		if d == name || d == name+"_ecc" {
-			certs = append(certs, c)
-		}
-	}
-	if len(certs) == 0 {
-		return refuse(fmt.Errorf("no certificates: no NAME/NAME.conf (is %s acme.sh's home, ~/.acme.sh?)", dir))
-	}
-	sort.Strings(certs)
 	global, _ := readShellConf(filepath.Join(dir, "account.conf")) // optional
 	accounts := map[string]*Account{}
 	for _, conf := range certs {
@@ -49,28 +37,8 @@ func ACMESh(dir string) (*Source, error) {
 		if err != nil {
 			return refuse(err)
 		}
-		name := strings.TrimSuffix(filepath.Base(conf), ".conf")
-		cdir := filepath.Dir(conf)
-		c := Certificate{CertName: certName(name), From: conf}
-		if d := filepath.Base(cdir); d == name+"_ecc" && fileExists(filepath.Join(dir, name, name+".conf")) {
-			// acme.sh keeps an RSA and an ECDSA certificate for the same
-			// name side by side; they stay two certificates here too.
-			c.CertName = certName(d)
-		}
-		if v["Le_Domain"] == "" {
-			return refuse(fmt.Errorf("%s: no Le_Domain", conf))
-		}
-		c.Names = []string{v["Le_Domain"]}
-		if alt := v["Le_Alt"]; alt != "" && alt != "no" {
-			c.Names = append(c.Names, strings.Split(alt, ",")...)
-		}
-		if c.ChainPEM, err = os.ReadFile(filepath.Join(cdir, "fullchain.cer")); err != nil {
-			return refuse(fmt.Errorf("%s: %w", conf, err))
-		}
-		if c.KeyPEM, err = os.ReadFile(filepath.Join(cdir, name+".key")); err != nil {
-			return refuse(fmt.Errorf("%s: %w", conf, err))
-		}
-		if err := certificate(&c); err != nil {
+		c, err := acmeShCertificate(dir, conf, v)
+		if err != nil {
 			return refuse(err)
 		}
 		if c.CA, err = issuer.ResolveCA(v["Le_API"]); err != nil {
@@ -85,33 +53,95 @@ func ACMESh(dir string) (*Source, error) {
 			src.Accounts = append(src.Accounts, *acct)
 		}
 		c.Email = acct.Email
-		var copies []string
-		for _, f := range []struct{ env, key string }{
-			{"TLSALPN_CERT", "Le_RealCertPath"},
-			{"TLSALPN_CHAIN", "Le_RealCACertPath"},
-			{"TLSALPN_FULLCHAIN", "Le_RealFullChainPath"},
-			{"TLSALPN_KEY", "Le_RealKeyPath"},
-		} {
-			if p := v[f.key]; p != "" {
-				copies = append(copies, installCopy(f.env, p, f.env == "TLSALPN_KEY"))
-				c.Installs = append(c.Installs, p)
-			}
-		}
-		// acme.sh runs Le_RenewHook after a renewal, then installs the
-		// files and runs Le_ReloadCmd, with the paths in its own
-		// variables, which are given here the paths tlsalpn deploys to.
-		var env string
-		if v["Le_RenewHook"] != "" || v["Le_ReloadCmd"] != "" {
-			env = `export CERT_PATH="$TLSALPN_CERT" CERT_KEY_PATH="$TLSALPN_KEY" CA_CERT_PATH="$TLSALPN_CHAIN" CERT_FULLCHAIN_PATH="$TLSALPN_FULLCHAIN" Le_Domain="$TLSALPN_DOMAIN"`
-		}
-		c.DeployHook = joinHooks(env, v["Le_RenewHook"], strings.Join(copies, " && "), v["Le_ReloadCmd"])
-		c.PreHook, c.PostHook = v["Le_PreHook"], v["Le_PostHook"]
-		if v["Le_Webroot"] != "" && v["Le_Webroot"] != "no" {
-			c.Notes = append(c.Notes, "acme.sh validated it with "+v["Le_Webroot"]+"; tlsalpn renews it with TLS-ALPN-01 on port 443")
-		}
+		acmeShHooks(&c, v)
 		src.Certificates = append(src.Certificates, c)
 	}
 	return src, nil
+}
+
+// acmeShConfs returns the certificates' NAME/NAME.conf and
+// NAME_ecc/NAME.conf under dir, sorted; the other .conf files there
+// (account.conf, ca/…) are not certificates.
+func acmeShConfs(dir string) ([]string, error) {
+	confs, err := filepath.Glob(filepath.Join(dir, "*", "*.conf"))
+	if err != nil {
+		return nil, err
+	}
+	var certs []string
+	for _, c := range confs {
+		d := filepath.Base(filepath.Dir(c))
+		name := strings.TrimSuffix(filepath.Base(c), ".conf")
+		if d == name || d == name+"_ecc" {
+			certs = append(certs, c)
+		}
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("no certificates: no NAME/NAME.conf (is %s acme.sh's home, ~/.acme.sh?)", dir)
+	}
+	sort.Strings(certs)
+	return certs, nil
+}
+
+// acmeShCertificate reads the certificate that conf (read into v)
+// describes: its name, its names and the files beside conf. Its CA and
+// account are the caller's, which shares one account among certificates.
+func acmeShCertificate(dir, conf string, v map[string]string) (Certificate, error) {
+	name := strings.TrimSuffix(filepath.Base(conf), ".conf")
+	cdir := filepath.Dir(conf)
+	c := Certificate{CertName: certName(name), From: conf}
+	if d := filepath.Base(cdir); d == name+"_ecc" && fileExists(filepath.Join(dir, name, name+".conf")) {
+		// acme.sh keeps an RSA and an ECDSA certificate for the same
+		// name side by side; they stay two certificates here too.
+		c.CertName = certName(d)
+	}
+	if v["Le_Domain"] == "" {
+		return c, fmt.Errorf("%s: no Le_Domain", conf)
+	}
+	c.Names = []string{v["Le_Domain"]}
+	if alt := v["Le_Alt"]; alt != "" && alt != "no" {
+		c.Names = append(c.Names, strings.Split(alt, ",")...)
+	}
+	var err error
+	if c.ChainPEM, err = os.ReadFile(filepath.Join(cdir, "fullchain.cer")); err != nil {
+		return c, fmt.Errorf("%s: %w", conf, err)
+	}
+	if c.KeyPEM, err = os.ReadFile(filepath.Join(cdir, name+".key")); err != nil {
+		return c, fmt.Errorf("%s: %w", conf, err)
+	}
+	if err := certificate(&c); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// acmeShHooks carries over what acme.sh does around a renewal of the
+// certificate of v: the copies --install-cert asked for (Le_Real*Path),
+// between Le_RenewHook and Le_ReloadCmd, and Le_PreHook and Le_PostHook.
+func acmeShHooks(c *Certificate, v map[string]string) {
+	var copies []string
+	for _, f := range []struct{ env, key string }{
+		{"TLSALPN_CERT", "Le_RealCertPath"},
+		{"TLSALPN_CHAIN", "Le_RealCACertPath"},
+		{"TLSALPN_FULLCHAIN", "Le_RealFullChainPath"},
+		{"TLSALPN_KEY", "Le_RealKeyPath"},
+	} {
+		if p := v[f.key]; p != "" {
+			copies = append(copies, installCopy(f.env, p, f.env == "TLSALPN_KEY"))
+			c.Installs = append(c.Installs, p)
+		}
+	}
+	// acme.sh runs Le_RenewHook after a renewal, then installs the
+	// files and runs Le_ReloadCmd, with the paths in its own
+	// variables, which are given here the paths tlsalpn deploys to.
+	var env string
+	if v["Le_RenewHook"] != "" || v["Le_ReloadCmd"] != "" {
+		env = `export CERT_PATH="$TLSALPN_CERT" CERT_KEY_PATH="$TLSALPN_KEY" CA_CERT_PATH="$TLSALPN_CHAIN" CERT_FULLCHAIN_PATH="$TLSALPN_FULLCHAIN" Le_Domain="$TLSALPN_DOMAIN"`
+	}
+	c.DeployHook = joinHooks(env, v["Le_RenewHook"], strings.Join(copies, " && "), v["Le_ReloadCmd"])
+	c.PreHook, c.PostHook = v["Le_PreHook"], v["Le_PostHook"]
+	if v["Le_Webroot"] != "" && v["Le_Webroot"] != "no" {
+		c.Notes = append(c.Notes, "acme.sh validated it with "+v["Le_Webroot"]+"; tlsalpn renews it with TLS-ALPN-01 on port 443")
+	}
 }
 
 // installCopy is the shell command that puts the file in $env at path,
@@ -216,15 +246,9 @@ func unquoteShell(s string) (string, error) {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		switch c := s[i]; c {
-		case '\'':
-			j := strings.IndexByte(s[i+1:], '\'')
-			if j < 0 {
-				return "", fmt.Errorf("unterminated quote in %q", s)
-			}
-			b.WriteString(s[i+1 : i+1+j])
-			i += j + 2
-		case '"':
-			j := strings.IndexByte(s[i+1:], '"')
+		case '\'', '"':
+			// A quoted part ends at the next quote of its kind.
+			j := strings.IndexByte(s[i+1:], c)
 			if j < 0 {
 				return "", fmt.Errorf("unterminated quote in %q", s)
 			}

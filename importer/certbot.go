@@ -185,12 +185,7 @@ func certbotAccounts(dir string) (map[string]Account, error) {
 		adir := filepath.Dir(p)
 		rel, _ := filepath.Rel(root, filepath.Dir(adir))
 		acct := Account{CA: "https://" + filepath.ToSlash(rel), From: adir}
-		var regr struct {
-			Body struct {
-				Contact []string `json:"contact"`
-			} `json:"body"`
-			URI string `json:"uri"`
-		}
+		var regr registration
 		data, err := os.ReadFile(p)
 		if err == nil {
 			err = json.Unmarshal(data, &regr)

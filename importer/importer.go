@@ -210,6 +210,17 @@ func hostOf(location string) (string, error) {
 	return u.Host, nil
 }
 
+// registration is what certbot (regr.json), lego (account.json) and
+// Traefik (acme.json, through lego) keep of an ACME account: its URL and
+// the account object the CA returned, of which only the contacts matter
+// here.
+type registration struct {
+	Body struct {
+		Contact []string `json:"contact"`
+	} `json:"body"`
+	URI string `json:"uri"`
+}
+
 // emailOf is the first mailto: contact, without the scheme.
 func emailOf(contact []string) string {
 	for _, c := range contact {

@@ -142,13 +142,8 @@ func legoAccounts(dir string, opts Options) ([]*Account, error) {
 	for _, f := range files {
 		adir := filepath.Dir(f)
 		var rec struct {
-			Email        string `json:"email"`
-			Registration struct {
-				Body struct {
-					Contact []string `json:"contact"`
-				} `json:"body"`
-				URI string `json:"uri"`
-			} `json:"registration"`
+			Email        string       `json:"email"`
+			Registration registration `json:"registration"`
 		}
 		data, err := os.ReadFile(f)
 		if err == nil {

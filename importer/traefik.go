@@ -25,32 +25,9 @@ func Traefik(file string, opts Options) (*Source, error) {
 	if err != nil {
 		return refuse(err)
 	}
-	var resolvers map[string]*struct {
-		Account *struct {
-			Email        string
-			Registration *struct {
-				Body struct {
-					Contact []string `json:"contact"`
-				} `json:"body"`
-				URI string `json:"uri"`
-			}
-			PrivateKey []byte
-		}
-		Certificates []struct {
-			Domain struct {
-				Main string   `json:"main"`
-				SANs []string `json:"sans"`
-			} `json:"domain"`
-			Certificate []byte `json:"certificate"`
-			Key         []byte `json:"key"`
-		}
-	}
-	var v1 struct{ DomainsCertificate json.RawMessage }
-	if json.Unmarshal(data, &v1) == nil && v1.DomainsCertificate != nil {
-		return refuse(errors.New("this is Traefik v1's acme.json (DomainsCertificate): only v2 and later (one section per certificate resolver) can be imported"))
-	}
-	if err := json.Unmarshal(data, &resolvers); err != nil {
-		return refuse(fmt.Errorf("not Traefik's acme.json (v2 or later): %w", err))
+	resolvers, err := traefikResolvers(data)
+	if err != nil {
+		return refuse(err)
 	}
 	names := make([]string, 0, len(resolvers))
 	for n := range resolvers {
@@ -63,30 +40,13 @@ func Traefik(file string, opts Options) (*Source, error) {
 			continue
 		}
 		where := fmt.Sprintf("resolver %q", rn)
-		if r.Account == nil || r.Account.Registration == nil || r.Account.Registration.URI == "" {
-			return refuse(fmt.Errorf("%s has certificates but no registered account", where))
-		}
-		a := r.Account
-		key, err := parseDERKey(a.PrivateKey)
+		acct, err := traefikAccount(where, r, opts)
 		if err != nil {
-			return refuse(fmt.Errorf("%s: account key: %w", where, err))
+			return refuse(err)
 		}
-		host, err := hostOf(a.Registration.URI)
-		if err != nil {
-			return refuse(fmt.Errorf("%s: %w", where, err))
-		}
-		ca, err := directoryForHost(host, opts)
-		if err != nil {
-			return refuse(fmt.Errorf("%s: %w", where, err))
-		}
-		email := a.Email
-		if email == "" {
-			email = emailOf(a.Registration.Body.Contact)
-		}
-		src.Accounts = append(src.Accounts, Account{CA: ca, Email: email, Location: a.Registration.URI,
-			Contact: a.Registration.Body.Contact, Key: key, From: where})
+		src.Accounts = append(src.Accounts, acct)
 		for i, tc := range r.Certificates {
-			c := Certificate{CertName: certName(tc.Domain.Main), CA: ca, Email: email,
+			c := Certificate{CertName: certName(tc.Domain.Main), CA: acct.CA, Email: acct.Email,
 				ChainPEM: tc.Certificate, KeyPEM: tc.Key, From: fmt.Sprintf("%s certificate %d (%s)", where, i, tc.Domain.Main)}
 			if tc.Domain.Main != "" {
 				c.Names = append([]string{tc.Domain.Main}, tc.Domain.SANs...)
@@ -102,6 +62,67 @@ func Traefik(file string, opts Options) (*Source, error) {
 		return refuse(errors.New("no certificates in it"))
 	}
 	return src, nil
+}
+
+// traefikResolver is one certificate resolver's section of acme.json.
+// Its Account is lego's (Traefik obtains certificates with lego).
+type traefikResolver struct {
+	Account *struct {
+		Email        string
+		Registration *registration
+		PrivateKey   []byte
+	}
+	Certificates []struct {
+		Domain struct {
+			Main string   `json:"main"`
+			SANs []string `json:"sans"`
+		} `json:"domain"`
+		Certificate []byte `json:"certificate"`
+		Key         []byte `json:"key"`
+	}
+}
+
+// traefikResolvers reads acme.json by resolver name. Traefik v1's file,
+// one flat list, would read as no resolvers at all: it is refused by
+// name instead of as "no certificates".
+func traefikResolvers(data []byte) (map[string]*traefikResolver, error) {
+	var v1 struct{ DomainsCertificate json.RawMessage }
+	if json.Unmarshal(data, &v1) == nil && v1.DomainsCertificate != nil {
+		return nil, errors.New("this is Traefik v1's acme.json (DomainsCertificate): only v2 and later (one section per certificate resolver) can be imported")
+	}
+	var resolvers map[string]*traefikResolver
+	if err := json.Unmarshal(data, &resolvers); err != nil {
+		return nil, fmt.Errorf("not Traefik's acme.json (v2 or later): %w", err)
+	}
+	return resolvers, nil
+}
+
+// traefikAccount reads the account of resolver r (named where in
+// errors), at the CA of its registration's host: acme.json records no
+// directory URL.
+func traefikAccount(where string, r *traefikResolver, opts Options) (Account, error) {
+	if r.Account == nil || r.Account.Registration == nil || r.Account.Registration.URI == "" {
+		return Account{}, fmt.Errorf("%s has certificates but no registered account", where)
+	}
+	a := r.Account
+	key, err := parseDERKey(a.PrivateKey)
+	if err != nil {
+		return Account{}, fmt.Errorf("%s: account key: %w", where, err)
+	}
+	host, err := hostOf(a.Registration.URI)
+	if err != nil {
+		return Account{}, fmt.Errorf("%s: %w", where, err)
+	}
+	ca, err := directoryForHost(host, opts)
+	if err != nil {
+		return Account{}, fmt.Errorf("%s: %w", where, err)
+	}
+	email := a.Email
+	if email == "" {
+		email = emailOf(a.Registration.Body.Contact)
+	}
+	return Account{CA: ca, Email: email, Location: a.Registration.URI,
+		Contact: a.Registration.Body.Contact, Key: key, From: where}, nil
 }
 
 // parseDERKey reads a private key in DER: PKCS #1 (what Traefik writes),

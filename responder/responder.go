@@ -432,12 +432,36 @@ func (r *Responder) Serve(ctx context.Context, ln net.Listener) error {
 	cfg := r.standaloneConfig()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxConcurrent)
-	// Close ln however Serve ends: a listener left bound with nobody
-	// accepting would make the CA wait for its own timeout.
+	defer wg.Wait()
+	return acceptEach(ctx, ln, "validation connections", func(conn net.Conn) {
+		select {
+		case sem <- struct{}{}:
+		default:
+			// Over the limit: drop rather than queue; the CA retries
+			// from other vantage points.
+			conn.Close()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.handle(ctx, conn, cfg)
+		}()
+	})
+}
+
+// acceptEach gives each connection accepted on ln to each, in the loop,
+// until ctx ends (then it returns nil) or ln fails for good (then that
+// error, saying what was being accepted). Temporary failures (EMFILE and
+// the like) are paused through, not spun on. ln is closed however it
+// ends: a listener left bound with nobody accepting would make the CA, or
+// the hook's client, wait for its own timeout. Serve and ServeUALPN share
+// it, so both listeners keep serving through the same failures.
+func acceptEach(ctx context.Context, ln net.Listener, what string, each func(net.Conn)) error {
 	defer ln.Close()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	defer wg.Wait()
 	var backoff acceptretry.Backoff
 	for {
 		conn, err := ln.Accept()
@@ -446,28 +470,13 @@ func (r *Responder) Serve(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			if delay, ok := backoff.Next(err); ok {
-				// Temporary resource exhaustion (EMFILE and the like):
-				// back off instead of spinning.
 				time.Sleep(delay)
 				continue
 			}
-			return fmt.Errorf("accepting validation connections on %s: %w", ln.Addr(), err)
+			return fmt.Errorf("accepting %s on %s: %w", what, ln.Addr(), err)
 		}
 		backoff.Reset()
-		select {
-		case sem <- struct{}{}:
-		default:
-			// Over the limit: drop rather than queue; the CA retries
-			// from other vantage points.
-			conn.Close()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			r.handle(ctx, conn, cfg)
-		}()
+		each(conn)
 	}
 }
 

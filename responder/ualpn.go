@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/challenge"
-	"github.com/tlsalpn/tlsalpn/internal/acceptretry"
 )
 
 // ualpnMaxLine bounds one command: an identifier (253 bytes at most) and a
@@ -46,31 +45,15 @@ const ualpnAuthTTL = 30 * time.Minute
 func (r *Responder) ServeUALPN(ctx context.Context, ln net.Listener) error {
 	s := &ualpnServer{r: r, held: map[string]*ualpnAuth{}}
 	defer s.withdrawAll()
-	defer ln.Close()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var backoff acceptretry.Backoff
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if delay, ok := backoff.Next(err); ok {
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("accepting on the ualpn socket %s: %w", ln.Addr(), err)
-		}
-		backoff.Reset()
+	return acceptEach(ctx, ln, "ualpn connections", func(conn net.Conn) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			s.handle(ctx, conn)
 		}()
-	}
+	})
 }
 
 type ualpnServer struct {
@@ -95,10 +78,22 @@ func (a *ualpnAuth) release() {
 func (s *ualpnServer) withdrawAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for name, a := range s.held {
-		a.release()
-		delete(s.held, name)
+	for name := range s.held {
+		s.withdrawLocked(name)
 	}
+}
+
+// withdrawLocked withdraws the challenge published on the socket for
+// name, if there is one, and reports whether there was; s.mu is held. Its
+// expiry goes with it, so that it cannot withdraw a later auth's.
+func (s *ualpnServer) withdrawLocked(name string) bool {
+	a := s.held[name]
+	if a == nil {
+		return false
+	}
+	a.release()
+	delete(s.held, name)
+	return true
 }
 
 func (s *ualpnServer) handle(ctx context.Context, conn net.Conn) {
@@ -146,10 +141,7 @@ func (s *ualpnServer) command(ctx context.Context, line string) error {
 		name := challenge.ServerName(id)
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if a := s.held[name]; a != nil {
-			a.release()
-			delete(s.held, name)
-		}
+		s.withdrawLocked(name)
 		w, err := s.r.Offer(ctx, name, cert)
 		if err != nil {
 			return fmt.Errorf("auth %s: %w", f[1], err)
@@ -159,9 +151,7 @@ func (s *ualpnServer) command(ctx context.Context, line string) error {
 		a.expire = time.AfterFunc(s.r.ualpnTTL, func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if s.held[name] == a {
-				a.release()
-				delete(s.held, name)
+			if s.held[name] == a && s.withdrawLocked(name) {
 				s.r.logger.Warn("ualpn socket: challenge withdrawn: no unauth came for it", "identifier", id.Value, "after", s.r.ualpnTTL)
 			}
 		})
@@ -177,9 +167,7 @@ func (s *ualpnServer) command(ctx context.Context, line string) error {
 		defer s.mu.Unlock()
 		// Withdrawing what is not published is done, as Unpublish
 		// has it: uacme runs "unauth" after a failed "auth" too.
-		if a := s.held[name]; a != nil {
-			a.release()
-			delete(s.held, name)
+		if s.withdrawLocked(name) {
 			s.r.logger.Info("ualpn socket: challenge withdrawn", "identifier", id.Value)
 		}
 		return nil

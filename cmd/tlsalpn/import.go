@@ -69,96 +69,21 @@ type importFlags struct {
 }
 
 func runImport(ctx context.Context, e *env, args []string) error {
-	var f importFlags
-	fs := newFlagSet(e, "import", importUsage)
-	f.caFlags.register(fs, false)
-	fs.StringVar(&f.ca, "ca", "", "the CA's directory `URL`, for lego and Traefik, which record only its host (not needed for Let's Encrypt and the other CAs tlsalpn knows)")
-	fs.StringVar(&f.caRoot, "ca-root", "", "PEM `FILE` of roots to trust for the CA's own HTTPS, kept for renewals (a private CA, Pebble)")
-	fs.StringVar(&f.email, "email", "", "the account's email, when a lego directory holds several accounts at one CA")
-	fs.BoolVar(&f.dryRun, "dry-run", false, "list what would be imported; write nothing")
-	fs.BoolVar(&f.force, "force", false, "replace certificates and accounts stored already under the same names")
-	fs.StringVar(&f.out, "out", "", "parent `DIR` of the output directories of certificates the tool kept no files for: DIR/NAME (default STORAGE/live/NAME)")
-	fs.StringVar(&f.listen, "listen", ":443", "`ADDR` to answer the CA on when renewing, as for issue")
-	fs.IntVar(&f.validationPort, "validation-port", 443, "the `PORT` the CA connects to, as for issue: 443 for every real CA")
-	if err := fs.parse(args, 2); err != nil {
-		return err
-	}
-	if len(fs.pos) != 2 {
-		return usagef("give the tool and its directory or file: tlsalpn import certbot|lego|acme.sh|traefik PATH (see tlsalpn import --help)")
-	}
-	if f.validationPort < 1 || f.validationPort > 65535 {
-		return usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
-	}
-	// Stored for every renewal: a bad address must not wait for the
-	// first one to be found out.
-	if err := checkListen(f.listen); err != nil {
-		return err
-	}
-	tool, path := fs.pos[0], fs.pos[1]
-	if f.ca != "" {
-		if _, err := issuer.ResolveCA(f.ca); err != nil {
-			return usagef("--ca: %v", err)
-		}
-	}
-	for _, p := range []*string{&f.caRoot, &f.out} {
-		if *p != "" {
-			abs, err := filepath.Abs(*p)
-			if err != nil {
-				return usagef("%v", err)
-			}
-			*p = abs
-		}
-	}
-	if f.caRoot != "" {
-		if _, err := httpClient(f.caRoot); err != nil {
-			return err
-		}
-	}
-	opts := importer.Options{CA: f.ca, Email: f.email}
-	var read func() (*importer.Source, error)
-	switch tool {
-	case "certbot":
-		read = func() (*importer.Source, error) { return importer.Certbot(path) }
-	case "lego":
-		read = func() (*importer.Source, error) { return importer.Lego(path, opts) }
-	case "acme.sh", "acmesh":
-		read = func() (*importer.Source, error) { return importer.ACMESh(path) }
-	case "traefik":
-		read = func() (*importer.Source, error) { return importer.Traefik(path, opts) }
-	default:
-		return usagef("unknown tool %q: import certbot, lego, acme.sh or traefik", tool)
-	}
-	// lego and Traefik record only the CA's host; the others record the
-	// directory URL and the account, which a flag must not silently
-	// contradict.
-	if f.ca != "" && tool != "lego" && tool != "traefik" {
-		return usagef("--ca is for lego and traefik, which do not record the CA's directory URL; %s records it for each certificate", tool)
-	}
-	if f.email != "" && tool != "lego" {
-		return usagef("--email chooses among a lego directory's accounts; %s records which account each certificate uses", tool)
-	}
-	if _, err := os.Stat(path); err != nil {
-		return usagef("%s: %v", tool, err)
-	}
-	src, err := read()
+	f, tool, path, err := parseImportArgs(e, args)
 	if err != nil {
 		return err
 	}
-
+	src, err := readImportSource(&f, tool, path)
+	if err != nil {
+		return err
+	}
+	parent, err := importOutParent(e, &f)
+	if err != nil {
+		return err
+	}
 	mode := create
 	if f.dryRun {
 		mode = mustExist
-	}
-	parent := f.out
-	if parent == "" {
-		loc, err := f.storageFlags.resolve(e)
-		if err != nil {
-			return err
-		}
-		if loc.etcd != nil {
-			return usagef("give --out DIR with etcd storage: the certificates the tool kept no files for need a directory on this host")
-		}
-		parent = filepath.Join(loc.dir, "live")
 	}
 	st, err := openStorage(ctx, e, &f.storageFlags, mode, f.logger(e))
 	if f.dryRun && errors.Is(err, errNoStorage) {
@@ -181,8 +106,123 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	if err := importCheck(ctx, stor, m, src, specs, f.force, f.dryRun); err != nil {
 		return &importer.RefusedError{Tool: src.Tool, Path: src.Path, Err: err}
 	}
-	verb := "importing"
+	printImportPlan(e, src, specs, f.dryRun)
 	if f.dryRun {
+		fmt.Fprintln(e.stdout, "dry run: nothing written")
+		return nil
+	}
+	if err := writeImport(ctx, stor, m, src, specs, f.force); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "imported %s and %s from %s into %s\n", count(len(specs), "certificate"), count(len(src.Accounts), "account"), src.Path, st.where())
+	fmt.Fprintf(e.stdout, "now stop %s renewing them (%s), and renew them with tlsalpn renew from cron or a timer (tlsalpn renew --help); its next run deploys each once to its output\n", src.Tool, stopRenewing(src.Tool))
+	return nil
+}
+
+// parseImportArgs reads import's flags and its tool and PATH, and checks
+// everything that needs no file read: a bad flag is a usage error before
+// the other tool's files are looked at.
+func parseImportArgs(e *env, args []string) (f importFlags, tool, path string, err error) {
+	fs := newFlagSet(e, "import", importUsage)
+	f.caFlags.register(fs, false)
+	fs.StringVar(&f.ca, "ca", "", "the CA's directory `URL`, for lego and Traefik, which record only its host (not needed for Let's Encrypt and the other CAs tlsalpn knows)")
+	fs.StringVar(&f.caRoot, "ca-root", "", "PEM `FILE` of roots to trust for the CA's own HTTPS, kept for renewals (a private CA, Pebble)")
+	fs.StringVar(&f.email, "email", "", "the account's email, when a lego directory holds several accounts at one CA")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "list what would be imported; write nothing")
+	fs.BoolVar(&f.force, "force", false, "replace certificates and accounts stored already under the same names")
+	fs.StringVar(&f.out, "out", "", "parent `DIR` of the output directories of certificates the tool kept no files for: DIR/NAME (default STORAGE/live/NAME)")
+	fs.StringVar(&f.listen, "listen", ":443", "`ADDR` to answer the CA on when renewing, as for issue")
+	fs.IntVar(&f.validationPort, "validation-port", 443, "the `PORT` the CA connects to, as for issue: 443 for every real CA")
+	if err := fs.parse(args, 2); err != nil {
+		return f, "", "", err
+	}
+	if len(fs.pos) != 2 {
+		return f, "", "", usagef("give the tool and its directory or file: tlsalpn import certbot|lego|acme.sh|traefik PATH (see tlsalpn import --help)")
+	}
+	if f.validationPort < 1 || f.validationPort > 65535 {
+		return f, "", "", usagef("--validation-port %d: give a port from 1 to 65535 (the CA's is 443)", f.validationPort)
+	}
+	// Stored for every renewal: a bad address must not wait for the
+	// first one to be found out.
+	if err := checkListen(f.listen); err != nil {
+		return f, "", "", err
+	}
+	if f.ca != "" {
+		if _, err := issuer.ResolveCA(f.ca); err != nil {
+			return f, "", "", usagef("--ca: %v", err)
+		}
+	}
+	for _, p := range []*string{&f.caRoot, &f.out} {
+		if *p != "" {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return f, "", "", usagef("%v", err)
+			}
+			*p = abs
+		}
+	}
+	if f.caRoot != "" {
+		if _, err := httpClient(f.caRoot); err != nil {
+			return f, "", "", err
+		}
+	}
+	return f, fs.pos[0], fs.pos[1], nil
+}
+
+// readImportSource reads what tool left at path, after refusing the
+// flags that tool's files make meaningless: lego and Traefik record only
+// the CA's host, the others the directory URL and the account, which a
+// flag must not silently contradict.
+func readImportSource(f *importFlags, tool, path string) (*importer.Source, error) {
+	opts := importer.Options{CA: f.ca, Email: f.email}
+	var read func() (*importer.Source, error)
+	switch tool {
+	case "certbot":
+		read = func() (*importer.Source, error) { return importer.Certbot(path) }
+	case "lego":
+		read = func() (*importer.Source, error) { return importer.Lego(path, opts) }
+	case "acme.sh", "acmesh":
+		read = func() (*importer.Source, error) { return importer.ACMESh(path) }
+	case "traefik":
+		read = func() (*importer.Source, error) { return importer.Traefik(path, opts) }
+	default:
+		return nil, usagef("unknown tool %q: import certbot, lego, acme.sh or traefik", tool)
+	}
+	if f.ca != "" && tool != "lego" && tool != "traefik" {
+		return nil, usagef("--ca is for lego and traefik, which do not record the CA's directory URL; %s records it for each certificate", tool)
+	}
+	if f.email != "" && tool != "lego" {
+		return nil, usagef("--email chooses among a lego directory's accounts; %s records which account each certificate uses", tool)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, usagef("%s: %v", tool, err)
+	}
+	return read()
+}
+
+// importOutParent is the directory under which certificates the tool
+// kept no files for get theirs: --out, or the storage's live/. An etcd
+// storage has no directory on this host, so it needs --out.
+func importOutParent(e *env, f *importFlags) (string, error) {
+	if f.out != "" {
+		return f.out, nil
+	}
+	loc, err := f.storageFlags.resolve(e)
+	if err != nil {
+		return "", err
+	}
+	if loc.etcd != nil {
+		return "", usagef("give --out DIR with etcd storage: the certificates the tool kept no files for need a directory on this host")
+	}
+	return filepath.Join(loc.dir, "live"), nil
+}
+
+// printImportPlan lists every account and certificate of src as it will
+// be stored (or would be, for a dry run), with what the user may want to
+// check: the output, the hooks carried over and the importer's notes.
+func printImportPlan(e *env, src *importer.Source, specs []manager.Spec, dryRun bool) {
+	verb := "importing"
+	if dryRun {
 		verb = "would import"
 	}
 	for _, a := range src.Accounts {
@@ -203,29 +243,41 @@ func runImport(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "    note: %s\n", n)
 		}
 	}
-	if f.dryRun {
-		fmt.Fprintln(e.stdout, "dry run: nothing written")
-		return nil
-	}
+}
+
+// writeImport stores src's accounts, then its certificates: a certificate
+// stored without its account could not be renewed. importCheck found
+// beforehand what would stop it half-way; an error still says how far it
+// got.
+func writeImport(ctx context.Context, stor storage.Storage, m *manager.Manager, src *importer.Source, specs []manager.Spec, force bool) error {
 	for _, a := range src.Accounts {
-		if err := issuer.ImportAccount(ctx, stor, a.CA, a.Email, a.Key, a.Location, a.Contact, f.force); err != nil {
+		if err := issuer.ImportAccount(ctx, stor, a.CA, a.Email, a.Key, a.Location, a.Contact, force); err != nil {
 			return fmt.Errorf("importing the account %s: %w", a.Location, err)
 		}
 	}
 	for i, c := range src.Certificates {
-		if _, err := m.Import(ctx, specs[i], c.ChainPEM, c.KeyPEM, f.force); err != nil {
+		if _, err := m.Import(ctx, specs[i], c.ChainPEM, c.KeyPEM, force); err != nil {
 			return fmt.Errorf("after importing %d of %d certificates: %w", i, len(specs), err)
 		}
 	}
-	fmt.Fprintf(e.stdout, "imported %s and %s from %s into %s\n", count(len(specs), "certificate"), count(len(src.Accounts), "account"), src.Path, st.where())
-	stop := map[string]string{
-		"certbot": "systemctl disable --now certbot.timer (or remove certbot's cron line)",
-		"lego":    "remove lego's cron line or timer",
-		"acme.sh": "acme.sh --uninstall-cronjob",
-		"traefik": "point Traefik at the output directories (a file provider) or put tlsalpn serve in front of it",
-	}[src.Tool]
-	fmt.Fprintf(e.stdout, "now stop %s renewing them (%s), and renew them with tlsalpn renew from cron or a timer (tlsalpn renew --help); its next run deploys each once to its output\n", src.Tool, stop)
 	return nil
+}
+
+// stopRenewing says how to stop tool's own renewals once tlsalpn keeps
+// its certificates: two clients renewing one certificate waste the CA's
+// rate limits and race each other's deploys.
+func stopRenewing(tool string) string {
+	switch tool {
+	case "certbot":
+		return "systemctl disable --now certbot.timer (or remove certbot's cron line)"
+	case "lego":
+		return "remove lego's cron line or timer"
+	case "acme.sh":
+		return "acme.sh --uninstall-cronjob"
+	case "traefik":
+		return "point Traefik at the output directories (a file provider) or put tlsalpn serve in front of it"
+	}
+	return ""
 }
 
 func count(n int, what string) string {

@@ -199,22 +199,9 @@ func runInstallService(ctx context.Context, e *env, args []string) error {
 	}
 
 	// Look at every file first: a refusal writes nothing.
-	state := make([]string, len(files))
-	var differ []string
-	for i, f := range files {
-		path := filepath.Join(root, f.path)
-		old, err := os.ReadFile(path)
-		switch {
-		case errors.Is(err, iofs.ErrNotExist):
-			state[i] = "new"
-		case err != nil:
-			return fmt.Errorf("reading %s: %w", path, err)
-		case bytes.Equal(old, []byte(f.text)):
-			state[i] = "unchanged"
-		default:
-			state[i] = "replaced"
-			differ = append(differ, path)
-		}
+	state, differ, err := unitStates(root, files)
+	if err != nil {
+		return err
 	}
 	if dryRun {
 		for i, f := range files {
@@ -227,6 +214,41 @@ func runInstallService(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%s already there with other contents; nothing written (compare with tlsalpn install-service %s --dry-run, then --force replaces)",
 			strings.Join(differ, ", "), what)
 	}
+	if err := writeUnits(e, root, files, state); err != nil {
+		return err
+	}
+	printInstallNext(e, root, what, configFile)
+	return nil
+}
+
+// unitStates compares each file with what is under root already: "new",
+// "unchanged" or "replaced", and the paths of the replaced ones, so that
+// a file with other contents refuses the whole install before anything
+// is written.
+func unitStates(root string, files []unitFile) (state, differ []string, err error) {
+	state = make([]string, len(files))
+	for i, f := range files {
+		path := filepath.Join(root, f.path)
+		old, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, iofs.ErrNotExist):
+			state[i] = "new"
+		case err != nil:
+			return nil, nil, fmt.Errorf("reading %s: %w", path, err)
+		case bytes.Equal(old, []byte(f.text)):
+			state[i] = "unchanged"
+		default:
+			state[i] = "replaced"
+			differ = append(differ, path)
+		}
+	}
+	return state, differ, nil
+}
+
+// writeUnits writes the files that are not there unchanged, each whole
+// (a unit half-written would be read by systemd as it is), and says what
+// it did with each.
+func writeUnits(e *env, root string, files []unitFile, state []string) error {
 	for i, f := range files {
 		if state[i] == "unchanged" {
 			fmt.Fprintf(e.stdout, "%s: unchanged\n", filepath.Join(root, f.path))
@@ -241,6 +263,13 @@ func runInstallService(ctx context.Context, e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "%s: %s\n", path, map[string]string{"new": "written", "replaced": "replaced"}[state[i]])
 	}
+	return nil
+}
+
+// printInstallNext prints the commands still to run, since install-service
+// starts nothing, and warns when the other way of working is installed
+// too or the units would run another binary than this one.
+func printInstallNext(e *env, root, what, configFile string) {
 	fmt.Fprintln(e.stdout, "next:")
 	if what == "serve" {
 		fmt.Fprintln(e.stdout, "  systemd-sysusers                                  # creates the user tlsalpn")
@@ -264,5 +293,4 @@ func runInstallService(ctx context.Context, e *env, args []string) error {
 	if exe, err := os.Executable(); err == nil && exe != "/usr/local/bin/tlsalpn" {
 		fmt.Fprintf(e.stdout, "The units run /usr/local/bin/tlsalpn; this is %s: install -m 0755 %s /usr/local/bin/tlsalpn\n", exe, exe)
 	}
-	return nil
 }

@@ -165,8 +165,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 
-	logger := f.logger(e)
-	st, err := openStorage(ctx, e, &f.storageFlags, create, logger)
+	st, err := openStorage(ctx, e, &f.storageFlags, create, f.logger(e))
 	if err != nil {
 		return err
 	}
@@ -178,22 +177,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 			return usagef("--out: %v", err)
 		}
 	}
-	// An etcd storage has no directory: resolve refused it without --out.
-	liveDir := filepath.Join(st.loc.dir, "live")
-	// -v prints every step already; otherwise a terminal shows how far
-	// the validations are, and log lines go above that line.
-	var prog *progress
-	if !f.verbose {
-		prog = newProgress(e, "names validated", len(in.ids))
-	}
-	if prog != nil {
-		le := *e
-		le.stderr = prog.above(e.stderr)
-		if f.logFormat == "" {
-			f.logFormat = "text" // stderr is a terminal
-		}
-		logger = f.logger(&le)
-	}
+	prog, logger := issueProgress(e, &f, len(in.ids))
 	is := issuePool(e, &f, store, logger, in.eab, hc)
 	defer is.CloseIdle()
 	if prog != nil {
@@ -206,7 +190,40 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	}
 	m := manager.New(store, is.Get, logger)
 	specs := issueSpecs(&f, fs.setFlags(), in, out)
-	opts := manager.IssueOptions{
+	// An etcd storage has no directory: resolve refused it without --out.
+	recs, failed := issueEach(ctx, e, m, store, specs, issueOptions(&f, in, filepath.Join(st.loc.dir, "live")), prog)
+	// The server the pre-hook stopped comes back whatever happened.
+	if err := is.Hooks.Finish(ctx); err != nil {
+		failed = append(failed, err)
+	}
+	printRenewHint(e, st, storedNames(recs))
+	return errors.Join(failed...)
+}
+
+// issueProgress returns the progress line of the validations and the
+// logger to issue with. -v prints every step already, so it gets no
+// progress line; otherwise a terminal shows how far the validations are,
+// and log lines go above that line.
+func issueProgress(e *env, f *issueFlags, names int) (*progress, *slog.Logger) {
+	if f.verbose {
+		return nil, f.logger(e)
+	}
+	prog := newProgress(e, "names validated", names)
+	if prog == nil {
+		return nil, f.logger(e)
+	}
+	le := *e
+	le.stderr = prog.above(e.stderr)
+	if f.logFormat == "" {
+		f.logFormat = "text" // stderr is a terminal
+	}
+	return prog, f.logger(&le)
+}
+
+// issueOptions is how issue orders: the flags' key type and listener for
+// the specs that give none, and liveDir/NAME as their output.
+func issueOptions(f *issueFlags, in issueInput, liveDir string) manager.IssueOptions {
+	return manager.IssueOptions{
 		Force: f.force,
 		// The port was bind-tested before anything was contacted; it
 		// matters only now that something is to be ordered.
@@ -214,13 +231,6 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		Defaults:    manager.Spec{KeyType: in.kt, Listen: f.listen},
 		DefaultOut:  func(name string) string { return filepath.Join(liveDir, name) },
 	}
-	recs, failed := issueEach(ctx, e, m, store, specs, opts, prog)
-	// The server the pre-hook stopped comes back whatever happened.
-	if err := is.Hooks.Finish(ctx); err != nil {
-		failed = append(failed, err)
-	}
-	printRenewHint(e, st, storedNames(recs))
-	return errors.Join(failed...)
 }
 
 // issueInputOf checks issue's flags before anything is contacted, and,

@@ -9,43 +9,6 @@ import (
 	"time"
 )
 
-func TestLockContext(t *testing.T) {
-	f := newFS(t)
-	ctx := t.Context()
-	unlock, err := f.Lock(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Another name is independent.
-	unlockB, err := f.Lock(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unlockB()
-
-	short, cancel := context.WithTimeout(ctx, 120*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err = f.Lock(short, "a")
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Lock while held = %v, want DeadlineExceeded", err)
-	}
-	if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
-		t.Errorf("Lock gave up after %v", d)
-	}
-	if err := unlock(); err != nil {
-		t.Fatal(err)
-	}
-	if err := unlock(); err != nil {
-		t.Errorf("second unlock = %v, want nil", err)
-	}
-	unlock, err = f.Lock(ctx, "a")
-	if err != nil {
-		t.Fatalf("Lock after release: %v", err)
-	}
-	unlock()
-}
-
 // TestLockProcesses runs a helper process that holds the lock, checks that another process and
 // this one are kept out, then ends the holder by unlocking or by SIGKILL and checks that the
 // lock can be taken again.

@@ -263,6 +263,11 @@ func testList(t *testing.T, s storage.Storage) {
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("List(%q, %v) = %q, want %q", tt.prefix, tt.recursive, got, tt.want)
 		}
+		for _, k := range got {
+			if !storage.HasPrefix(k, tt.prefix) {
+				t.Errorf("List(%q, %v) returned %q, not covered by the prefix", tt.prefix, tt.recursive, k)
+			}
+		}
 	}
 }
 
