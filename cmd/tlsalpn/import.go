@@ -111,7 +111,11 @@ func runImport(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stdout, "dry run: nothing written")
 		return nil
 	}
-	if err := writeImport(ctx, stor, m, src, specs, f.force); err != nil {
+	// A terminal shows how far the import is; results print after.
+	prog := newProgress(e, "certificates imported", len(specs))
+	err = writeImport(ctx, stor, m, src, specs, f.force, prog)
+	prog.clear()
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "imported %s and %s from %s into %s\n", count(len(specs), "certificate"), count(len(src.Accounts), "account"), src.Path, st.where())
@@ -249,16 +253,18 @@ func printImportPlan(e *env, src *importer.Source, specs []manager.Spec, dryRun 
 // stored without its account could not be renewed. importCheck found
 // beforehand what would stop it half-way; an error still says how far it
 // got.
-func writeImport(ctx context.Context, stor storage.Storage, m *manager.Manager, src *importer.Source, specs []manager.Spec, force bool) error {
+func writeImport(ctx context.Context, stor storage.Storage, m *manager.Manager, src *importer.Source, specs []manager.Spec, force bool, prog *progress) error {
 	for _, a := range src.Accounts {
 		if err := issuer.ImportAccount(ctx, stor, a.CA, a.Email, a.Key, a.Location, a.Contact, force); err != nil {
 			return fmt.Errorf("importing the account %s: %w", a.Location, err)
 		}
 	}
 	for i, c := range src.Certificates {
+		prog.update("importing "+specs[i].ID(), false)
 		if _, err := m.Import(ctx, specs[i], c.ChainPEM, c.KeyPEM, force); err != nil {
 			return fmt.Errorf("after importing %d of %d certificates: %w", i, len(specs), err)
 		}
+		prog.update(specs[i].ID()+" imported", true)
 	}
 	return nil
 }

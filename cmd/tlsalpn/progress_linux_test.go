@@ -24,6 +24,8 @@ func TestProgressOnTerminal(t *testing.T) {
 		hosts = append(hosts, name+":"+strconv.Itoa(port))
 	}
 	dir := t.TempDir()
+	acmeJSON := filepath.Join(dir, "traefik", "acme.json")
+	traefikStore(t, ca, acmeJSON, "traefik.example.com")
 	for _, tc := range []struct {
 		name string
 		args func(i int) []string
@@ -35,6 +37,9 @@ func TestProgressOnTerminal(t *testing.T) {
 		{"check", func(int) []string {
 			return append([]string{"check", "--monitor", "--address", "127.0.0.1", "--ca-root", cca.pemFile, "--timeout", "5s"}, hosts...)
 		}, "[3/3 names checked] checked "},
+		{"import", func(i int) []string {
+			return append([]string{"import", "traefik", acmeJSON, "--ca", ca.DirectoryURL()}, ca.importArgs(filepath.Join(dir, "imported"+itoa(i)))...)
+		}, "[1/1 certificates imported] traefik.example.com imported"},
 	} {
 		t.Run(tc.name+" on a terminal", func(t *testing.T) {
 			ptmx, tty := openPTY(t)
@@ -61,7 +66,7 @@ func TestProgressOnTerminal(t *testing.T) {
 			if code != exitOK {
 				t.Fatalf("exit %d: %s %s", code, stdout, stderr)
 			}
-			if strings.Contains(stderr+stdout, "\x1b[") || strings.Contains(stderr+stdout, "\r") || strings.Contains(stderr, "names ") {
+			if strings.Contains(stderr+stdout, "\x1b[") || strings.Contains(stderr+stdout, "\r") || strings.Contains(stderr, "names ") || strings.Contains(stderr, "certificates imported") {
 				t.Errorf("progress without a terminal: stderr %q", stderr)
 			}
 		})
