@@ -392,7 +392,13 @@ func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-
 // shortly after a success, the backoff after a failure, the deployment
 // backoff when only the deployment failed; and the record stored, if any.
 func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, opts KeepOptions, backoff, deployBackoff *time.Duration) (time.Duration, *Record) {
-	rec, err := m.Obtain(ctx, spec, replaces)
+	var rec *Record
+	var err error
+	if replaces == nil {
+		rec, err = m.obtainMissing(ctx, spec)
+	} else {
+		rec, err = m.Obtain(ctx, spec, replaces)
+	}
 	if opts.OnRenewed != nil && (rec != nil || err != nil) {
 		opts.OnRenewed(rec, err)
 	}
