@@ -53,8 +53,9 @@ func sectionBlocks(t *testing.T, section, lang string) []string {
 // this tree) with the README's configuration file (storage: a mapping on a real three-member
 // etcd, encryption_key_file), behind HAProxy run with the README's configuration, Pebble
 // validating through HAProxy. The certificate is ordered once and served by every node; the
-// README's list shows which node renews it and the nodes; with every etcd member stopped the
-// nodes keep serving it, and when etcd returns they are registered again.
+// README's list shows which node renews it and the nodes. With every etcd member stopped the
+// nodes keep serving it; a certificate added then (SIGHUP) is paused on every node, with the
+// reason logged; when etcd returns the nodes are registered again and it is obtained, once.
 //
 // Substitutions, all here: each node's files live under a directory of its own (three hosts);
 // the etcd endpoints 10.0.0.N:2379 become member N's; the node addresses 10.0.0.1N:443 and the
@@ -288,14 +289,60 @@ func TestREADMEClusterNodes(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(3 * time.Second) // past the nodes' session TTL (5 s): their registrations are gone
+	// A certificate falls due meanwhile: the operator adds one to every node's configuration
+	// and reloads it (SIGHUP). Each node's keeper finds etcd away and pauses, saying so.
+	for i, p := range procs {
+		f := filepath.Join(roots[i], "etc", "tlsalpn", "serve.yaml")
+		cfg, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, append(cfg, "  - names: [new.example.com]\n"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	const paused = "storage unreachable: renewal paused"
+	waitFor(t, "every node to log that the new certificate's renewal is paused", 20*time.Second, func() bool {
+		alive()
+		for _, p := range procs {
+			if !regexp.MustCompile(paused + `.*name=new\.example\.com`).MatchString(p.log.String()) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, l := range lines(procs[0].log.String()) {
+		if strings.Contains(l, paused) {
+			t.Logf("web1 during the outage: %s", l)
+			break
+		}
+	}
+	if got := ca.orders.Load(); got != 1 {
+		t.Errorf("Pebble received %d orders during the outage; want none", got-1)
+	}
+	if remaining := 7*time.Second - time.Since(stopped); remaining > 0 {
+		time.Sleep(remaining) // past the nodes' session TTL (5 s): their registrations are gone
+	}
 	etcdc.StartAll()
 	back := time.Now()
 	waitFor(t, "the three nodes registered again after etcd's return", 20*time.Second, nodesAre(ids))
 	t.Logf("etcd down %s; the nodes registered again %s after its return", back.Sub(stopped).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 	servesAll("after the outage")
-	if got := ca.orders.Load(); got != 1 {
-		t.Errorf("Pebble received %d orders; want 1", got)
+	waitFor(t, "the paused certificate obtained after etcd's return", 30*time.Second, func() bool {
+		alive()
+		_, err := m.Load(ctx, "new.example.com")
+		return err == nil
+	})
+	t.Logf("the paused certificate was obtained %s after etcd's return", time.Since(back).Round(time.Millisecond))
+	for _, p := range procs {
+		if !strings.Contains(p.log.String(), "storage answers again: renewal resumed") {
+			t.Errorf("node %s did not log that the renewal resumed", p.id)
+		}
+	}
+	time.Sleep(time.Second) // any second order would be placed by now
+	if got := ca.orders.Load(); got != 2 {
+		t.Errorf("Pebble received %d orders for two certificates kept by three nodes; want 2", got)
 	}
 }
 
