@@ -286,6 +286,9 @@ func TestREADMEClusterNodes(t *testing.T) {
 			if got, err := servedSerialAt(a, "example.com"); err != nil || got != serial {
 				t.Fatalf("etcd down %s: %s serves %q (%v), want %s", time.Since(stopped).Round(time.Millisecond), a, got, err, serial)
 			}
+			if body, err := getBodyThrough(a, "example.com"); err != nil || body != "backend" {
+				t.Fatalf("etcd down %s: GET https://example.com/ through %s: %q, %v; want the backend's answer", time.Since(stopped).Round(time.Millisecond), a, body, err)
+			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -344,6 +347,25 @@ func TestREADMEClusterNodes(t *testing.T) {
 	if got := ca.orders.Load(); got != 2 {
 		t.Errorf("Pebble received %d orders for two certificates kept by three nodes; want 2", got)
 	}
+}
+
+// getBodyThrough GETs https://name/ by way of addr, and returns the body.
+func getBodyThrough(addr, name string) (string, error) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
+		TLSClientConfig: &tls.Config{ServerName: name, InsecureSkipVerify: true},
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 3 * time.Second}
+	resp, err := c.Get("https://" + name + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // headerLine is the first line of s that begins with word, its spaces collapsed.
