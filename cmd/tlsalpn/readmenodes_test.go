@@ -331,6 +331,19 @@ func TestREADMEClusterNodes(t *testing.T) {
 	back := time.Now()
 	waitFor(t, "the three nodes registered again after etcd's return", 20*time.Second, nodesAre(ids))
 	t.Logf("etcd down %s; the nodes registered again %s after its return", back.Sub(stopped).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+	// What each node keeps, changed by the reload while etcd was away, is registered with it.
+	waitFor(t, "every node registered as keeping both certificates", 10*time.Second, func() bool {
+		got, err := cluster.Nodes(ctx, store)
+		if err != nil || len(got) != 3 {
+			return false
+		}
+		for _, n := range got {
+			if !slices.Equal(n.Keeps, []string{"example.com", "new.example.com"}) {
+				return false
+			}
+		}
+		return true
+	})
 	servesAll("after the outage")
 	waitFor(t, "the paused certificate obtained after etcd's return", 30*time.Second, func() bool {
 		alive()
