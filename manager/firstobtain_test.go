@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/responder"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 // TestKeepersFirstObtainOnce: two keepers (two nodes of a cluster, each with its own
@@ -71,5 +73,50 @@ func TestKeepersFirstObtainOnce(t *testing.T) {
 	})
 	if got := orders.Load(); got != 1 {
 		t.Errorf("%d orders for one certificate kept by two nodes; want 1\n%s", got, logs.String())
+	}
+}
+
+// TestKeepRepairsDamaged: a keeper whose stored certificate is damaged (its chain unreadable)
+// orders a new one: the check that spares a second order (TestKeepersFirstObtainOnce) takes
+// only an intact stored certificate for one obtained meanwhile.
+func TestKeepRepairsDamaged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var orders atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := democa.Start(ctx, democa.Options{TLSPort: ln.Addr().(*net.TCPAddr).Port, NoSleep: true, Strict: true, Handler: countOrders(&orders)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ca.HTTPClient().CloseIdleConnections(); ca.Close() }()
+	r := responder.New()
+	go r.Serve(ctx, ln)
+	st := openEtcdAt(t, etcdtest.Start(t, 1).Endpoints())
+	iss, err := issuer.New(issuer.Config{Directory: ca.DirectoryURL(), HTTPClient: ca.HTTPClient(), AgreeTOS: true, Storage: st, Publisher: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(st, func(context.Context, Spec) (Issuer, error) { return iss, nil }, nil)
+	spec := Spec{Names: []string{"damaged.example.test"}, CA: ca.DirectoryURL(), KeyType: issuer.EC256}
+	first, err := m.Obtain(ctx, spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, path.Join(storage.LineageVersionDir(spec.ID(), first.Version), storage.CertFile), []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kctx, stop := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Keep(kctx, []Spec{spec}, KeepOptions{CheckEvery: time.Second}) }()
+	defer func() { stop(); <-done }()
+	waitUntil(t, 30*time.Second, "a new certificate in place of the damaged one", func() bool {
+		s, err := m.Load(ctx, spec.ID())
+		return err == nil && s.Serial != first.Serial
+	})
+	if got := orders.Load(); got != 2 {
+		t.Errorf("%d orders; want 2 (the first, and one to replace the damaged certificate)", got)
 	}
 }

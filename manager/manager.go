@@ -152,6 +152,13 @@ func (m *Manager) obtainMissing(ctx context.Context, spec Spec) (*Record, error)
 	return m.obtain(ctx, spec, nil, true)
 }
 
+// intact reports whether the certificate and key rec names can be read
+// and match: a damaged one is not kept, but replaced by a new order.
+func (m *Manager) intact(ctx context.Context, rec *Record) bool {
+	_, err := m.loadVersion(ctx, rec)
+	return err == nil
+}
+
 func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certificate, ifMissing bool) (*Record, error) {
 	ids, names, err := canonicalNames(spec.Names)
 	if err != nil {
@@ -190,7 +197,7 @@ func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		return m.deployLocked(ctx, prev, spec)
 	}
 	if ifMissing && prevErr == nil && prev.Serial != "" && sameNames(prev.Names, names) && prev.CA == spec.CA &&
-		prev.Revoked.IsZero() && prev.Retired == nil && m.now().Before(prev.NotAfter) {
+		prev.Revoked.IsZero() && prev.Retired == nil && m.now().Before(prev.NotAfter) && m.intact(ctx, prev) {
 		m.logger.Info("not ordering: another process obtained the certificate meanwhile", "name", id, "serial", prev.Serial)
 		if prev.deployedOn(m.node, spec) {
 			return prev, nil
