@@ -318,13 +318,28 @@ func (n *Node) Members() []string {
 func (n *Node) Keepers(certID string) []string {
 	n.membersMu.Lock()
 	defer n.membersMu.Unlock()
+	return Keepers(certID, n.members)
+}
+
+// Keepers returns the ids of the nodes of nodes that keep the certificate certID (Info.Keeps),
+// in the order of nodes.
+func Keepers(certID string, nodes []Info) []string {
 	var ids []string
-	for _, m := range n.members {
+	for _, m := range nodes {
 		if slices.Contains(m.Keeps, certID) {
 			ids = append(ids, m.ID)
 		}
 	}
 	return ids
+}
+
+// Renewer returns the node of nodes (the live ones) that renews the certificate certID: the
+// Owner among those that keep it. It returns "" when none keeps it: then every keeper of a
+// node that has it configured may order it (a node's registration of what it keeps lags a
+// reload by a moment), the certificate's lock letting only one order at a time. Serve's
+// keeper and "tlsalpn list" both decide by it, so that list names the node that does.
+func Renewer(certID string, nodes []Info) string {
+	return Owner(certID, Keepers(certID, nodes))
 }
 
 // MembersChanged delivers when Members or Keepers may have changed: a node came or went, or

@@ -112,11 +112,9 @@ func (rt *runtime) ownership(opts *manager.KeepOptions) {
 	}
 	self := rt.node.Info().ID
 	opts.Owns = func(certID string) bool {
-		keepers := rt.node.Keepers(certID)
-		if len(keepers) == 0 {
-			return true
-		}
-		return cluster.Owner(certID, keepers) == self
+		// The rule of cluster.Renewer, which "tlsalpn list" shows.
+		owner := cluster.Owner(certID, rt.node.Keepers(certID))
+		return owner == "" || owner == self
 	}
 	opts.OwnersChanged = rt.node.MembersChanged()
 }

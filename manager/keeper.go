@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 // KeepOptions tune Keep. The zero value is sensible.
@@ -38,6 +39,11 @@ type KeepOptions struct {
 	// doubles from one to the other, unless the CA's Retry-After says more.
 	// Failed deployments back off the same way, on their own.
 	MinBackoff, MaxBackoff time.Duration // default 1 min and 6 h
+	// StorageRetry is how often a keeper whose storage is unreachable
+	// (storage.ErrUnavailable: etcd away) looks again; its renewal is
+	// paused meanwhile, and resumes at the first look that reads
+	// storage, without the backoff of a failed order.
+	StorageRetry time.Duration // default 5 s
 	// Wake, if set, is called once for each spec as keeping starts. A
 	// receive on the channel it returns makes that spec's keeper read the
 	// stored certificate again now instead of sleeping on: "tlsalpn serve"
@@ -113,6 +119,9 @@ func (m *Manager) Keep(ctx context.Context, specs []Spec, opts KeepOptions) {
 	if opts.OwnerGrace <= 0 {
 		opts.OwnerGrace = time.Hour
 	}
+	if opts.StorageRetry <= 0 {
+		opts.StorageRetry = 5 * time.Second
+	}
 	var owners *broadcast
 	if opts.OwnersChanged != nil {
 		owners = newBroadcast()
@@ -145,26 +154,33 @@ func (m *Manager) Keep(ctx context.Context, specs []Spec, opts KeepOptions) {
 // is one whose names and CA still match spec and that was not retired. It
 // reports whether it did.
 func (m *Manager) LoadIntoCache(ctx context.Context, spec Spec, cache *Cache) (*Stored, bool) {
+	s, ok, _ := m.loadIntoCache(ctx, spec, cache)
+	return s, ok
+}
+
+// loadIntoCache is LoadIntoCache, and also returns the error of loading
+// the stored certificate, if any.
+func (m *Manager) loadIntoCache(ctx context.Context, spec Spec, cache *Cache) (*Stored, bool, error) {
 	s, err := m.Load(ctx, spec.ID())
 	if err != nil {
 		var de *DamagedError
-		if errors.As(err, &de) {
+		if errors.As(err, &de) && !errors.Is(err, storage.ErrUnavailable) && ctx.Err() == nil {
 			m.logger.Error("stored certificate is damaged; obtaining a new one", "name", spec.ID(), "error", err)
 		}
-		return nil, false
+		return nil, false, err
 	}
 	if !sameNames(s.Names, spec.Names) || s.CA != spec.CA || s.Retired != nil {
-		return s, false
+		return s, false, nil
 	}
 	if cache != nil {
 		if cert, err := tls.X509KeyPair(s.ChainPEM, s.KeyPEM); err == nil {
 			cache.Put(s.Names, &cert)
 		} else {
 			m.logger.Error("stored certificate unusable", "name", spec.Names[0], "error", err)
-			return s, false
+			return s, false, nil
 		}
 	}
-	return s, true
+	return s, true, nil
 }
 
 func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owners *broadcast) {
@@ -173,12 +189,35 @@ func (m *Manager) keepOne(ctx context.Context, spec Spec, opts KeepOptions, owne
 	if opts.Wake != nil {
 		wake = opts.Wake(spec)
 	}
+	name := spec.Names[0]
+	// paused is set while storage is unreachable (etcd away): nothing
+	// is known of the certificate then, so nothing is ordered.
+	var paused bool
 	for {
 		// Taken before ownership is asked, so that a change between the
 		// two is not missed.
 		ownersChanged := owners.wait()
 		owned := opts.Owns == nil || opts.Owns(spec.ID())
-		s, ok := m.LoadIntoCache(ctx, spec, opts.Cache)
+		s, ok, lerr := m.loadIntoCache(ctx, spec, opts.Cache)
+		if errors.Is(lerr, storage.ErrUnavailable) {
+			// Not missing, not damaged: unknown. Ordering now would
+			// fail on the lock anyway, and backing off as after a
+			// failed order would delay the renewal long after storage
+			// returns. The certificate in service stays in the cache.
+			if !paused {
+				m.logger.Warn("storage unreachable: renewal paused; the certificate in service stays; resuming on its own when storage answers",
+					"name", name, "retry_every", opts.StorageRetry, "error", lerr)
+				paused = true
+			}
+			if !m.sleep(ctx, spec, opts.StorageRetry+jitter(opts.StorageRetry), nil, recordStamp{}, ownership{changed: ownersChanged, owned: owned, owns: opts.Owns, owners: owners}) {
+				return
+			}
+			continue
+		}
+		if paused {
+			m.logger.Info("storage answers again: renewal resumed", "name", name)
+			paused = false
+		}
 		var seen recordStamp
 		if ok {
 			seen = stampOf(&s.Record, true)
@@ -392,7 +431,13 @@ func (m *Manager) sleep(ctx context.Context, spec Spec, d time.Duration, wake <-
 // shortly after a success, the backoff after a failure, the deployment
 // backoff when only the deployment failed; and the record stored, if any.
 func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certificate, trigger string, opts KeepOptions, backoff, deployBackoff *time.Duration) (time.Duration, *Record) {
-	rec, err := m.Obtain(ctx, spec, replaces)
+	var rec *Record
+	var err error
+	if replaces == nil {
+		rec, err = m.obtainMissing(ctx, spec)
+	} else {
+		rec, err = m.Obtain(ctx, spec, replaces)
+	}
 	if opts.OnAttempt != nil {
 		opts.OnAttempt(spec, trigger, rec, err)
 	}
@@ -415,6 +460,13 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 		// a later look deploys it again, without a new order.
 		*backoff = opts.MinBackoff
 		return m.deployFailed(rec, err, opts, deployBackoff), rec
+	}
+	if errors.Is(err, storage.ErrUnavailable) {
+		// Storage went away during the attempt: no reason to back off
+		// as from the CA; look again soon, and pause then (keepOne).
+		m.logger.Warn("storage unreachable: renewal paused; the certificate in service stays; resuming on its own when storage answers",
+			"name", spec.Names[0], "retry_every", opts.StorageRetry, "error", err)
+		return opts.StorageRetry + jitter(opts.StorageRetry), nil
 	}
 	wait := *backoff
 	var re *issuer.RetryError

@@ -138,6 +138,28 @@ func canonicalNames(names []string) ([]challenge.Identifier, []string, error) {
 // the record with the error. The failure is recorded: the keeper's next
 // looks, and the next "tlsalpn renew", deploy it again without a new order.
 func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certificate) (*Record, error) {
+	return m.obtain(ctx, spec, replaces, false)
+}
+
+// obtainMissing is Obtain for a keeper that found spec's certificate
+// missing (or revoked, or stored for other names): decided, like a
+// renewal, before the lock is taken. When, under the lock, a certificate
+// for spec is stored after all (another node of a cluster, or another
+// process, obtained it meanwhile: before a node registers what it keeps,
+// every node may try), nothing is ordered; the stored record is returned,
+// deployed to spec's outputs.
+func (m *Manager) obtainMissing(ctx context.Context, spec Spec) (*Record, error) {
+	return m.obtain(ctx, spec, nil, true)
+}
+
+// intact reports whether the certificate and key rec names can be read
+// and match: a damaged one is not kept, but replaced by a new order.
+func (m *Manager) intact(ctx context.Context, rec *Record) bool {
+	_, err := m.loadVersion(ctx, rec)
+	return err == nil
+}
+
+func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certificate, ifMissing bool) (*Record, error) {
 	ids, names, err := canonicalNames(spec.Names)
 	if err != nil {
 		return nil, err
@@ -169,6 +191,14 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		// A missing or damaged record is replaced by the new order.
 		m.logger.Info("not renewing: another process renewed the certificate meanwhile",
 			"name", id, "replaced_serial", serialHex(replaces), "serial", prev.Serial)
+		if prev.deployedOn(m.node, spec) {
+			return prev, nil
+		}
+		return m.deployLocked(ctx, prev, spec)
+	}
+	if ifMissing && prevErr == nil && prev.Serial != "" && sameNames(prev.Names, names) && prev.CA == spec.CA &&
+		prev.Revoked.IsZero() && prev.Retired == nil && m.now().Before(prev.NotAfter) && m.intact(ctx, prev) {
+		m.logger.Info("not ordering: another process obtained the certificate meanwhile", "name", id, "serial", prev.Serial)
 		if prev.deployedOn(m.node, spec) {
 			return prev, nil
 		}

@@ -299,7 +299,14 @@ func (e *DamagedError) Error() string {
 
 func (e *DamagedError) Unwrap() error { return e.Err }
 
+// damaged returns err, met reading key of the certificate id, as a
+// DamagedError. An error of storage being unreachable (storage.ErrUnavailable) says
+// nothing of the certificate: it is returned as such, not as damage,
+// which would make a keeper order a new certificate.
 func damaged(id, key string, err error) error {
+	if errors.Is(err, storage.ErrUnavailable) {
+		return fmt.Errorf("reading stored certificate %s (%s): %w", id, key, err)
+	}
 	return &DamagedError{Name: id, Key: key, Err: err}
 }
 

@@ -30,6 +30,12 @@ import (
 // Test for it with errors.Is.
 var ErrNotExist = errors.New("storage: key does not exist")
 
+// ErrUnavailable is wrapped by the errors of a backend that could not reach its store (etcd
+// unreachable, or without a quorum): nothing is known of the key, neither that it is missing nor
+// that it is damaged, and the same request may succeed later. A keeper pauses on it rather
+// than treating the certificate as missing.
+var ErrUnavailable = errors.New("storage: unavailable")
+
 // ErrWatchUnsupported is returned, possibly wrapped, by Watch on backends that cannot report
 // changes. Callers should fall back to re-reading on their own schedule.
 var ErrWatchUnsupported = errors.New("storage: watch not supported")

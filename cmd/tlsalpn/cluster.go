@@ -103,7 +103,11 @@ func printNodes(ctx context.Context, w io.Writer, store storage.Storage) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tADDRESS\tVERSION\tUP SINCE\tKEEPS")
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d certificates\n", n.ID, n.Addr, orDash(n.Version), n.Started.Local().Format(time.DateTime), len(n.Keeps))
+		keeps := fmt.Sprintf("%d certificates", len(n.Keeps))
+		if len(n.Keeps) == 1 {
+			keeps = "1 certificate"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.ID, n.Addr, orDash(n.Version), n.Started.Local().Format(time.DateTime), keeps)
 	}
 	return tw.Flush()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tlsalpn/tlsalpn/cluster"
 	"github.com/tlsalpn/tlsalpn/manager"
+	"github.com/tlsalpn/tlsalpn/storage"
 )
 
 const listUsage = `
@@ -28,6 +31,10 @@ CA's ARI window when known), where it is deployed, and its state:
                  not renewed (tlsalpn delete NAME removes it)
   DAMAGED        its stored files are unreadable or do not match: renew
                  fails on it until it is repaired, re-issued or deleted
+On a cluster's storage (etcd) a last column, RENEWED BY, names the live
+node that renews each certificate (of the nodes that keep it, the one the
+renewals are spread to), or "any node" when no live node keeps it; the
+live nodes follow the table.
 It reads storage only and never contacts the CA.
 
 Monitoring (--expiring-within, e.g. from cron or as a Nagios check): instead
@@ -77,7 +84,16 @@ type listEntry struct {
 	// Damaged says what is wrong with a stored certificate that cannot
 	// be read; the other fields are then empty.
 	Damaged string `json:"damaged,omitempty"`
+	// RenewedBy, on a cluster's storage only, is the id of the live node
+	// that renews this certificate (of those that keep it, the one
+	// cluster.Owner picks), or "any node" when no live node is registered
+	// as keeping it: then whichever node has it configured orders it,
+	// one at a time under its lock.
+	RenewedBy string `json:"renewed_by,omitempty"`
 }
+
+// anyNode is RenewedBy when no live node keeps the certificate.
+const anyNode = "any node"
 
 func runList(ctx context.Context, e *env, args []string) error {
 	var cf caFlags
@@ -108,10 +124,23 @@ func runList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// In a cluster, which node renews each certificate: read once, so
+	// that every row is decided from the same list of nodes.
+	_, inCluster := store.(storage.Ephemeral)
+	var nodes []cluster.Info
+	if inCluster {
+		if nodes, err = cluster.Nodes(ctx, store); err != nil {
+			return err
+		}
+	}
 	now := time.Now()
 	entries := make([]listEntry, 0, len(all)+len(bad))
 	for _, s := range all {
-		entries = append(entries, entryFor(s, now))
+		le := entryFor(s, now)
+		if inCluster {
+			le.RenewedBy = cmp.Or(cluster.Renewer(le.CertName, nodes), anyNode)
+		}
+		entries = append(entries, le)
 	}
 	for _, d := range bad {
 		entries = append(entries, listEntry{CertName: d.Name, State: "DAMAGED", Damaged: d.Error()})
@@ -129,10 +158,16 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return printNodes(ctx, e.stdout, store)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CERTIFICATE\tNAMES\tCA\tEXPIRES\tDAYS LEFT\tRENEWS\tOUT\tSTATE")
+	renewedBy := func(le listEntry) string { return "" }
+	if inCluster {
+		fmt.Fprintln(tw, "CERTIFICATE\tNAMES\tCA\tEXPIRES\tDAYS LEFT\tRENEWS\tOUT\tSTATE\tRENEWED BY")
+		renewedBy = func(le listEntry) string { return "\t" + cmp.Or(le.RenewedBy, "-") }
+	} else {
+		fmt.Fprintln(tw, "CERTIFICATE\tNAMES\tCA\tEXPIRES\tDAYS LEFT\tRENEWS\tOUT\tSTATE")
+	}
 	for _, le := range entries {
 		if le.Damaged != "" {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t%s\n", le.CertName, le.State)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t%s%s\n", le.CertName, le.State, renewedBy(le))
 			continue
 		}
 		renews := "-"
@@ -142,8 +177,8 @@ func runList(ctx context.Context, e *env, args []string) error {
 		case le.RenewAt != nil:
 			renews = le.RenewAt.Local().Format("2006-01-02")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\n", le.CertName, strings.Join(le.Names, ","), caHost(le.CA),
-			le.NotAfter.Local().Format("2006-01-02 15:04"), le.DaysLeft, renews, orDash(le.Out), le.State)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s%s\n", le.CertName, strings.Join(le.Names, ","), caHost(le.CA),
+			le.NotAfter.Local().Format("2006-01-02 15:04"), le.DaysLeft, renews, orDash(le.Out), le.State, renewedBy(le))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tlsalpn/tlsalpn/storage"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,7 +33,8 @@ var (
 	ErrAuth = errors.New("storage/etcd: etcd refused the credentials or the permission")
 	// ErrUnavailable is returned when etcd did not answer in time: unreachable, or without a
 	// quorum.
-	ErrUnavailable = errors.New("storage/etcd: etcd unavailable")
+	// It wraps storage.ErrUnavailable, which callers that know no backend test for.
+	ErrUnavailable error = unavailableError{}
 	// ErrCorrupt is returned when a stored value is not in this backend's format, or fails
 	// authentication (it was altered, or moved from another key).
 	ErrCorrupt = errors.New("storage/etcd: stored value is damaged or not written by tlsalpn")
@@ -95,3 +97,10 @@ func opError(op, key string, err error) error {
 	}
 	return fmt.Errorf("storage/etcd: %s %q: %w", op, key, err)
 }
+
+// unavailableError is ErrUnavailable: it also matches storage.ErrUnavailable, so that the
+// manager pauses a renewal while etcd is away instead of taking its certificate for missing.
+type unavailableError struct{}
+
+func (unavailableError) Error() string        { return "storage/etcd: etcd unavailable" }
+func (unavailableError) Is(target error) bool { return target == storage.ErrUnavailable }
