@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -119,18 +120,45 @@ func runList(ctx context.Context, e *env, args []string) error {
 	}
 	defer st.Close()
 	store := st.store
-	m := manager.New(store, nil, cf.logger(e))
-	all, bad, err := m.List(ctx)
+	entries, inCluster, err := listEntries(ctx, store, cf.logger(e))
 	if err != nil {
 		return err
 	}
-	// In a cluster, which node renews each certificate: read once, so
-	// that every row is decided from the same list of nodes.
+	now := time.Now()
+	if expiringWithin != "" {
+		return listExpiring(e, entries, now, within, expiringWithin, asJSON)
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(entries)
+	}
+	if len(entries) == 0 {
+		fmt.Fprintf(e.stdout, "no certificates in %s\n", st.where())
+		return printNodes(ctx, e.stdout, store)
+	}
+	if err := printListTable(e, entries, inCluster); err != nil {
+		return err
+	}
+	// In a cluster, the nodes that serve and renew these certificates.
+	return printNodes(ctx, e.stdout, store)
+}
+
+// listEntries reads every stored certificate (and the damaged ones) as
+// list shows them. On a cluster's storage it also says which node renews
+// each, decided from one reading of the node list so that every row
+// agrees, and reports that the storage is a cluster's.
+func listEntries(ctx context.Context, store storage.Storage, logger *slog.Logger) ([]listEntry, bool, error) {
+	m := manager.New(store, nil, logger)
+	all, bad, err := m.List(ctx)
+	if err != nil {
+		return nil, false, err
+	}
 	_, inCluster := store.(storage.Ephemeral)
 	var nodes []cluster.Info
 	if inCluster {
 		if nodes, err = cluster.Nodes(ctx, store); err != nil {
-			return err
+			return nil, false, err
 		}
 	}
 	now := time.Now()
@@ -145,18 +173,12 @@ func runList(ctx context.Context, e *env, args []string) error {
 	for _, d := range bad {
 		entries = append(entries, listEntry{CertName: d.Name, State: "DAMAGED", Damaged: d.Error()})
 	}
-	if expiringWithin != "" {
-		return listExpiring(e, entries, now, within, expiringWithin, asJSON)
-	}
-	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(entries)
-	}
-	if len(entries) == 0 {
-		fmt.Fprintf(e.stdout, "no certificates in %s\n", st.where())
-		return printNodes(ctx, e.stdout, store)
-	}
+	return entries, inCluster, nil
+}
+
+// printListTable prints the entries for people: a table (with a RENEWED
+// BY column in a cluster), then a line for each that needs someone.
+func printListTable(e *env, entries []listEntry, inCluster bool) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	renewedBy := func(le listEntry) string { return "" }
 	if inCluster {
@@ -196,8 +218,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 				le.CertName, le.RetiredBy, le.Out, le.CertName)
 		}
 	}
-	// In a cluster, the nodes that serve and renew these certificates.
-	return printNodes(ctx, e.stdout, store)
+	return nil
 }
 
 // listExpiring prints, one line each, the entries that need someone: a

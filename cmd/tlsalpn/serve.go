@@ -313,31 +313,8 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 	if f.eabKID != "" || f.eabHMAC != "" {
 		cfg.ACME.EAB = &config.EAB{KID: f.eabKID, HMACKey: f.eabHMAC}
 	}
-	if len(f.names) > 0 {
-		out := f.out
-		if out != "" {
-			abs, err := filepath.Abs(out)
-			if err != nil {
-				return nil, usagef("--out: %v", err)
-			}
-			out = abs
-		}
-		if f.caRoot != "" {
-			abs, err := filepath.Abs(f.caRoot)
-			if err != nil {
-				return nil, usagef("--ca-root: %v", err)
-			}
-			cfg.ACME.CARoot = abs
-		}
-		cfg.Certificates = []config.Certificate{{Names: f.names, Out: out, DeployHook: f.hook}}
-		if f.hapSocket != "" || f.hapCert != "" {
-			if f.hapSocket == "" || f.hapCert == "" {
-				return nil, usagef("--haproxy-socket and --haproxy-cert go together: the socket to talk to and the crt path HAProxy loaded")
-			}
-			cfg.Certificates[0].HAProxy = &config.HAProxy{Socket: f.hapSocket, Cert: f.hapCert}
-		}
-	} else if f.hapSocket != "" || f.hapCert != "" || f.out != "" || f.hook != "" {
-		return nil, usagef("--out, --deploy-hook and --haproxy-* say where a certificate goes: name it with -d")
+	if err := flagCertificate(f, cfg); err != nil {
+		return nil, err
 	}
 	if len(f.names) > 0 && etcdStorage && f.out == "" {
 		return nil, usagef("--storage %s has no directory to deploy to: give --out DIR with -d", f.storage)
@@ -359,6 +336,41 @@ func serveConfig(e *env, f *serveFlags) (*config.Config, error) {
 		cfg.Storage.Location = f.storage
 	}
 	return cfg, nil
+}
+
+// flagCertificate adds to cfg the certificate that -d, --out,
+// --deploy-hook and --haproxy-* describe, when -d is given; without -d the
+// others have nothing to say where to, which is a usage error.
+func flagCertificate(f *serveFlags, cfg *config.Config) error {
+	if len(f.names) == 0 {
+		if f.hapSocket != "" || f.hapCert != "" || f.out != "" || f.hook != "" {
+			return usagef("--out, --deploy-hook and --haproxy-* say where a certificate goes: name it with -d")
+		}
+		return nil
+	}
+	out := f.out
+	if out != "" {
+		abs, err := filepath.Abs(out)
+		if err != nil {
+			return usagef("--out: %v", err)
+		}
+		out = abs
+	}
+	if f.caRoot != "" {
+		abs, err := filepath.Abs(f.caRoot)
+		if err != nil {
+			return usagef("--ca-root: %v", err)
+		}
+		cfg.ACME.CARoot = abs
+	}
+	cfg.Certificates = []config.Certificate{{Names: f.names, Out: out, DeployHook: f.hook}}
+	if f.hapSocket != "" || f.hapCert != "" {
+		if f.hapSocket == "" || f.hapCert == "" {
+			return usagef("--haproxy-socket and --haproxy-cert go together: the socket to talk to and the crt path HAProxy loaded")
+		}
+		cfg.Certificates[0].HAProxy = &config.HAProxy{Socket: f.hapSocket, Cert: f.hapCert}
+	}
+	return nil
 }
 
 // summaryAfterListen is cfg's summary without its first part, the listen
