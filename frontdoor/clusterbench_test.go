@@ -1,0 +1,520 @@
+package frontdoor_test
+
+// Benchmarks of cluster mode (issue 11) with real parts: a three-member etcd, serve nodes as
+// processes of their own, HAProxy and Pebble. Each reports its figures as custom metrics;
+// bench/cluster.sh runs them all.
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tlsalpn/tlsalpn/cluster"
+	"github.com/tlsalpn/tlsalpn/internal/backend"
+	"github.com/tlsalpn/tlsalpn/internal/democa"
+	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
+	"github.com/tlsalpn/tlsalpn/issuer"
+	"github.com/tlsalpn/tlsalpn/manager"
+	"github.com/tlsalpn/tlsalpn/storage"
+	"github.com/tlsalpn/tlsalpn/storage/etcd"
+)
+
+// BenchmarkCatchUp measures a fresh node catching up 1,000 and 10,000 certificates: the
+// time from starting a serve process (a node of its own, on a three-member etcd, keeping
+// every certificate) until it serves the last of them to a normal client, and that process's
+// resident memory (VmHWM, its peak, and VmRSS, from /proc/PID/status: the node is a process
+// of its own, so the figure is its alone). Serve loads every certificate from etcd into its
+// cache before it accepts a connection, so the first handshake that succeeds shows the
+// catch-up done. The certificates are real ones (P-256, signed with crypto/x509 by a CA made
+// for the benchmark: issuing 10,000 from Pebble would take too long), stored by the setup as
+// the manager stores them (key, chain, record); the bytes they take in etcd are reported
+// too: keys plus values as stored (private keys encrypted), and the growth of etcd's database
+// file, per certificate. The node's ACME CA is a closed loopback port: nothing is due for
+// renewal, and nothing is ordered.
+//
+//	go test -run '^$' -bench CatchUp -benchtime 1x ./frontdoor/
+func BenchmarkCatchUp(b *testing.B) {
+	etcdc := etcdtest.Start(b, 3)
+	for _, n := range []int{1000, 10000} {
+		b.Run(strconv.Itoa(n)+"-certs", func(b *testing.B) {
+			for b.Loop() {
+				r := catchUp(b, etcdc, fmt.Sprintf("catchup-%d-%d", n, time.Now().UnixNano()), n)
+				b.ReportMetric(r.took.Seconds(), "start-to-serving-s")
+				b.ReportMetric(float64(r.hwm)/(1<<20), "VmHWM-MiB")
+				b.ReportMetric(float64(r.rss)/(1<<20), "VmRSS-MiB")
+				b.ReportMetric(r.storedPerCert, "etcd-kv-bytes/cert")
+				b.ReportMetric(r.dbPerCert, "etcd-db-bytes/cert")
+				b.ReportMetric(float64(r.nodeValue), "node-registration-bytes")
+			}
+		})
+	}
+}
+
+// TestCatchUp is the benchmark's setup, small: a fresh node serves the 20 certificates
+// stored before it started.
+func TestCatchUp(t *testing.T) {
+	etcdc := etcdtest.Start(t, 1)
+	r := catchUp(t, etcdc, "catchup-test", 20)
+	t.Logf("serving 20 certificates %s after start; VmHWM %d KiB; %.0f bytes per certificate in etcd", r.took.Round(time.Millisecond), r.hwm>>10, r.storedPerCert)
+}
+
+type catchUpResult struct {
+	took          time.Duration
+	hwm, rss      int64 // bytes
+	storedPerCert float64
+	dbPerCert     float64
+	nodeValue     int // bytes of the node's registration, which lists what it keeps
+}
+
+func catchUp(tb testing.TB, etcdc *etcdtest.Cluster, prefix string, n int) catchUpResult {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := tb.TempDir()
+	ca := newBenchCA(tb)
+	caRoot := filepath.Join(dir, "ca-root.pem")
+	if err := os.WriteFile(caRoot, ca.pem, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	const caURL = "https://127.0.0.1:1/dir" // closed: nothing is ordered
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(tb))
+	var names [][]string
+	for i := range n {
+		names = append(names, []string{fmt.Sprintf("c%05d.catchup.test", i)})
+	}
+	cfgFile := filepath.Join(dir, "node.yaml")
+	if err := os.WriteFile(cfgFile, []byte(nodeConfig(addr, caURL, caRoot, "127.0.0.1:9", names)), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	store, err := etcd.Open(ctx, etcd.Config{Endpoints: etcdc.Endpoints(), Prefix: prefix, EncryptionKey: testKey, SessionTTL: 2 * time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer store.Close()
+	cli := etcdc.Client(tb)
+	dbBefore := dbSize(ctx, tb, cli, etcdc.Endpoints()[0])
+	// The spec is the one serve makes of the configuration (frontdoor's manager), so that the
+	// node finds each stored certificate as its own and changes nothing.
+	template := manager.Spec{CA: caURL, CARoot: caRoot, Email: "ops@cluster.test", KeyType: issuer.EC256, Listen: addr}
+	serials := make([]string, n)
+	var (
+		wg       sync.WaitGroup
+		next     atomic.Int64
+		firstErr error
+		errOnce  sync.Once
+	)
+	for range 32 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				spec := template
+				spec.Names = names[i]
+				serial, err := ca.store(ctx, store, spec)
+				if err != nil {
+					errOnce.Do(func() { firstErr = err; cancel() })
+					return
+				}
+				serials[i] = serial
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		tb.Fatalf("storing %d certificates: %v", n, firstErr)
+	}
+	var r catchUpResult
+	lineages := prefix + "/" + storage.LineagesPrefix + "/"
+	stored, keys := prefixBytes(ctx, tb, cli, lineages)
+	if keys != 3*n {
+		tb.Fatalf("%d keys under %s; want %d (key, chain and record of %d certificates)", keys, lineages, 3*n, n)
+	}
+	r.storedPerCert = float64(stored) / float64(n)
+	r.dbPerCert = float64(dbSize(ctx, tb, cli, etcdc.Endpoints()[0])-dbBefore) / float64(n)
+
+	start := time.Now()
+	node := startNodeProcess(tb, "fresh", addr, cfgFile, etcdc, prefix)
+	last := names[n-1][0]
+	for {
+		serial, err := servedSerial(addr, last)
+		if err == nil && serial == serials[n-1] {
+			break
+		}
+		select {
+		case <-node.done:
+			tb.Fatalf("the node exited before serving %s", last)
+		case <-ctx.Done():
+			tb.Fatalf("the node did not serve %s: %q, %v", last, serial, err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	r.took = time.Since(start)
+	r.hwm, r.rss = procMemory(tb, node.cmd.Process.Pid)
+	// Not only the last: a hundred certificates across the range, each with its own serial.
+	for i := 0; i < n; i += max(1, n/100) {
+		if serial, err := servedSerial(addr, names[i][0]); err != nil || serial != serials[i] {
+			tb.Fatalf("%s: served %q (%v), stored %q", names[i][0], serial, err, serials[i])
+		}
+	}
+	// The node's registration lists the certificates it keeps: one etcd value, growing with them.
+	// The node's registration lists the certificates it keeps: one etcd value (sealed: read
+	// through the store, measured as etcd holds it), growing with them.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		v, err := store.Get(ctx, storage.ClusterNodeKey("fresh"))
+		if err == nil && strings.Contains(string(v), `"`+last+`"`) {
+			resp, err := cli.Get(ctx, prefix+"/"+storage.ClusterNodeKey("fresh"))
+			if err != nil || len(resp.Kvs) != 1 {
+				tb.Fatalf("the node's registration: %v %v", resp, err)
+			}
+			r.nodeValue = len(resp.Kvs[0].Value)
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("the node's registration never listed %s: %v", last, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return r
+}
+
+// benchCA signs certificates as a CA would, for storing many of them quickly.
+type benchCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newBenchCA(tb testing.TB) *benchCA {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tlsalpn bench CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &benchCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// store issues a 90-day certificate for spec's names and stores it as the manager does: key
+// and chain under a version named by the serial, then the record pointing at them. It
+// returns the serial, in hex as the manager records it.
+func (ca *benchCA) store(ctx context.Context, st storage.Storage, spec manager.Spec) (string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	tmpl := &x509.Certificate{SerialNumber: serial, DNSNames: spec.Names, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return "", err
+	}
+	keyPEM, err := issuer.EncodeKeyPEM(key)
+	if err != nil {
+		return "", err
+	}
+	chainPEM := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.pem...)
+	rec := manager.Record{Spec: spec, Serial: serial.Text(16), Issuer: ca.cert.Subject.CommonName,
+		NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter, ObtainedAt: now}
+	rec.Version = rec.Serial
+	id := spec.ID()
+	if err := st.Put(ctx, storage.LineageKey(id, rec.Version, storage.KeyFile), keyPEM, 0o600); err != nil {
+		return "", fmt.Errorf("storing the key of %s: %w", id, err)
+	}
+	if err := st.Put(ctx, storage.LineageKey(id, rec.Version, storage.CertFile), chainPEM, 0o644); err != nil {
+		return "", fmt.Errorf("storing the chain of %s: %w", id, err)
+	}
+	data, err := json.MarshalIndent(&rec, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := st.Put(ctx, storage.LineageMetaKey(id), data, 0o644); err != nil {
+		return "", fmt.Errorf("storing the record of %s: %w", id, err)
+	}
+	return rec.Serial, nil
+}
+
+// prefixBytes is the bytes (keys and values, as etcd holds them) and the number of keys under
+// prefix, read in pages.
+func prefixBytes(ctx context.Context, tb testing.TB, cli *clientv3.Client, prefix string) (bytes int64, keys int) {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from := prefix
+	for {
+		resp, err := cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(1000))
+		if err != nil {
+			tb.Fatalf("reading %s: %v", prefix, err)
+		}
+		for _, kv := range resp.Kvs {
+			bytes += int64(len(kv.Key) + len(kv.Value))
+			keys++
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return bytes, keys
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// dbSize is the size of an etcd member's database file.
+func dbSize(ctx context.Context, tb testing.TB, cli *clientv3.Client, endpoint string) int64 {
+	st, err := cli.Status(ctx, endpoint)
+	if err != nil {
+		tb.Fatalf("status of %s: %v", endpoint, err)
+	}
+	return st.DbSize
+}
+
+// procMemory reads a process's peak and current resident memory (VmHWM, VmRSS), in bytes.
+func procMemory(tb testing.TB, pid int) (hwm, rss int64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatalf("the node's memory: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		field, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (field != "VmHWM" && field != "VmRSS") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			tb.Fatalf("/proc/%d/status: %s: %v", pid, sc.Text(), err)
+		}
+		if field == "VmHWM" {
+			hwm = kb << 10
+		} else {
+			rss = kb << 10
+		}
+	}
+	if hwm == 0 || rss == 0 {
+		tb.Fatalf("/proc/%d/status has no VmHWM or VmRSS", pid)
+	}
+	return hwm, rss
+}
+
+// BenchmarkEtcdRequestsPerIssuance counts, from etcd's own /metrics on each of three members,
+// the requests one certificate costs when three serve nodes (processes, behind HAProxy in
+// roundrobin, Pebble validating through it) are told to keep it (a configuration reload on
+// each, as when a certificate is added): the nodes register that they keep it, its owner
+// locks and orders it, publishes the challenge, every node loads and acknowledges it, the
+// owner stores the certificate, and the other two load it through their watch. The counters
+// are summed over the three members, read before and after (when every node serves the new
+// certificate, and a second later for what follows: unpublishing, deployment records); what
+// the idle cluster does over the same time (lease keep-alives, measured just before at the
+// same rate) is subtracted. Reads are Range; writes Txn, Put and DeleteRange; watch requests
+// are watch creations and cancellations; watch events are the events etcd sent to watchers;
+// lease requests are grants, keep-alives, revocations and TTL queries; proposals are Raft
+// proposals committed (the leader's count).
+//
+//	go test -run '^$' -bench EtcdRequestsPerIssuance -benchtime 1x ./frontdoor/
+func BenchmarkEtcdRequestsPerIssuance(b *testing.B) {
+	for b.Loop() {
+		d := etcdRequestsPerIssuance(b)
+		for _, k := range []string{"reads", "writes", "watch-requests", "watch-events", "lease-requests", "proposals"} {
+			b.ReportMetric(d[k], k)
+		}
+	}
+}
+
+func etcdRequestsPerIssuance(b *testing.B) map[string]float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	etcdc := etcdtest.Start(b, 3)
+	const prefix = "requests-bench"
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "backend") }))
+	defer be.Close()
+	var addrs []string
+	for range 3 {
+		addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(freePort(b)))
+	}
+	bal := backend.StartBalancer(b, addrs)
+	_, balPort, _ := net.SplitHostPort(bal.Addr)
+	tlsPort, _ := strconv.Atoi(balPort)
+	var orders atomic.Int32
+	ca, err := democa.Start(ctx, democa.Options{TLSPort: tlsPort, NoSleep: true, Handler: func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
+				orders.Add(1)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ca.Close()
+	dir := b.TempDir()
+	caRoot := filepath.Join(dir, "ca-root.pem")
+	if err := os.WriteFile(caRoot, ca.RootsPEM(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	const name = "one.requests.test"
+	nodes := make([]*node, 3)
+	for i := range nodes {
+		cfgFile := filepath.Join(dir, fmt.Sprintf("n%d.yaml", i+1))
+		// No certificate kept yet: only the route, so that the node starts.
+		cfg := fmt.Sprintf("listen: %q\nacme:\n  ca: %q\n  ca_root: %q\n  email: ops@cluster.test\n  agree_tos: true\n"+
+			"proxy:\n  steer: off\nroutes:\n  - names: [%s]\n    backend: %s\n    mode: tcp\n", addrs[i], ca.DirectoryURL(), caRoot, name, be.Listener.Addr())
+		if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		nodes[i] = startNodeProcess(b, fmt.Sprintf("n%d", i+1), addrs[i], cfgFile, etcdc, prefix)
+	}
+	store, err := etcd.Open(ctx, etcd.Config{Endpoints: etcdc.Endpoints(), Prefix: prefix, EncryptionKey: testKey, SessionTTL: 2 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	for {
+		got, err := cluster.Nodes(ctx, store)
+		if err == nil && len(got) == 3 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			b.Fatalf("three nodes never registered: %+v %v", got, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// The benchmark's own store is idle from here on: what is counted is the nodes'.
+	time.Sleep(time.Second)
+	idle0, t0 := scrapeEtcd(ctx, b, etcdc), time.Now()
+	time.Sleep(2 * time.Second)
+	idle1, t1 := scrapeEtcd(ctx, b, etcdc), time.Now()
+
+	for i, n := range nodes {
+		cfg := nodeConfig(addrs[i], ca.DirectoryURL(), caRoot, be.Listener.Addr().String(), [][]string{{name}})
+		if err := os.WriteFile(n.config, []byte(cfg), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		n.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	m := manager.New(store, (&manager.Pool{Store: store}).Get, nil)
+	var serial string
+	for serial == "" {
+		if s, err := m.Load(ctx, name); err == nil {
+			serial = s.Serial
+			break
+		}
+		select {
+		case <-ctx.Done():
+			b.Fatalf("%s never stored", name)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for _, n := range nodes {
+		for {
+			got, err := servedSerial(n.addr, name)
+			if err == nil && got == serial {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				b.Fatalf("node %s never served %s: %q %v", n.id, name, got, err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	time.Sleep(time.Second)
+	after, t2 := scrapeEtcd(ctx, b, etcdc), time.Now()
+	if got := orders.Load(); got != 1 {
+		b.Fatalf("Pebble received %d orders; want one", got)
+	}
+	scale := t2.Sub(t1).Seconds() / t1.Sub(t0).Seconds()
+	d := map[string]float64{}
+	for k, v := range after {
+		d[k] = v - idle1[k] - scale*(idle1[k]-idle0[k])
+	}
+	b.Logf("over %s (idle rate from %s subtracted, scaled by %.2f): %v", t2.Sub(t1).Round(time.Millisecond), t1.Sub(t0).Round(time.Millisecond), scale, d)
+	return d
+}
+
+// scrapeEtcd reads each member's /metrics and sums, over the members, the counters
+// BenchmarkEtcdRequestsPerIssuance reports; "proposals" is the largest member's (the leader
+// commits every proposal, each follower applies the same ones).
+func scrapeEtcd(ctx context.Context, tb testing.TB, etcdc *etcdtest.Cluster) map[string]float64 {
+	group := map[string]string{
+		"Range": "reads", "Txn": "writes", "Put": "writes", "DeleteRange": "writes", "Watch": "watch-requests",
+		"LeaseGrant": "lease-requests", "LeaseKeepAlive": "lease-requests", "LeaseRevoke": "lease-requests", "LeaseTimeToLive": "lease-requests",
+	}
+	out := map[string]float64{}
+	for _, ep := range etcdc.Endpoints() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ep+"/metrics", nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			tb.Fatalf("etcd metrics of %s: %v", ep, err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			i := strings.LastIndexByte(line, ' ')
+			if i < 0 || strings.HasPrefix(line, "#") {
+				continue
+			}
+			v, err := strconv.ParseFloat(line[i+1:], 64)
+			if err != nil {
+				continue
+			}
+			metric := line[:i]
+			switch {
+			case strings.HasPrefix(metric, "grpc_server_msg_received_total{"):
+				_, rest, _ := strings.Cut(metric, `grpc_method="`)
+				method, _, _ := strings.Cut(rest, `"`)
+				if g, ok := group[method]; ok {
+					out[g] += v
+				}
+			case metric == "etcd_debugging_mvcc_events_total":
+				out["watch-events"] += v
+			case metric == "etcd_server_proposals_committed_total":
+				out["proposals"] = max(out["proposals"], v)
+			}
+		}
+		resp.Body.Close()
+		if err := sc.Err(); err != nil {
+			tb.Fatalf("etcd metrics of %s: %v", ep, err)
+		}
+	}
+	return out
+}
