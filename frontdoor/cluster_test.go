@@ -64,6 +64,7 @@ func runNode(id string) int {
 		logger.Error("config", "error", err)
 		return 2
 	}
+	logger.Info("configuration loaded", "certificates", len(cfg.Certificates)) // BenchmarkCatchUp times it
 	octx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	store, err := etcd.Open(octx, etcd.Config{Endpoints: strings.Split(os.Getenv(envEndpoints), ","), Prefix: os.Getenv(envPrefix),
 		EncryptionKey: testKey, SessionTTL: 2 * time.Second, Logger: logger})
