@@ -6,7 +6,8 @@
 #      (manager BenchmarkPropagation: 3 and 10 nodes, each a watcher with a client of its own);
 #   2. etcd requests per issuance, counted by etcd (its /metrics on each member, before and
 #      after; the idle cluster's lease keep-alives subtracted): one certificate through three
-#      serve nodes behind HAProxy, Pebble validating (frontdoor BenchmarkEtcdRequestsPerIssuance);
+#      serve nodes behind HAProxy, Pebble validating, then its renewal (renewal-*) ordered from
+#      outside the nodes as "tlsalpn renew" does (frontdoor BenchmarkEtcdRequestsPerIssuance);
 #   3. order placed to "ready" (Publish returns: every node acknowledged and was checked on its
 #      own address) with 1, 3 and 5 nodes, p50/p99/max over 50 (cluster BenchmarkPublishReady);
 #   4. a fresh node (a serve process) catching up 1,000 and 10,000 certificates stored in etcd
@@ -34,6 +35,6 @@ run() { # PACKAGE BENCHMARK TITLE
 }
 
 run ./manager/  BenchmarkPropagation             "1. renewed certificate to every node (ms from stored to the last node's cache; 50 renewals; 3-member etcd)"
-run ./frontdoor/ BenchmarkEtcdRequestsPerIssuance "2. etcd requests for one certificate through 3 serve nodes (summed over 3 members; idle keep-alives subtracted)"
+run ./frontdoor/ BenchmarkEtcdRequestsPerIssuance "2. etcd requests for one certificate through 3 serve nodes, and for its renewal (summed over 3 members; idle keep-alives subtracted)"
 run ./cluster/  BenchmarkPublishReady            "3. order placed to ready, ms (Publish: every node acknowledged and checked; 50 publications; 3-member etcd)"
 run ./frontdoor/ BenchmarkCatchUp                 "4. fresh node catching up N certificates (start to serving the last; its memory; bytes per certificate in etcd)"
