@@ -96,7 +96,9 @@ type catchUpResult struct {
 }
 
 func catchUp(tb testing.TB, etcdc *etcdtest.Cluster, prefix string, n int) catchUpResult {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Generous: at 10,000 certificates parsing the configuration alone takes minutes on a
+	// busy machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	dir := tb.TempDir()
 	ca := newBenchCA(tb)
