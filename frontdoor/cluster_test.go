@@ -64,6 +64,7 @@ func runNode(id string) int {
 		logger.Error("config", "error", err)
 		return 2
 	}
+	logger.Info("configuration loaded", "certificates", len(cfg.Certificates)) // BenchmarkCatchUp times it
 	octx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	store, err := etcd.Open(octx, etcd.Config{Endpoints: strings.Split(os.Getenv(envEndpoints), ","), Prefix: os.Getenv(envPrefix),
 		EncryptionKey: testKey, SessionTTL: 2 * time.Second, Logger: logger})
@@ -106,7 +107,7 @@ type node struct {
 	done                  chan struct{}
 }
 
-func startNodeProcess(t *testing.T, id, addr, cfgFile string, etcdc *etcdtest.Cluster, prefix string) *node {
+func startNodeProcess(t testing.TB, id, addr, cfgFile string, etcdc *etcdtest.Cluster, prefix string) *node {
 	t.Helper()
 	n := &node{id: id, addr: addr, config: cfgFile, log: filepath.Join(t.TempDir(), id+".log"), done: make(chan struct{})}
 	logf, err := os.Create(n.log)
@@ -146,7 +147,7 @@ func tail(s string, n int) string {
 	return s
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -143,19 +143,22 @@ func (c *Cluster) startNew(n, attempt int) error {
 	c.mu.Lock()
 	c.members = nil
 	c.token = fmt.Sprintf("tlsalpn-%d-%d-%d", os.Getpid(), time.Now().UnixNano(), attempt)
+	// Every member's ports in one call: ports picked one member at a time are released in
+	// between, and the kernel may hand a released one out again (seen: "initial cluster
+	// m0=http://127.0.0.1:43167,m1=http://127.0.0.1:43167,… has duplicate url").
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	for i := range n {
-		ports, err := freePorts(2)
-		if err != nil {
-			c.mu.Unlock()
-			return err
-		}
 		base := filepath.Join(c.dir, fmt.Sprintf("try%d-m%d", attempt, i))
 		c.members = append(c.members, &member{
 			name:       fmt.Sprintf("m%d", i),
 			dataDir:    base + ".data",
 			logPath:    base + ".log",
-			clientPort: ports[0],
-			peerPort:   ports[1],
+			clientPort: ports[2*i],
+			peerPort:   ports[2*i+1],
 		})
 	}
 	c.mu.Unlock()
