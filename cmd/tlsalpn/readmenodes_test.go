@@ -309,7 +309,7 @@ func TestREADMEClusterNodes(t *testing.T) {
 	waitFor(t, "every node to log that the new certificate's renewal is paused", 20*time.Second, func() bool {
 		alive()
 		for _, p := range procs {
-			if !regexp.MustCompile(paused + `.*name=new\.example\.com`).MatchString(p.log.String()) {
+			if !regexp.MustCompile(paused + `.*(name=|"name":")new\.example\.com`).MatchString(p.log.String()) {
 				return false
 			}
 		}
