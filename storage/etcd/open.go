@@ -32,9 +32,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		dialTimeout = max(time.Until(d), time.Millisecond)
 	}
 	ccfg := clientv3.Config{
-		Endpoints:            cfg.Endpoints,
-		DialTimeout:          dialTimeout,
-		DialKeepAliveTime:    5 * time.Second,
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: dialTimeout,
+		// Above etcd's --grpc-keepalive-min-time (5 s by default): a ping
+		// every 5 s is sometimes early by a hair, and etcd then closes the
+		// connection (GOAWAY "too_many_pings") and every call on it fails.
+		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		PermitWithoutStream:  true,
 		MaxCallSendMsgSize:   maxSendMsgSize,
