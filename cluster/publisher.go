@@ -21,7 +21,7 @@ import (
 )
 
 // ErrNoNodes is returned by Publish when no node is live: nothing would answer the CA.
-var ErrNoNodes = errors.New("cluster: no live node to answer the CA (is any tlsalpn serve running on this storage?)")
+var ErrNoNodes = errors.New("cluster: no live node to answer the CA")
 
 // PublisherConfig configures a Publisher.
 type PublisherConfig struct {

@@ -133,7 +133,7 @@ func (rt *runtime) serveKeepClient(ctx context.Context, cfg *config.Config) erro
 	if err != nil {
 		return err
 	}
-	rt.logger.Info("ualpn socket: listening; uacme's ualpn.sh and tlsalpn challenge publish talk to it", "socket", cfg.UALPNSocket)
+	rt.logger.Info("ualpn socket: listening; uacme's ualpn.sh and challenge publications from the command line talk to it", "socket", cfg.UALPNSocket)
 	go func() {
 		if err := rt.r.ServeUALPN(ctx, ln); err != nil {
 			rt.logger.Error("ualpn socket stopped", "socket", cfg.UALPNSocket, "error", err)

@@ -188,7 +188,7 @@ func directoryForHost(host string, opts Options) (string, error) {
 		}
 		u, _ := url.Parse(dir)
 		if !strings.EqualFold(u.Host, host) {
-			return "", fmt.Errorf("--ca %s is at %s, but the account is at %s", dir, u.Host, host)
+			return "", fmt.Errorf("the CA directory %s is at %s, but the account is at %s", dir, u.Host, host)
 		}
 		return dir, nil
 	}
@@ -198,7 +198,27 @@ func directoryForHost(host string, opts Options) (string, error) {
 			return dir, nil
 		}
 	}
-	return "", fmt.Errorf("the CA at %s is none tlsalpn knows, and the source does not record its directory URL: give it with --ca https://%s/…", host, host)
+	return "", &UnknownCAError{Host: host}
+}
+
+// UnknownCAError refuses a source that records only its CA's host when
+// that host is no CA tlsalpn knows: the directory URL must be given.
+type UnknownCAError struct{ Host string }
+
+func (e *UnknownCAError) Error() string {
+	return fmt.Sprintf("the CA at %s is none tlsalpn knows, and the source does not record its directory URL", e.Host)
+}
+
+// AccountChoiceError refuses a certificate that one of several accounts at
+// its CA obtained, when the source does not record which: the account must
+// be named.
+type AccountChoiceError struct {
+	Accounts int
+	Host     string
+}
+
+func (e *AccountChoiceError) Error() string {
+	return fmt.Sprintf("%d accounts at %s, and lego does not record which one obtained it", e.Accounts, e.Host)
 }
 
 // hostOf is the host (and port) of an account URL.

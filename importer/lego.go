@@ -82,7 +82,6 @@ func Lego(dir string, opts Options) (*Source, error) {
 			return refuse(fmt.Errorf("%s: %w", crt, err))
 		}
 		c.CA, c.Email = acct.CA, acct.Email
-		c.Notes = append(c.Notes, "lego keeps no output paths or hooks: set a deploy hook with tlsalpn reconfigure --deploy-hook if a server reloads it")
 		src.Certificates = append(src.Certificates, c)
 		if !used[acct] {
 			used[acct] = true
@@ -126,7 +125,7 @@ func pickAccount(accts []*Account, host, email string) (*Account, error) {
 	case len(at) == 0:
 		return nil, fmt.Errorf("no account at %s, the CA that issued it", host)
 	}
-	return nil, fmt.Errorf("%d accounts at %s, and lego does not record which one obtained it: choose one with --email", len(at), host)
+	return nil, &AccountChoiceError{Accounts: len(at), Host: host}
 }
 
 func legoAccounts(dir string, opts Options) ([]*Account, error) {

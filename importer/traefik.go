@@ -54,7 +54,6 @@ func Traefik(file string, opts Options) (*Source, error) {
 			if err := certificate(&c); err != nil {
 				return refuse(err)
 			}
-			c.Notes = append(c.Notes, "Traefik serves certificates from acme.json only: point it at the output with a file provider, or put tlsalpn serve in front")
 			src.Certificates = append(src.Certificates, c)
 		}
 	}

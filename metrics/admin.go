@@ -66,7 +66,7 @@ func (e *AddrError) Unwrap() error { return e.Err }
 // ErrNotLoopback is why a non-loopback admin address without a token is
 // refused: the API can force renewals (each one counts against the CA's
 // rate limits) and tells what is kept where.
-var ErrNotLoopback = errors.New("not a loopback address: anything else needs a bearer token file (admin_token_file, --admin-token-file)")
+var ErrNotLoopback = errors.New("not a loopback address: anything else needs a bearer token file")
 
 // CheckAddr refuses addr unless it is host:port with a loopback host
 // (127.0.0.0/8, ::1, localhost), or a token is required. A host left

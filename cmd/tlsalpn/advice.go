@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/tlsalpn/tlsalpn/check"
+	"github.com/tlsalpn/tlsalpn/cluster"
+	"github.com/tlsalpn/tlsalpn/importer"
 	"github.com/tlsalpn/tlsalpn/issuer"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/responder"
@@ -21,7 +23,15 @@ func advice(err error) string {
 	var be *responder.BindError
 	var hs *heldByServeError
 	var op *check.OtherPortError
+	var uca *importer.UnknownCAError
+	var ach *importer.AccountChoiceError
 	switch {
+	case errors.Is(err, cluster.ErrNoNodes):
+		return " (is any tlsalpn serve running on this storage?)"
+	case errors.As(err, &uca):
+		return fmt.Sprintf(": give it with --ca https://%s/…", uca.Host)
+	case errors.As(err, &ach):
+		return ": choose one with --email"
 	case errors.As(err, &hs):
 		return "" // says what to do itself, knowing which serve holds the port
 	case errors.Is(err, issuer.ErrEABRequired):

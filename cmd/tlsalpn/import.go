@@ -243,10 +243,23 @@ func printImportPlan(e *env, src *importer.Source, specs []manager.Spec, dryRun 
 		if s.PreHook != "" || s.PostHook != "" {
 			fmt.Fprintf(e.stdout, "    pre-hook: %s; post-hook: %s\n", orDash(s.PreHook), orDash(s.PostHook))
 		}
-		for _, n := range c.Notes {
+		for _, n := range append(c.Notes, toolNote(src.Tool)...) {
 			fmt.Fprintf(e.stdout, "    note: %s\n", n)
 		}
 	}
+}
+
+// toolNote is what to know of every certificate from tool once tlsalpn
+// keeps it, in this command's words: what the tool does not record, or
+// how its server is to find the files.
+func toolNote(tool string) []string {
+	switch tool {
+	case "lego":
+		return []string{"lego keeps no output paths or hooks: set a deploy hook with tlsalpn reconfigure --deploy-hook if a server reloads it"}
+	case "traefik":
+		return []string{"Traefik serves certificates from acme.json only: point it at the output with a file provider, or put tlsalpn serve in front"}
+	}
+	return nil
 }
 
 // writeImport stores src's accounts, then its certificates: a certificate
