@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -31,19 +32,74 @@ type terminator struct {
 }
 
 // terminateTLS is one TLS configuration per mode, made once per Server: a
-// tls.Config makes its session ticket keys on first use (and rotates them
-// itself), so a configuration per connection would cost a key each time and
-// no client could resume, and one per configuration generation would end
-// every client's resumption at each reload.
+// configuration per connection would cost a ticket key each time and no
+// client could resume, and one per configuration generation would end
+// every client's resumption at each reload (SIGHUP). Its session ticket
+// keys are the Server's too, for the same reason.
 type terminateTLS struct {
 	http, tcp *tls.Config
+	keys      *ticketKeys
 }
+
+// Session ticket keys: a new one every ticketKeyRotation, and the one
+// before it kept to decrypt tickets it issued, so that a ticket resumes for
+// between 12 and 24 hours and a key stolen from memory opens no session
+// older than a day.
+const (
+	ticketKeyRotation = 12 * time.Hour
+	ticketKeysKept    = 2 // the current key and the previous one
+)
 
 func newTerminateTLS(certs CertSource) *terminateTLS {
 	cfg := func(protos []string) *tls.Config {
 		return &tls.Config{GetCertificate: certs.GetCertificate, NextProtos: protos, MinVersion: tls.VersionTLS12}
 	}
-	return &terminateTLS{http: cfg([]string{"h2", "http/1.1"}), tcp: cfg(nil)}
+	tc := &terminateTLS{http: cfg([]string{"h2", "http/1.1"}), tcp: cfg(nil)}
+	tc.keys = &ticketKeys{now: time.Now, every: ticketKeyRotation, keep: ticketKeysKept, cfgs: []*tls.Config{tc.http, tc.tcp}}
+	tc.keys.rotateIfDue()
+	return tc
+}
+
+// ticketKeys rotates the session ticket keys of some TLS configurations on
+// a schedule. crypto/tls would rotate keys of its own, but keeps each for a
+// week; and keys set here are the ones a future cluster can share. Rotation
+// is done by the first handshake after it is due, not by a timer, so that a
+// Server owns no goroutine until it serves.
+type ticketKeys struct {
+	now   func() time.Time // time.Now; a test's clock
+	every time.Duration
+	keep  int
+	cfgs  []*tls.Config
+
+	due  atomic.Int64 // UnixNano when the next key is due; read per handshake
+	mu   sync.Mutex   // serialises rotations
+	keys [][32]byte   // newest first
+}
+
+// rotateIfDue makes a new key the one tickets are issued with, when one is
+// due, and drops the keys older than the kept ones: tickets they issued no
+// longer resume. The common case is one atomic load.
+func (k *ticketKeys) rotateIfDue() {
+	now := k.now()
+	if now.UnixNano() < k.due.Load() {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if now.UnixNano() < k.due.Load() {
+		return // another handshake rotated it
+	}
+	var key [32]byte
+	rand.Read(key[:]) // never fails (crypto/rand)
+	keys := append([][32]byte{key}, k.keys...)
+	if len(keys) > k.keep {
+		keys = keys[:k.keep]
+	}
+	k.keys = keys
+	for _, c := range k.cfgs {
+		c.SetSessionTicketKeys(keys) // safe while handshakes run
+	}
+	k.due.Store(now.Add(k.every).UnixNano())
 }
 
 func newTerminator(certs CertSource, tc *terminateTLS, bufs *bufferPool, logger *slog.Logger) *terminator {
@@ -54,6 +110,7 @@ func newTerminator(certs CertSource, tc *terminateTLS, bufs *bufferPool, logger 
 // and returns when the connection is finished. It returns false, without
 // having read from conn, when t was retired before it could take conn.
 func (t *terminator) serve(conn net.Conn, route *Route, cfg *Config) bool {
+	t.tls.keys.rotateIfDue()
 	o := route.obs
 	switch route.Mode {
 	case TerminateTCP:
