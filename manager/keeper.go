@@ -262,7 +262,7 @@ func (m *Manager) replace(ctx context.Context, k *keeping, s *Stored, found, own
 	name, opts := k.spec.Names[0], k.opts
 	if !owned {
 		if takeOver := k.needSince.Add(opts.OwnerGrace); m.now().Before(takeOver) {
-			wait := min(time.Until(takeOver), opts.CheckEvery)
+			wait := min(m.until(takeOver), opts.CheckEvery)
 			m.logger.Debug("certificate missing or revoked; left to the node that owns it", "name", name,
 				"taken_over_in", wait.Round(time.Second))
 			return wait, nil
@@ -306,7 +306,7 @@ func (m *Manager) renewIfDue(ctx context.Context, k *keeping, s *Stored, owned b
 		// An emergency renewal is the owner's for OwnerGrace, then
 		// anyone's.
 		if takeOver := emergencyAt(s).Add(opts.OwnerGrace); m.now().Before(takeOver) {
-			wait := min(max(time.Until(takeOver), time.Second), opts.CheckEvery)
+			wait := min(max(m.until(takeOver), time.Second), opts.CheckEvery)
 			m.logger.Debug("certificate due; left to the node that owns it", "name", name, "reason", d.Reason,
 				"taken_over_in", wait.Round(time.Second))
 			return m.deployIfPending(ctx, spec, s, opts, &k.deployBackoff, wait), nil
@@ -322,9 +322,9 @@ func (m *Manager) renewIfDue(ctx context.Context, k *keeping, s *Stored, owned b
 		}
 		return m.attempt(ctx, spec, s.Chain[0], trigger, opts, &k.backoff, &k.deployBackoff)
 	}
-	wait := min(time.Until(d.At), opts.CheckEvery)
+	wait := min(m.until(d.At), opts.CheckEvery)
 	if s.ARI != nil && !s.ARI.RetryAfter.IsZero() {
-		wait = min(wait, max(time.Until(s.ARI.RetryAfter), time.Minute))
+		wait = min(wait, max(m.until(s.ARI.RetryAfter), time.Minute))
 	}
 	wait = m.deployIfPending(ctx, spec, s, opts, &k.deployBackoff, max(wait, time.Second)+jitter(wait))
 	m.logger.Debug("next look at certificate", "name", name, "in", wait.Round(time.Second), "reason", d.Reason)
@@ -546,3 +546,8 @@ func jitter(d time.Duration) time.Duration {
 	}
 	return time.Duration(rand.Int64N(int64(j)))
 }
+
+// until is how long from now, by the manager's clock, until t. The waits
+// of the keeper are measured on the same clock as its decisions: measured
+// on another, a decision "due at t" would be slept past or woken early.
+func (m *Manager) until(t time.Time) time.Duration { return t.Sub(m.now()) }
