@@ -305,8 +305,11 @@ func TestREADMEClusterNodes(t *testing.T) {
 		}
 		p.cmd.Process.Signal(syscall.SIGHUP)
 	}
+	// Bounded generously: while etcd is away each storage read of the
+	// reload waits out the 10 s etcd request timeout before the keeper
+	// pauses (under -race and a loaded machine, more than 20 s).
 	const paused = "storage unreachable: renewal paused"
-	waitFor(t, "every node to log that the new certificate's renewal is paused", 20*time.Second, func() bool {
+	waitFor(t, "every node to log that the new certificate's renewal is paused", 60*time.Second, func() bool {
 		alive()
 		for _, p := range procs {
 			if !regexp.MustCompile(paused + `.*(name=|"name":")new\.example\.com`).MatchString(p.log.String()) {
@@ -329,10 +332,10 @@ func TestREADMEClusterNodes(t *testing.T) {
 	}
 	etcdc.StartAll()
 	back := time.Now()
-	waitFor(t, "the three nodes registered again after etcd's return", 20*time.Second, nodesAre(ids))
+	waitFor(t, "the three nodes registered again after etcd's return", 60*time.Second, nodesAre(ids))
 	t.Logf("etcd down %s; the nodes registered again %s after its return", back.Sub(stopped).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 	// What each node keeps, changed by the reload while etcd was away, is registered with it.
-	waitFor(t, "every node registered as keeping both certificates", 10*time.Second, func() bool {
+	waitFor(t, "every node registered as keeping both certificates", 30*time.Second, func() bool {
 		got, err := cluster.Nodes(ctx, store)
 		if err != nil || len(got) != 3 {
 			return false
@@ -345,7 +348,7 @@ func TestREADMEClusterNodes(t *testing.T) {
 		return true
 	})
 	servesAll("after the outage")
-	waitFor(t, "the paused certificate obtained after etcd's return", 30*time.Second, func() bool {
+	waitFor(t, "the paused certificate obtained after etcd's return", 60*time.Second, func() bool {
 		alive()
 		_, err := m.Load(ctx, "new.example.com")
 		return err == nil
