@@ -18,6 +18,7 @@ package democa
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -142,6 +143,12 @@ type CA struct {
 	httpClient *http.Client
 
 	acmeURL string // https://127.0.0.1:PORT
+	// dirPath is where the directory is served: wfe.DirectoryPath and a
+	// random part. ACME clients cache directories by URL for hours
+	// (acmez: 12 h, process-wide), so a CA started later on a port an
+	// earlier one used must not share its URL, or a client is handed the
+	// earlier CA's directory (its EAB requirement, its endpoints).
+	dirPath string
 	mgmtURL string // https://127.0.0.1:PORT
 	acmeSrv *http.Server
 	mgmtSrv *http.Server
@@ -211,10 +218,13 @@ func Start(ctx context.Context, opts Options) (*CA, error) {
 		return nil, err
 	}
 
+	c.dirPath = wfe.DirectoryPath + "/" + rand.Text()[:12]
 	acmeHandler := wfeImpl.Handler()
 	if opts.Handler != nil {
 		acmeHandler = opts.Handler(acmeHandler)
 	}
+	// Outermost: the middleware sees Pebble's own paths.
+	acmeHandler = directoryAt(c.dirPath, acmeHandler)
 	c.acmeSrv, c.acmeURL, err = c.serve(srvTLS, acmeHandler)
 	if err != nil {
 		c.closeDNS()
@@ -322,7 +332,17 @@ func (c *CA) serve(tlsConf *tls.Config, h http.Handler) (*http.Server, string, e
 }
 
 // DirectoryURL is the URL of the ACME directory.
-func (c *CA) DirectoryURL() string { return c.acmeURL + wfe.DirectoryPath }
+func (c *CA) DirectoryURL() string { return c.acmeURL + c.dirPath }
+
+// directoryAt serves Pebble's directory at path too (see CA.dirPath).
+func directoryAt(path string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path {
+			r.URL.Path = wfe.DirectoryPath
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 // ManagementURL is the base URL (no trailing slash) of Pebble's management
 // API: /roots/N, /intermediates/N, /cert-status-by-serial/HEX,

@@ -539,7 +539,7 @@ func TestHandlerMiddleware(t *testing.T) {
 			})
 		},
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, strings.TrimSuffix(c.DirectoryURL(), "/dir")+"/nonce-plz", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.acmeURL+"/nonce-plz", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
