@@ -29,6 +29,7 @@ import (
 	"github.com/tlsalpn/tlsalpn/internal/backend"
 	"github.com/tlsalpn/tlsalpn/internal/democa"
 	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
+	"github.com/tlsalpn/tlsalpn/internal/freeport"
 	"github.com/tlsalpn/tlsalpn/manager"
 	"github.com/tlsalpn/tlsalpn/storage"
 	"github.com/tlsalpn/tlsalpn/storage/etcd"
@@ -149,12 +150,7 @@ func tail(s string, n int) string {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return freeport.Pick(t)
 }
 
 // nodeConfig is a serve configuration: listen on addr, terminate TLS for every name (a route to

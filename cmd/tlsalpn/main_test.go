@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsalpn/tlsalpn/internal/freeport"
 )
 
 // binaries built once per test run, on demand.
@@ -93,12 +95,7 @@ func runCLI(t *testing.T, ctx context.Context, args ...string) (int, string, str
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return freeport.Pick(t)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
