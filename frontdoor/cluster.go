@@ -130,6 +130,10 @@ func (rt *runtime) announceKeeps(ctx context.Context, specs []manager.Spec) {
 		ids[i] = s.ID()
 	}
 	if err := rt.node.SetKeeps(ctx, ids); err != nil {
-		rt.logger.Warn("cluster: the certificates this node keeps are not registered; the other nodes will not count it among their keepers until it is", "error", err)
+		// Loud: until the registration is written again (the next reload,
+		// or the session renewed), renewals are spread as if this node
+		// kept none of its certificates.
+		rt.logger.Error("cluster: the certificates this node keeps are not registered; the other nodes will not count it among their keepers until the next reload (SIGHUP) or the session is renewed",
+			"node", rt.node.Info().ID, "certificates", len(ids), "error", err)
 	}
 }
