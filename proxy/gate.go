@@ -49,10 +49,17 @@ func evictAt(maxConns int) int { return maxConns - maxConns/10 }
 
 // A waiter is one admitted connection, as the gate knows it.
 type waiter struct {
-	conn       net.Conn
+	conn       gated
 	src        netip.Addr // the source it is counted under; invalid when exempt
 	prev, next *waiter
 	state      waiterState
+}
+
+// gated is what the gate needs of a connection: to close it, and its
+// address for the log. A net.Conn is one; so is a connection of the loops.
+type gated interface {
+	Close() error
+	RemoteAddr() net.Addr
 }
 
 type waiterState uint8
@@ -79,7 +86,7 @@ const (
 // ClientHello is complete and to release when it ends. victim, when not
 // nil, is a waiting connection admit evicted to make room: the caller
 // closes it, outside the gate's lock.
-func (g *gate) admit(c net.Conn, src netip.Addr, maxConns, perSource int) (w *waiter, victim *waiter, v verdict) {
+func (g *gate) admit(c gated, src netip.Addr, maxConns, perSource int) (w *waiter, victim *waiter, v verdict) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if src.IsValid() && g.perSource[src] >= perSource {
@@ -210,6 +217,11 @@ func sourceOf(addr net.Addr) netip.Addr {
 	if !ok {
 		return netip.Addr{}
 	}
+	return sourceIP(ip)
+}
+
+// sourceIP is sourceOf for an address as it is.
+func sourceIP(ip netip.Addr) netip.Addr {
 	ip = ip.Unmap().WithZone("")
 	if ip.Is6() {
 		p, err := ip.Prefix(64)

@@ -207,13 +207,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
+	if err, ok := s.serveLoops(ctx, ln); ok {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
 	var backoff acceptretry.Backoff
 	for {
 		conn, err := ln.Accept()
@@ -233,7 +236,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff.Reset()
 		st := s.cur.Load()
-		w, ok := s.admit(conn, st)
+		w, ok := s.admit(conn, conn.RemoteAddr(), st)
 		if !ok {
 			continue
 		}
@@ -249,14 +252,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // admit passes conn through the gate, closing it or the connection it
 // evicts, and says so in the log (once a second at most for each reason:
 // under a flood the log must not become the next thing to fall over).
-func (s *Server) admit(conn net.Conn, st *state) (*waiter, bool) {
+//
+// remote is conn's address, or nil for a connection of the loops, which are
+// never from a trusted balancer and whose address c computes only when a
+// log needs it.
+func (s *Server) admit(c gated, remote net.Addr, st *state) (*waiter, bool) {
 	cfg := &st.cfg
-	remote := conn.RemoteAddr()
-	src := sourceOf(remote)
-	if len(cfg.TrustedProxies) > 0 && fromTrusted(remote, cfg.TrustedProxies) {
+	var src netip.Addr
+	if remote == nil {
+		src = sourceIP(c.(*accepted).remote.Addr())
+	} else if src = sourceOf(remote); len(cfg.TrustedProxies) > 0 && fromTrusted(remote, cfg.TrustedProxies) {
 		src = netip.Addr{}
 	}
-	w, victim, v := s.gate.admit(conn, src, cfg.MaxConns, cfg.MaxHelloWaitsPerSource)
+	w, victim, v := s.gate.admit(c, src, cfg.MaxConns, cfg.MaxHelloWaitsPerSource)
 	if victim != nil {
 		if s.logEvict.allow(time.Second) {
 			s.logger.Warn("near the connection limit; closing the oldest connections that have not sent a ClientHello",
@@ -269,7 +277,9 @@ func (s *Server) admit(conn net.Conn, st *state) (*waiter, bool) {
 	case sourceIsFull:
 		s.refused(RefusedSourceLimit)
 		s.refusedSource(src, cfg)
-		conn.Close()
+		if remote != nil {
+			c.Close()
+		}
 		return nil, false
 	case allFull:
 		if s.logFull.allow(time.Second) {
@@ -277,10 +287,38 @@ func (s *Server) admit(conn net.Conn, st *state) (*waiter, bool) {
 				"max", cfg.MaxConns, "refused_so_far", s.gate.refusedFull.Load())
 		}
 		s.refused(RefusedLimit)
-		conn.Close()
+		if remote != nil {
+			c.Close()
+		}
 		return nil, false
 	}
 	return w, true
+}
+
+// trackLoop counts a connection the loops accepted, as track does; false
+// after Shutdown.
+func (s *Server) trackLoop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.wg.Add(1)
+	s.active.Add(1)
+	return true
+}
+
+func (s *Server) untrackLoop() {
+	s.active.Add(-1)
+	s.wg.Done()
+}
+
+// adopt makes a connection the loops handed to a goroutine one that
+// Shutdown closes at its deadline; it is counted already.
+func (s *Server) adopt(c net.Conn) {
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
 }
 
 func (s *Server) track(c net.Conn) bool {
@@ -418,47 +456,57 @@ func (s *Server) readHello(conn net.Conn, cfg *Config, w *waiter) (*clienthello.
 }
 
 func (s *Server) handle(conn net.Conn, st *state, w *waiter) {
-	defer s.untrack(conn)
-	defer s.gate.release(w)
-	defer conn.Close()
 	hello, prefix, client, ok := s.readHello(conn, &st.cfg, w)
 	if !ok {
+		s.gate.release(w)
+		conn.Close()
+		s.untrack(conn)
 		return
 	}
 	conn.SetReadDeadline(time.Time{})
 	name := challenge.NormalizeServerName(hello.ServerName)
+	var c *responder.Challenge
+	if s.acme != nil {
+		// One lookup decides: the handshake that follows serves what it
+		// found. Any other acme-tls/1 hello is the backend's.
+		var err error
+		if c, err = s.acme.Lookup(name, hello.ALPN); err != nil && s.obs != nil {
+			s.obs.ChallengeNotPending()
+		}
+	}
+	s.dispatch(conn, w, name, c, prefix, client)
+}
 
+// dispatch serves a connection whose ClientHello (for name, with prefix
+// everything read) is in: to the challenge c when it is one, else by
+// route. It is where the loops hand a connection to a goroutine, too.
+func (s *Server) dispatch(conn net.Conn, w *waiter, name string, c *responder.Challenge, prefix []byte, client net.Addr) {
+	defer s.untrack(conn)
+	defer s.gate.release(w)
+	defer conn.Close()
 	// forwarded, when set, is where another ACME client answers this
 	// validation hello: relayed untouched there, by the same call as any
 	// passthrough route (a call of its own here grew the stack of every
 	// relayed connection by 4 KiB: BenchmarkIdleProxiedMemory).
 	var forwarded *Route
-	if s.acme != nil {
-		// One lookup decides: the handshake that follows serves what it
-		// found. Any other acme-tls/1 hello is the backend's.
-		c, err := s.acme.Lookup(name, hello.ALPN)
-		if c != nil {
-			if forwarded = s.forwardRoute(c, name, client); forwarded == nil {
-				s.acme.ServeConn(clienthello.Replay(conn, prefix, client), c)
-				return
-			}
-		}
-		if err != nil && s.obs != nil {
-			s.obs.ChallengeNotPending()
+	if c != nil {
+		if forwarded = s.forwardRoute(c, name, client); forwarded == nil {
+			s.acme.ServeConn(clienthello.Replay(conn, prefix, client), c)
+			return
 		}
 	}
 	// Route by the configuration current now, not the one at accept: a
 	// reload while the client was still sending its hello applies to it,
 	// and the older generation's terminator may already be retired.
 	for {
-		st = s.cur.Load()
+		st := s.cur.Load()
 		route := forwarded
 		if route == nil {
 			route = st.routes.match(name)
 		}
 		if route == nil {
 			s.refused(RefusedNoRoute)
-			s.logger.Debug("no route for server name; closing", "server_name", hello.ServerName, "remote", client)
+			s.logger.Debug("no route for server name; closing", "server_name", name, "remote", client)
 			return
 		}
 		if route.Mode == Passthrough {

@@ -20,6 +20,11 @@ func fromTrusted(addr net.Addr, trusted []netip.Prefix) bool {
 	if !ok {
 		return false
 	}
+	return trustedIP(ip, trusted)
+}
+
+// trustedIP is fromTrusted for an address as it is.
+func trustedIP(ip netip.Addr, trusted []netip.Prefix) bool {
 	ip = ip.Unmap()
 	for _, p := range trusted {
 		if p.Contains(ip) {

@@ -2,72 +2,111 @@ package proxy
 
 import (
 	"net"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tlsalpn/tlsalpn/internal/acceptretry"
 )
 
-// The relay moves the bytes of established passthrough connections with a
-// few event loops, in the manner of HAProxy, instead of two goroutines per
-// connection. A goroutine per direction costs a scheduler wake-up, and an
-// extra read that ends in EAGAIN, for every message; on a machine where
-// the proxy, the web server and the clients share two cores that is most
-// of the proxy's cost (go tool pprof with TLSALPN_CPUPROFILE shows it).
-// Here one level-triggered epoll_wait serves every ready connection of a
-// loop, and each message costs one read and one write. An idle connection
-// costs two small structs and the parked goroutine that accepted it; no
-// buffer.
+// The relay runs passthrough connections on a few event loops, in the
+// manner of HAProxy, instead of on goroutines. A connection accepted from
+// a TCP listener lives its whole life on one loop: accepted there, its
+// ClientHello read there, its backend dialled there, and its bytes moved
+// there (front_linux.go). Only what needs the Go runtime leaves the loop
+// for a goroutine: an acme-tls/1 validation, a route that terminates TLS,
+// a backend named by host name, a balancer's PROXY header.
 //
-// The loop owns the sockets it relays (duplicated descriptors: the Go
-// connections are closed so the runtime's poller lets go of them) and is
-// the only one to close them; Shutdown asks it to, with closeAll. epoll
-// events carry an identifier, not the descriptor number.
+// A goroutine per connection costs scheduler wake-ups and, through the
+// runtime's poller, extra system calls (epoll_ctl and a read that ends in
+// EAGAIN per message, getsockname and getpeername per socket, a futex per
+// hand-off); on a machine where the proxy, the web server and the clients
+// share two cores that was most of the proxy's cost: 50 system calls per
+// new connection against HAProxy's 34 (strace -c). Here every socket is
+// registered once, edge-triggered, for everything it will ever report, so
+// no epoll_ctl follows; each message costs one read and one write. An idle
+// connection costs two small structs and no goroutine and no buffer.
+//
+// The loop owns the sockets it runs and is the only one to close them;
+// others ask it to, through post. epoll events carry an identifier, not the
+// descriptor number, so that a number reused after a close cannot reach the
+// wrong connection.
 
 // relayReadSize is what one read takes at most. It is the loop's one shared
 // buffer: data is written on at once, and only what the destination cannot
 // take yet is copied aside.
 const relayReadSize = 64 << 10
 
-// relayEnd is one socket of a relayed connection: bytes read from it go to
-// peer, and pending holds bytes waiting to be written to it.
+// endKind is what a socket of the loop is doing.
+type endKind uint8
+
+const (
+	kindRelay    endKind = iota // an end of a connection whose bytes are relayed
+	kindHello                   // a client whose ClientHello is being read
+	kindDial                    // a backend being connected to
+	kindListener                // a listening socket
+)
+
+// edgeEvents is what every socket is registered for, once: readable,
+// writable, the peer's end of stream, edge-triggered. A socket reports
+// readable again only when new bytes arrive, so each end keeps what it
+// was told in readable and hup and is read until it is drained.
+const edgeEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+// relayEnd is one socket of the loop. For a relayed connection, bytes read
+// from it go to peer, and pending holds bytes waiting to be written to it.
 type relayEnd struct {
-	id      uint64
-	fd      int // owned by the loop: a duplicate, see relay
-	peer    *relayEnd
-	r       *relayConn
-	eof     bool   // read side finished
-	shut    bool   // write side shut down
-	pending []byte // to be written to this end
-	events  uint32 // current epoll interest
-	added   bool
+	id       uint64
+	fd       int // owned by the loop
+	kind     endKind
+	peer     *relayEnd
+	r        *relayConn
+	ln       *loopListener // kindListener
+	readable bool          // an edge said bytes (or the end) may be waiting
+	hup      bool          // the peer has finished sending: read to the end, short reads or not
+	eof      bool          // read side finished
+	shut     bool          // write side shut down
+	pending  []byte        // to be written to this end
+	resume   time.Time     // kindListener: when a rest after an accept error ends
 }
 
+// relayConn is one client connection on the loop, with its backend once
+// there is one.
 type relayConn struct {
-	a, b     *relayEnd
+	a, b     *relayEnd // the client, and the backend (nil until dialled)
 	idle     time.Duration
 	last     time.Time // last byte moved
-	done     chan struct{}
 	finished bool
 	up, down int64
+	done     chan struct{} // closed at finish, for relay; nil for accepted
+	acc      *accepted     // the front door's part, for connections the loop accepted
 }
 
 type relayLoop struct {
 	epfd   int
 	wakeFD int
+	many   bool // one of several loops sharing listeners
 
 	mu      sync.Mutex
-	queue   []*relayConn
-	killAll bool // set by Shutdown at its deadline
-	stopped bool // set by stop: exit once no connection is left
-	dead    bool // the loop has exited: take nothing more
+	ops     []func() // run on the loop, in order: see post
+	killAll bool     // set by Shutdown at its deadline
+	stopped bool     // set by stop: exit once no connection is left
+	dead    bool     // the loop has exited: take nothing more
 
 	ends   map[uint64]*relayEnd
 	conns  map[*relayConn]struct{}
 	nextID uint64
 	buf    []byte
+
+	hellos, dials deadlineList // accepted connections not yet relayed, by deadline
+	paused        []*relayEnd  // listeners resting after an accept error
+	backoffs      acceptretry.Backoff
 }
 
 // relayer distributes connections over loops; its zero value is unused.
@@ -83,17 +122,18 @@ func (rl *relayer) start() error {
 		// One loop per two cores. A loop's time is nearly all the
 		// kernel's (read and write on TCP sockets), so it keeps a core
 		// busy on its own; more loops than that only add threads that
-		// contend with the accepting goroutines and with the backend,
-		// which usually shares the machine. Measured on two cores: one
-		// loop carried 6% more new connections per second than two,
-		// and keep-alive requests within the noise (2-3% either way).
+		// contend with the backend, which usually shares the machine.
 		n := max(1, runtime.GOMAXPROCS(0)/2)
+		if v, err := strconv.Atoi(os.Getenv("TLSALPN_LOOPS")); err == nil && v > 0 {
+			n = v // EXPERIMENT
+		}
 		for range n {
 			l, err := newRelayLoop()
 			if err != nil {
 				rl.err = err
 				return
 			}
+			l.many = n > 1
 			rl.loops = append(rl.loops, l)
 			go l.run()
 		}
@@ -101,10 +141,11 @@ func (rl *relayer) start() error {
 	return rl.err
 }
 
-// relay moves bytes between client and backend until both directions end,
-// either fails, or nothing moves for idle. It returns the bytes copied each
-// way, like pipe, and closes both connections. ok is false when the relay
-// cannot take these connections (not TCP); the caller then uses pipe.
+// relay moves bytes between client and backend, connections the Go side
+// made, until both directions end, either fails, or nothing moves for idle.
+// It returns the bytes copied each way, like pipe, and closes both
+// connections. ok is false when the relay cannot take these connections
+// (not TCP); the caller then uses pipe.
 func (rl *relayer) relay(client, backend net.Conn, idle time.Duration) (up, down int64, ok bool) {
 	cc, ok1 := client.(*net.TCPConn)
 	bc, ok2 := backend.(*net.TCPConn)
@@ -113,8 +154,8 @@ func (rl *relayer) relay(client, backend net.Conn, idle time.Duration) (up, down
 	}
 	// The loop takes duplicates of the two descriptors and the Go
 	// connections are closed: that takes them out of the runtime's own
-	// poller (which would otherwise be woken for every message too) and
-	// leaves the sockets, still open through the duplicates, to the loop.
+	// poller and leaves the sockets, still open through the duplicates,
+	// to the loop.
 	cfd, err1 := dupFD(cc)
 	if err1 != nil {
 		return 0, 0, false
@@ -127,16 +168,24 @@ func (rl *relayer) relay(client, backend net.Conn, idle time.Duration) (up, down
 	client.Close()
 	backend.Close()
 	r := &relayConn{idle: idle, last: time.Now(), done: make(chan struct{})}
-	r.a = &relayEnd{fd: cfd, r: r}
-	r.b = &relayEnd{fd: bfd, r: r}
+	r.a = &relayEnd{fd: cfd, r: r, readable: true}
+	r.b = &relayEnd{fd: bfd, r: r, readable: true}
 	r.a.peer, r.b.peer = r.b, r.a
-	l := rl.loops[rl.next.Add(1)%uint64(len(rl.loops))]
-	l.enqueue(r)
+	l := rl.pick()
+	if !l.post(func() { l.register(r, time.Now()) }) {
+		unix.Close(cfd)
+		unix.Close(bfd)
+		return 0, 0, true
+	}
 	<-r.done
 	return r.up, r.down, true
 }
 
-// closeAll ends every relayed connection at once: Shutdown's deadline.
+func (rl *relayer) pick() *relayLoop {
+	return rl.loops[rl.next.Add(1)%uint64(len(rl.loops))]
+}
+
+// closeAll ends every connection on the loops at once: Shutdown's deadline.
 func (rl *relayer) closeAll() {
 	for _, l := range rl.loops {
 		l.mu.Lock()
@@ -157,7 +206,7 @@ func (rl *relayer) stop() {
 	}
 }
 
-func dupFD(c *net.TCPConn) (int, error) {
+func dupFD(c syscall.Conn) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1, err
@@ -189,18 +238,18 @@ func newRelayLoop() (*relayLoop, error) {
 		nextID: 1, buf: make([]byte, relayReadSize)}, nil
 }
 
-func (l *relayLoop) enqueue(r *relayConn) {
+// post has f run on the loop, after the events it is handling; false when
+// the loop has exited and f will never run.
+func (l *relayLoop) post(f func()) bool {
 	l.mu.Lock()
 	if l.dead {
 		l.mu.Unlock()
-		unix.Close(r.a.fd)
-		unix.Close(r.b.fd)
-		close(r.done)
-		return
+		return false
 	}
-	l.queue = append(l.queue, r)
+	l.ops = append(l.ops, f)
 	l.mu.Unlock()
 	l.wake()
+	return true
 }
 
 func (l *relayLoop) wake() {
@@ -213,21 +262,11 @@ func (l *relayLoop) run() {
 	events := make([]unix.EpollEvent, 256)
 	lastSweep := time.Now()
 	for {
-		n, err := unix.EpollWait(l.epfd, events, 1000)
+		n, err := unix.EpollWait(l.epfd, events, l.waitMillis(time.Now()))
 		if err != nil && err != unix.EINTR {
 			// Cannot happen with a valid epoll descriptor; if it does,
 			// end every connection rather than leave them hanging.
-			l.mu.Lock()
-			l.dead = true
-			queue := l.queue
-			l.queue = nil
-			l.mu.Unlock()
-			for _, r := range queue {
-				l.register(r, time.Now())
-			}
-			for r := range l.conns {
-				l.finish(r)
-			}
+			l.exit()
 			return
 		}
 		now := time.Now()
@@ -240,35 +279,41 @@ func (l *relayLoop) run() {
 				continue
 			}
 			e := l.ends[id]
-			if e == nil || e.r.finished {
+			if e == nil || (e.r != nil && e.r.finished) {
 				continue
 			}
-			l.handle(e, ev.Events, now)
+			switch e.kind {
+			case kindListener:
+				l.acceptFrom(e, now)
+			case kindHello:
+				l.readHello(e, ev.Events, now)
+			case kindDial:
+				l.connected(e, ev.Events, now)
+			default:
+				l.handle(e, ev.Events, now)
+			}
 		}
 		l.mu.Lock()
-		queue, killAll, stopped := l.queue, l.killAll, l.stopped
-		l.queue, l.killAll = nil, false
+		ops, killAll, stopped := l.ops, l.killAll, l.stopped
+		l.ops, l.killAll = nil, false
 		l.mu.Unlock()
+		for _, f := range ops {
+			f()
+		}
 		if killAll {
 			for r := range l.conns {
 				l.finish(r)
 			}
 		}
-		for _, r := range queue {
-			l.register(r, now)
-		}
 		if stopped && len(l.conns) == 0 {
-			l.mu.Lock()
-			l.dead = true
-			l.mu.Unlock()
-			unix.Close(l.epfd)
-			unix.Close(l.wakeFD)
+			l.exit()
 			return
 		}
+		l.expire(now)
 		if now.Sub(lastSweep) >= time.Second {
 			lastSweep = now
 			for r := range l.conns {
-				if now.Sub(r.last) >= r.idle {
+				if r.b != nil && r.b.kind == kindRelay && now.Sub(r.last) >= r.idle {
 					l.finish(r)
 				}
 			}
@@ -276,145 +321,139 @@ func (l *relayLoop) run() {
 	}
 }
 
-// register adds a new connection's two sockets, reading from both.
-func (l *relayLoop) register(r *relayConn, now time.Time) {
-	r.last = now
-	l.conns[r] = struct{}{}
-	for _, e := range []*relayEnd{r.a, r.b} {
-		e.id = l.nextID
-		l.nextID++
-		l.ends[e.id] = e
-		if !l.setInterest(e, unix.EPOLLIN|unix.EPOLLRDHUP) {
-			l.finish(r)
-			return
-		}
+// exit ends the loop: every connection and listener it holds is closed,
+// and what is posted after is refused.
+func (l *relayLoop) exit() {
+	l.mu.Lock()
+	l.dead = true
+	ops := l.ops
+	l.ops = nil
+	l.mu.Unlock()
+	for _, f := range ops {
+		f()
 	}
+	for r := range l.conns {
+		l.finish(r)
+	}
+	for id, e := range l.ends {
+		delete(l.ends, id)
+		unix.Close(e.fd)
+	}
+	unix.Close(l.epfd)
+	unix.Close(l.wakeFD)
 }
 
-// setInterest changes what epoll reports for e; false when the socket is
-// gone.
-//
-// No interest means out of epoll altogether: epoll reports hang-ups and
-// errors whatever the interest, and level-triggered it would report them
-// on every wait. A socket that is out of epoll still reports its errors to
-// the reads and writes made on it.
-func (l *relayLoop) setInterest(e *relayEnd, events uint32) bool {
-	if events == 0 {
-		if !e.added {
-			return true
-		}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil); err != nil {
-			return false
-		}
-		e.added, e.events = false, 0
-		return true
-	}
-	if e.added && e.events == events {
-		return true
-	}
-	op := unix.EPOLL_CTL_MOD
-	if !e.added {
-		op = unix.EPOLL_CTL_ADD
-	}
+// add registers a new socket of the loop, for every event it will report.
+func (l *relayLoop) add(e *relayEnd, events uint32) bool {
+	e.id = l.nextID
+	l.nextID++
 	ev := unix.EpollEvent{Events: events, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
-	if err := unix.EpollCtl(l.epfd, op, e.fd, &ev); err != nil {
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
 		return false
 	}
-	e.added, e.events = true, events
+	l.ends[e.id] = e
 	return true
 }
 
+// register adds a connection the Go side made, and moves what either end
+// already has.
+func (l *relayLoop) register(r *relayConn, now time.Time) {
+	r.last = now
+	l.conns[r] = struct{}{}
+	if !l.add(r.a, edgeEvents) || !l.add(r.b, edgeEvents) || !l.pump(r.a, now) || !l.pump(r.b, now) {
+		l.finish(r)
+	}
+}
+
+// handle takes the events of one end of a relayed connection.
 func (l *relayLoop) handle(e *relayEnd, events uint32, now time.Time) {
 	r := e.r
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		e.readable = true
+	}
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		e.hup = true
+	}
+	if r.b == nil || r.b.kind != kindRelay {
+		return // the backend is still being dialled: its side reads e later
+	}
 	if events&unix.EPOLLOUT != 0 && len(e.pending) > 0 {
 		if !l.flush(e, now) {
 			l.finish(r)
 			return
 		}
 	}
-	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !e.eof && len(e.peer.pending) == 0 {
-		if !l.readFrom(e, now) {
-			l.finish(r)
-			return
-		}
+	if !l.pump(e, now) {
+		l.finish(r)
+		return
 	}
 	if r.a.eof && r.b.eof && len(r.a.pending) == 0 && len(r.b.pending) == 0 {
 		l.finish(r)
 	}
 }
 
-// readFrom reads what src has and writes it to its peer; what the peer
-// cannot take now waits in peer.pending, and src is not read again until
-// it is written. false means the connection is over (an error).
-func (l *relayLoop) readFrom(src *relayEnd, now time.Time) bool {
-	var (
-		n    int
-		rerr error
-	)
-	for {
-		n, rerr = unix.Read(src.fd, l.buf)
-		if rerr != unix.EINTR {
-			break
+// pump moves what src has to its peer, until src has nothing more now or
+// the peer can take no more; what the peer cannot take waits in its
+// pending, and src is not read again until that is written. false means
+// the connection is over (an error).
+func (l *relayLoop) pump(src *relayEnd, now time.Time) bool {
+	dst := src.peer
+	r := src.r
+	for src.readable && !src.eof && len(dst.pending) == 0 {
+		n, err := unix.Read(src.fd, l.buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			src.readable = false
+			return true
+		case err != nil:
+			return false
+		case n == 0:
+			// End of stream: pass the half-close on (nothing waits
+			// for dst: the loop condition).
+			src.eof, src.readable = true, false
+			if dst.eof && len(src.pending) == 0 {
+				return true // both ways done: the close that follows ends both
+			}
+			return l.shutWrite(dst)
 		}
-	}
-	switch {
-	case rerr == unix.EAGAIN:
-		return true
-	case rerr != nil:
-		return false
-	case n == 0:
-		// End of stream: stop reading, and pass the half-close on once
-		// everything read before it is written.
-		src.eof = true
-		if !l.update(src) {
+		r.last = now
+		if src == r.a {
+			r.up += int64(n)
+		} else {
+			r.down += int64(n)
+		}
+		written, ok := l.write(dst, l.buf[:n])
+		if !ok {
 			return false
 		}
-		if len(src.peer.pending) == 0 {
-			return l.shutWrite(src.peer)
+		if written < n {
+			dst.pending = append(dst.pending[:0], l.buf[written:n]...)
+			return true
 		}
-		return true
-	}
-	r := src.r
-	r.last = now
-	if src == r.a {
-		r.up += int64(n)
-	} else {
-		r.down += int64(n)
-	}
-	dst := src.peer
-	written, ok := l.write(dst, l.buf[:n])
-	if !ok {
-		return false
-	}
-	if written < n {
-		dst.pending = append(dst.pending[:0], l.buf[written:n]...)
-		// Back-pressure: src is not read until dst drains.
-		return l.update(src) && l.update(dst)
+		// A TCP socket that gives less than was asked for has nothing
+		// more queued: the next byte brings a new edge. Not so once the
+		// peer has finished, whose end of stream must still be read.
+		if n < len(l.buf) && !src.hup {
+			src.readable = false
+		}
 	}
 	return true
 }
 
-// interest is what e waits for: to be read while it has not ended and its
-// peer can take more, to be written while bytes wait for it.
-func (e *relayEnd) interest() uint32 {
-	var ev uint32
-	if !e.eof && len(e.peer.pending) == 0 {
-		ev |= unix.EPOLLIN | unix.EPOLLRDHUP
-	}
-	if len(e.pending) > 0 {
-		ev |= unix.EPOLLOUT
-	}
-	return ev
-}
-
-// update makes epoll's interest in e match its state.
-func (l *relayLoop) update(e *relayEnd) bool { return l.setInterest(e, e.interest()) }
-
 // write writes b to dst without blocking and reports how much it took.
 func (l *relayLoop) write(dst *relayEnd, b []byte) (int, bool) {
+	n, err := writeAll(dst.fd, b)
+	return n, err == nil
+}
+
+// writeAll writes b to fd until it is written or fd can take no more
+// (EAGAIN, not an error).
+func writeAll(fd int, b []byte) (int, error) {
 	total := 0
 	for total < len(b) {
-		n, err := unix.Write(dst.fd, b[total:])
+		n, err := unix.Write(fd, b[total:])
 		if n > 0 {
 			total += n
 		}
@@ -422,12 +461,12 @@ func (l *relayLoop) write(dst *relayEnd, b []byte) (int, bool) {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			return total, true
+			return total, nil
 		case err != nil:
-			return total, false
+			return total, err
 		}
 	}
-	return total, true
+	return total, nil
 }
 
 // flush writes dst's pending bytes; once they are out, its source is read
@@ -444,13 +483,10 @@ func (l *relayLoop) flush(dst *relayEnd, now time.Time) bool {
 	}
 	dst.pending = nil
 	src := dst.peer
-	if !l.update(dst) || !l.update(src) {
-		return false
-	}
 	if src.eof {
 		return l.shutWrite(dst)
 	}
-	return true
+	return l.pump(src, now)
 }
 
 func (l *relayLoop) shutWrite(e *relayEnd) bool {
@@ -461,17 +497,24 @@ func (l *relayLoop) shutWrite(e *relayEnd) bool {
 	return unix.Shutdown(e.fd, unix.SHUT_WR) == nil
 }
 
-// finish ends a connection: both sockets leave the loop and are closed.
+// finish ends a connection: its sockets leave the loop and are closed.
 func (l *relayLoop) finish(r *relayConn) {
 	if r.finished {
 		return
 	}
 	r.finished = true
 	for _, e := range []*relayEnd{r.a, r.b} {
+		if e == nil {
+			continue
+		}
 		// Closing the descriptor takes it out of epoll too.
 		delete(l.ends, e.id)
 		unix.Close(e.fd)
 	}
 	delete(l.conns, r)
-	close(r.done)
+	if r.done != nil {
+		close(r.done)
+		return
+	}
+	l.finishAccepted(r)
 }

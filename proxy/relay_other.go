@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"time"
 )
@@ -17,3 +18,6 @@ func (*relayer) relay(client, backend net.Conn, idle time.Duration) (int64, int6
 func (*relayer) closeAll() {}
 
 func (*relayer) stop() {}
+
+// serveLoops: Serve accepts on its own.
+func (*Server) serveLoops(context.Context, net.Listener) (error, bool) { return nil, false }

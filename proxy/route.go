@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 )
 
@@ -38,6 +39,9 @@ type Route struct {
 	// obs counts this route's connections: set by the Server when it
 	// compiles a configuration with an Observer, nil otherwise.
 	obs RouteObserver
+	// dialAddr is Backend when it is an address (no name to resolve): the
+	// event loops dial only those themselves.
+	dialAddr netip.AddrPort
 }
 
 // routeTable matches server names to routes; it is immutable once built,
@@ -59,6 +63,9 @@ func compileRoutes(routes []Route) (*routeTable, error) {
 		r := &routes[i]
 		if r.Mode == "" {
 			r.Mode = Passthrough
+		}
+		if ap, err := netip.ParseAddrPort(r.Backend); err == nil && ap.Addr().Zone() == "" {
+			r.dialAddr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		}
 		for _, n := range r.Names {
 			key, _ := routeKey(n)
