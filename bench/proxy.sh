@@ -9,10 +9,14 @@
 #      (mode tcp);
 #   2. new TLS connections/s (full handshakes: nginx has no session cache and
 #      no tickets; wrk sends Connection: close), the same four ways;
-#   3. terminate mode: full handshakes/s of tlsalpn serve terminating TLS vs a
+#   3. system calls per new relayed connection, tlsalpn and HAProxy (strace -c
+#      -f over a few seconds of new connections, divided by the connects);
+#   4. terminate mode: full handshakes/s of tlsalpn serve terminating TLS vs a
 #      minimal crypto/tls server with the same P-256 certificate;
-#   4. memory per idle relayed connection at 5,000 connections (--steer off:
+#   5. memory per idle relayed connection at 5,000 connections (--steer off:
 #      a steered connection costs tlsalpn nothing at all).
+# Figures 1 and 2 also relay with 41 routes and a PROXY v2 header out (to an
+# nginx port with proxy_protocol), beside HAProxy with send-proxy-v2.
 # Usage: bench/proxy.sh [SECONDS]    (default 10 per measurement; BENCH_ROUNDS=3 rounds)
 # Needs nginx, haproxy, ualpn (Debian's uacme) and wrk: CI_DEPS_BENCH=1 scripts/ci-deps.sh
 # Everything listens on 127.0.0.1 only.
@@ -55,6 +59,12 @@ http {
     location = /1k { alias $work/1k; default_type text/plain; }
   }
   server {
+    listen 127.0.0.1:18444 ssl proxy_protocol;
+    ssl_certificate $cert; ssl_certificate_key $key;
+    ssl_session_cache off; ssl_session_tickets off;
+    location = /1k { alias $work/1k; default_type text/plain; }
+  }
+  server {
     listen 127.0.0.1:18080;
     location = /1k { alias $work/1k; default_type text/plain; }
   }
@@ -68,6 +78,19 @@ wait_port 18443
 pids+=($!)
 env ${SERVE_ENV:-} "$work/bin/tlsalpn" serve --steer off --listen 127.0.0.1:19448 --backend 127.0.0.1:18443 --storage "$work/store-relay" >"$work/relay.log" 2>&1 &
 serve_pid=$!; pids+=($serve_pid)
+# Relayed with several routes (exact and wildcard names) and PROXY v2 out,
+# as the README's nginx example runs.
+{
+  echo 'listen: "127.0.0.1:19449"'
+  echo "storage: $work/store-routes"
+  echo 'routes:'
+  for i in $(seq 1 20); do echo "  - names: [site$i.example.com, \"*.site$i.example.org\"]"; echo "    backend: 127.0.0.1:18080"; done
+  echo '  - names: [localhost]'
+  echo '    backend: 127.0.0.1:18444'
+  echo '    send_proxy: 2'
+} > "$work/routes.yaml"
+"$work/bin/tlsalpn" serve --steer off --config "$work/routes.yaml" --no-preflight >"$work/routes.log" 2>&1 &
+routes_pid=$!; pids+=($routes_pid)
 ualpn -b 127.0.0.1@19444 -c 127.0.0.1@18443 -s "$work/ualpn.sock" -n 2 -P 0 >"$work/ualpn.log" 2>&1 &
 pids+=($!)
 cat > "$work/haproxy.cfg" <<HAP
@@ -82,10 +105,13 @@ defaults
 listen front
   bind 127.0.0.1:19445
   server nginx 127.0.0.1:18443
+listen front-proxy-v2
+  bind 127.0.0.1:19451
+  server nginx 127.0.0.1:18444 send-proxy-v2
 HAP
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
-pids+=($!)
-wait_port 19443; wait_port 19444; wait_port 19445; wait_port 19448
+haproxy_pid=$!; pids+=($haproxy_pid)
+wait_port 19443; wait_port 19444; wait_port 19445; wait_port 19448; wait_port 19449; wait_port 19451
 sleep 0.5
 if grep -q "steering: while" "$work/serve.log"; then
   echo "tlsalpn serve (default): steering on"
@@ -96,12 +122,13 @@ fi
 rps() { # URL [extra wrk args]: prints requests/s
   wrk -t2 -c64 -d"${secs}s" "$@" 2>&1 | awk '/Requests\/sec/ { print $2 }'
 }
-declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19448]="tlsalpn relay" [19444]="ualpn" [19445]="haproxy tcp")
+declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19448]="tlsalpn relay" [19444]="ualpn" [19445]="haproxy tcp"
+  [19449]="tlsalpn relay, 41 routes, PROXY v2" [19451]="haproxy tcp, send-proxy-v2")
 # Throughput here drifts by ±10% from one minute to the next, so each
 # figure is the sum of $rounds runs taken in turn (direct, then each proxy,
 # then again), and ratios are of those sums.
 rounds=${BENCH_ROUNDS:-3}
-ports=(18443 19443 19448 19444 19445)
+ports=(18443 19443 19448 19444 19445 19449 19451)
 compare() { # TITLE [wrk args]
   local title=$1; shift
   local -A sum=()
@@ -115,13 +142,29 @@ compare() { # TITLE [wrk args]
   done
   for port in "${ports[@]}"; do
     awk -v n="${name[$port]}" -v r="${sum[$port]}" -v d="${sum[18443]}" -v k="$rounds" \
-      'BEGIN { printf "  %-14s %10.0f req/s   %.2fx of direct\n", n, r/k, r/d }'
+      'BEGIN { printf "  %-36s %10.0f req/s   %.2fx of direct\n", n, r/k, r/d }'
   done
 }
 compare "1. keep-alive requests/s, 1 KiB file, wrk -t2 -c64, $rounds rounds of ${secs}s"
 compare "2. new TLS connections/s (full handshake per request), wrk -t2 -c64 -H 'Connection: close', $rounds rounds of ${secs}s" -H "Connection: close"
 
-# 3. Terminate mode against a minimal crypto/tls server, same certificate.
+if command -v strace >/dev/null; then
+  echo "3. system calls per new relayed connection (strace -c -f for 3 s of wrk -t1 -c8 -H 'Connection: close'; strace slows the process, so these are counts, not speeds)"
+  for pp in "tlsalpn relay:19448:$serve_pid" "haproxy tcp:19445:$haproxy_pid"; do
+    label=${pp%%:*}; rest=${pp#*:}; port=${rest%%:*}; pid=${rest#*:}
+    timeout 4 strace -f -c -p "$pid" -o "$work/strace.$port" 2>/dev/null &
+    sleep 0.5
+    wrk -t1 -c8 -d3s -H "Connection: close" "https://localhost:$port/1k" >/dev/null 2>&1
+    wait $! 2>/dev/null || true
+    # Connections are counted by the backend sockets made (one connect each).
+    awk -v label="$label" '$NF == "connect" { c = $4 } $NF != "total" && $4 ~ /^[0-9]+$/ { n[$NF] = $4; t += $4 }
+      END { if (!c) { print "  " label ": no connection seen"; exit }
+            top = ""; for (k in n) if (n[k] / c >= 0.95) top = top sprintf(" %s %.1f,", k, n[k] / c)
+            printf "  %-14s %5.1f per connection (%d connections):%s\n", label, t / c, c, top }' "$work/strace.$port"
+  done
+fi
+
+# 4. Terminate mode against a minimal crypto/tls server, same certificate.
 ca=$(sed -n 's/.*"ca": "\(.*\)".*/\1/p' "$work/demo/storage/lineages/demo.example.com/meta.json" | head -1)
 cat > "$work/terminate.yaml" <<YML
 listen: "127.0.0.1:19446"
@@ -144,7 +187,7 @@ pids+=($!)
 "$work/bin/handshake" -serve 127.0.0.1:19447 -cert "$cert" -key "$key" &
 pids+=($!)
 wait_port 19446; wait_port 19447; wait_port 19450
-echo "3. full TLS handshakes/s, terminate mode vs minimal crypto/tls server (P-256), -c 32, $rounds alternating rounds of ${secs}s each"
+echo "4. full TLS handshakes/s, terminate mode vs minimal crypto/tls server (P-256), -c 32, $rounds alternating rounds of ${secs}s each"
 go_sum=0; t_sum=0; d_sum=0
 hs() { "$work/bin/handshake" -addr "127.0.0.1:$1" -sni demo.example.com -c 32 -d "${secs}s" | awk '{print $2}'; }
 for r in $(seq 1 "$rounds"); do
@@ -155,5 +198,6 @@ done
 awk -v g="$go_sum" -v t="$t_sum" -v d="$d_sum" -v n="$rounds" 'BEGIN {
   printf "  %-30s %8.0f /s\n  %-30s %8.0f /s   %.2fx\n  %-30s %8.0f /s   %.2fx\n", "minimal crypto/tls", g/n, "tlsalpn terminate", t/n, t/g, "tlsalpn terminate, GOGC=100", d/n, d/g }'
 
-echo "4. memory per idle relayed connection (tlsalpn serve --steer off, passthrough to nginx)"
+echo "5. memory per idle relayed connection (tlsalpn serve --steer off, passthrough to nginx)"
 "$work/bin/idleconns" -addr 127.0.0.1:19448 -pid "$serve_pid" -n 5000 | sed 's/^/  /'
+

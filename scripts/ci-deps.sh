@@ -70,10 +70,11 @@ have curl || missing+=(curl)
 # against Pebble through tlsalpn serve:
 have dehydrated || missing+=(dehydrated)
 have ualpn || missing+=(uacme)
-# The benchmarks (bench/proxy.sh) also want wrk (and ualpn, above):
-# CI_DEPS_BENCH=1 adds it.
+# The benchmarks (bench/proxy.sh) also want wrk and strace (and ualpn, above):
+# CI_DEPS_BENCH=1 adds them.
 if [ -n "${CI_DEPS_BENCH:-}" ]; then
 	have wrk || missing+=(wrk)
+	have strace || missing+=(strace)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
