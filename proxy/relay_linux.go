@@ -2,9 +2,7 @@ package proxy
 
 import (
 	"net"
-	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -124,9 +122,6 @@ func (rl *relayer) start() error {
 		// busy on its own; more loops than that only add threads that
 		// contend with the backend, which usually shares the machine.
 		n := max(1, runtime.GOMAXPROCS(0)/2)
-		if v, err := strconv.Atoi(os.Getenv("TLSALPN_LOOPS")); err == nil && v > 0 {
-			n = v // EXPERIMENT
-		}
 		for range n {
 			l, err := newRelayLoop()
 			if err != nil {
