@@ -3,8 +3,18 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,4 +92,168 @@ func fullBacklog(t *testing.T) string {
 			t.Skip("this kernel accepts connections past a full backlog; cannot make a backend that never answers")
 		}
 	}
+}
+
+// The out-of-descriptors test runs the proxy in a child process (this test
+// binary again, running TestOutOfDescriptorsHelper) whose descriptor limit
+// is low, so that its accepts fail with EMFILE while the test's own
+// clients and backend are untouched. The child prints "proxy ADDR" and
+// exits when its stdin closes.
+const emfileEnv = "TLSALPN_PROXY_EMFILE_HELPER"
+
+func TestOutOfDescriptorsHelper(t *testing.T) {
+	if os.Getenv(emfileEnv) == "" {
+		t.Skip("helper for TestOutOfDescriptors")
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	s, err := New(Config{Routes: []Route{{Names: []string{"*"}, Backend: os.Getenv(emfileEnv)}}}, nil, nil,
+		slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	// Room for the listener, the loop's descriptors and a few
+	// connections (two descriptors each), no more.
+	lim := syscall.Rlimit{Cur: uint64(len(fds) + 16), Max: uint64(len(fds) + 16)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	go s.Serve(context.Background(), ln)
+	fmt.Println("proxy", ln.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	os.Exit(0)
+}
+
+// TestOutOfDescriptors checks that a front door out of file descriptors
+// refuses cleanly and rests its listener (accepting again at once would
+// spin on the error), says so in its log, and serves again once
+// descriptors are free, without a restart.
+func TestOutOfDescriptors(t *testing.T) {
+	be := startBackend(t, idHandler("backend"))
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOutOfDescriptorsHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), emfileEnv+"="+be.addr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	var addr string
+	if _, err := fmt.Fscanf(stdout, "proxy %s\n", &addr); err != nil {
+		t.Fatalf("child: %v (log: %s)", err, logs.String())
+	}
+
+	// Clients until the proxy runs out: those it relayed are held open.
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	served := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.SetReadDeadline(time.Time{})
+		return err == nil && line == "backend\n"
+	}
+	refused := 0
+	for i := 0; i < 40 && refused < 3; i++ {
+		c := dial(t, addr)
+		c.Write(hello("many.example"))
+		if served(c) {
+			held = append(held, c)
+			continue
+		}
+		refused++
+		c.Close()
+	}
+	if refused == 0 || len(held) == 0 {
+		t.Fatalf("%d clients served and %d refused; want some of each from a proxy with a few descriptors", len(held), refused)
+	}
+	// Out of descriptors, with a client waiting in the listen queue, the
+	// child must rest, not spin.
+	waiting := dial(t, addr)
+	defer waiting.Close()
+	waiting.Write(hello("waiting.example"))
+	before := cpuTime(t, cmd.Process.Pid)
+	time.Sleep(time.Second)
+	if used := cpuTime(t, cmd.Process.Pid) - before; used > 300*time.Millisecond {
+		t.Errorf("the proxy used %v of CPU in 1 s while out of descriptors: spinning on accept", used)
+	}
+	if !strings.Contains(logs.String(), "accept failed; retrying") {
+		t.Errorf("no accept failure in the log:\n%s", logs.String())
+	}
+	// Descriptors freed: served again.
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	deadline := time.Now().Add(prompt)
+	for {
+		c := dial(t, addr)
+		c.Write(hello("again.example"))
+		ok := served(c)
+		c.Close()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not served again after descriptors were freed; log:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cpuTime is the user and system time process pid has used.
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// lockedBuffer is a bytes.Buffer that a child's stderr copier may write
+// while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
