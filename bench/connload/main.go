@@ -190,9 +190,10 @@ func main() {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), *dur)
-	defer cancel()
 	start := time.Now()
+	end := start.Add(*dur)
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	defer cancel()
 	var normal normalResult
 	var wg sync.WaitGroup
 	var turn atomic.Int64
@@ -204,8 +205,10 @@ func main() {
 				name := names[int(turn.Add(1)-1)%len(names)]
 				t := time.Now()
 				err := request(ctx, *addr, name, *path)
-				if ctx.Err() != nil {
-					return // cut short by the end of the run, not a failure
+				if ctx.Err() != nil || !time.Now().Before(end) {
+					// Cut short by the end of the run, not a failure (the
+					// dial's deadline can pass before ctx says it is done).
+					return
 				}
 				normal.add(sample{t, time.Since(t)}, err)
 			}

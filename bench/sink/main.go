@@ -28,16 +28,23 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tlsalpn/tlsalpn/bench/internal/loadgen"
 )
 
 func main() {
 	ports := flag.Int("ports", 1, "number of loopback ports to listen on")
 	closeAfter := flag.Bool("close", false, "close each connection right after its greeting byte")
 	stdin := flag.Bool("stdin", false, "exit when stdin closes")
+	conns := flag.Int("conns", 0, "connections it must be able to hold at once: RLIMIT_NOFILE is raised to that, or it fails saying so")
 	flag.Parse()
-	if *ports < 1 || flag.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: sink [-ports N] [-close] [-stdin]")
+	if *ports < 1 || *conns < 0 || flag.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: sink [-ports N] [-conns N] [-close] [-stdin]")
 		os.Exit(2)
+	}
+	if err := loadgen.RaiseNoFile(uint64(*conns) + 256); err != nil {
+		fmt.Fprintln(os.Stderr, "sink:", err)
+		os.Exit(1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
