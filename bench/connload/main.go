@@ -2,7 +2,8 @@
 // (bench/hosting.sh) against a front door: a normal client, -c workers
 // each making one ordinary request after another (a new TCP connection,
 // a full TLS handshake and a GET of -path, checked: 200 and a body),
-// names taken in turn from -sni, for -d; and, optionally, a burst of
+// names taken in turn from -sni, for -d (or, with -keepalive, requests
+// on one TLS connection per worker); and, optionally, a burst of
 // -burst new connections spread evenly over -burst-in, -burst-at after
 // the start, each sending a ClientHello for -burst-sni and waiting for
 // the one byte bench/sink writes when the front door has relayed it.
@@ -34,6 +35,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tlsalpn/tlsalpn/bench/internal/loadgen"
@@ -65,28 +67,60 @@ func (r *normalResult) add(s sample, err error) {
 	r.samples = append(r.samples, s)
 }
 
+// client is one worker of the normal client. With keepAlive it keeps its
+// TLS connection for the next request (a browser on a page), else each
+// request takes a new TCP connection and a full TLS handshake (a new
+// visitor); after a failure it starts again on a new connection.
+type client struct {
+	addr, path string
+	keepAlive  bool
+	conn       *tls.Conn
+	br         *bufio.Reader
+}
+
+func (c *client) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
+
 // request makes one ordinary request through the front door.
-func request(ctx context.Context, addr, name, path string) error {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("%s: dialing the front door: %w", name, err)
+func (c *client) request(ctx context.Context, name string) error {
+	if c.conn == nil {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		raw, err := d.DialContext(ctx, "tcp", c.addr)
+		if err != nil {
+			return fmt.Errorf("%s: dialing the front door: %w", name, err)
+		}
+		raw.SetDeadline(time.Now().Add(5 * time.Second))
+		c.conn = tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: name, NextProtos: []string{"http/1.1"}})
+		c.br = bufio.NewReader(c.conn)
+		if err := c.conn.Handshake(); err != nil {
+			c.close()
+			return fmt.Errorf("%s: TLS handshake through the front door: %w", name, err)
+		}
 	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(5 * time.Second))
-	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: name, NextProtos: []string{"http/1.1"}})
-	if err := c.Handshake(); err != nil {
-		return fmt.Errorf("%s: TLS handshake through the front door: %w", name, err)
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	closing := ""
+	if !c.keepAlive {
+		closing = "Connection: close\r\n"
+		defer c.close()
 	}
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, name)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	fmt.Fprintf(c.conn, "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", c.path, name, closing)
+	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
-		return fmt.Errorf("%s: GET %s: %w", name, path, err)
+		c.close()
+		return fmt.Errorf("%s: GET %s: %w", name, c.path, err)
 	}
 	n, err := io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK || n == 0 {
-		return fmt.Errorf("%s: GET %s: %s, %d bytes, %v", name, path, resp.Status, n, err)
+		c.close()
+		return fmt.Errorf("%s: GET %s: %s, %d bytes, %v", name, c.path, resp.Status, n, err)
+	}
+	if resp.Close {
+		c.close() // the server ends the connection here (nginx's keepalive_requests)
 	}
 	return nil
 }
@@ -147,6 +181,7 @@ func main() {
 	path := flag.String("path", "/1k", "normal client: path to GET")
 	workers := flag.Int("c", 1, "normal client: requests in flight")
 	dur := flag.Duration("d", 5*time.Second, "how long the normal client runs")
+	keepAlive := flag.Bool("keepalive", false, "normal client: each worker keeps its TLS connection for its next request (with one name)")
 	burst := flag.Int("burst", 0, "burst: new connections (0: none)")
 	burstSNI := flag.String("burst-sni", "burst.example", "burst: server name of its ClientHellos")
 	burstAt := flag.Duration("burst-at", time.Second, "burst: when it starts, after the normal client")
@@ -172,6 +207,9 @@ func main() {
 		usage("unexpected arguments")
 	}
 	names := strings.Split(*snis, ",")
+	if *keepAlive && len(names) > 1 {
+		usage("-keepalive takes one -sni name: a connection's name is fixed by its handshake")
+	}
 	var dialers []*net.Dialer
 	var hello []byte
 	if *burst > 0 {
@@ -201,10 +239,12 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			c := &client{addr: *addr, path: *path, keepAlive: *keepAlive}
+			defer c.close()
 			for ctx.Err() == nil {
 				name := names[int(turn.Add(1)-1)%len(names)]
 				t := time.Now()
-				err := request(ctx, *addr, name, *path)
+				err := c.request(ctx, name)
 				if ctx.Err() != nil || !time.Now().Before(end) {
 					// Cut short by the end of the run, not a failure (the
 					// dial's deadline can pass before ctx says it is done).
@@ -243,7 +283,11 @@ func main() {
 	}
 	wg.Wait()
 
-	fmt.Printf("normal client: %d worker(s), new TLS connection + GET %s per request, names %s, %v\n", *workers, *path, *snis, *dur)
+	how := "new TLS connection + GET %s per request"
+	if *keepAlive {
+		how = "keep-alive GET %s on one TLS connection each"
+	}
+	fmt.Printf("normal client: %d worker(s), "+how+", names %s, %v\n", *workers, *path, *snis, *dur)
 	if *burst == 0 {
 		fmt.Printf("  %s\n", percentiles(normal.samples))
 	} else {
@@ -269,6 +313,11 @@ func main() {
 			fmt.Printf("  first %s: %s\n", k, v)
 			return true
 		})
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		fmt.Printf("  connload's own CPU (the clients' side, on this machine too): %.2fs user, %.2fs system\n",
+			time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds())
 	}
 	fmt.Printf("  normal requests failed: %d\n", normal.failed)
 	for _, e := range normal.firstErr {
