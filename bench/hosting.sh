@@ -13,7 +13,10 @@
 #      (127.0.0.2, …) and go to several names routed to several sink ports:
 #      one address pair has only the ephemeral range's ~28,000 ports. The
 #      same at HOSTING_IDLE_REQ (default 5,000) full TLS connections with a
-#      GET each, to nginx, as bench/proxy.sh measures it.
+#      GET each, to nginx, as bench/proxy.sh measures it. Also at n/4 and
+#      n/2, to show whether the cost per connection stays flat.
+#      HOSTING_SOURCES=K uses K source addresses and K sink ports even
+#      where n needs fewer (to try the way to 100,000 at a smaller n).
 #   2. a burst of HOSTING_BURST (default 20,000) new connections spread over
 #      one second (a ClientHello each, routed to bench/sink -close, which
 #      answers one byte and closes) while a normal client makes one request
@@ -108,6 +111,13 @@ fi
 [ "$need" -le "$nr_open" ] || echo "LIMIT: fs.nr_open=$nr_open is below the $need descriptors serve needs (sysctl fs.nr_open=$need)"
 [ $((4 * idle_n)) -le "$file_max" ] || echo "LIMIT: fs.file-max=$file_max is below the ~$((4 * idle_n)) sockets of the run (sysctl fs.file-max)"
 sources=$(((idle_n + per_pair - 1) / per_pair))
+# HOSTING_SOURCES forces more source addresses and sink ports than n
+# needs: the way to 100,000 tried at a size this machine allows.
+if [ -n "${HOSTING_SOURCES:-}" ]; then
+  [[ "$HOSTING_SOURCES" =~ ^[1-9][0-9]*$ ]] || { echo "HOSTING_SOURCES must be a positive integer" >&2; exit 2; }
+  [ "$HOSTING_SOURCES" -ge "$sources" ] || { echo "HOSTING_SOURCES=$HOSTING_SOURCES is too few for n=$idle_n: at least $sources" >&2; exit 2; }
+  sources=$HOSTING_SOURCES
+fi
 sinkports=$sources
 echo "idle connections: n=$idle_n from $sources source address(es), to $sinkports name(s) routed to as many sink ports ($per_pair connections per address pair at most)"
 
@@ -159,22 +169,24 @@ stop_sink() { kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true; }
 listen=$(freeport); admin=$(freeport)
 # --- 1. idle relayed connections --------------------------------------------
 if part 1; then
-start_sink -ports "$sinkports" -conns "$idle_n"
-{
-  echo "listen: \"127.0.0.1:$listen\""; echo "storage: $work/store-idle"; echo "admin: \"127.0.0.1:$admin\""
-  # Above nine tenths of max_connections each new connection evicts the
-  # oldest one still before its ClientHello (proxy/gate.go): n must stay
-  # below that line, or the connections being opened evict each other.
-  echo "proxy: {steer: \"off\", max_connections: $(((idle_n + 100) * 10 / 9 + 10))}"
-  echo "routes:"
-  for i in "${!sink_addrs[@]}"; do echo "  - {names: [idle$i.example], backend: \"${sink_addrs[$i]}\"}"; done
-} > "$work/idle.yaml"
-start_serve "$work/idle.yaml" "$work/serve-idle.log"
-names=$(for i in "${!sink_addrs[@]}"; do printf 'idle%d.example,' "$i"; done)
-echo "1. idle relayed connections, tlsalpn serve --steer off"
-"$work/bin/idleconns" -addr "127.0.0.1:$listen" -pid "$serve_pid" -n "$idle_n" -mode hello -sources "$sources" \
-  -sni "${names%,}" -metrics "http://127.0.0.1:$admin/metrics" | sed 's/^/  /'
-stop_serve; stop_sink
+echo "1. idle relayed connections, tlsalpn serve --steer off, at n/4, n/2 and n (is the cost per connection flat?)"
+for n in $((idle_n / 4)) $((idle_n / 2)) "$idle_n"; do
+  start_sink -ports "$sinkports" -conns "$n"
+  {
+    echo "listen: \"127.0.0.1:$listen\""; echo "storage: $work/store-idle"; echo "admin: \"127.0.0.1:$admin\""
+    # Above nine tenths of max_connections each new connection evicts the
+    # oldest one still before its ClientHello (proxy/gate.go): n must stay
+    # below that line, or the connections being opened evict each other.
+    echo "proxy: {steer: \"off\", max_connections: $(((n + 100) * 10 / 9 + 10))}"
+    echo "routes:"
+    for i in "${!sink_addrs[@]}"; do echo "  - {names: [idle$i.example], backend: \"${sink_addrs[$i]}\"}"; done
+  } > "$work/idle.yaml"
+  start_serve "$work/idle.yaml" "$work/serve-idle.log"
+  names=$(for i in "${!sink_addrs[@]}"; do printf 'idle%d.example,' "$i"; done)
+  "$work/bin/idleconns" -addr "127.0.0.1:$listen" -pid "$serve_pid" -n "$n" -mode hello -sources "$sources" \
+    -sni "${names%,}" -metrics "http://127.0.0.1:$admin/metrics" | sed 's/^/  /'
+  stop_serve; stop_sink
+done
 
 {
   echo "listen: \"127.0.0.1:$listen\""; echo "storage: $work/store-req"; echo "admin: \"127.0.0.1:$admin\""
