@@ -110,6 +110,10 @@ else
 fi
 [ "$need" -le "$nr_open" ] || echo "LIMIT: fs.nr_open=$nr_open is below the $need descriptors serve needs (sysctl fs.nr_open=$need)"
 [ $((4 * idle_n)) -le "$file_max" ] || echo "LIMIT: fs.file-max=$file_max is below the ~$((4 * idle_n)) sockets of the run (sysctl fs.file-max)"
+if [ "$idle_req" -gt "$idle_n" ]; then
+  echo "LIMIT: HOSTING_IDLE_REQ=$idle_req is above the n=$idle_n serve can hold here: measuring the TLS connections at $idle_n"
+  idle_req=$idle_n
+fi
 sources=$(((idle_n + per_pair - 1) / per_pair))
 # HOSTING_SOURCES forces more source addresses and sink ports than n
 # needs: the way to 100,000 tried at a size this machine allows.
