@@ -281,8 +281,10 @@ sed 's/^/  /' "$work/reload.out"
 med_max() { sort -n | awk '{ t[NR] = $1 / 1e6 } END { if (NR) printf "%.1f %.1f %d\n", t[int((NR + 1) / 2)], t[NR], NR; else print "- - 0" }'; }
 read -r took_med took_max took_n < <(grep -o '"took":[0-9]*' "$work/serve-reload.log" | cut -d: -f2 | med_max)
 read -r read_med _ _ < <(grep -o '"reading":[0-9]*' "$work/serve-reload.log" | cut -d: -f2 | med_max)
+read -r apply_med apply_max _ < <(grep -o '"took":[0-9]*,"reading":[0-9]*' "$work/serve-reload.log" | tr -c '0-9\n' ' ' | awk '{ print $1 - $2 }' | med_max)
 [ "$took_n" = "$reloads" ] || echo "  only $took_n of $reloads reloads logged"
-echo "  reload time (serve log): median $took_med ms, max $took_max ms, over $took_n reloads; of which reading the file (YAML parse, validation): median $read_med ms"
+echo "  reload time (serve log): median $took_med ms, max $took_max ms, over $took_n reloads"
+echo "    reading the file (YAML parse and validation): median $read_med ms; applying it (routes compiled and swapped in): median $apply_med ms, max $apply_max ms"
 if [ "$load_rc" = 0 ]; then echo "  failed connections during the reloads: 0 (ok)"; else echo "  failed connections during the reloads: see above: NOT MET"; fi
 stop_serve
 fi
