@@ -32,7 +32,8 @@
 #      reload's time from serve's log ("took", reading and parsing the file
 #      included) and the failed requests (must be 0).
 # Usage: bench/hosting.sh     (sizes from HOSTING_IDLE, HOSTING_IDLE_REQ,
-#        HOSTING_BURST, HOSTING_ROUTES, HOSTING_RELOADS; small ones to try it;
+#        HOSTING_BURST, HOSTING_BURST_WORKERS, HOSTING_ROUTES, HOSTING_RELOADS;
+#        small ones to try it;
 #        HOSTING_PARTS="1 3" runs some parts only; HOSTING_KEEP=1 keeps the logs;
 #        SERVE_ENV="TLSALPN_CPUPROFILE=/tmp/serve.prof" profiles each serve;
 #        HOSTING_PIN="0 1" puts serve and nginx on CPU 0, the load on CPU 1)
@@ -50,6 +51,7 @@ burst=${HOSTING_BURST:-20000} # several sizes, space-separated, run in turn
 nroutes=${HOSTING_ROUTES:-10000}
 reloads=${HOSTING_RELOADS:-10}
 parts=${HOSTING_PARTS:-1 2 3}
+burst_workers=${HOSTING_BURST_WORKERS:-512} # burst connections in flight at most
 # HOSTING_PIN="0 1": serve and nginx on CPU 0, the load tools and the sink
 # on CPU 1, so that the clients' own work does not take serve's CPU (on
 # the Internet the clients are elsewhere).
@@ -59,7 +61,7 @@ if [ -n "${HOSTING_PIN:-}" ]; then
   pin_serve="taskset -c $c_serve"; pin_load="taskset -c $c_load"
 fi
 part() { [[ " $parts " == *" $1 "* ]]; }
-for v in "$idle_n" "$idle_req" $burst "$nroutes" "$reloads"; do
+for v in "$idle_n" "$idle_req" $burst "$nroutes" "$reloads" "$burst_workers"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "HOSTING_* sizes must be positive integers, got '$v'" >&2; exit 2; }
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -223,13 +225,13 @@ for b in $burst; do
   echo "2. a burst of $b new connections in 1 s beside a normal client ($kind), tlsalpn serve --steer off, default limits"
   s0=$(cpu "$serve_pid"); k0=$(cpu "$sink_pid"); n0=$(for w in $ngx_workers; do cpu "$w"; done | awk '{ s += $1 } END { print s + 0 }')
   set +e
-  $pin_load "$work/bin/connload" -addr "127.0.0.1:$listen" -sni bench.example -c 1 $ka -d 5s -burst "$b" -burst-at 1s -burst-in 1s \
+  $pin_load "$work/bin/connload" -addr "127.0.0.1:$listen" -sni bench.example -c 1 $ka -d 5s -burst "$b" -burst-at 1s -burst-in 1s -burst-workers "$burst_workers" \
     > "$work/burst.out"
   burst_rc=$?
   set -e
   sed 's/^/  /' "$work/burst.out"
   n1=$(for w in $ngx_workers; do cpu "$w"; done | awk '{ s += $1 } END { print s + 0 }')
-  echo "  CPU used over the 5 s run: serve $(awk -v a="$s0" -v b="$(cpu "$serve_pid")" 'BEGIN { printf "%.2f", b - a }')s, sink $(awk -v a="$k0" -v b="$(cpu "$sink_pid")" 'BEGIN { printf "%.2f", b - a }')s, nginx $(awk -v a="$n0" -v b="$n1" 'BEGIN { printf "%.2f", b - a }')s (2 cores: 10 s available, shared with whatever else runs)"
+  echo "  CPU used over the run: serve $(awk -v a="$s0" -v b="$(cpu "$serve_pid")" 'BEGIN { printf "%.2f", b - a }')s, sink $(awk -v a="$k0" -v b="$(cpu "$sink_pid")" 'BEGIN { printf "%.2f", b - a }')s, nginx $(awk -v a="$n0" -v b="$n1" 'BEGIN { printf "%.2f", b - a }')s (2 cores, shared with whatever else runs)"
   p99=$(sed -n 's/.*during the burst: .* p99 \([0-9.]*\) ms.*/\1/p' "$work/burst.out")
   if [ -n "$p99" ] && awk -v p="$p99" 'BEGIN { exit !(p <= 100) }' && [ "$burst_rc" = 0 ]; then
     echo "  normal client ($kind) p99 during the burst of $b: $p99 ms (<= 100 ms: ok)"
