@@ -45,6 +45,11 @@ import (
 type sample struct {
 	start time.Time
 	took  time.Duration
+	// The phases of a request on a new connection: the TCP connect (the
+	// kernel's handshake, before the front door accepts), the TLS
+	// handshake (the front door accepts, reads the ClientHello, dials
+	// the backend and relays two flights), the GET (one more round trip).
+	dial, handshake time.Duration
 }
 
 type normalResult struct {
@@ -76,6 +81,7 @@ type client struct {
 	keepAlive  bool
 	conn       *tls.Conn
 	br         *bufio.Reader
+	phases     sample // dial and handshake of the last request that made a connection
 }
 
 func (c *client) close() {
@@ -87,12 +93,15 @@ func (c *client) close() {
 
 // request makes one ordinary request through the front door.
 func (c *client) request(ctx context.Context, name string) error {
+	c.phases = sample{}
 	if c.conn == nil {
 		d := net.Dialer{Timeout: 5 * time.Second}
+		t0 := time.Now()
 		raw, err := d.DialContext(ctx, "tcp", c.addr)
 		if err != nil {
 			return fmt.Errorf("%s: dialing the front door: %w", name, err)
 		}
+		c.phases.dial = time.Since(t0)
 		raw.SetDeadline(time.Now().Add(5 * time.Second))
 		c.conn = tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: name, NextProtos: []string{"http/1.1"}})
 		c.br = bufio.NewReader(c.conn)
@@ -100,6 +109,7 @@ func (c *client) request(ctx context.Context, name string) error {
 			c.close()
 			return fmt.Errorf("%s: TLS handshake through the front door: %w", name, err)
 		}
+		c.phases.handshake = time.Since(t0) - c.phases.dial
 	}
 	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
 	closing := ""
@@ -165,14 +175,36 @@ func percentiles(s []sample) string {
 	if len(s) == 0 {
 		return "no requests"
 	}
+	return fmt.Sprintf("%d requests, %s", len(s), spread(s, func(x sample) time.Duration { return x.took }))
+}
+
+// spread is the p50, p99 and max of one duration of the samples.
+func spread(s []sample, of func(sample) time.Duration) string {
 	d := make([]time.Duration, len(s))
 	for i := range s {
-		d[i] = s[i].took
+		d[i] = of(s[i])
 	}
 	slices.Sort(d)
 	at := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
 	ms := func(x time.Duration) string { return fmt.Sprintf("%.1f ms", float64(x)/float64(time.Millisecond)) }
-	return fmt.Sprintf("%d requests, p50 %s, p99 %s, max %s", len(d), ms(at(0.50)), ms(at(0.99)), ms(d[len(d)-1]))
+	return fmt.Sprintf("p50 %s, p99 %s, max %s", ms(at(0.50)), ms(at(0.99)), ms(d[len(d)-1]))
+}
+
+// phases says where the time of new connections went.
+func phases(s []sample) string {
+	var fresh []sample
+	for _, x := range s {
+		if x.dial > 0 {
+			fresh = append(fresh, x)
+		}
+	}
+	if len(fresh) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("TCP connect %s; TLS handshake %s; GET %s",
+		spread(fresh, func(x sample) time.Duration { return x.dial }),
+		spread(fresh, func(x sample) time.Duration { return x.handshake }),
+		spread(fresh, func(x sample) time.Duration { return x.took - x.dial - x.handshake }))
 }
 
 func main() {
@@ -250,7 +282,7 @@ func main() {
 				if ctx.Err() != nil {
 					return // cut short by the end of the run, not a failure
 				}
-				normal.add(sample{t, time.Since(t)}, err)
+				normal.add(sample{start: t, took: time.Since(t), dial: c.phases.dial, handshake: c.phases.handshake}, err)
 			}
 		}()
 	}
@@ -307,6 +339,9 @@ func main() {
 		}
 		fmt.Printf("  before the burst: %s\n", percentiles(before))
 		fmt.Printf("  during the burst: %s\n", percentiles(during))
+		if p := phases(during); p != "" {
+			fmt.Printf("    on new connections: %s\n", p)
+		}
 		fmt.Printf("  after the burst:  %s\n", percentiles(after))
 		fmt.Printf("burst: %d new connections (ClientHello for %s, backend bench/sink -close) from %d source addresses, at most %d in flight, meant to start within %v\n",
 			*burst, *burstSNI, *sources, *burstWorkers, *burstIn)
