@@ -82,18 +82,23 @@ func BenchmarkReload(b *testing.B) {
 // table, exact and wildcard: not one connection may fail or reach the
 // wrong backend, whichever generation routes it. The first and the last
 // route have backends of their own, so a table built or swapped wrongly
-// sends a name to the wrong one; every reload waits for connections made
-// since the one before, so the load spans each of them; and connections
-// relayed before the first reload must still carry data after the last.
+// sends a name to the wrong one; one name's backend differs between the
+// two configurations, so each reload is seen to take effect; every reload
+// waits for connections made since the one before, so the load spans each
+// of them; and connections relayed before the first reload must still
+// carry data after the last.
 func TestReloadAtHostingScaleLosesNone(t *testing.T) {
 	const n = 10_000
 	first, middle, last := startBackend(t, idHandler("first")), startBackend(t, idHandler("middle")), startBackend(t, idHandler("last"))
-	routes := func() []Route {
+	// gen.example tells the generations apart: each reload must route new
+	// connections by the configuration it loaded, at once.
+	gens := [2]*backend{startBackend(t, idHandler("gen0")), startBackend(t, idHandler("gen1"))}
+	routes := func(gen int) []Route {
 		r := hostingRoutes(n, middle.addr)
 		r[0].Backend, r[n-1].Backend = first.addr, last.addr
-		return r
+		return append(r, Route{Names: []string{"gen.example"}, Backend: gens[gen].addr})
 	}
-	cfgs := [2]Config{{Routes: routes()}, {Routes: routes(), IdleTimeout: time.Minute}}
+	cfgs := [2]Config{{Routes: routes(0)}, {Routes: routes(1), IdleTimeout: time.Minute}}
 	p := startProxy(t, cfgs[0], nil, nil)
 	want := map[string]string{
 		"site0.example": "first", fmt.Sprintf("site%d.example", n-1): "last",
@@ -155,10 +160,14 @@ func TestReloadAtHostingScaleLosesNone(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		t0 := time.Now()
-		if err := p.Reload(cfgs[(reloads+1)%2]); err != nil {
+		gen := (reloads + 1) % 2
+		if err := p.Reload(cfgs[gen]); err != nil {
 			t.Fatal(err)
 		}
 		took += time.Since(t0)
+		if got, err := whichBackend(p.addr, "gen.example"); err != nil || got != fmt.Sprintf("gen%d", gen) {
+			t.Fatalf("reload %d: gen.example went to %q, %v; want gen%d, the generation just loaded", reloads+1, got, err, gen)
+		}
 	}
 	stop.Store(true)
 	wg.Wait()
