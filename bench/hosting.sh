@@ -30,7 +30,8 @@
 #      every route between two nginx ports, while 4 clients make requests
 #      to names at both ends of the table, exact and wildcard: each
 #      reload's time from serve's log ("took", reading and parsing the file
-#      included) and the failed requests (must be 0).
+#      included), the failed requests (must be 0), and, after each reload,
+#      that a new connection reaches the nginx port it now names.
 # Usage: bench/hosting.sh     (sizes from HOSTING_IDLE, HOSTING_IDLE_REQ,
 #        HOSTING_BURST, HOSTING_BURST_WORKERS, HOSTING_ROUTES, HOSTING_RELOADS;
 #        small ones to try it;
@@ -149,6 +150,7 @@ http {
     listen 127.0.0.1:$ngx_b ssl;
     ssl_certificate $cert; ssl_certificate_key $key;
     location = /1k { alias $work/1k; default_type text/plain; }
+    location = /port { return 200 "\$server_port"; }
   }
 }
 NGX
@@ -257,6 +259,7 @@ gen_routes "$ngx_a" "$work/reload-a.yaml"; gen_routes "$ngx_b" "$work/reload-b.y
 cp "$work/reload-a.yaml" "$work/reload.yaml"
 start_serve "$work/reload.yaml" "$work/serve-reload.log"
 last=$((nroutes - 1))
+reload_wrong=
 load_secs=$((2 + reloads))
 echo "3. $reloads reloads (SIGHUP) of $nroutes routes ($((2 * nroutes)) names, exact and wildcard) under load, tlsalpn serve --steer off"
 "$work/bin/connload" -addr "127.0.0.1:$listen" -c 4 -d "${load_secs}s" \
@@ -265,13 +268,17 @@ load_pid=$!
 sleep 1
 for i in $(seq 1 "$reloads"); do
   before=$(grep -c 'configuration reloaded' "$work/serve-reload.log" || true)
-  if [ $((i % 2)) = 1 ]; then cp "$work/reload-b.yaml" "$work/reload.yaml"; else cp "$work/reload-a.yaml" "$work/reload.yaml"; fi
+  if [ $((i % 2)) = 1 ]; then cp "$work/reload-b.yaml" "$work/reload.yaml"; port=$ngx_b; else cp "$work/reload-a.yaml" "$work/reload.yaml"; port=$ngx_a; fi
   kill -HUP "$serve_pid"
   for _ in $(seq 1 200); do
     [ "$(grep -c 'configuration reloaded' "$work/serve-reload.log" || true)" -gt "$before" ] && break
     if grep -q 'configuration refused' "$work/serve-reload.log"; then echo "reload refused:"; cat "$work/serve-reload.log"; exit 1; fi
     sleep 0.05
   done
+  # The reload took effect: a new connection to the last route's
+  # wildcard reaches the nginx port the new configuration names.
+  got=$(curl -sk --max-time 5 --resolve "x.w$last.example:$listen:127.0.0.1" "https://x.w$last.example:$listen/port" || true)
+  [ "$got" = "$port" ] || { echo "  reload $i: x.w$last.example reached nginx port '$got', want $port: the reload did not take effect"; reload_wrong=1; }
   sleep 0.5
 done
 set +e
@@ -288,5 +295,6 @@ read -r apply_med apply_max _ < <(grep -o '"took":[0-9]*,"reading":[0-9]*' "$wor
 echo "  reload time (serve log): median $took_med ms, max $took_max ms, over $took_n reloads"
 echo "    reading the file (YAML parse and validation): median $read_med ms; applying it (routes compiled and swapped in): median $apply_med ms, max $apply_max ms"
 if [ "$load_rc" = 0 ]; then echo "  failed connections during the reloads: 0 (ok)"; else echo "  failed connections during the reloads: see above: NOT MET"; fi
+if [ -z "$reload_wrong" ]; then echo "  each reload took effect at once (checked on the last route's wildcard): ok"; fi
 stop_serve
 fi
