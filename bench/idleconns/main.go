@@ -48,7 +48,7 @@ import (
 func rssKiB(pid int) (int, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("reading the proxy's memory (pid %d): %w", pid, err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if strings.HasPrefix(line, "VmRSS:") {
@@ -58,32 +58,41 @@ func rssKiB(pid int) (int, error) {
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
-// goMemory reads the Go heap and stacks in use from a Prometheus /metrics
-// page (go_memstats_heap_inuse_bytes + go_memstats_stack_inuse_bytes).
-func goMemory(url string) (float64, error) {
+// goStats is what the proxy's Prometheus /metrics says of its Go runtime.
+type goStats struct{ heap, stack, goroutines float64 }
+
+// goMemory reads the Go heap and stacks in use and the goroutines from a
+// Prometheus /metrics page.
+func goMemory(url string) (goStats, error) {
 	resp, err := http.Get(url)
 	if err != nil {
-		return 0, fmt.Errorf("reading the proxy's metrics: %w", err)
+		return goStats{}, fmt.Errorf("reading the proxy's metrics: %w", err)
 	}
 	defer resp.Body.Close()
-	var sum float64
+	var g goStats
+	want := map[string]*float64{
+		"go_memstats_heap_inuse_bytes":  &g.heap,
+		"go_memstats_stack_inuse_bytes": &g.stack,
+		"go_goroutines":                 &g.goroutines,
+	}
 	found := 0
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) == 2 && (f[0] == "go_memstats_heap_inuse_bytes" || f[0] == "go_memstats_stack_inuse_bytes") {
-			v, err := strconv.ParseFloat(f[1], 64)
-			if err != nil {
-				return 0, fmt.Errorf("metrics %s: %w", f[0], err)
-			}
-			sum += v
-			found++
+		if len(f) != 2 || want[f[0]] == nil {
+			continue
 		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			return goStats{}, fmt.Errorf("metrics %s: %w", f[0], err)
+		}
+		*want[f[0]] = v
+		found++
 	}
-	if found != 2 {
-		return 0, fmt.Errorf("%s has no go_memstats_heap_inuse_bytes and go_memstats_stack_inuse_bytes", url)
+	if found != len(want) {
+		return goStats{}, fmt.Errorf("%s lacks some of go_memstats_heap_inuse_bytes, go_memstats_stack_inuse_bytes, go_goroutines", url)
 	}
-	return sum, sc.Err()
+	return g, sc.Err()
 }
 
 type opener struct {
@@ -202,7 +211,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	var goBefore float64
+	var goBefore goStats
 	if *metrics != "" {
 		if goBefore, err = goMemory(*metrics); err != nil {
 			fail(err)
@@ -272,7 +281,10 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		fmt.Printf("  proxy Go heap+stacks %+.0f KiB: %.1f KiB per connection\n", (goAfter-goBefore)/1024, (goAfter-goBefore)/1024/float64(*n))
+		per := func(a, b float64) float64 { return (b - a) / float64(*n) }
+		fmt.Printf("  proxy Go heap+stacks %+.0f KiB: %.1f KiB per connection (heap %.1f KiB, goroutine stacks %.1f KiB; %.2f goroutines per connection)\n",
+			(goAfter.heap+goAfter.stack-goBefore.heap-goBefore.stack)/1024, per(goBefore.heap+goBefore.stack, goAfter.heap+goAfter.stack)/1024,
+			per(goBefore.heap, goAfter.heap)/1024, per(goBefore.stack, goAfter.stack)/1024, per(goBefore.goroutines, goAfter.goroutines))
 	}
 }
 
