@@ -137,7 +137,7 @@ func checkRoutes(routes []Route) (*routeTable, []error) {
 		if r.Backend == "" {
 			fail(i, FieldBackend, -1, ErrNoBackend)
 		} else {
-			if i == 0 || r.Backend != lastBackend {
+			if r.Backend != lastBackend {
 				lastBackend, lastBackendErr = r.Backend, CheckAddr(r.Backend, "8443", false)
 			}
 			if lastBackendErr != nil {
