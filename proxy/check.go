@@ -84,32 +84,65 @@ func (e *DuplicateNameError) Error() string {
 // CheckRoutes reports every problem with routes, each a *RouteError, in
 // the order of the routes; none means New and Reload accept them.
 func CheckRoutes(routes []Route) []error {
+	_, errs := checkRoutes(routes)
+	return errs
+}
+
+// checkRoutes is CheckRoutes, and also returns the routing table it fills
+// as it goes (meaningful only when there are no errors): normalising a
+// name is most of the cost of a reload, so it is done once, here, and not
+// again to build the table.
+func checkRoutes(routes []Route) (*routeTable, []error) {
 	var errs []error
 	fail := func(i int, f RouteField, name int, err error) {
 		errs = append(errs, &RouteError{Route: i, Field: f, Name: name, Err: err})
 	}
-	first := map[string]int{} // routing key -> the route that has it
+	names := 0
+	for _, r := range routes {
+		names += len(r.Names)
+	}
+	t := &routeTable{routes: routes, exact: make(map[string]int32, names), wildcard: map[string]int32{}, fallback: -1}
+	// Hosting configurations send many routes to one backend: its
+	// address is checked once per run of routes that share it.
+	var lastBackend string
+	var lastBackendErr error
 	for i, r := range routes {
 		if len(r.Names) == 0 {
 			fail(i, "", -1, ErrNoNames)
 		}
-		seen := map[string]bool{}
 		for j, n := range r.Names {
-			key, err := routeKey(n)
+			key, wild, err := routeKey(n)
 			if err != nil {
 				fail(i, FieldNames, j, err)
 				continue
 			}
-			if f, dup := first[key]; dup {
-				fail(i, FieldNames, j, &DuplicateNameError{Name: n, First: f, SameRoute: seen[key]})
+			m := t.exact
+			if wild {
+				m = t.wildcard
+			}
+			f, dup := m[key]
+			if key == "*" {
+				f, dup = t.fallback, t.fallback >= 0
+			}
+			if dup {
+				fail(i, FieldNames, j, &DuplicateNameError{Name: n, First: int(f), SameRoute: int(f) == i})
 				continue
 			}
-			first[key], seen[key] = i, true
+			if key == "*" {
+				t.fallback = int32(i)
+			} else {
+				m[key] = int32(i)
+			}
 		}
 		if r.Backend == "" {
 			fail(i, FieldBackend, -1, ErrNoBackend)
-		} else if err := CheckAddr(r.Backend, "8443", false); err != nil {
-			fail(i, FieldBackend, -1, err)
+		} else {
+			if r.Backend != lastBackend {
+				lastBackend, lastBackendErr = r.Backend, CheckAddr(r.Backend, "8443", false)
+			}
+			if lastBackendErr != nil {
+				fail(i, FieldBackend, -1, lastBackendErr)
+			}
 		}
 		switch r.Mode {
 		case "", Passthrough, TerminateHTTP, TerminateTCP:
@@ -120,35 +153,36 @@ func CheckRoutes(routes []Route) []error {
 			fail(i, FieldSendProxy, -1, fmt.Errorf("want 0, 1 or 2, got %d", r.SendProxy))
 		}
 	}
-	return errs
+	return t, errs
 }
 
 // routeKey is the form in which a route name is matched: "*" for the
-// default route, "*.parent" for a wildcard, else the A-label name.
-func routeKey(n string) (string, error) {
+// default route, the A-label parent with wild set for a wildcard
+// ("example.com" for "*.example.com"), else the A-label name.
+func routeKey(n string) (key string, wild bool, err error) {
 	switch {
 	case n == "*":
-		return n, nil
+		return n, false, nil
 	case n == "":
-		return "", errors.New("empty name: give a server name such as example.com, or \"*\" for the default route")
+		return "", false, errors.New("empty name: give a server name such as example.com, or \"*\" for the default route")
 	case strings.HasPrefix(n, "*."):
 		if strings.Contains(n[2:], "*") {
-			return "", fmt.Errorf("%q: a wildcard must be the whole first label and only that, as in \"*.example.com\"", n)
+			return "", false, fmt.Errorf("%q: a wildcard must be the whole first label and only that, as in \"*.example.com\"", n)
 		}
 		if err := challenge.CheckHostname(n[2:]); err != nil {
-			return "", fmt.Errorf("wildcard %q: %w", n, err)
+			return "", false, fmt.Errorf("wildcard %q: %w", n, err)
 		}
-		return "*." + challenge.NormalizeServerName(n[2:]), nil
+		return challenge.NormalizeServerName(n[2:]), true, nil
 	case strings.Contains(n, "*"):
-		return "", fmt.Errorf("%q: a wildcard must be the whole first label, as in \"*.example.com\", or \"*\" alone for the default route", n)
+		return "", false, fmt.Errorf("%q: a wildcard must be the whole first label, as in \"*.example.com\", or \"*\" alone for the default route", n)
 	}
 	if _, err := netip.ParseAddr(strings.Trim(n, "[]")); err == nil {
-		return "", fmt.Errorf("%q is an IP address, and clients send no server name when they connect to an address: such connections take the default route \"*\"", n)
+		return "", false, fmt.Errorf("%q is an IP address, and clients send no server name when they connect to an address: such connections take the default route \"*\"", n)
 	}
 	if err := challenge.CheckHostname(n); err != nil {
-		return "", err
+		return "", false, err
 	}
-	return challenge.NormalizeServerName(n), nil
+	return challenge.NormalizeServerName(n), false, nil
 }
 
 // CheckAddr says what is wrong with a host:port address, or nil.

@@ -45,20 +45,26 @@ type Route struct {
 }
 
 // routeTable matches server names to routes; it is immutable once built,
-// so a reload swaps a whole table atomically.
+// so a reload swaps a whole table atomically. The maps hold indexes into
+// routes: checkRoutes needs a name's route index to word a duplicate,
+// and the table it fills as it checks is the one that routes, so a
+// reload normalises each name once.
 type routeTable struct {
-	exact    map[string]*Route
-	wildcard map[string]*Route // keyed by the parent: "example.com" for "*.example.com"
-	fallback *Route
+	routes   []Route
+	exact    map[string]int32
+	wildcard map[string]int32 // keyed by the parent: "example.com" for "*.example.com"
+	fallback int32            // -1: no default route
 }
 
-// compileRoutes builds the table for routes, which CheckRoutes must
-// accept; it sets each empty Mode to Passthrough.
+// compileRoutes builds the table for routes, or returns every problem
+// CheckRoutes would report, joined; it sets each empty Mode to
+// Passthrough. The table refers to routes, which the caller must not
+// change afterwards.
 func compileRoutes(routes []Route) (*routeTable, error) {
-	if errs := CheckRoutes(routes); len(errs) > 0 {
+	t, errs := checkRoutes(routes)
+	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	t := &routeTable{exact: map[string]*Route{}, wildcard: map[string]*Route{}}
 	for i := range routes {
 		r := &routes[i]
 		if r.Mode == "" {
@@ -66,17 +72,6 @@ func compileRoutes(routes []Route) (*routeTable, error) {
 		}
 		if ap, err := netip.ParseAddrPort(r.Backend); err == nil && ap.Addr().Zone() == "" {
 			r.dialAddr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		}
-		for _, n := range r.Names {
-			key, _ := routeKey(n)
-			switch {
-			case key == "*":
-				t.fallback = r
-			case strings.HasPrefix(key, "*."):
-				t.wildcard[key[2:]] = r
-			default:
-				t.exact[key] = r
-			}
 		}
 	}
 	return t, nil
@@ -86,14 +81,17 @@ func compileRoutes(routes []Route) (*routeTable, error) {
 // sent no SNI): exact first, then the one-label wildcard, then the default.
 func (t *routeTable) match(name string) *Route {
 	if name != "" {
-		if r := t.exact[name]; r != nil {
-			return r
+		if i, ok := t.exact[name]; ok {
+			return &t.routes[i]
 		}
 		if i := strings.IndexByte(name, '.'); i > 0 {
-			if r := t.wildcard[name[i+1:]]; r != nil {
-				return r
+			if r, ok := t.wildcard[name[i+1:]]; ok {
+				return &t.routes[r]
 			}
 		}
 	}
-	return t.fallback
+	if t.fallback < 0 {
+		return nil
+	}
+	return &t.routes[t.fallback]
 }

@@ -167,6 +167,10 @@ func TestCheckRoutes(t *testing.T) {
 		{Names: []string{"*", "A.Example."}},
 		{Backend: "127.0.0.1:1"},
 		{Names: []string{"*", "*.*.x"}, Backend: "127.0.0.1:2"},
+		// The same bad backend twice in a row (checked once, reported for
+		// each), and a wildcard routed twice.
+		{Names: []string{"e.example", "*.w.example"}, Backend: "127.0.0.1"},
+		{Names: []string{"*.W.example"}, Backend: "127.0.0.1"},
 	}
 	type want struct {
 		route int
@@ -186,6 +190,9 @@ func TestCheckRoutes(t *testing.T) {
 		{2, "", -1, ErrNoNames, ""},
 		{3, FieldNames, 0, nil, "duplicate"},
 		{3, FieldNames, 1, nil, ""},
+		{4, FieldBackend, -1, nil, ""},
+		{5, FieldNames, 0, nil, "duplicate"},
+		{5, FieldBackend, -1, nil, ""},
 	}
 	errs := CheckRoutes(routes)
 	if len(errs) != len(wants) {
