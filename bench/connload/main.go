@@ -31,7 +31,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -220,11 +222,19 @@ func main() {
 	burstIn := flag.Duration("burst-in", time.Second, "burst: the time its connections are spread over")
 	sources := flag.Int("sources", 64, "burst: source addresses, 127.0.0.2 on")
 	burstWorkers := flag.Int("burst-workers", 512, "burst: connections in flight at most")
+	burstOnly := flag.Bool("burst-only", false, "make only the burst, at once, and report it (how connload runs its burst: in a process of its own)")
 	flag.Parse()
 	usage := func(msg string) {
 		fmt.Fprintln(os.Stderr, "connload:", msg)
 		flag.Usage()
 		os.Exit(2)
+	}
+	if *burstOnly {
+		if *addr == "" || *burst < 1 || *burstIn <= 0 || *burstWorkers < 1 {
+			usage("-burst-only needs -addr, a positive -burst and -burst-in, and -burst-workers at least 1")
+		}
+		runBurst(*addr, *burst, *burstSNI, *burstIn, *sources, *burstWorkers)
+		return
 	}
 	switch {
 	case *addr == "":
@@ -242,24 +252,6 @@ func main() {
 	if *keepAlive && len(names) > 1 {
 		usage("-keepalive takes one -sni name: a connection's name is fixed by its handshake")
 	}
-	var dialers []*net.Dialer
-	var hello []byte
-	if *burst > 0 {
-		srcs, err := loadgen.Sources(*sources)
-		if err != nil {
-			usage(err.Error())
-		}
-		for _, s := range srcs {
-			dialers = append(dialers, loadgen.Dialer(s, 5*time.Second))
-		}
-		if hello, err = loadgen.ClientHello(*burstSNI, "h2", "http/1.1"); err != nil {
-			fail(err)
-		}
-		if err := loadgen.RaiseNoFile(uint64(*burstWorkers + *workers + 256)); err != nil {
-			fail(err)
-		}
-	}
-
 	start := time.Now()
 	// The normal client runs for -d, and on until a second after the last
 	// burst connection when the burst takes longer than meant (the front
@@ -287,30 +279,23 @@ func main() {
 		}()
 	}
 
-	var br burstResult
+	// The burst runs in a process of its own, as it would on other
+	// machines: in this one its hundreds of goroutines would queue the
+	// normal client's behind them in the Go scheduler, and its latency
+	// would be connload's, not the front door's.
 	var burstStart, burstDone time.Time
+	var burstOut []byte
 	if *burst > 0 {
 		burstStart = start.Add(*burstAt)
 		time.Sleep(time.Until(burstStart))
-		var next atomic.Int64
-		var bwg sync.WaitGroup
-		gap := *burstIn / time.Duration(*burst)
-		for range *burstWorkers {
-			bwg.Add(1)
-			go func() {
-				defer bwg.Done()
-				for {
-					i := next.Add(1) - 1
-					if i >= int64(*burst) {
-						return
-					}
-					time.Sleep(time.Until(burstStart.Add(time.Duration(i) * gap)))
-					br.lastStart.Store(int64(time.Since(burstStart)))
-					burstConn(dialers[i%int64(len(dialers))], *addr, hello, &br)
-				}
-			}()
+		cmd := exec.Command(os.Args[0], "-burst-only", "-addr", *addr, "-burst", strconv.Itoa(*burst), "-burst-sni", *burstSNI,
+			"-burst-in", burstIn.String(), "-sources", strconv.Itoa(*sources), "-burst-workers", strconv.Itoa(*burstWorkers))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			fail(fmt.Errorf("the burst: %w", err))
 		}
-		bwg.Wait()
+		burstOut = out
 		burstDone = time.Now()
 	}
 	time.Sleep(max(time.Until(start.Add(*dur)), time.Until(burstDone.Add(time.Second))))
@@ -343,18 +328,11 @@ func main() {
 			fmt.Printf("    on new connections: %s\n", p)
 		}
 		fmt.Printf("  after the burst:  %s\n", percentiles(after))
-		fmt.Printf("burst: %d new connections (ClientHello for %s, backend bench/sink -close) from %d source addresses, at most %d in flight, meant to start within %v\n",
-			*burst, *burstSNI, *sources, *burstWorkers, *burstIn)
-		fmt.Printf("  last one started %.2fs after the first; all done in %.2fs: %d served, %d refused by the front door, %d failed\n",
-			time.Duration(br.lastStart.Load()).Seconds(), burstDone.Sub(burstStart).Seconds(), br.served.Load(), br.refused.Load(), br.failed.Load())
-		br.firstErr.Range(func(k, v any) bool {
-			fmt.Printf("  first %s: %s\n", k, v)
-			return true
-		})
+		os.Stdout.Write(burstOut)
 	}
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
-		fmt.Printf("  connload's own CPU (the clients' side, on this machine too): %.2fs user, %.2fs system\n",
+		fmt.Printf("  the normal client's own CPU (on this machine too): %.2fs user, %.2fs system\n",
 			time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds())
 	}
 	fmt.Printf("  normal requests failed: %d\n", normal.failed)
@@ -369,4 +347,59 @@ func main() {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "connload:", err)
 	os.Exit(1)
+}
+
+// runBurst makes n burst connections spread over in, from sources source
+// addresses, at most workers at a time, and reports them.
+func runBurst(addr string, n int, sni string, in time.Duration, sources, workers int) {
+	srcs, err := loadgen.Sources(sources)
+	if err != nil {
+		fail(err)
+	}
+	var dialers []*net.Dialer
+	for _, s := range srcs {
+		dialers = append(dialers, loadgen.Dialer(s, 5*time.Second))
+	}
+	hello, err := loadgen.ClientHello(sni, "h2", "http/1.1")
+	if err != nil {
+		fail(err)
+	}
+	if err := loadgen.RaiseNoFile(uint64(workers + 256)); err != nil {
+		fail(err)
+	}
+	var br burstResult
+	burstStart := time.Now()
+	var next atomic.Int64
+	var bwg sync.WaitGroup
+	gap := in / time.Duration(n)
+	for range workers {
+		bwg.Add(1)
+		go func() {
+			defer bwg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				time.Sleep(time.Until(burstStart.Add(time.Duration(i) * gap)))
+				br.lastStart.Store(int64(time.Since(burstStart)))
+				burstConn(dialers[i%int64(len(dialers))], addr, hello, &br)
+			}
+		}()
+	}
+	bwg.Wait()
+	burstDone := time.Now()
+	fmt.Printf("burst: %d new connections (ClientHello for %s, backend bench/sink -close) from %d source addresses, at most %d in flight, meant to start within %v, from a process of its own\n",
+		n, sni, sources, workers, in)
+	fmt.Printf("  last one started %.2fs after the first; all done in %.2fs: %d served, %d refused by the front door, %d failed\n",
+		time.Duration(br.lastStart.Load()).Seconds(), burstDone.Sub(burstStart).Seconds(), br.served.Load(), br.refused.Load(), br.failed.Load())
+	br.firstErr.Range(func(k, v any) bool {
+		fmt.Printf("  first %s: %s\n", k, v)
+		return true
+	})
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		fmt.Printf("  the burst's own CPU (on this machine too): %.2fs user, %.2fs system\n",
+			time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds())
+	}
 }
