@@ -60,6 +60,16 @@ func (s *Server) serveLoops(ctx context.Context, ln net.Listener) (err error, ok
 			ll.Close()
 			return fmt.Errorf("taking listener %s into the event loop: %w", ln.Addr(), err), true
 		}
+		// Accepted sockets inherit TCP_NODELAY from the listening one,
+		// as Go sets it on each connection it accepts: without it, a
+		// small write behind one not yet acknowledged waits for the
+		// client's delayed ACK (up to 40 ms), a TLS flight in pieces
+		// among them.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			unix.Close(fd)
+			ll.Close()
+			return fmt.Errorf("setting TCP_NODELAY on listener %s: %w", ln.Addr(), err), true
+		}
 		e := &relayEnd{fd: fd, kind: kindListener, ln: ll}
 		added.Add(1)
 		if !l.post(func() {
