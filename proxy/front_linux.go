@@ -295,6 +295,12 @@ func (l *relayLoop) admit(ll *loopListener, fd int, remote netip.AddrPort, now t
 	}
 	a.deadline = now.Add(cfg.ClientHelloTimeout)
 	l.hellos.insert(a)
+	// The hello is usually in already: a connection waits in the
+	// listen queue for its turn, and a client sends its hello as soon
+	// as it is connected. Reading it now takes the connection to its
+	// backend in this turn of the loop, not the next, which under a
+	// flood of new connections is a long way off.
+	l.readHello(r.a, 0, now)
 }
 
 // fileConn makes a Go connection of a socket the loop accepted, which it
