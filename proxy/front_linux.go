@@ -182,6 +182,9 @@ func (a *accepted) Close() error {
 	return nil
 }
 
+// source is the address the gate counts the connection under.
+func (a *accepted) source() netip.Addr { return sourceIP(a.remote.Addr()) }
+
 // RemoteAddr is the client's address.
 func (a *accepted) RemoteAddr() net.Addr { return tcpAddr(a.remote) }
 

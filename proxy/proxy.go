@@ -260,7 +260,7 @@ func (s *Server) admit(c gated, remote net.Addr, st *state) (*waiter, bool) {
 	cfg := &st.cfg
 	var src netip.Addr
 	if remote == nil {
-		src = sourceIP(c.(*accepted).remote.Addr())
+		src = c.(interface{ source() netip.Addr }).source()
 	} else if src = sourceOf(remote); len(cfg.TrustedProxies) > 0 && fromTrusted(remote, cfg.TrustedProxies) {
 		src = netip.Addr{}
 	}

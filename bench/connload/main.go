@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command connload is the load of the hosting benchmarks
 // (bench/hosting.sh) against a front door: a normal client, -c workers
 // each making one ordinary request after another (a new TCP connection,

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command idleconns opens N connections through a proxy, makes sure each
 // is relayed end to end (the proxy has read its ClientHello and dialled
 // the backend), leaves them all idle, and reports the proxy process's

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command sink is the cheapest backend a relayed connection can have, for
 // the hosting benchmarks (bench/hosting.sh): it listens on -ports loopback
 // ports, writes one byte ("+") to every connection it accepts, so that the

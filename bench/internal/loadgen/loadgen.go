@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package loadgen is what the hosting benchmark tools (bench/idleconns,
 // bench/connload) share: a real ClientHello to send without finishing the
 // handshake, client sockets spread over many loopback source addresses,
