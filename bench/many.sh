@@ -53,6 +53,8 @@ cleanup() {
   if [ -n "${BENCH_KEEP:-}" ]; then echo "many.sh: logs and storage kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+# Any command failing unexpectedly stops the bench (set -e): say where.
+trap 'echo "many.sh: FAILED: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
 fail() { echo "many.sh: FAILED: $*" >&2; exit 1; }
 [ -x /usr/bin/time ] || fail "GNU time is needed for the peak memory of tlsalpn issue (apt-get install time)"
 command -v curl >/dev/null || fail "curl is needed (apt-get install curl)"
@@ -215,7 +217,7 @@ caddy_job() {
   # Bounded: 60 min at 0.1 s (Caddy's throttle makes 1,000 names ~17 min).
   for _ in $(seq 1 36000); do
     local files logged
-    files=$(find "$d/store/certificates" -name '*.crt' 2>/dev/null | wc -l)
+    files=$({ find "$d/store/certificates" -name '*.crt' 2>/dev/null || true; } | wc -l)
     if [ "$files" -ge "$n" ]; then
       logged=$(grep -c '"certificate obtained successfully"' "$d/caddy.log" || true)
       if [ "$logged" -ge "$n" ]; then done=1; break; fi
