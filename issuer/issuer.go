@@ -154,6 +154,13 @@ type Result struct {
 	// earlier Obtain created and did not see through (a crash, a CA error
 	// after finalisation, a save that failed): no new order was made.
 	Resumed bool
+	// RenewalInfo is the CA's renewal information for Leaf (RFC 9773),
+	// which acmez fetches with the certificate when the CA offers ARI; nil
+	// when it offers none or gave no window. Kept with the certificate, it
+	// spares asking the CA again a moment later: tlsalpn serve did, for
+	// every certificate it obtained (two renewalInfo requests each,
+	// bench/many.sh).
+	RenewalInfo *acme.RenewalInfo
 
 	done func(context.Context) error
 }

@@ -3,6 +3,9 @@ package manager
 import (
 	"context"
 	"crypto/x509"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,10 +41,7 @@ func TestARIRefreshDuringRenewal(t *testing.T) {
 	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	spec := e.spec("shortlived", "race.example.test")
-	first, err := e.m.Obtain(ctx, spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := obtainWithoutARI(t, e, spec)
 	// The keeper's view, taken before the renewal.
 	s, err := e.m.Load(ctx, "race.example.test")
 	if err != nil {
@@ -80,8 +80,8 @@ func TestARIRefreshDuringRenewal(t *testing.T) {
 		t.Fatalf("stored after the refresh: serial %s (chain %s), replaced %q; want the renewed certificate's serial %s, replaced %q",
 			got.Serial, serialHex(got.Chain[0]), got.Replaced, renewed.Serial, renewed.Replaced)
 	}
-	if got.ARI != nil {
-		t.Errorf("stored renewal info %+v; want none: it was for serial %s, no longer stored", got.ARI, first.Serial)
+	if got.ARI != nil && got.ARI.CertSerial != renewed.Serial {
+		t.Errorf("stored renewal info %+v; want none or the renewed certificate's: it was for serial %s, no longer stored", got.ARI, first.Serial)
 	}
 	if s.ARI == nil || s.ARI.CertSerial != first.Serial || s.ARI.Selected.IsZero() {
 		t.Errorf("renewal info given to the caller = %+v; want the CA's answer for serial %s", s.ARI, first.Serial)
@@ -109,10 +109,7 @@ func TestARIRefreshWaitsForLock(t *testing.T) {
 	e := newTestEnv(t, democa.Options{}, nil)
 	ctx := testContext(t)
 	spec := e.spec("shortlived", "locked.example.test")
-	first, err := e.m.Obtain(ctx, spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := obtainWithoutARI(t, e, spec)
 	iss, err := e.m.issuerFor(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -228,5 +225,111 @@ func TestKeepSelected(t *testing.T) {
 		case !tt.keep && !next.Unavailable && !next.End.After(now) && !next.Selected.Equal(now):
 			t.Errorf("%s: Selected = %v; want now for a past window", tt.name, next.Selected)
 		}
+	}
+}
+
+// countingIssuer is a real issuer that counts the times the CA is asked
+// for renewal information.
+type countingIssuer struct {
+	Issuer
+	asked atomic.Int32
+}
+
+func (c *countingIssuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (acme.RenewalInfo, error) {
+	c.asked.Add(1)
+	return c.Issuer.RenewalInfo(ctx, leaf)
+}
+
+// failRenewalInfo makes the CA's renewal information fail (404, which
+// acmez does not retry), as at a CA whose ARI endpoint is broken.
+func failRenewalInfo(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/renewalInfo/") {
+			http.NotFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// obtainWithoutARI obtains spec's certificate and stores it without the
+// renewal information that came with it, as an older tlsalpn stored it:
+// the next look asks the CA (for the window the test then sets).
+func obtainWithoutARI(t *testing.T, e *testEnv, spec Spec) *Record {
+	t.Helper()
+	ctx := testContext(t)
+	rec, err := e.m.Obtain(ctx, spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := e.store.Lock(ctx, certLockName(spec.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	cur, err := e.m.loadRecord(ctx, spec.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.ARI = nil
+	if err := e.m.saveRecord(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	rec.ARI = nil
+	return rec
+}
+
+// TestObtainKeepsRenewalInfo: the CA's renewal window that came with a new
+// certificate (acmez fetches it with the chain) is stored with it, so the
+// next look does not ask the CA again: serve's keeper looks a second after
+// obtaining, and asked for every certificate twice (bench/many.sh: 2,000
+// renewalInfo requests for 1,000 certificates). Without a window from the
+// CA, the next look asks, as before.
+func TestObtainKeepsRenewalInfo(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		handler   func(http.Handler) http.Handler
+		wantKept  bool  // a window stored with the certificate
+		wantAsked int32 // renewal information requests by the next look
+	}{
+		{"the CA answers", nil, true, 0},
+		{"the CA's renewal info fails", failRenewalInfo, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t, democa.Options{Handler: tt.handler}, nil)
+			ctx := testContext(t)
+			spec := e.spec("default", "kept-ari.example.test")
+			rec, err := e.m.Obtain(ctx, spec, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := e.m.Load(ctx, spec.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := s.ARI
+			kept := a != nil && a.CertSerial == rec.Serial && !a.Start.IsZero() && !a.Selected.IsZero() && !a.Unavailable
+			if kept != tt.wantKept {
+				t.Fatalf("renewal info stored with the certificate = %+v; want a window: %v", a, tt.wantKept)
+			}
+			if kept && (a.Selected.Before(a.Start) || !a.Selected.Before(a.End)) {
+				t.Errorf("selected time %v outside the window %v – %v", a.Selected, a.Start, a.End)
+			}
+			iss, err := e.m.issuerFor(ctx, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &countingIssuer{Issuer: iss}
+			d := e.m.Due(ctx, c, s)
+			if got := c.asked.Load(); got != tt.wantAsked {
+				t.Errorf("the next look asked the CA %d times; want %d", got, tt.wantAsked)
+			}
+			if tt.wantKept && (d.Due || !strings.Contains(d.Reason, "renewal window starts") || !d.At.Equal(a.Selected)) {
+				t.Errorf("decision %+v; want not due, at the stored window's selected time %v", d, a.Selected)
+			}
+		})
 	}
 }

@@ -230,8 +230,15 @@ func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 func (m *Manager) keepObtained(ctx context.Context, spec Spec, res *issuer.Result, replaces *x509.Certificate, prev *Record, prevVer int64, prevErr error) (*Record, error) {
 	id := spec.ID()
 	spec.Profile = res.Profile // pin what was chosen, so renewals keep it
-	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: m.now().UTC(), ver: prevVer}
+	now := m.now()
+	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: now.UTC(), ver: prevVer}
 	fillFromLeaf(rec, res.Leaf)
+	if res.RenewalInfo != nil {
+		// The CA's window came with the certificate: stored with it, the
+		// keeper's next look (a second later, in serve) need not ask again.
+		rec.ARI = ariState(*res.RenewalInfo, rec.Serial, now)
+		keepSelected(rec.ARI, nil, now)
+	}
 	if replaces != nil {
 		rec.Replaced, _ = acme.ARIUniqueIdentifier(replaces)
 	}
