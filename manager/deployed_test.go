@@ -122,9 +122,10 @@ func TestKeepRetriesFailedDeploy(t *testing.T) {
 			out, flag, marker := filepath.Join(dir, "out"), filepath.Join(dir, "broken"), filepath.Join(dir, "hook-runs")
 			spec := e.spec("default", name)
 			spec.Out, spec.DeployHook = out, failingHook(flag, marker)
-			// Stored without its window, so that the keeper asks for
-			// the one set below.
-			first := obtainWithoutARI(t, e, spec)
+			first, err := e.m.Obtain(ctx, spec, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
 			s, err := e.m.Load(ctx, name)
 			if err != nil {
 				t.Fatal(err)
