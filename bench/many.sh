@@ -22,6 +22,13 @@
 # chains to this Pebble's root: stored for the issue job, served over TLS
 # for the serve job); one missing or wrong fails the bench (exit 1).
 # Each job runs with a fresh Pebble, a fresh account and fresh storage.
+# Pebble itself can lock up under many orders (a lock-order inversion in its
+# in-memory store: new-order's FindValidAuthorization holds the store and
+# waits for an authorization that the authorization handler holds while it
+# waits for the store); it struck both tools at about 1,000 orders. When a
+# tool reports errors, Pebble's goroutines are dumped: if that is what
+# happened, the bench says so and runs the job again with a fresh Pebble
+# (at most twice); any other failure ends it.
 #
 # Caddy is built from the nested module bench/caddy (v2.11.9, kept out of
 # tlsalpn's go.mod). CertMagic throttles its orders to 10 per 10 s per CA
@@ -33,7 +40,7 @@
 #   change the sizes (e.g. 5 and 20 to try the script in seconds);
 #   BENCH_TOOLS="tlsalpn" leaves Caddy out; BENCH_KEEP=1 keeps the logs.
 # Everything listens on 127.0.0.1 only, on ports picked free at run time.
-set -euo pipefail
+set -eEuo pipefail
 rounds=${BENCH_ROUNDS:-1}
 issue_n=${BENCH_ISSUE_NAMES:-100}
 serve_n=${BENCH_SERVE_NAMES:-1000}
@@ -46,16 +53,22 @@ for t in $tools; do
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-pids=()
+# Every process started is tracked in a file: the jobs run in subshells.
+track() { echo "$1" >>"$work/pids"; }
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -f "$work/pids" ]; then while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"; fi
   wait 2>/dev/null || true
   if [ -n "${BENCH_KEEP:-}" ]; then echo "many.sh: logs and storage kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 # Any command failing unexpectedly stops the bench (set -e): say where.
 trap 'echo "many.sh: FAILED: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
-fail() { echo "many.sh: FAILED: $*" >&2; exit 1; }
+# fail MESSAGE: the bench fails (exit 1), the job's daemon stopped.
+fail() {
+  echo "many.sh: FAILED: $*" >&2
+  if [ -n "${job_pid:-}" ]; then kill "$job_pid" 2>/dev/null || true; fi
+  exit 1
+}
 [ -x /usr/bin/time ] || fail "GNU time is needed for the peak memory of tlsalpn issue (apt-get install time)"
 command -v curl >/dev/null || fail "curl is needed (apt-get install curl)"
 
@@ -83,7 +96,7 @@ sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 (cd "$pebbledir" && exec "$work/bin/pebble-challtestsrv" -dnsserver "127.0.0.1:$dns_port" -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
   -http01 "" -https01 "" -tlsalpn01 "" -doh "" -management "127.0.0.1:$cts_mgmt" >"$work/challtestsrv.log" 2>&1) &
-pids+=($!)
+track $!
 wait_port "$dns_port"
 
 cat >"$work/pebble.json" <<EOF
@@ -112,7 +125,7 @@ start_pebble() {
   (cd "$pebbledir" && PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
     exec "$work/bin/pebble" -config "$work/pebble.json" -dnsserver "127.0.0.1:$dns_port" >"$1/pebble.log" 2>&1) &
   pebble_pid=$!
-  pids+=("$pebble_pid")
+  track "$pebble_pid"
   wait_port "$acme_port"
   wait_port "$mgmt_port"
   { curl -sf --cacert "$minica" "https://127.0.0.1:$mgmt_port/roots/0"
@@ -121,6 +134,21 @@ start_pebble() {
 }
 stop_pebble() {
   if [ -n "$pebble_pid" ]; then kill "$pebble_pid" 2>/dev/null || true; wait "$pebble_pid" 2>/dev/null || true; pebble_pid=; fi
+}
+
+# tool_failed DIR MESSAGE: a tool reported errors. Pebble is made to dump
+# its goroutines (it exits): if one is blocked in FindValidAuthorization,
+# Pebble locked up (above) and the job ends with 3, to be run again; any
+# other failure fails the bench.
+tool_failed() {
+  if [ -n "${job_pid:-}" ]; then kill "$job_pid" 2>/dev/null || true; fi
+  kill -QUIT "$pebble_pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pebble_pid" 2>/dev/null || break; sleep 0.05; done
+  if grep -q 'MemoryStore).FindValidAuthorization' "$1/pebble.log"; then
+    echo "many.sh: $2: Pebble locked up (a new-order blocked in FindValidAuthorization; goroutines dumped to $1/pebble.log)" >&2
+    exit 3
+  fi
+  fail "$2"
 }
 
 # stop PID: SIGTERM, waited for (bounded by the daemons' own drain).
@@ -150,8 +178,8 @@ job_tlsalpn_issue() { # DIR
   # Pebble's DNS gives (challtestsrv's, not this host's resolver).
   TLSALPN_DNS_SERVER="127.0.0.1:$dns_port" /usr/bin/time -f %M -o "$d/time" "$work/bin/tlsalpn" issue --separate --ca "$ca_url" \
     --ca-root "$minica" --agree-tos --email bench@example.com --listen "127.0.0.1:$tls_port" --validation-port "$tls_port" \
-    --storage "$d/store" --out "$d/out" "${args[@]}" >"$d/issue.out" 2>"$d/issue.log" ||
-    { tail -20 "$d/issue.log" >&2; fail "tlsalpn issue --separate of $issue_n names exited non-zero (log above)"; }
+    --storage "$d/store" --out "$d/out" --timeout 5m "${args[@]}" >"$d/issue.out" 2>"$d/issue.log" ||
+    { tail -5 "$d/issue.log" >&2; tool_failed "$d" "tlsalpn issue --separate of $issue_n names exited non-zero (log above)"; }
   t1=$(now)
   "$mc" stored -names "$d/names" -roots "$d/roots.pem" "$d/store" >&2 || fail "tlsalpn issue: certificates missing (above)"
   record tlsalpn issue "$d" "$(sub "$t0" "$t1")" "$(tail -1 "$d/time")"
@@ -181,13 +209,14 @@ job_tlsalpn_serve() { # DIR
   # CA that dials another; Caddy has no preflight either.
   "$work/bin/tlsalpn" serve --no-preflight --config "$d/serve.yaml" >"$d/serve.out" 2>"$d/serve.log" &
   pid=$!
-  pids+=("$pid")
+  job_pid=$pid
+  track "$pid"
   # Bounded: 30 min at 0.1 s; a serve that exits fails at once.
   for _ in $(seq 1 18000); do
     if curl -sf -o /dev/null "http://127.0.0.1:$admin_port/readyz"; then ready=1; break; fi
     kill -0 "$pid" 2>/dev/null || { tail -20 "$d/serve.log" >&2; fail "tlsalpn serve exited before its $serve_n certificates were stored (log above)"; }
     # A failed order is retried minutes later: fail now, loudly.
-    if grep -q '"level":"ERROR"' "$d/serve.log"; then grep '"level":"ERROR"' "$d/serve.log" | head -3 >&2; fail "tlsalpn serve logged errors while obtaining (above)"; fi
+    if grep -q '"level":"ERROR"' "$d/serve.log"; then grep '"level":"ERROR"' "$d/serve.log" | head -3 >&2; tool_failed "$d" "tlsalpn serve logged errors while obtaining (above)"; fi
     sleep 0.1
   done
   t1=$(now)
@@ -213,7 +242,8 @@ caddy_job() {
   HOME="$d/home" XDG_CONFIG_HOME="$d/home/config" XDG_DATA_HOME="$d/home/data" \
     "$work/bin/caddy" run --config "$d/caddy.json" >"$d/caddy.out" 2>"$d/caddy.log" &
   pid=$!
-  pids+=("$pid")
+  job_pid=$pid
+  track "$pid"
   # Bounded: 60 min at 0.1 s (Caddy's throttle makes 1,000 names ~17 min).
   for _ in $(seq 1 36000); do
     local files logged
@@ -223,6 +253,8 @@ caddy_job() {
       if [ "$logged" -ge "$n" ]; then done=1; break; fi
     fi
     kill -0 "$pid" 2>/dev/null || { tail -20 "$d/caddy.log" >&2; fail "caddy exited before its $n certificates were obtained (log above)"; }
+    # A failed order is retried later: fail now, loudly.
+    if grep -q '"level":"error"' "$d/caddy.log"; then grep '"level":"error"' "$d/caddy.log" | head -3 >&2; tool_failed "$d" "caddy logged errors while obtaining (above)"; fi
     sleep 0.1
   done
   t1=$(now)
@@ -243,12 +275,22 @@ job_caddy_serve() { caddy_job "$1" serve serve "$serve_n" s; }
 for r in $(seq 1 "$rounds"); do
   for job in issue serve; do
     for tool in $tools; do
-      d="$work/r$r-$tool-$job"
-      mkdir -p "$d"
-      echo "round $r: $tool $job ($([ $job = issue ] && echo "$issue_n" || echo "$serve_n") names) ..." >&2
-      start_pebble "$d"
-      "job_${tool}_$job" "$d"
-      stop_pebble
+      for attempt in 1 2 3; do
+        d="$work/r$r-$tool-$job-$attempt"
+        mkdir -p "$d"
+        echo "round $r: $tool $job ($([ $job = issue ] && echo "$issue_n" || echo "$serve_n") names) ..." >&2
+        start_pebble "$d"
+        # In a subshell of its own (set -e holds there), so that a Pebble
+        # that locked up (exit 3) can be told from a failure.
+        rc=0
+        ("job_${tool}_$job" "$d") &
+        wait $! || rc=$?
+        stop_pebble
+        [ "$rc" = 0 ] && break
+        [ "$rc" = 3 ] && [ "$attempt" -lt 3 ] || exit "$rc"
+        echo "round $r: $tool $job: run again with a fresh Pebble" >&2
+        echo "$tool $job" >>"$work/relocked"
+      done
     done
   done
 done
@@ -292,3 +334,7 @@ awk -v issue_n="$issue_n" -v serve_n="$serve_n" '
     if (a > 0 && b >= 0) printf " %13.2fx", b / a
     printf "\n"
   }' "$work/results"
+if [ -f "$work/relocked" ]; then
+  echo
+  echo "Pebble locked up $(wc -l <"$work/relocked") time(s) (its own bug, above); these jobs were run again from the start: $(sort "$work/relocked" | uniq -c | awk '{ printf "%s%s %s x%d", sep, $2, $3, $1; sep=", " }')"
+fi
