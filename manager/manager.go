@@ -151,9 +151,9 @@ type obtainHow struct {
 	// keeper looks at the certificate again a second after obtaining it,
 	// and would otherwise ask the CA for that same window: one request per
 	// certificate, a thousand at once when serve starts with a thousand
-	// missing. A command's next run comes hours later and asks the CA
-	// then, so a window the CA has moved since (after a mass revocation,
-	// say) is seen at once; it keeps doing so.
+	// missing. The commands (issue, renew) store none, as before: their
+	// next run, hours later, asks the CA, and so sees at once a window the
+	// CA has moved meanwhile (after a mass revocation, say).
 	keepARI bool
 }
 
