@@ -68,7 +68,23 @@ type Config struct {
 	// Preflight, if set, checks each published challenge from the outside
 	// before the CA is asked to validate it.
 	Preflight Preflighter
+	// MaxOrders bounds the orders this issuer runs at once; Obtain waits
+	// for a free slot (or for ctx to end) before it orders. 0 means
+	// DefaultMaxOrders. Without a bound, tlsalpn serve starting with a
+	// thousand certificates missing placed a thousand orders at the CA in
+	// the same second, each on its own connection: Pebble locked up under
+	// the burst (two of its locks taken in opposite orders by concurrent
+	// new-order and authorization requests) and none was issued, every
+	// request timing out; a real CA answers such a burst with rate limits.
+	MaxOrders int
 }
+
+// DefaultMaxOrders is the number of orders an Issuer runs at once unless
+// Config.MaxOrders says otherwise: enough to keep a CA's round trips and
+// validations overlapping (tlsalpn issue --separate of 100 names takes no
+// longer than unbounded), few enough that a thousand certificates are
+// ordered as a steady stream, not a burst.
+const DefaultMaxOrders = 8
 
 // Preflighter checks that a published challenge can be validated before
 // the CA is told it is ready. A CA counts failed validations (Let's Encrypt
@@ -138,6 +154,13 @@ type Result struct {
 	// earlier Obtain created and did not see through (a crash, a CA error
 	// after finalisation, a save that failed): no new order was made.
 	Resumed bool
+	// RenewalInfo is the CA's renewal information for Leaf (RFC 9773),
+	// which acmez fetches with the certificate when the CA offers ARI; nil
+	// when it offers none or gave no window. Kept with the certificate, it
+	// spares asking the CA again a moment later: tlsalpn serve did, for
+	// every certificate it obtained (two renewalInfo requests each,
+	// bench/many.sh).
+	RenewalInfo *acme.RenewalInfo
 
 	done func(context.Context) error
 }
@@ -164,6 +187,9 @@ type Issuer struct {
 
 	accountMu sync.Mutex
 	account   *acme.Account
+
+	// orders holds a token for each order running (Config.MaxOrders).
+	orders chan struct{}
 }
 
 // New returns an Issuer for cfg.
@@ -194,7 +220,14 @@ func New(cfg Config) (*Issuer, error) {
 		timeout = 5 * time.Minute
 	}
 	cfg.PollTimeout = timeout
+	if cfg.MaxOrders < 0 {
+		return nil, fmt.Errorf("issuer: MaxOrders %d: want 0 (the default, %d) or more", cfg.MaxOrders, DefaultMaxOrders)
+	}
+	if cfg.MaxOrders == 0 {
+		cfg.MaxOrders = DefaultMaxOrders
+	}
 	return &Issuer{
+		orders: make(chan struct{}, cfg.MaxOrders),
 		cfg:    cfg,
 		hints:  hints,
 		logger: logger,
@@ -271,7 +304,17 @@ func ChooseProfile(offered map[string]string, want string) (string, error) {
 //
 // When the CA says the account does not exist (it lost it), the account is
 // registered again with the same key and the order is retried once.
+//
+// At most Config.MaxOrders Obtains run at once; the others wait their turn
+// here, before anything is sent to the CA.
 func (iss *Issuer) Obtain(ctx context.Context, req Request) (*Result, error) {
+	select {
+	case iss.orders <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for one of the %d orders running at %s to end, to order %s: %w",
+			cap(iss.orders), iss.cfg.Directory, strings.Join(identifierValues(req.Identifiers), ", "), context.Cause(ctx))
+	}
+	defer func() { <-iss.orders }()
 	res, err := iss.obtain(ctx, req)
 	if err != nil && accountGone(err) {
 		if rerr := iss.reregister(ctx, err); rerr != nil {

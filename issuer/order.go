@@ -304,9 +304,15 @@ func (iss *Issuer) complete(ctx context.Context, o *order, ord acme.Order, key c
 	iss.step(Step{Kind: StepCertificate, Identifier: o.label, Detail: fmt.Sprintf("serial %x, issued by %q, valid until %s",
 		chain[0].SerialNumber, chain[0].Issuer.CommonName, chain[0].NotAfter.UTC().Format(time.RFC3339))})
 	j := o.j
+	var ri *acme.RenewalInfo
+	if r := chosen.RenewalInfo; r != nil && !r.SuggestedWindow.Start.IsZero() && !r.SuggestedWindow.End.IsZero() {
+		// acmez attaches an empty answer when asking failed (and logs
+		// why): that is no window, and the caller asks again.
+		ri = r
+	}
 	return &Result{
 		Leaf: chain[0], Chain: chain, ChainPEM: chosen.ChainPEM, Key: key, KeyPEM: keyPEM,
-		URL: chosen.URL, Profile: o.profile, Account: o.acct.Location,
+		URL: chosen.URL, Profile: o.profile, Account: o.acct.Location, RenewalInfo: ri,
 		done: func(ctx context.Context) error { return j.remove(ctx) },
 	}, nil
 }

@@ -3,6 +3,9 @@ package manager
 import (
 	"context"
 	"crypto/x509"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,5 +231,84 @@ func TestKeepSelected(t *testing.T) {
 		case !tt.keep && !next.Unavailable && !next.End.After(now) && !next.Selected.Equal(now):
 			t.Errorf("%s: Selected = %v; want now for a past window", tt.name, next.Selected)
 		}
+	}
+}
+
+// countingIssuer is a real issuer that counts the times the CA is asked
+// for renewal information.
+type countingIssuer struct {
+	Issuer
+	asked atomic.Int32
+}
+
+func (c *countingIssuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (acme.RenewalInfo, error) {
+	c.asked.Add(1)
+	return c.Issuer.RenewalInfo(ctx, leaf)
+}
+
+// failRenewalInfo makes the CA's renewal information fail (404, which
+// acmez does not retry), as at a CA whose ARI endpoint is broken.
+func failRenewalInfo(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/renewalInfo/") {
+			http.NotFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// TestObtainKeepsRenewalInfo: the CA's renewal window that came with a
+// certificate the keeper obtained (acmez fetches it with the chain) is
+// stored with it, so the keeper's next look, a second later, does not ask
+// the CA again: it asked for every certificate twice (bench/many.sh: 2,000
+// renewalInfo requests for 1,000 certificates). Without a window from the
+// CA, the next look asks, as before.
+func TestObtainKeepsRenewalInfo(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		handler   func(http.Handler) http.Handler
+		wantKept  bool  // a window stored with the certificate
+		wantAsked int32 // renewal information requests by the next look
+	}{
+		{"the CA answers", nil, true, 0},
+		{"the CA's renewal info fails", failRenewalInfo, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t, democa.Options{Handler: tt.handler}, nil)
+			ctx := testContext(t)
+			spec := e.spec("default", "kept-ari.example.test")
+			rec, err := e.m.obtainMissing(ctx, spec) // as serve's keeper does
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := e.m.Load(ctx, spec.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := s.ARI
+			kept := a != nil && a.CertSerial == rec.Serial && !a.Start.IsZero() && !a.Selected.IsZero() && !a.Unavailable
+			if kept != tt.wantKept {
+				t.Fatalf("renewal info stored with the certificate = %+v; want a window: %v", a, tt.wantKept)
+			}
+			if kept && (a.Selected.Before(a.Start) || !a.Selected.Before(a.End)) {
+				t.Errorf("selected time %v outside the window %v – %v", a.Selected, a.Start, a.End)
+			}
+			iss, err := e.m.issuerFor(ctx, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &countingIssuer{Issuer: iss}
+			d := e.m.Due(ctx, c, s)
+			if got := c.asked.Load(); got != tt.wantAsked {
+				t.Errorf("the next look asked the CA %d times; want %d", got, tt.wantAsked)
+			}
+			if tt.wantKept && (d.Due || !strings.Contains(d.Reason, "renewal window starts") || !d.At.Equal(a.Selected)) {
+				t.Errorf("decision %+v; want not due, at the stored window's selected time %v", d, a.Selected)
+			}
+		})
 	}
 }

@@ -436,7 +436,7 @@ func (m *Manager) attempt(ctx context.Context, spec Spec, replaces *x509.Certifi
 	if replaces == nil {
 		rec, err = m.obtainMissing(ctx, spec)
 	} else {
-		rec, err = m.Obtain(ctx, spec, replaces)
+		rec, err = m.renewKept(ctx, spec, replaces)
 	}
 	if opts.OnAttempt != nil {
 		opts.OnAttempt(spec, trigger, rec, err)

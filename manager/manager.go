@@ -138,7 +138,28 @@ func canonicalNames(names []string) ([]challenge.Identifier, []string, error) {
 // the record with the error. The failure is recorded: the keeper's next
 // looks, and the next "tlsalpn renew", deploy it again without a new order.
 func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certificate) (*Record, error) {
-	return m.obtain(ctx, spec, replaces, false)
+	return m.obtain(ctx, spec, replaces, obtainHow{})
+}
+
+// obtainHow says how obtain runs.
+type obtainHow struct {
+	// ifMissing: for a keeper that found the certificate missing
+	// (obtainMissing).
+	ifMissing bool
+	// keepARI stores the CA's renewal window that came with the
+	// certificate (acmez fetches it with the chain) in the record. The
+	// keeper looks at the certificate again a second after obtaining it,
+	// and would otherwise ask the CA for that same window: one request per
+	// certificate, a thousand at once when serve starts with a thousand
+	// missing. The commands (issue, renew) store none, as before: their
+	// next run, hours later, asks the CA, and so sees at once a window the
+	// CA has moved meanwhile (after a mass revocation, say).
+	keepARI bool
+}
+
+// renewKept is Obtain for the keeper: see obtainHow.keepARI.
+func (m *Manager) renewKept(ctx context.Context, spec Spec, replaces *x509.Certificate) (*Record, error) {
+	return m.obtain(ctx, spec, replaces, obtainHow{keepARI: true})
 }
 
 // obtainMissing is Obtain for a keeper that found spec's certificate
@@ -149,7 +170,7 @@ func (m *Manager) Obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 // every node may try), nothing is ordered; the stored record is returned,
 // deployed to spec's outputs.
 func (m *Manager) obtainMissing(ctx context.Context, spec Spec) (*Record, error) {
-	return m.obtain(ctx, spec, nil, true)
+	return m.obtain(ctx, spec, nil, obtainHow{ifMissing: true, keepARI: true})
 }
 
 // intact reports whether the certificate and key rec names can be read
@@ -159,7 +180,7 @@ func (m *Manager) intact(ctx context.Context, rec *Record) bool {
 	return err == nil
 }
 
-func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certificate, ifMissing bool) (*Record, error) {
+func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certificate, how obtainHow) (*Record, error) {
 	ids, names, err := canonicalNames(spec.Names)
 	if err != nil {
 		return nil, err
@@ -196,7 +217,7 @@ func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 		}
 		return m.deployLocked(ctx, prev, spec)
 	}
-	if ifMissing && prevErr == nil && prev.Serial != "" && sameNames(prev.Names, names) && prev.CA == spec.CA &&
+	if how.ifMissing && prevErr == nil && prev.Serial != "" && sameNames(prev.Names, names) && prev.CA == spec.CA &&
 		prev.Revoked.IsZero() && prev.Retired == nil && m.now().Before(prev.NotAfter) && m.intact(ctx, prev) {
 		m.logger.Info("not ordering: another process obtained the certificate meanwhile", "name", id, "serial", prev.Serial)
 		if prev.deployedOn(m.node, spec) {
@@ -220,6 +241,9 @@ func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 	if err != nil {
 		return nil, err
 	}
+	if !how.keepARI {
+		res.RenewalInfo = nil
+	}
 	return m.keepObtained(ctx, spec, res, replaces, prev, prevVer, prevErr)
 }
 
@@ -230,8 +254,14 @@ func (m *Manager) obtain(ctx context.Context, spec Spec, replaces *x509.Certific
 func (m *Manager) keepObtained(ctx context.Context, spec Spec, res *issuer.Result, replaces *x509.Certificate, prev *Record, prevVer int64, prevErr error) (*Record, error) {
 	id := spec.ID()
 	spec.Profile = res.Profile // pin what was chosen, so renewals keep it
-	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: m.now().UTC(), ver: prevVer}
+	now := m.now()
+	rec := &Record{Spec: spec, URL: res.URL, Account: res.Account, ObtainedAt: now.UTC(), ver: prevVer}
 	fillFromLeaf(rec, res.Leaf)
+	if res.RenewalInfo != nil {
+		// The CA's window came with the certificate (obtainHow.keepARI).
+		rec.ARI = ariState(*res.RenewalInfo, rec.Serial, now)
+		keepSelected(rec.ARI, nil, now)
+	}
 	if replaces != nil {
 		rec.Replaced, _ = acme.ARIUniqueIdentifier(replaces)
 	}

@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/mholt/acmez/v3/acme"
+
 	"github.com/tlsalpn/tlsalpn/issuer"
 )
 
@@ -75,20 +77,16 @@ func (m *Manager) refreshARI(ctx context.Context, iss Issuer, s *Stored, now tim
 	// The CA is asked without the certificate's lock: the answer may take
 	// seconds, and a renewal must not wait for it.
 	ri, err := iss.RenewalInfo(ctx, s.Chain[0])
-	next := &ARIState{CheckedAt: now.UTC(), CertSerial: s.Serial}
+	var next *ARIState
 	switch {
 	case err != nil:
-		next.Unavailable = true
+		next = &ARIState{CheckedAt: now.UTC(), CertSerial: s.Serial, Unavailable: true}
 		if !errors.Is(err, issuer.ErrNoARI) {
 			next.ErrorMessage = err.Error()
 			m.logger.Warn("renewal info unavailable; using the lifetime rule", "name", s.Name(), "error", err)
 		}
 	default:
-		next.Start, next.End = ri.SuggestedWindow.Start.UTC(), ri.SuggestedWindow.End.UTC()
-		next.Explanation = ri.ExplanationURL
-		if ri.RetryAfter != nil {
-			next.RetryAfter = ri.RetryAfter.UTC()
-		}
+		next = ariState(ri, s.Serial, now)
 	}
 	stored, err := m.storeARI(ctx, s, next, now)
 	if err != nil {
@@ -100,6 +98,18 @@ func (m *Manager) refreshARI(ctx context.Context, iss Issuer, s *Stored, now tim
 		stored = next
 	}
 	s.ARI = stored
+}
+
+// ariState is the state to store for ri, the CA's renewal information for
+// the certificate with serial, received at now; its Selected time is
+// still to be chosen (keepSelected).
+func ariState(ri acme.RenewalInfo, serial string, now time.Time) *ARIState {
+	a := &ARIState{CheckedAt: now.UTC(), CertSerial: serial,
+		Start: ri.SuggestedWindow.Start.UTC(), End: ri.SuggestedWindow.End.UTC(), Explanation: ri.ExplanationURL}
+	if ri.RetryAfter != nil {
+		a.RetryAfter = ri.RetryAfter.UTC()
+	}
+	return a
 }
 
 // storeARI writes next, the renewal information just fetched for s's
