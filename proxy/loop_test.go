@@ -257,3 +257,55 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestShutdownWhileAccepting checks that Shutdown returns while new
+// connections keep coming: closing a loop's listener waits for the loop,
+// which must not be waiting, in its turn, for a lock Shutdown holds.
+func TestShutdownWhileAccepting(t *testing.T) {
+	be := startBackend(t, idHandler("backend"))
+	for range 20 {
+		s, err := New(Config{Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(context.Background(), ln) }()
+		stop := make(chan struct{})
+		var dialers sync.WaitGroup
+		for range 4 {
+			dialers.Add(1)
+			go func() {
+				defer dialers.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+						c.Close()
+					}
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		done := make(chan struct{})
+		go func() { s.Shutdown(ctx); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(prompt):
+			t.Fatal("Shutdown did not return while connections were being accepted")
+		}
+		cancel()
+		close(stop)
+		dialers.Wait()
+		if err := <-served; err != ErrServerClosed {
+			t.Fatalf("Serve: %v, want ErrServerClosed", err)
+		}
+	}
+}

@@ -346,10 +346,16 @@ func (s *Server) untrack(c net.Conn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
+	listeners := make([]net.Listener, 0, len(s.listeners))
 	for ln := range s.listeners {
-		ln.Close()
+		listeners = append(listeners, ln)
 	}
 	s.mu.Unlock()
+	// Closed without s.mu: a loop's listener waits for its loop, which
+	// may be taking s.mu to count a connection it has just accepted.
+	for _, ln := range listeners {
+		ln.Close()
+	}
 	if t := s.cur.Load().terminator; t != nil {
 		t.retire()
 	}
