@@ -75,7 +75,7 @@ pids+=($!)
 wait_port 18443
 
 "$work/bin/tlsalpn" serve --listen 127.0.0.1:19443 --backend 127.0.0.1:18443 --storage "$work/store" >"$work/serve.log" 2>&1 &
-pids+=($!)
+steer_pid=$!; pids+=($steer_pid)
 env ${SERVE_ENV:-} "$work/bin/tlsalpn" serve --steer off --listen 127.0.0.1:19448 --backend 127.0.0.1:18443 --storage "$work/store-relay" >"$work/relay.log" 2>&1 &
 serve_pid=$!; pids+=($serve_pid)
 # Relayed with several routes (exact and wildcard names) and PROXY v2 out,
@@ -92,7 +92,7 @@ serve_pid=$!; pids+=($serve_pid)
 "$work/bin/tlsalpn" serve --steer off --config "$work/routes.yaml" --no-preflight >"$work/routes.log" 2>&1 &
 routes_pid=$!; pids+=($routes_pid)
 ualpn -b 127.0.0.1@19444 -c 127.0.0.1@18443 -s "$work/ualpn.sock" -n 2 -P 0 >"$work/ualpn.log" 2>&1 &
-pids+=($!)
+ualpn_pid=$!; pids+=($ualpn_pid)
 cat > "$work/haproxy.cfg" <<HAP
 global
   nbthread 2
@@ -119,30 +119,48 @@ else
   echo "tlsalpn serve (default): steering OFF here: $(grep -o 'why=.*' "$work/serve.log" | head -1)"
 fi
 
-rps() { # URL [extra wrk args]: prints requests/s
-  wrk -t2 -c64 -d"${secs}s" "$@" 2>&1 | awk '/Requests\/sec/ { print $2 }'
+rps() { # URL [extra wrk args]: prints requests/s and the requests made
+  wrk -t2 -c64 -d"${secs}s" "$@" 2>&1 | awk '/requests in/ { n = $1 } /Requests\/sec/ { r = $2 } END { print r, n }'
 }
+ticks() { # PID: CPU time it and its children (ualpn's workers) used so far, in clock ticks
+  if [ -z "$1" ]; then echo 0; return; fi
+  local p t=0
+  for p in "$1" $(pgrep -P "$1"); do
+    t=$(( t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$t"
+}
+hz=$(getconf CLK_TCK)
 declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19448]="tlsalpn relay" [19444]="ualpn" [19445]="haproxy tcp"
   [19449]="tlsalpn relay, 41 routes, PROXY v2" [19451]="haproxy tcp, send-proxy-v2")
+declare -A proc=([19443]=$steer_pid [19448]=$serve_pid [19444]=$ualpn_pid [19445]=$haproxy_pid [19449]=$routes_pid [19451]=$haproxy_pid)
 # Throughput here drifts by ±10% from one minute to the next, so each
 # figure is the sum of $rounds runs taken in turn (direct, then each proxy,
-# then again), and ratios are of those sums.
+# then again), and ratios are of those sums. Beside each, the proxy's own
+# CPU time per request (from /proc: user + system), which does not depend
+# on the share of the cores the scheduler gave it.
 rounds=${BENCH_ROUNDS:-3}
 ports=(18443 19443 19448 19444 19445 19449 19451)
 compare() { # TITLE [wrk args]
   local title=$1; shift
-  local -A sum=()
+  local -A sum=() reqs=() cpu=()
   echo "$title"
   for r in $(seq 1 "$rounds"); do
     for port in "${ports[@]}"; do
-      local v
-      v=$(rps "$@" "https://localhost:$port/1k")
+      local v n t0 t1
+      t0=$(ticks "${proc[$port]:-}")
+      read -r v n < <(rps "$@" "https://localhost:$port/1k")
+      t1=$(ticks "${proc[$port]:-}")
       sum[$port]=$(awk -v a="${sum[$port]:-0}" -v b="$v" 'BEGIN { printf "%.0f", a + b }')
+      reqs[$port]=$(( ${reqs[$port]:-0} + n ))
+      cpu[$port]=$(( ${cpu[$port]:-0} + t1 - t0 ))
     done
   done
   for port in "${ports[@]}"; do
-    awk -v n="${name[$port]}" -v r="${sum[$port]}" -v d="${sum[18443]}" -v k="$rounds" \
-      'BEGIN { printf "  %-36s %10.0f req/s   %.2fx of direct\n", n, r/k, r/d }'
+    awk -v n="${name[$port]}" -v r="${sum[$port]}" -v d="${sum[18443]}" -v k="$rounds" -v c="${cpu[$port]}" -v q="${reqs[$port]}" -v hz="$hz" -v p="${proc[$port]:-}" \
+      'BEGIN { printf "  %-36s %10.0f req/s   %.2fx of direct", n, r/k, r/d
+               if (p != "") printf "   proxy CPU %6.1f us/request", c / hz * 1e6 / q
+               printf "\n" }'
   done
 }
 compare "1. keep-alive requests/s, 1 KiB file, wrk -t2 -c64, $rounds rounds of ${secs}s"
