@@ -63,12 +63,15 @@ func TestKeepWake(t *testing.T) {
 				cancel()
 				<-kept
 			}()
-			// Settled: the certificate obtained and looked at once more
-			// (renewal information stored), or its deployment failed.
+			// Settled: the certificate obtained and deployed (the hook
+			// ran) with its renewal information stored, or its
+			// deployment failed. The renewal information now comes with
+			// the certificate, before its deployment: settling on it
+			// alone let a deletion race the first deployment.
 			var first *Record
 			for range 500 {
 				rec, err := e.m.loadRecord(ctx, spec.ID())
-				if err == nil && (rec.ARI != nil || (rec.Deployed != nil && rec.Deployed.Error != "")) {
+				if err == nil && hookRuns() >= 1 && (rec.ARI != nil || (rec.Deployed != nil && rec.Deployed.Error != "")) {
 					first = rec
 					break
 				}

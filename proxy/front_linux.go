@@ -192,21 +192,14 @@ func tcpAddr(ap netip.AddrPort) *net.TCPAddr {
 	return &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port()), Zone: ap.Addr().Zone()}
 }
 
-func peerOf(sa syscall.Sockaddr) netip.AddrPort {
+// addrPortOf is the address of a socket, as accept4 and getsockname give
+// it (syscall's: x/sys/unix's accept4 costs a system call more, see
+// acceptFrom).
+func addrPortOf(sa syscall.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
 	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
 	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
-func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
 	}
 	return netip.AddrPort{}
@@ -229,7 +222,7 @@ func (l *relayLoop) acceptFrom(e *relayEnd, now time.Time) {
 			return
 		}
 		l.backoffs.Reset()
-		l.admit(e.ln, fd, peerOf(sa), now)
+		l.admit(e.ln, fd, addrPortOf(sa), now)
 	}
 }
 
@@ -513,7 +506,7 @@ func (l *relayLoop) dial(r *relayConn, route *Route, data []byte, now time.Time)
 // proxyHeader is the PROXY protocol header for a client connected to the
 // socket fd.
 func proxyHeader(version int, client netip.AddrPort, fd int) ([]byte, error) {
-	lsa, err := unix.Getsockname(fd)
+	lsa, err := syscall.Getsockname(fd)
 	if err != nil {
 		return nil, os.NewSyscallError("getsockname", err)
 	}
