@@ -116,6 +116,14 @@ func (s *Server) serveLoops(ctx context.Context, ln net.Listener) (err error, ok
 	}
 }
 
+// fail ends Serve with err (the first, when several loops fail).
+func (ll *loopListener) fail(err error) {
+	select {
+	case ll.failed <- err:
+	default:
+	}
+}
+
 // Close takes the listening socket out of every loop, and waits until it
 // is, so that no connection is accepted after Close returns.
 func (ll *loopListener) Close() error {
@@ -233,10 +241,10 @@ func (l *relayLoop) acceptFailed(e *relayEnd, err error, now time.Time) {
 	err = os.NewSyscallError("accept4", err)
 	delay, ok := l.backoffs.Next(err)
 	if !ok {
-		select {
-		case e.ln.failed <- fmt.Errorf("accepting on %s: %w", e.ln.Addr(), err):
-		default:
-		}
+		// Out of epoll at once: level-triggered, the listener would
+		// report the same error at every turn until Serve takes it out.
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+		e.ln.fail(fmt.Errorf("accepting on %s: %w", e.ln.Addr(), err))
 		return
 	}
 	e.ln.srv.logger.Warn("accept failed; retrying", "error", err, "delay", delay)

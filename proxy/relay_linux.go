@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -106,6 +107,7 @@ type relayLoop struct {
 	hellos, dials deadlineList // accepted connections not yet relayed, by deadline
 	paused        []*relayEnd  // listeners resting after an accept error
 	backoffs      acceptretry.Backoff
+	spareP        bool // GOMAXPROCS leaves Ps to spare: see wait; read once a second
 }
 
 // relayer distributes connections over loops; its zero value is unused.
@@ -256,11 +258,19 @@ func (l *relayLoop) wake() {
 func (l *relayLoop) run() {
 	events := make([]unix.EpollEvent, 256)
 	lastSweep := time.Now()
+	l.spareP = runtime.GOMAXPROCS(0) >= 2
 	for {
 		n, err := l.wait(events, l.waitMillis(time.Now()))
 		if err != nil && err != unix.EINTR {
 			// Cannot happen with a valid epoll descriptor; if it does,
-			// end every connection rather than leave them hanging.
+			// end every connection rather than leave them hanging, and
+			// end Serve on each listener the loop held, loudly: left
+			// alone it would wait for connections nobody accepts.
+			for _, e := range l.ends {
+				if e.kind == kindListener {
+					e.ln.fail(fmt.Errorf("event loop for %s failed: %w", e.ln.Addr(), err))
+				}
+			}
 			l.exit()
 			return
 		}
@@ -307,6 +317,7 @@ func (l *relayLoop) run() {
 		l.expire(now)
 		if now.Sub(lastSweep) >= time.Second {
 			lastSweep = now
+			l.spareP = runtime.GOMAXPROCS(0) >= 2 // it may change at run time
 			for r := range l.conns {
 				if r.b != nil && r.b.kind == kindRelay && now.Sub(r.last) >= r.idle {
 					l.finish(r)
@@ -532,7 +543,7 @@ const rawWait = 1
 // that millisecond. With one P, waiting untold would stop every other
 // goroutine: the loop tells from the start.
 func (l *relayLoop) wait(events []unix.EpollEvent, msec int) (int, error) {
-	if runtime.GOMAXPROCS(0) >= 2 {
+	if l.spareP {
 		r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])),
 			uintptr(len(events)), uintptr(min(msec, rawWait)), 0, 0)
 		switch {
