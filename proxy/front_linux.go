@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -248,9 +249,30 @@ func (l *relayLoop) acceptFailed(e *relayEnd, err error, now time.Time) {
 		return
 	}
 	e.ln.srv.logger.Warn("accept failed; retrying", "error", err, "delay", delay)
+	l.rest(e, now.Add(delay))
+}
+
+// rest takes a listener out of epoll until resume (expire puts it back).
+func (l *relayLoop) rest(e *relayEnd, resume time.Time) {
 	if unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil) == nil {
-		e.resume = now.Add(delay)
+		e.resume = resume
 		l.paused = append(l.paused, e)
+	}
+}
+
+// outOfDescriptors rests every listener of the loop when a backend socket
+// cannot be made for want of descriptors. Accept4 still has the one that
+// each closed client frees, so without the rest the listeners would take
+// every waiting client only to close it, and never fail themselves:
+// resting, they leave the clients in the listen queue until descriptors
+// are free, as they do when accept4 itself fails.
+func (l *relayLoop) outOfDescriptors(err error, now time.Time) {
+	delay, _ := l.backoffs.Next(err)
+	for _, e := range l.ends {
+		if e.kind == kindListener && !slices.Contains(l.paused, e) {
+			e.ln.srv.logger.Warn("out of file descriptors; accepting again later", "listener", e.ln.Addr(), "error", err, "delay", delay)
+			l.rest(e, now.Add(delay))
+		}
 	}
 }
 
@@ -488,6 +510,9 @@ func (l *relayLoop) dial(r *relayConn, route *Route, data []byte, now time.Time)
 		sa = &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err == unix.EMFILE || err == unix.ENFILE {
+		l.outOfDescriptors(os.NewSyscallError("socket", err), now)
+	}
 	if err != nil {
 		l.backendDown(r, fmt.Errorf("dialling backend %s: %w", route.Backend, os.NewSyscallError("socket", err)))
 		return
