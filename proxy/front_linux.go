@@ -345,7 +345,7 @@ func (l *relayLoop) readHello(e *relayEnd, events uint32, now time.Time) {
 		e.hup = true
 	}
 	for {
-		n, err := unix.Read(e.fd, l.buf)
+		n, err := readNow(e.fd, l.buf)
 		switch {
 		case err == unix.EINTR:
 			continue
