@@ -101,6 +101,18 @@ func (s *Server) serveLoops(ctx context.Context, ln net.Listener) (err error, ok
 	delete(s.listeners, ln)
 	s.listeners[ll] = struct{}{}
 	s.mu.Unlock()
+	// The socket lives on in the loops' duplicates. The Go listener,
+	// left open, would stay in the runtime's poller, whose thread then
+	// wakes at every new connection only to find nobody accepting: a
+	// fifth of the process's context switches under new connections
+	// (perf, sched_switch). Its Addr is kept; ll.Close closes it again,
+	// to no effect.
+	ll.mu.Lock()
+	held := len(ll.ends) > 0
+	ll.mu.Unlock()
+	if held {
+		ln.Close()
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ll)
@@ -160,7 +172,7 @@ func (l *relayLoop) removeListener(e *relayEnd) {
 			break
 		}
 	}
-	unix.Close(e.fd)
+	rawClose(e.fd)
 }
 
 // accepted is the front door's part of a connection the loop accepted.
@@ -201,26 +213,11 @@ func tcpAddr(ap netip.AddrPort) *net.TCPAddr {
 	return &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port()), Zone: ap.Addr().Zone()}
 }
 
-// addrPortOf is the address of a socket, as accept4 and getsockname give
-// it (syscall's: x/sys/unix's accept4 costs a system call more, see
-// acceptFrom).
-func addrPortOf(sa syscall.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // acceptFrom accepts what the listener has, a bounded number at a time so
 // that a flood of new connections cannot starve established ones.
 func (l *relayLoop) acceptFrom(e *relayEnd, now time.Time) {
 	for range 64 {
-		// syscall's accept4, not x/sys/unix's, which asks each IPv4
-		// socket its protocol (one more system call) to tell L2TP.
-		fd, sa, err := syscall.Accept4(e.fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		fd, remote, err := rawAccept4(e.fd)
 		switch {
 		case err == syscall.EAGAIN:
 			return
@@ -231,7 +228,7 @@ func (l *relayLoop) acceptFrom(e *relayEnd, now time.Time) {
 			return
 		}
 		l.backoffs.Reset()
-		l.admit(e.ln, fd, addrPortOf(sa), now)
+		l.admit(e.ln, fd, remote, now)
 	}
 }
 
@@ -244,7 +241,7 @@ func (l *relayLoop) acceptFailed(e *relayEnd, err error, now time.Time) {
 	if !ok {
 		// Out of epoll at once: level-triggered, the listener would
 		// report the same error at every turn until Serve takes it out.
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+		rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
 		e.ln.fail(fmt.Errorf("accepting on %s: %w", e.ln.Addr(), err))
 		return
 	}
@@ -254,7 +251,7 @@ func (l *relayLoop) acceptFailed(e *relayEnd, err error, now time.Time) {
 
 // rest takes a listener out of epoll until resume (expire puts it back).
 func (l *relayLoop) rest(e *relayEnd, resume time.Time) {
-	if unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil) == nil {
+	if rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil) == nil {
 		e.resume = resume
 		l.paused = append(l.paused, e)
 	}
@@ -305,12 +302,12 @@ func (l *relayLoop) admit(ll *loopListener, fd int, remote netip.AddrPort, now t
 	r.a = &relayEnd{fd: fd, kind: kindHello, r: r}
 	w, ok := s.admit(a, nil, st)
 	if !ok {
-		unix.Close(fd)
+		rawClose(fd)
 		return
 	}
 	if !s.trackLoop() {
 		s.gate.release(w)
-		unix.Close(fd)
+		rawClose(fd)
 		return
 	}
 	a.w = w
@@ -467,7 +464,7 @@ func (l *relayLoop) handOff(r *relayConn, name string, c *responder.Challenge, d
 	fd := r.a.fd
 	// Out of epoll first: the registration lives as long as any
 	// descriptor of the socket, and the Go connection holds a duplicate.
-	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	delete(l.ends, r.a.id)
 	delete(l.conns, r)
 	r.finished = true
@@ -501,15 +498,7 @@ func (l *relayLoop) dial(r *relayConn, route *Route, data []byte, now time.Time)
 	a.prefixLen = len(data)
 	r.a.kind = kindRelay
 
-	ap := route.dialAddr
-	family, sa := unix.AF_INET, unix.Sockaddr(nil)
-	if ap.Addr().Is4() {
-		sa = &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
-	} else {
-		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
-	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := rawSocket(route.dialAddr)
 	if err == unix.EMFILE || err == unix.ENFILE {
 		l.outOfDescriptors(os.NewSyscallError("socket", err), now)
 	}
@@ -519,15 +508,15 @@ func (l *relayLoop) dial(r *relayConn, route *Route, data []byte, now time.Time)
 	}
 	b := &relayEnd{fd: fd, kind: kindDial, r: r, peer: r.a}
 	r.b, r.a.peer = b, b
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
+	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if err := rawConnect(fd, route.dialAddr); err != nil && err != unix.EINPROGRESS {
+		rawClose(fd)
 		r.b = nil
 		l.backendDown(r, fmt.Errorf("dialling backend %s: %w", route.Backend, os.NewSyscallError("connect", err)))
 		return
 	}
 	if !l.add(b, edgeEvents) {
-		unix.Close(fd)
+		rawClose(fd)
 		r.b = nil
 		l.backendDown(r, fmt.Errorf("dialling backend %s: cannot watch the socket", route.Backend))
 		return
@@ -539,13 +528,13 @@ func (l *relayLoop) dial(r *relayConn, route *Route, data []byte, now time.Time)
 // proxyHeader is the PROXY protocol header for a client connected to the
 // socket fd.
 func proxyHeader(version int, client netip.AddrPort, fd int) ([]byte, error) {
-	lsa, err := syscall.Getsockname(fd)
+	local, err := rawGetsockname(fd)
 	if err != nil {
 		return nil, os.NewSyscallError("getsockname", err)
 	}
-	h := proxyproto.HeaderProxyFromAddrs(byte(version), tcpAddr(client), tcpAddr(addrPortOf(lsa)))
+	h := proxyproto.HeaderProxyFromAddrs(byte(version), tcpAddr(client), tcpAddr(local))
 	if h.Command.IsLocal() {
-		return nil, fmt.Errorf("cannot express %v → %v in a PROXY header", client, addrPortOf(lsa))
+		return nil, fmt.Errorf("cannot express %v → %v in a PROXY header", client, local)
 	}
 	return h.Format()
 }
@@ -558,7 +547,7 @@ func (l *relayLoop) connected(b *relayEnd, events uint32, now time.Time) {
 		return
 	}
 	if events&unix.EPOLLERR != 0 || events&unix.EPOLLOUT == 0 {
-		soErr, err := unix.GetsockoptInt(b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		soErr, err := rawGetsockoptInt(b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 		if err == nil {
 			err = unix.Errno(soErr)
 		}
@@ -636,7 +625,7 @@ func (l *relayLoop) expire(now time.Time) {
 		if l.many {
 			ev.Events |= unix.EPOLLEXCLUSIVE
 		}
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev)
+		rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev)
 	}
 }
 

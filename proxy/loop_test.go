@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -341,6 +342,53 @@ func TestShutdownWhileAccepting(t *testing.T) {
 		dialers.Wait()
 		if err := <-served; err != ErrServerClosed {
 			t.Fatalf("Serve: %v, want ErrServerClosed", err)
+		}
+	}
+}
+
+// TestLoopsOwnListener checks that once the event loops accept on a
+// listener, the Go listener is closed (out of the runtime's poller, whose
+// thread would otherwise wake at each new connection for nothing) while
+// its socket, held by the loops, goes on serving, and its Addr stays.
+func TestLoopsOwnListener(t *testing.T) {
+	be := startBackend(t, idHandler("loops"))
+	s, err := New(Config{Routes: []Route{{Names: []string{"*"}, Backend: be.addr}}}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(context.Background(), ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-served
+	}()
+	if got, err := whichBackend(addr, "a.example"); err != nil || got != "loops" {
+		t.Fatalf("before: got %q, %v", got, err)
+	}
+	// Serve closes it just after handing the socket to the loops.
+	for deadline := time.Now().Add(prompt); ; {
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(20 * time.Millisecond))
+		_, err := ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			break
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) || time.Now().After(deadline) {
+			t.Fatalf("Accept on the Go listener: %v, want it closed while the loops accept", err)
+		}
+	}
+	if ln.Addr().String() != addr {
+		t.Errorf("Addr = %v after the handover, want %v", ln.Addr(), addr)
+	}
+	for range 3 {
+		if got, err := whichBackend(addr, "b.example"); err != nil || got != "loops" {
+			t.Fatalf("after: got %q, %v", got, err)
 		}
 	}
 }

@@ -354,7 +354,7 @@ func (l *relayLoop) add(e *relayEnd, events uint32) bool {
 	e.id = l.nextID
 	l.nextID++
 	ev := unix.EpollEvent{Events: events, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
+	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
 		return false
 	}
 	l.ends[e.id] = e
@@ -500,7 +500,7 @@ func (l *relayLoop) shutWrite(e *relayEnd) bool {
 		return true
 	}
 	e.shut = true
-	return unix.Shutdown(e.fd, unix.SHUT_WR) == nil
+	return rawShutdown(e.fd, unix.SHUT_WR) == nil
 }
 
 // finish ends a connection: its sockets leave the loop and are closed.
@@ -515,7 +515,7 @@ func (l *relayLoop) finish(r *relayConn) {
 		}
 		// Closing the descriptor takes it out of epoll too.
 		delete(l.ends, e.id)
-		unix.Close(e.fd)
+		rawClose(e.fd)
 	}
 	delete(l.conns, r)
 	if r.done != nil {
@@ -557,37 +557,4 @@ func (l *relayLoop) wait(events []unix.EpollEvent, msec int) (int, error) {
 		msec -= rawWait
 	}
 	return unix.EpollWait(l.epfd, events, msec)
-}
-
-// readNow and writeNow read and write a socket of the loop without telling
-// the runtime that the goroutine enters a system call. Every socket of the
-// loop is non-blocking, so the call returns at once (EAGAIN when it would
-// wait); told, the runtime's monitor finds the loop's P in a system call at
-// nearly every look, keeps looking every 20 µs (strace under keep-alive
-// load: 2,800 nanosleeps a second, and futex calls as it hands the P over)
-// and takes the P away from a loop that needs it back microseconds later.
-// They are recvfrom and sendto, as HAProxy's are, not read and write:
-// the socket calls skip the file layer's checks and notifications, and
-// MSG_NOSIGNAL spares a signal per write to a connection already reset.
-func readNow(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-func writeNow(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
-		unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
 }
