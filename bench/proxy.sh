@@ -122,13 +122,15 @@ fi
 rps() { # URL [extra wrk args]: prints requests/s and the requests made
   wrk -t2 -c64 -d"${secs}s" "$@" 2>&1 | awk '/requests in/ { n = $1 } /Requests\/sec/ { r = $2 } END { print r, n }'
 }
-ticks() { # PID: CPU time it and its children (ualpn's workers) used so far, in clock ticks
-  if [ -z "$1" ]; then echo 0; return; fi
-  local p t=0
+ticks() { # PID: CPU time it and its children (ualpn's workers) used so far, in clock ticks (all, and in user space), and its context switches
+  if [ -z "$1" ]; then echo 0 0 0; return; fi
+  local p t=0 u=0 x=0 pt pu px
   for p in "$1" $(pgrep -P "$1"); do
-    t=$(( t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+    read -r pt pu < <(awk '{ sub(/^.*\) /, ""); print $12 + $13, $12 }' "/proc/$p/stat" 2>/dev/null || echo 0 0)
+    px=$(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }')
+    t=$(( t + pt )); u=$(( u + pu )); x=$(( x + px ))
   done
-  echo "$t"
+  echo "$t $u $x"
 }
 hz=$(getconf CLK_TCK)
 declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19448]="tlsalpn relay" [19444]="ualpn" [19445]="haproxy tcp"
@@ -138,28 +140,34 @@ declare -A proc=([19443]=$steer_pid [19448]=$serve_pid [19444]=$ualpn_pid [19445
 # figure is the sum of $rounds runs taken in turn (direct, then each proxy,
 # then again), and ratios are of those sums. Beside each, the proxy's own
 # CPU time per request (from /proc: user + system), which does not depend
-# on the share of the cores the scheduler gave it.
+# on the share of the cores the scheduler gave it, and the part of that
+# time spent in the proxy's own code (user space): the rest is the
+# kernel's, reading and writing TCP sockets, which no relay can skip;
+# and the proxy's context switches per request (every thread's, from
+# /proc), its sleeps and wake-ups.
 rounds=${BENCH_ROUNDS:-3}
 ports=(18443 19443 19448 19444 19445 19449 19451)
 compare() { # TITLE [wrk args]
   local title=$1; shift
-  local -A sum=() reqs=() cpu=()
+  local -A sum=() reqs=() cpu=() ucpu=() ctx=()
   echo "$title"
   for r in $(seq 1 "$rounds"); do
     for port in "${ports[@]}"; do
-      local v n t0 t1
-      t0=$(ticks "${proc[$port]:-}")
+      local v n t0 t1 u0 u1 x0 x1
+      read -r t0 u0 x0 < <(ticks "${proc[$port]:-}")
       read -r v n < <(rps "$@" "https://localhost:$port/1k")
-      t1=$(ticks "${proc[$port]:-}")
+      read -r t1 u1 x1 < <(ticks "${proc[$port]:-}")
       sum[$port]=$(awk -v a="${sum[$port]:-0}" -v b="$v" 'BEGIN { printf "%.0f", a + b }')
       reqs[$port]=$(( ${reqs[$port]:-0} + n ))
       cpu[$port]=$(( ${cpu[$port]:-0} + t1 - t0 ))
+      ucpu[$port]=$(( ${ucpu[$port]:-0} + u1 - u0 ))
+      ctx[$port]=$(( ${ctx[$port]:-0} + x1 - x0 ))
     done
   done
   for port in "${ports[@]}"; do
-    awk -v n="${name[$port]}" -v r="${sum[$port]}" -v d="${sum[18443]}" -v k="$rounds" -v c="${cpu[$port]}" -v q="${reqs[$port]}" -v hz="$hz" -v p="${proc[$port]:-}" \
+    awk -v n="${name[$port]}" -v r="${sum[$port]}" -v d="${sum[18443]}" -v k="$rounds" -v c="${cpu[$port]}" -v u="${ucpu[$port]}" -v x="${ctx[$port]}" -v q="${reqs[$port]}" -v hz="$hz" -v p="${proc[$port]:-}" \
       'BEGIN { printf "  %-36s %10.0f req/s   %.2fx of direct", n, r/k, r/d
-               if (p != "") printf "   proxy CPU %6.1f us/request", c / hz * 1e6 / q
+               if (p != "") printf "   proxy CPU %6.1f us/request (%2.0f%% in user space), %5.2f context switches/request", c / hz * 1e6 / q, c > 0 ? 100 * u / c : 0, x / q
                printf "\n" }'
   done
 }
