@@ -210,7 +210,31 @@ fi
 # --- 2. a burst of new connections beside a normal client --------------------
 # cpu PID: user+system CPU seconds the process has used
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"; }
+# Each burst runs twice: with the front door, HAProxy and nginx on CPU 0
+# and the load tools on CPU 1 ("separate cores": as on the Internet, where
+# 20,000 clients do not take the server's CPU), then with everything on
+# both cores ("shared cores": the 512 load connections in flight compete
+# with the front door for CPU, where a front door of two threads gets two
+# shares of the scheduler's time and one of one thread, one).
+# HOSTING_BURST_CORES="separate" or "shared" runs one of them.
+burst_cores=${HOSTING_BURST_CORES:-separate shared}
+[ "$(nproc)" -ge 2 ] || burst_cores=shared
+# set_cores MODE: pins serve, HAProxy and nginx (running or to start) and
+# the load tools for MODE.
+set_cores() {
+  local all="0-$(( $(nproc) - 1 ))" p
+  case $1 in
+    separate) pin_serve="taskset -c 0"; pin_load="taskset -c 1" ;;
+    shared) pin_serve="taskset -c $all"; pin_load="taskset -c $all" ;;
+    HOSTING_PIN) pin_serve="taskset -c $c_serve"; pin_load="taskset -c $c_load" ;;
+  esac
+  for p in $(cat "$work/nginx/nginx.pid") $(pgrep -P "$(cat "$work/nginx/nginx.pid")"); do
+    taskset -a -cp "${pin_serve#taskset -c }" "$p" >/dev/null
+  done
+}
 if part 2; then
+for cores in $burst_cores; do
+set_cores "$cores"
 start_sink -ports 1 -close
 {
   echo "listen: \"127.0.0.1:$listen\""; echo "storage: $work/store-burst"
@@ -228,7 +252,7 @@ burst_run() {
  for b in $burst; do
  for kind in new keepalive; do
   ka=; [ "$kind" = keepalive ] && ka=-keepalive
-  echo "2. a burst of $b new connections in 1 s beside a normal client ($kind), $label"
+  echo "2. a burst of $b new connections in 1 s beside a normal client ($kind), $label, $cores cores"
   s0=$(cpu "$pid"); k0=$(cpu "$sink_pid"); n0=$(for w in $ngx_workers; do cpu "$w"; done | awk '{ s += $1 } END { print s + 0 }')
   set +e
   $pin_load "$work/bin/connload" -addr "127.0.0.1:$port" -sni bench.example -c 1 $ka -d 5s -burst "$b" -burst-at 1s -burst-in 1s -burst-workers "$burst_workers" \
@@ -280,6 +304,8 @@ HAP
   kill "$hpid"; wait "$hpid" 2>/dev/null || true
 fi
 stop_sink
+done
+if [ -n "${HOSTING_PIN:-}" ]; then set_cores HOSTING_PIN; else set_cores shared; pin_serve=; pin_load=; fi
 fi
 
 # --- 3. reloads of a large configuration under load ---------------------------
