@@ -167,7 +167,7 @@ compare() { # TITLE [wrk args]
   for port in "${ports[@]}"; do
     awk -v n="${name[$port]}" -v r="${sum[$port]}" -v d="${sum[18443]}" -v k="$rounds" -v c="${cpu[$port]}" -v u="${ucpu[$port]}" -v x="${ctx[$port]}" -v q="${reqs[$port]}" -v hz="$hz" -v p="${proc[$port]:-}" \
       'BEGIN { printf "  %-36s %10.0f req/s   %.2fx of direct", n, r/k, r/d
-               if (p != "") printf "   proxy CPU %6.1f us/request (%2.0f%% in user space), %5.2f context switches/request", c / hz * 1e6 / q, c > 0 ? 100 * u / c : 0, x / q
+               if (p != "") printf "   proxy CPU %6.1f us/request (%2.0f%% in user space), %5.2f context switches/request", c / hz * 1e6 / q, (c > 0 ? 100 * u / c : 0), x / q
                printf "\n" }'
   done
 }

@@ -213,10 +213,21 @@ func tcpAddr(ap netip.AddrPort) *net.TCPAddr {
 	return &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port()), Zone: ap.Addr().Zone()}
 }
 
+// acceptBatch is how many connections a loop accepts from a listener
+// before it turns to its other events (the listener, level-triggered,
+// reports again at the next turn if more wait). HAProxy's tune.maxaccept
+// defaults to 4 for the same reason: under a flood of new connections, a
+// connection already relayed waits for every accept of the turn, and
+// each costs the loop some 20 µs of system calls (accept, read the
+// ClientHello, dial). With 64, a visitor's TLS handshake took 60 ms
+// (p50) during a burst of 20,000 connections (bench/hosting.sh, shared
+// cores).
+const acceptBatch = 4
+
 // acceptFrom accepts what the listener has, a bounded number at a time so
 // that a flood of new connections cannot starve established ones.
 func (l *relayLoop) acceptFrom(e *relayEnd, now time.Time) {
-	for range 64 {
+	for range acceptBatch {
 		fd, remote, err := rawAccept4(e.fd)
 		switch {
 		case err == syscall.EAGAIN:
