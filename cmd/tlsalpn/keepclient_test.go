@@ -110,6 +110,12 @@ func startKeepRig(t *testing.T, client string, subst map[string]string) (*keepRi
 	_, r.stderr, r.stop = startServe(t, args...)
 	waitForPort(t, r.ca.listen, 10*time.Second)
 	waitFor(t, "serve to log its steering", 10*time.Second, func() bool { return strings.Contains(r.stderr.String(), "steering") })
+	for i, a := range args {
+		if a == "--ualpn-socket" && i+1 < len(args) {
+			// Made after the front door listens.
+			waitForListener(t, "unix", args[i+1], 10*time.Second)
+		}
+	}
 	r.loop = startClientLoop(t, r.ca.listen, "example.com")
 	r.probes = startLeakProbes(t, r.ca.listen, "example.com")
 	return r, lines[1:]
@@ -454,6 +460,8 @@ func TestChallengePublishCLI(t *testing.T) {
 	front := "127.0.0.1:" + itoa(freePort(t))
 	_, serveErr, stop := startServe(t, "--listen", front, "--backend", backendAddr, "--steer", "off", "--ualpn-socket", sock, "--storage", filepath.Join(dir, "store"))
 	waitForPort(t, front, 10*time.Second)
+	// The front door's socket is bound before the ualpn socket is made.
+	waitForListener(t, "unix", sock, 10*time.Second)
 	code, stdout, stderr := runCLI(t, ctx, "challenge", "publish", "--name", "example.com", "--key-authorization", ka, "--socket", sock)
 	if code != exitOK {
 		t.Fatalf("publish: exit %d: %s%s\nserve:\n%s", code, stdout, stderr, serveErr.String())

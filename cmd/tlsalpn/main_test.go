@@ -116,9 +116,16 @@ func treeFiles(t *testing.T, dir string) []string {
 
 func waitForPort(t *testing.T, addr string, d time.Duration) {
 	t.Helper()
+	waitForListener(t, "tcp", addr, d)
+}
+
+// waitForListener waits until something accepts connections on network
+// and addr (a Unix socket serve makes after its front door listens, say).
+func waitForListener(t *testing.T, network, addr string, d time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		c, err := net.DialTimeout(network, addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
 			return
