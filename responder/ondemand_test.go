@@ -23,14 +23,23 @@ import (
 // random address of 127.0.0.0/8 that nobody else uses.
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	ln := listenAnyLoopback(t)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// listenAnyLoopback listens on a port of a random 127/8 address: once it
+// is closed, a listener of another package's tests, run beside these and
+// nearly all on 127.0.0.1, cannot take the same address.
+func listenAnyLoopback(t *testing.T) net.Listener {
+	t.Helper()
 	ip := net.IPv4(127, byte(1+rand.IntN(250)), byte(rand.IntN(256)), byte(1+rand.IntN(250)))
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	if err != nil {
 		ln = listenLoopback(t, "tcp") // not Linux: only 127.0.0.1 is there
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return ln
 }
 
 func refusesConnections(addr string) bool {
@@ -129,7 +138,7 @@ func TestOnDemandBindsOnlyWhilePending(t *testing.T) {
 }
 
 func TestOnDemandBindError(t *testing.T) {
-	occupied := listenLoopback(t, "tcp")
+	occupied := listenAnyLoopback(t)
 	defer occupied.Close()
 	addr := occupied.Addr().String()
 	r := New()
