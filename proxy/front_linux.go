@@ -75,11 +75,7 @@ func (s *Server) serveLoops(ctx context.Context, ln net.Listener) (err error, ok
 		added.Add(1)
 		if !l.post(func() {
 			defer added.Done()
-			events := uint32(unix.EPOLLIN)
-			if l.many {
-				events |= unix.EPOLLEXCLUSIVE
-			}
-			if l.add(e, events) {
+			if l.add(e, l.listenerEvents()) {
 				ll.mu.Lock()
 				ll.ends[l] = e
 				ll.mu.Unlock()
@@ -92,6 +88,16 @@ func (s *Server) serveLoops(ctx context.Context, ln net.Listener) (err error, ok
 		}
 	}
 	added.Wait()
+	// Every loop holds the socket, or Serve fails: a loop left out
+	// would never accept, and none at all would leave Serve waiting
+	// for connections nobody takes.
+	ll.mu.Lock()
+	held := len(ll.ends)
+	ll.mu.Unlock()
+	if held != len(s.relay.loops) {
+		ll.Close()
+		return fmt.Errorf("taking listener %s into the event loops: %d of %d could watch it", ln.Addr(), held, len(s.relay.loops)), true
+	}
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -107,12 +113,7 @@ func (s *Server) serveLoops(ctx context.Context, ln net.Listener) (err error, ok
 	// fifth of the process's context switches under new connections
 	// (perf, sched_switch). Its Addr is kept; ll.Close closes it again,
 	// to no effect.
-	ll.mu.Lock()
-	held := len(ll.ends) > 0
-	ll.mu.Unlock()
-	if held {
-		ln.Close()
-	}
+	ln.Close()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ll)
@@ -632,11 +633,11 @@ func (l *relayLoop) expire(now time.Time) {
 			continue
 		}
 		l.paused = append(l.paused[:i], l.paused[i+1:]...)
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
-		if l.many {
-			ev.Events |= unix.EPOLLEXCLUSIVE
+		if err := l.watch(e, l.listenerEvents()); err != nil {
+			// Not watched, it would never accept again: Serve ends
+			// with the error instead.
+			e.ln.fail(fmt.Errorf("accepting on %s again after a rest: %w", e.ln.Addr(), os.NewSyscallError("epoll_ctl", err)))
 		}
-		rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev)
 	}
 }
 

@@ -353,12 +353,26 @@ func (l *relayLoop) exit() {
 func (l *relayLoop) add(e *relayEnd, events uint32) bool {
 	e.id = l.nextID
 	l.nextID++
-	ev := unix.EpollEvent{Events: events, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
-	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
+	if l.watch(e, events) != nil {
 		return false
 	}
 	l.ends[e.id] = e
 	return true
+}
+
+// watch puts e's socket in epoll under e's id.
+func (l *relayLoop) watch(e *relayEnd, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
+	return rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev)
+}
+
+// listenerEvents is what a listening socket is watched for: with several
+// loops, EPOLLEXCLUSIVE wakes one of them per connection.
+func (l *relayLoop) listenerEvents() uint32 {
+	if l.many {
+		return unix.EPOLLIN | unix.EPOLLEXCLUSIVE
+	}
+	return unix.EPOLLIN
 }
 
 // register adds a connection the Go side made, and moves what either end
