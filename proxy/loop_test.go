@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlsalpn/tlsalpn/internal/syncbuf"
 )
 
 // TestBackendByName checks that a route whose backend is a host name,
@@ -303,24 +305,8 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
-// lockedBuffer is a bytes.Buffer that a child's stderr copier may write
-// while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is a log or stderr written beside the test that reads it.
+type lockedBuffer = syncbuf.Buffer
 
 // TestShutdownWhileAccepting checks that Shutdown returns while new
 // connections keep coming: closing a loop's listener waits for the loop,

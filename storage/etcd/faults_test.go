@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,13 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tlsalpn/tlsalpn/internal/etcdtest"
+	"github.com/tlsalpn/tlsalpn/internal/syncbuf"
 	"github.com/tlsalpn/tlsalpn/storage"
 )
 
@@ -295,23 +294,8 @@ func TestWatchCompaction(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// syncBuffer is a log or stderr written beside the test that reads it.
+type syncBuffer = syncbuf.Buffer
 
 // TestUnavailable: with etcd gone, calls fail within the request timeout with ErrUnavailable.
 func TestUnavailable(t *testing.T) {
