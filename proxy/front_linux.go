@@ -298,21 +298,24 @@ func (l *relayLoop) admit(ll *loopListener, fd int, remote netip.AddrPort, now t
 			s.logger.Warn("taking a balancer's connection to read its PROXY header", "remote", remote, "error", err)
 			return
 		}
-		if w, ok := s.admit(conn, conn.RemoteAddr(), st); ok {
-			if !s.track(conn) {
-				s.gate.release(w)
-				conn.Close()
-				return
-			}
-			go s.handle(conn, st, w)
+		w, ok := s.admit(conn, connSource(conn.RemoteAddr(), cfg), st)
+		if !ok {
+			conn.Close()
+			return
 		}
+		if !s.track(conn) {
+			s.gate.release(w)
+			conn.Close()
+			return
+		}
+		go s.handle(conn, st, w)
 		return
 	}
 	r := &relayConn{idle: cfg.IdleTimeout}
 	a := &accepted{srv: s, l: l, r: r, st: st, remote: remote}
 	r.acc = a
 	r.a = &relayEnd{fd: fd, kind: kindHello, r: r}
-	w, ok := s.admit(a, nil, st)
+	w, ok := s.admit(a, a.source(), st)
 	if !ok {
 		rawClose(fd)
 		return
@@ -361,7 +364,7 @@ func (l *relayLoop) readHello(e *relayEnd, events uint32, now time.Time) {
 		case err == unix.EAGAIN:
 			return
 		case err != nil:
-			l.refuseHello(r, fmt.Errorf("reading ClientHello: %w", os.NewSyscallError("read", err)), nil)
+			l.refuseHello(r, fmt.Errorf("reading ClientHello: %w", os.NewSyscallError("recvfrom", err)), nil)
 			return
 		case n == 0:
 			l.refuseHello(r, fmt.Errorf("reading ClientHello: %w after %d bytes", clienthello.ErrTruncated, len(a.hello)), a.hello)
@@ -573,7 +576,7 @@ func (l *relayLoop) connected(b *relayEnd, events uint32, now time.Time) {
 	b.kind = kindRelay
 	n, err := writeAll(b.fd, a.out)
 	if err != nil {
-		l.backendDown(r, fmt.Errorf("dialling backend %s: %w", a.route.Backend, os.NewSyscallError("write", err)))
+		l.backendDown(r, fmt.Errorf("dialling backend %s: %w", a.route.Backend, os.NewSyscallError("sendto", err)))
 		return
 	}
 	if n < len(a.out) {

@@ -249,8 +249,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff.Reset()
 		st := s.cur.Load()
-		w, ok := s.admit(conn, conn.RemoteAddr(), st)
+		w, ok := s.admit(conn, connSource(conn.RemoteAddr(), &st.cfg), st)
 		if !ok {
+			conn.Close()
 			continue
 		}
 		if !s.track(conn) {
@@ -265,18 +266,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // admit passes conn through the gate, closing it or the connection it
 // evicts, and says so in the log (once a second at most for each reason:
 // under a flood the log must not become the next thing to fall over).
-//
-// remote is conn's address, or nil for a connection of the loops, which are
-// never from a trusted balancer and whose address c computes only when a
-// log needs it.
-func (s *Server) admit(c gated, remote net.Addr, st *state) (*waiter, bool) {
+// c is counted under src (invalid: exempt); a refused c is the caller's
+// to close, as a connection of the loops is closed by its loop.
+func (s *Server) admit(c gated, src netip.Addr, st *state) (*waiter, bool) {
 	cfg := &st.cfg
-	var src netip.Addr
-	if remote == nil {
-		src = c.(interface{ source() netip.Addr }).source()
-	} else if src = sourceOf(remote); len(cfg.TrustedProxies) > 0 && fromTrusted(remote, cfg.TrustedProxies) {
-		src = netip.Addr{}
-	}
 	w, victim, v := s.gate.admit(c, src, cfg.MaxConns, cfg.MaxHelloWaitsPerSource)
 	if victim != nil {
 		if s.logEvict.allow(time.Second) {
@@ -290,9 +283,6 @@ func (s *Server) admit(c gated, remote net.Addr, st *state) (*waiter, bool) {
 	case sourceIsFull:
 		s.refused(RefusedSourceLimit)
 		s.refusedSource(src, cfg)
-		if remote != nil {
-			c.Close()
-		}
 		return nil, false
 	case allFull:
 		if s.logFull.allow(time.Second) {
@@ -300,12 +290,19 @@ func (s *Server) admit(c gated, remote net.Addr, st *state) (*waiter, bool) {
 				"max", cfg.MaxConns, "refused_so_far", s.gate.refusedFull.Load())
 		}
 		s.refused(RefusedLimit)
-		if remote != nil {
-			c.Close()
-		}
 		return nil, false
 	}
 	return w, true
+}
+
+// connSource is the source the gate counts a connection from remote under:
+// none for a trusted balancer, which speaks for many clients (each is
+// counted by the address its PROXY header gives).
+func connSource(remote net.Addr, cfg *Config) netip.Addr {
+	if len(cfg.TrustedProxies) > 0 && fromTrusted(remote, cfg.TrustedProxies) {
+		return netip.Addr{}
+	}
+	return sourceOf(remote)
 }
 
 // trackLoop counts a connection the loops accepted, as track does; false
