@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -415,8 +416,26 @@ func waitFor(t *testing.T, ctx context.Context, d time.Duration, what string, co
 			return
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
+			logPebbleGoroutines(t)
 			t.Fatalf("not within %s: %s (%s)", d, what, state)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// logPebbleGoroutines logs the goroutines of the in-process Pebble: under
+// load it has been seen to stop answering every request at once (orders,
+// authorizations and challenges all time out), and its stacks say where
+// it waits.
+func logPebbleGoroutines(t *testing.T) {
+	buf := make([]byte, 32<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out strings.Builder
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "letsencrypt/pebble") && out.Len() < 64<<10 {
+			out.WriteString(g)
+			out.WriteString("\n\n")
+		}
+	}
+	t.Logf("Pebble's goroutines:\n%s", out.String())
 }
