@@ -71,7 +71,7 @@ http {
 }
 NGX
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off; user root;' &
-pids+=($!)
+nginx_pid=$!; pids+=($nginx_pid)
 wait_port 18443
 
 "$work/bin/tlsalpn" serve --listen 127.0.0.1:19443 --backend 127.0.0.1:18443 --storage "$work/store" >"$work/serve.log" 2>&1 &
@@ -132,36 +132,65 @@ ticks() { # PID: CPU time it and its children (ualpn's workers) used so far, in 
   done
   echo "$t $u $x"
 }
+machine() { # CPU time of the whole machine so far, in clock ticks: busy, softirq, idle, stolen (by the hypervisor)
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $8, $5 + $6, $9 }' /proc/stat
+}
+backend_ticks() { # nginx's workers' CPU time so far, in clock ticks
+  local t=0 p
+  for p in $(pgrep -P "$nginx_pid"); do t=$(( t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0) )); done
+  echo "$t"
+}
 hz=$(getconf CLK_TCK)
 declare -A name=([18443]="nginx direct" [19443]="tlsalpn serve" [19448]="tlsalpn relay" [19444]="ualpn" [19445]="haproxy tcp"
   [19449]="tlsalpn relay, 41 routes, PROXY v2" [19451]="haproxy tcp, send-proxy-v2")
 declare -A proc=([19443]=$steer_pid [19448]=$serve_pid [19444]=$ualpn_pid [19445]=$haproxy_pid [19449]=$routes_pid [19451]=$haproxy_pid)
 # Throughput here drifts by ±10% from one minute to the next, so each
 # figure is the sum of $rounds runs taken in turn (direct, then each proxy,
-# then again), and ratios are of those sums. Beside each, the proxy's own
-# CPU time per request (from /proc: user + system), which does not depend
-# on the share of the cores the scheduler gave it, and the part of that
-# time spent in the proxy's own code (user space): the rest is the
-# kernel's, reading and writing TCP sockets, which no relay can skip;
-# and the proxy's context switches per request (every thread's, from
-# /proc), its sleeps and wake-ups.
+# then again), and ratios are of those sums. Each round starts one place
+# further along the list, so that no proxy always follows the same one
+# (the TIME_WAIT and caches a run leaves behind) or always runs first.
+# Beside each, the proxy's own CPU time per request (from /proc: user +
+# system), which does not depend on the share of the cores the scheduler
+# gave it, and the part of that time spent in the proxy's own code (user
+# space): the rest is the kernel's, reading and writing TCP sockets, which
+# no relay can skip; and the proxy's context switches per request (every
+# thread's, from /proc), its sleeps and wake-ups.
+#
+# Then where each request's time goes on the whole machine (from
+# /proc/stat and /proc/PID/stat, µs of CPU per request): the proxy, nginx,
+# everything else (mostly the client, wrk), and the time the cores sat
+# idle while the run went on; then, within the busy time, the kernel's
+# softirq work (TCP on loopback delivers each packet there, in whichever
+# process sent it), and the time the hypervisor gave the cores to another
+# guest (not ours to spend: a run with much of it is noise). A proxy that
+# leaves cores idle under load is in the way of the others: idle counts
+# against it as surely as its own CPU.
 rounds=${BENCH_ROUNDS:-3}
 ports=(18443 19443 19448 19444 19445 19449 19451)
 compare() { # TITLE [wrk args]
   local title=$1; shift
-  local -A sum=() reqs=() cpu=() ucpu=() ctx=()
+  local -A sum=() reqs=() cpu=() ucpu=() ctx=() busy=() sirq=() idle=() back=() stol=()
   echo "$title"
+  local np=${#ports[@]}
   for r in $(seq 1 "$rounds"); do
-    for port in "${ports[@]}"; do
-      local v n t0 t1 u0 u1 x0 x1
+    for i in $(seq 0 $(( np - 1 ))); do
+      local port=${ports[$(( (i + r - 1) % np ))]}
+      local v n t0 t1 u0 u1 x0 x1 b0 b1 s0 s1 i0 i1 k0 k1 h0 h1
       read -r t0 u0 x0 < <(ticks "${proc[$port]:-}")
+      read -r b0 s0 i0 h0 < <(machine); k0=$(backend_ticks)
       read -r v n < <(rps "$@" "https://localhost:$port/1k")
+      read -r b1 s1 i1 h1 < <(machine); k1=$(backend_ticks)
       read -r t1 u1 x1 < <(ticks "${proc[$port]:-}")
       sum[$port]=$(awk -v a="${sum[$port]:-0}" -v b="$v" 'BEGIN { printf "%.0f", a + b }')
       reqs[$port]=$(( ${reqs[$port]:-0} + n ))
       cpu[$port]=$(( ${cpu[$port]:-0} + t1 - t0 ))
       ucpu[$port]=$(( ${ucpu[$port]:-0} + u1 - u0 ))
       ctx[$port]=$(( ${ctx[$port]:-0} + x1 - x0 ))
+      busy[$port]=$(( ${busy[$port]:-0} + b1 - b0 ))
+      sirq[$port]=$(( ${sirq[$port]:-0} + s1 - s0 ))
+      idle[$port]=$(( ${idle[$port]:-0} + i1 - i0 ))
+      back[$port]=$(( ${back[$port]:-0} + k1 - k0 ))
+      stol[$port]=$(( ${stol[$port]:-0} + h1 - h0 ))
     done
   done
   for port in "${ports[@]}"; do
@@ -169,6 +198,12 @@ compare() { # TITLE [wrk args]
       'BEGIN { printf "  %-36s %10.0f req/s   %.2fx of direct", n, r/k, r/d
                if (p != "") printf "   proxy CPU %6.1f us/request (%2.0f%% in user space), %5.2f context switches/request", c / hz * 1e6 / q, (c > 0 ? 100 * u / c : 0), x / q
                printf "\n" }'
+  done
+  echo "  where each request's time goes, whole machine (us of CPU per request; 2 cores):"
+  printf "  %-36s %8s %8s %8s %8s %8s   %8s %8s\n" "" proxy nginx rest idle total softirq stolen
+  for port in "${ports[@]}"; do
+    awk -v n="${name[$port]}" -v c="${cpu[$port]}" -v q="${reqs[$port]}" -v hz="$hz" -v b="${busy[$port]}" -v s="${sirq[$port]}" -v i="${idle[$port]}" -v g="${back[$port]}" -v h="${stol[$port]}" \
+      'BEGIN { f = 1e6 / hz / q; printf "  %-36s %8.1f %8.1f %8.1f %8.1f %8.1f   %8.1f %8.1f\n", n, c * f, g * f, (b - c - g) * f, i * f, (b + i) * f, s * f, h * f }'
   done
 }
 compare "1. keep-alive requests/s, 1 KiB file, wrk -t2 -c64, $rounds rounds of ${secs}s"
