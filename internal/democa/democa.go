@@ -219,7 +219,10 @@ func Start(ctx context.Context, opts Options) (*CA, error) {
 	}
 
 	c.dirPath = wfe.DirectoryPath + "/" + rand.Text()[:12]
-	acmeHandler := wfeImpl.Handler()
+	// Innermost, so that a test's middleware (a delay, a fault) runs
+	// outside the lock.
+	one := &sync.Mutex{}
+	acmeHandler := serial(one, wfeImpl.Handler())
 	if opts.Handler != nil {
 		acmeHandler = opts.Handler(acmeHandler)
 	}
@@ -230,7 +233,7 @@ func Start(ctx context.Context, opts Options) (*CA, error) {
 		c.closeDNS()
 		return nil, fmt.Errorf("democa: starting the ACME server: %w", err)
 	}
-	c.mgmtSrv, c.mgmtURL, err = c.serve(srvTLS, wfeImpl.ManagementHandler())
+	c.mgmtSrv, c.mgmtURL, err = c.serve(srvTLS, serial(one, wfeImpl.ManagementHandler()))
 	if err != nil {
 		c.acmeSrv.Close()
 		c.serving.Wait()
@@ -239,6 +242,30 @@ func Start(ctx context.Context, opts Options) (*CA, error) {
 	}
 	c.log.Debug("democa started", "directory", c.DirectoryURL(), "management", c.mgmtURL, "dns", c.dns.addr)
 	return c, nil
+}
+
+// serial has Pebble handle one request at a time.
+//
+// Pebble's request handlers take the locks of an authorization and of its
+// order in opposite orders: wfe.Authz holds the authorization's lock and
+// then takes its order's, while db.GetOrderByID (fetching or finalizing
+// an order) holds the store's and the order's and then takes the
+// authorizations', and then the order's for writing. Two fetches of an
+// order and one of its authorization at the same moment then wait on each
+// other for good, and since a waiting fetch holds the store's lock, every
+// later request waits too: the CA stops answering altogether. Cluster
+// nodes that share an account hit it (TestConcurrentRequestsOnOneOrder
+// shows it in seconds). Pebble's background work, the validation
+// authority and the CA, takes those locks one at a time or in an order no
+// single request reverses, so one request at a time is enough to keep out
+// of the cycle. Requests are short (no handler waits on the network but
+// to write its answer), so the cost is only the CA's own concurrency.
+func serial(mu *sync.Mutex, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (o *Options) validate() error {
