@@ -9,6 +9,8 @@
 #      (mode tcp);
 #   2. new TLS connections/s (full handshakes: nginx has no session cache and
 #      no tickets; wrk sends Connection: close), the same four ways;
+#   2b. the same with a client that sleeps until the server answers
+#      (bench/handshake -get), where wrk spins through each handshake;
 #   3. system calls per new relayed connection, tlsalpn and HAProxy (strace -c
 #      -f over a few seconds of new connections, divided by the connects);
 #   4. terminate mode: full handshakes/s of tlsalpn serve terminating TLS vs a
@@ -120,6 +122,14 @@ else
 fi
 
 rps() { # URL [extra wrk args]: prints requests/s and the requests made
+  if [ "$load" = handshake ]; then # bench/handshake -get instead of wrk: a client that waits (see 2b)
+    local url=${*: -1} port out
+    port=${url#https://localhost:}; port=${port%%/*}
+    out=$("$work/bin/handshake" -addr "127.0.0.1:$port" -sni localhost -c 64 -d "${secs}s" -get /1k)
+    case $out in *"failed 0,"*) ;; *) echo "bench/handshake through port $port: $out" >&2 ;; esac
+    awk '{ n = $4; sub(/,/, "", n); print $2, n }' <<<"$out"
+    return
+  fi
   wrk -t2 -c64 -d"${secs}s" "$@" 2>&1 | awk '/requests in/ { n = $1 } /Requests\/sec/ { r = $2 } END { print r, n }'
 }
 ticks() { # PID: CPU time it and its children (ualpn's workers) used so far, in clock ticks (all, and in user space), and its context switches
@@ -206,8 +216,21 @@ compare() { # TITLE [wrk args]
       'BEGIN { f = 1e6 / hz / q; printf "  %-36s %8.1f %8.1f %8.1f %8.1f %8.1f   %8.1f %8.1f\n", n, c * f, g * f, (b - c - g) * f, i * f, (b + i) * f, s * f, h * f }'
   done
 }
+load=wrk
 compare "1. keep-alive requests/s, 1 KiB file, wrk -t2 -c64, $rounds rounds of ${secs}s"
 compare "2. new TLS connections/s (full handshake per request), wrk -t2 -c64 -H 'Connection: close', $rounds rounds of ${secs}s" -H "Connection: close"
+# 2b. The same with a client that waits for the server. wrk, while a
+# handshake is under way, keeps its connection's writable event and calls
+# SSL_connect again at once each time, a read that fails with EAGAIN
+# (perf stat -e syscalls:sys_exit_read --filter 'ret == -11': 30-40 per
+# connection through a proxy): its CPU grows with the time the path takes
+# to pass the handshake on, and is taken from nginx and the proxy. Clients
+# in the field (browsers, curl, Go) sleep until the answer comes, as
+# bench/handshake does: Go's crypto/tls (TLS 1.3), then GET /1k with
+# Connection: close and the answer read to its end, 64 connections.
+load=handshake
+compare "2b. new TLS connections/s, a client that waits (bench/handshake -c 64 -get /1k: TLS 1.3, one GET per connection), $rounds rounds of ${secs}s"
+load=wrk
 
 if command -v strace >/dev/null; then
   echo "3. system calls per new relayed connection (strace -c -f for 3 s of wrk -t1 -c8 -H 'Connection: close'; strace slows the process, so these are counts, not speeds)"
